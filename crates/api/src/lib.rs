@@ -1,0 +1,283 @@
+//! Wire types of the Coffer Coordinator API (`/api/v1`), shared by the Coordinator, the launcher
+//! and clients, so that both ends of every request compile against one definition.
+//!
+//! Every message carries [`PROTOCOL_VERSION`]; a receiver accepts any version in
+//! [`MIN_PROTOCOL_VERSION`]`..=`[`PROTOCOL_VERSION`] and refuses others with
+//! [`ErrorKind::UnsupportedProtocolVersion`], naming the range it accepts (an exact-match check
+//! is the most reported failure of a peer's protocol, so we use a range from day one).
+//!
+//! Report-data bindings (what the TEE signs) are defined here too, as functions, so the party
+//! that creates evidence and the party that checks it cannot disagree.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The oldest protocol version this build still accepts.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// Largest request body the Coordinator accepts on any endpoint (quotes with certificate chains
+/// are ~5 KiB, TDX event logs can reach a few hundred KiB; manifests with many packages a few MiB).
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+/// Whether `version` is inside the accepted range.
+pub fn protocol_version_supported(version: u32) -> bool {
+    (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version)
+}
+
+/// The report data a workload puts in its evidence: SHA-256 of the DER SubjectPublicKeyInfo of
+/// the key in its CSR in bytes 0..32, zeros after. The Coordinator recomputes it from the CSR.
+pub fn workload_report_data(csr_spki_der: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&Sha256::digest(csr_spki_der));
+    out
+}
+
+/// The report data of the Coordinator's own evidence: SHA-256 of its root CA certificate's DER
+/// SubjectPublicKeyInfo in bytes 0..32 and SHA-256 of the client's nonce in bytes 32..64 (zeros
+/// when no nonce was given), so a client can check both what it trusts and that the quote is fresh.
+pub fn coordinator_report_data(root_spki_der: &[u8], nonce: Option<&[u8]>) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&Sha256::digest(root_spki_der));
+    if let Some(nonce) = nonce {
+        out[32..].copy_from_slice(&Sha256::digest(nonce));
+    }
+    out
+}
+
+/// The format of a piece of evidence. The TEE kind (SGX or TDX) is read from the quote itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvidenceFormat {
+    /// An Intel DCAP quote (SGX v3/v4/v5 or TDX v4/v5), real or from the simulated platform.
+    DcapQuote,
+}
+
+/// Evidence as sent over the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// How to read `data`.
+    pub format: EvidenceFormat,
+    /// The raw evidence, base64 (standard alphabet, padded).
+    pub data: String,
+}
+
+/// `POST /api/v1/activate`: a workload instance asks for its identity and parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationRequest {
+    /// Protocol version of the sender.
+    pub protocol_version: u32,
+    /// Name of the workload in the manifest.
+    pub workload: String,
+    /// The instance's UUID; a restart with the same UUID gets the same per-instance secrets.
+    pub instance_id: uuid::Uuid,
+    /// PKCS#10 CSR (PEM) for a P-256 key generated inside the TEE; report data binds its key.
+    pub csr_pem: String,
+    /// Evidence whose report data is [`workload_report_data`] of the CSR's key.
+    pub evidence: Evidence,
+}
+
+/// One file the launcher writes before the app starts.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileParameter {
+    /// Absolute path inside the container.
+    pub path: String,
+    /// File content, base64.
+    pub content: String,
+    /// Unix mode, default 0o600.
+    #[serde(default = "default_file_mode")]
+    pub mode: u32,
+}
+
+impl std::fmt::Debug for FileParameter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // File contents usually hold secrets: never print them.
+        f.debug_struct("FileParameter")
+            .field("path", &self.path)
+            .field("content", &format_args!("<{} base64 chars>", self.content.len()))
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
+}
+
+fn default_file_mode() -> u32 {
+    0o600
+}
+
+/// What a workload receives, with secrets filled in. Debug output never shows values.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parameters {
+    /// Files to write.
+    #[serde(default)]
+    pub files: Vec<FileParameter>,
+    /// Environment variables to set (merged over the image's).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Replacement argv, if the manifest gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    /// Key (hex, 32 bytes) that decrypts the image's protected files, if the manifest gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_key: Option<String>,
+}
+
+impl std::fmt::Debug for Parameters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parameters")
+            .field("files", &self.files)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("argv", &self.argv.as_ref().map(|a| a.len()))
+            .field("image_key", &self.image_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Answer to a successful activation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivationResponse {
+    /// Protocol version of the Coordinator.
+    pub protocol_version: u32,
+    /// The workload certificate followed by the intermediate CA, PEM.
+    pub certificate_chain_pem: String,
+    /// The Coordinator's root CA, PEM: the trust anchor for mTLS between workloads.
+    pub root_ca_pem: String,
+    /// Expiry of the workload certificate, Unix seconds; re-activate before it.
+    pub not_after: i64,
+    /// Files, env, argv with secrets filled in.
+    pub parameters: Parameters,
+}
+
+/// `GET /api/v1/quote?nonce=HEX`: the Coordinator's own evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteResponse {
+    /// Protocol version of the Coordinator.
+    pub protocol_version: u32,
+    /// Evidence whose report data is [`coordinator_report_data`] of the root CA key and nonce.
+    pub evidence: Evidence,
+    /// The Coordinator's root CA certificate, PEM.
+    pub root_ca_pem: String,
+    /// The current intermediate CA certificate, PEM.
+    pub intermediate_ca_pem: String,
+    /// True when the Coordinator runs on the simulated platform.
+    pub simulation: bool,
+}
+
+/// Lifecycle state of a Coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CoordinatorState {
+    /// Started, no manifest set yet.
+    AwaitingManifest,
+    /// Manifest set; activations are served.
+    Ready,
+    /// The state key could not be unsealed; waiting for `POST /api/v1/recover`.
+    Recovery,
+}
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// Protocol version of the Coordinator.
+    pub protocol_version: u32,
+    /// Lifecycle state.
+    pub state: CoordinatorState,
+    /// Canonical SHA-256 of the manifest in force, hex, if one is set.
+    pub manifest_hash: Option<String>,
+    /// True when the Coordinator runs on the simulated platform and accepts simulated evidence.
+    pub simulation: bool,
+    /// Coordinator software version.
+    pub version: String,
+}
+
+/// Error kinds a client can act on; the message says more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request body or a parameter is malformed.
+    BadRequest,
+    /// The sender's protocol version is outside the accepted range.
+    UnsupportedProtocolVersion,
+    /// The evidence is malformed.
+    MalformedEvidence,
+    /// A signature in the evidence or its collateral does not verify.
+    BadSignature,
+    /// Collateral or a certificate is outside its validity window.
+    ExpiredCollateral,
+    /// The evidence verifies but does not satisfy the manifest.
+    PolicyMismatch,
+    /// Collateral could not be fetched from the provisioning service.
+    CollateralUnavailable,
+    /// The workload has reached its activation limit.
+    ActivationLimit,
+    /// The named workload, secret or resource does not exist.
+    NotFound,
+    /// No valid client certificate.
+    Unauthenticated,
+    /// The client's roles do not allow the action.
+    Forbidden,
+    /// The action conflicts with the current state (e.g. manifest already set).
+    Conflict,
+    /// The request body exceeds the limit.
+    PayloadTooLarge,
+    /// The Coordinator is in recovery mode.
+    RecoveryMode,
+    /// Something went wrong inside the Coordinator; details are in its log, never here.
+    Internal,
+}
+
+/// The body of every error answer: `{"error": {"kind": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// See [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// A reason a person can act on; never contains secrets.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_range() {
+        assert!(protocol_version_supported(PROTOCOL_VERSION));
+        assert!(!protocol_version_supported(0));
+        assert!(!protocol_version_supported(PROTOCOL_VERSION + 1));
+    }
+
+    #[test]
+    fn report_data_binds_key_and_nonce() {
+        let a = coordinator_report_data(b"key", Some(b"n1"));
+        let b = coordinator_report_data(b"key", Some(b"n2"));
+        assert_eq!(a[..32], b[..32]);
+        assert_ne!(a[32..], b[32..]);
+        assert_eq!(coordinator_report_data(b"key", None)[32..], [0u8; 32]);
+        assert_eq!(workload_report_data(b"key")[32..], [0u8; 32]);
+        assert_ne!(workload_report_data(b"key")[..32], [0u8; 32]);
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let p = Parameters {
+            files: vec![FileParameter { path: "/s".into(), content: "c2VjcmV0".into(), mode: 0o600 }],
+            env: [("K".to_string(), "topsecret".to_string())].into(),
+            argv: Some(vec!["app".into(), "topsecret".into()]),
+            image_key: Some("00".repeat(32)),
+        };
+        let s = format!("{p:?}");
+        assert!(!s.contains("topsecret") && !s.contains("c2VjcmV0") && !s.contains("0000"));
+    }
+}

@@ -1,0 +1,10 @@
+//! One module per subcommand family; each exposes its clap arguments and a `run` function.
+
+pub(crate) mod client;
+pub(crate) mod convert;
+pub(crate) mod coordinator;
+pub(crate) mod demo;
+pub(crate) mod evidence;
+pub(crate) mod manifest;
+pub(crate) mod run;
+pub(crate) mod sgx;

@@ -1,0 +1,1 @@
+//! The Coffer Coordinator: attestation-gated secrets, PKI, sealed state, client API.

@@ -1,0 +1,1 @@
+//! OCI image reading, writing and conversion into confidential images; trusted-file measurement and file encryption.

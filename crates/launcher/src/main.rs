@@ -1,0 +1,2 @@
+//! `coffer-launcher`: see the `coffer_launcher` crate.
+fn main() {}

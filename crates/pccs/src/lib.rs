@@ -1,0 +1,1 @@
+//! Intel PCS / PCCS v4 collateral client with a local cache.
