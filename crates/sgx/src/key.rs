@@ -77,6 +77,13 @@ impl SigningKey {
         Self::from_rsa(inner)
     }
 
+    /// [`SigningKey::from_pem`] on raw file bytes (which must be UTF-8 PEM text).
+    pub fn from_pem_bytes(pem: &[u8]) -> Result<Self> {
+        let text = std::str::from_utf8(pem)
+            .map_err(|_| Error::Key("the key file is not PEM text".into()))?;
+        Self::from_pem(text)
+    }
+
     /// Generates a new key. Slow (seconds; RSA-3072 prime search), so callers do it once.
     pub fn generate<R: CryptoRngCore + ?Sized>(rng: &mut R) -> Result<Self> {
         let inner = RsaPrivateKey::new_with_exp(rng, KEY_BITS, &BigUint::from(EXPONENT))

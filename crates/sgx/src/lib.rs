@@ -34,6 +34,10 @@ pub mod sgxs;
 mod sigstruct;
 mod types;
 
+/// The `rand_core` version the signing API takes (`rand_core::OsRng` for callers), re-exported
+/// so that callers cannot pick an incompatible one. This crate never draws randomness itself.
+pub use rand_core;
+
 pub use error::{Error, Result};
 pub use key::{SigningKey, EXPONENT, KEY_BITS, KEY_BYTES};
 pub use measure::{
