@@ -3,8 +3,9 @@
 #   runc        the OCI runtime `coffer run` starts containers with
 #   skopeo umoci  independent OCI tools the conversion tests check our images with
 #   busybox-static  a real, unmodified static program for demo and test images
+#   protobuf-compiler libssl-dev pkg-config  to build sgxs-tools (below; test-only)
 set -euo pipefail
-packages=(runc skopeo umoci busybox-static)
+packages=(runc skopeo umoci busybox-static protobuf-compiler libssl-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -13,4 +14,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# sgxs-tools: Fortanix's independent SGXS/SIGSTRUCT implementation (`sgxs-sign`), which the
+# cross-check test crates/sgx/tests/sgxs_tools.rs runs. Test-only: it links OpenSSL, Coffer's
+# crates do not. A debug build is enough (the test feeds it small files): about 2 minutes on 2 cores.
+if ! command -v sgxs-sign >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/sgxs-sign" ]; then
+    cargo install sgxs-tools --version 0.10.0 --locked --debug
 fi
