@@ -1,1 +1,532 @@
-//! Coffer deployment manifest: types, validation with JSON paths, canonical hash, secret placeholders. Pure: no I/O.
+//! Coffer deployment manifest: types, validation with JSON paths, canonical hash, secret
+//! placeholders, and the activation policy check. Pure: no I/O, no clock, no randomness.
+//!
+//! One document describes a deployment: which **packages** (measurements) are trusted, which
+//! **workloads** may start from them and what each receives (files, env, argv with secrets
+//! filled in), which **secrets** exist, which **users** may do what (**roles**), the
+//! **recovery keys**, and which workloads talk to which over mutual TLS (**tls**). The field
+//! names follow Marblerun's manifest (Packages, Marbles, Secrets, Users, Roles, RecoveryKeys,
+//! TLS) in snake_case, so its users find their way.
+//!
+//! # Use
+//!
+//! ```
+//! let text = include_bytes!("../examples/manifest.json");
+//! let manifest = coffer_manifest::Manifest::parse(text).expect("valid");
+//! println!("pin this: {}", manifest.hash_hex());
+//! ```
+//!
+//! [`Manifest::parse`] auto-detects JSON (first non-blank byte `{`) or YAML, refuses unknown
+//! fields and duplicate names, runs every semantic check and returns either a validated
+//! [`Manifest`] or [`ValidationErrors`]: every problem, each with its JSON path
+//! (`$.workloads.web.parameters.env.DB_KEY`), a message and a hint.
+//!
+//! # Fields
+//!
+//! | path | meaning |
+//! |---|---|
+//! | `packages.NAME.tee` | `sgx` or `tdx` |
+//! | `packages.NAME.mrenclave` | SGX: exact enclave measurement, 64 hex |
+//! | `packages.NAME.mrsigner`, `isv_prod_id`, `isv_svn` | SGX: signer (64 hex) + product + *minimum* SVN (all three together) |
+//! | `packages.NAME.mrtd`, `rtmr0`..`rtmr3`, `mrconfigid` | TDX: 96 hex each; `mrtd` required |
+//! | `packages.NAME.debug` | accept debug TEEs (default `false`) |
+//! | `packages.NAME.accepted_tcb_statuses` | Intel spelling, default `["UpToDate"]`; `Revoked` is refused |
+//! | `workloads.NAME.package` | the package its evidence must match |
+//! | `workloads.NAME.max_activations` | limit (≥ 1); absent = unlimited |
+//! | `workloads.NAME.sans` | extra DNS/IP SANs of the workload's certificate |
+//! | `workloads.NAME.parameters.files.PATH` | `{ "content": TEMPLATE, "mode": "0600" }`, PATH absolute, normalised, not under `/coffer` |
+//! | `workloads.NAME.parameters.env.VAR` | TEMPLATE (no `.raw`; `COFFER_*` reserved) |
+//! | `workloads.NAME.parameters.argv` | [TEMPLATE] replacing the image's command (no `.raw`) |
+//! | `workloads.NAME.parameters.image_key` | exactly `{{ secrets.K.key.hex }}`, K a 256-bit symmetric secret |
+//! | `secrets.NAME.type` | `symmetric`, `ecdsa-p256`, `rsa`, `certificate`, `user-defined` |
+//! | `secrets.NAME.size` | bits: symmetric (required, 128..=4096, ×8), rsa / RSA certificate key (2048/3072/4096, default 3072), user-defined symmetric (required) |
+//! | `secrets.NAME.shared` | one value for all instances (`true`) or per instance UUID (`false`, default); user-defined: always shared |
+//! | `secrets.NAME.certificate` | `{ "subject": {"common_name", "organization"?, "organizational_unit"?, "country"?}, "sans": [..], "validity_days": 365, "key_type": "ecdsa-p256" \| "rsa" }`, signed by the Coordinator's CA |
+//! | `secrets.NAME.value_type` | user-defined: `plain` (≤ 64 KiB, field `value`, default) or `symmetric` (exactly `size` bits, field `key`) |
+//! | `users.NAME` | `{ "certificate": PEM, "roles": [ROLE] }` |
+//! | `roles.NAME` | `{ "resource": "secrets" \| "packages" \| "manifest" \| "audit", "names": [..] or ["*"], "actions": [..] }`: secrets → `read`, `write` (user-defined only); packages → `update`; manifest → `update`; audit → `read` |
+//! | `recovery_keys.NAME` | RSA public key PEM, ≥ 2048 bits |
+//! | `recovery_threshold` | k of n recovery keys needed (default n) |
+//! | `tls` | `[{ "from": W1, "to": W2 }]`: W1 may open mTLS connections to W2 |
+//!
+//! Placeholders are described in [`template`]. A full example (also in
+//! `crates/manifest/examples/manifest.json`, checked by the tests):
+//!
+//! ```json
+#![doc = include_str!("../examples/manifest.json")]
+//! ```
+//!
+//! # Canonical hash
+//!
+//! Clients pin a deployment by [`Manifest::hash`]: SHA-256 over the **canonical JSON** of the
+//! validated manifest, defined as:
+//!
+//! 1. parse (JSON or YAML) and validate;
+//! 2. fill defaults (`debug: false`, `accepted_tcb_statuses: ["UpToDate"]`, `mode: "0600"`,
+//!    `validity_days: 365`, `key_type`, `shared`, RSA `size: 3072`, user-defined
+//!    `value_type: "plain"`, `recovery_threshold` = number of keys, absent maps/lists as empty)
+//!    and write hex measurements in lower case, file modes as four octal digits;
+//! 3. serialise every field the types define, leaving out only absent optional values, with
+//!    object keys sorted by their UTF-8 bytes, no whitespace, strings escaped as serde_json
+//!    does (`"` `\` and control characters; everything else as UTF-8), integers in decimal.
+//!
+//! So JSON and YAML of the same manifest, key order, whitespace and spelled-out defaults do not
+//! change the hash; any change of meaning does. [`Manifest::canonical_json`] gives the bytes,
+//! and re-parsing them yields the same hash (fuzzed).
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod keys;
+mod model;
+mod policy;
+pub mod template;
+mod update;
+mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+
+pub use error::{Error, ValidationError, ValidationErrors};
+pub use keys::{certificate_der, parse_recovery_key, MIN_RECOVERY_KEY_BITS};
+pub use model::{
+    Action, CertificateSpec, FileMode, FileSpec, KeyType, Manifest, NameMap, Package, ResourceKind,
+    Role, SecretKind, SecretSpec, Subject, Tee, TlsRule, User, UserValueType, Workload,
+    WorkloadParameters, KNOWN_TCB_STATUSES, MAX_USER_VALUE_BYTES,
+};
+pub use policy::{MeasurementClaims, Mismatch};
+pub use template::{render, Rendered, SecretSource, SecretValue, SourceError, Target, Template};
+pub use update::{Change, UpdateSummary};
+
+/// Largest manifest accepted, in bytes.
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The document format, detected from the first non-blank byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON (the document starts with `{`).
+    Json,
+    /// YAML (anything else).
+    Yaml,
+}
+
+/// Detects the format: JSON if the first byte after blanks (and a UTF-8 BOM) is `{`.
+pub fn detect_format(bytes: &[u8]) -> Format {
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Format::Json,
+        _ => Format::Yaml,
+    }
+}
+
+fn serde_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::from("$");
+    for seg in path.iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } => out = validate::key_path(&out, key),
+            serde_path_to_error::Segment::Enum { variant } => {
+                out = validate::key_path(&out, variant)
+            }
+            serde_path_to_error::Segment::Unknown => out.push_str(".?"),
+        }
+    }
+    out
+}
+
+/// Removes the location suffix (" at line L column C") and a YAML path prefix ("a.b: ") from a
+/// serde message, since both are reported as separate fields.
+fn clean_message(msg: &str) -> String {
+    let mut m = msg;
+    if let Some(i) = m.rfind(" at line ") {
+        m = &m[..i];
+    }
+    if let Some(i) = m.find(": ") {
+        let prefix = &m[..i];
+        if !prefix.is_empty() && !prefix.contains(char::is_whitespace) && !prefix.contains('`') {
+            m = &m[i + 2..];
+        }
+    }
+    m.to_string()
+}
+
+fn serde_hint(msg: &str) -> &'static str {
+    if msg.contains("unknown field") {
+        "remove the field or fix its spelling; `coffer manifest schema` lists every field"
+    } else if msg.contains("missing field") {
+        "add the field; `coffer manifest schema` shows what is required"
+    } else if msg.contains("unknown variant") {
+        "use one of the listed values"
+    } else if msg.contains("duplicate") {
+        "every name may appear once; merge or rename the entries"
+    } else if msg.contains("invalid type") {
+        "check the value's type against `coffer manifest schema`"
+    } else {
+        "fix the syntax at the given line and column"
+    }
+}
+
+fn parse_error(
+    path: String,
+    msg: String,
+    line: Option<usize>,
+    column: Option<usize>,
+) -> ValidationErrors {
+    let message = clean_message(&msg);
+    let hint = serde_hint(&message).to_string();
+    ValidationErrors(vec![ValidationError {
+        path,
+        message,
+        hint: Some(hint),
+        line,
+        column,
+    }])
+}
+
+fn deserialize(bytes: &[u8], format: Format) -> Result<Manifest, ValidationErrors> {
+    match format {
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let m = serde_path_to_error::deserialize::<_, Manifest>(&mut de).map_err(|e| {
+                let path = serde_path(e.path());
+                let inner = e.into_inner();
+                let (l, c) = (inner.line(), inner.column());
+                let loc = (l > 0).then_some(l);
+                parse_error(path, inner.to_string(), loc, loc.map(|_| c))
+            })?;
+            de.end().map_err(|e| {
+                parse_error(
+                    "$".into(),
+                    format!("{e} (trailing data after the manifest)"),
+                    Some(e.line()),
+                    Some(e.column()),
+                )
+            })?;
+            Ok(m)
+        }
+        Format::Yaml => {
+            let de = serde_yaml::Deserializer::from_slice(bytes);
+            serde_path_to_error::deserialize::<_, Manifest>(de).map_err(|e| {
+                let path = serde_path(e.path());
+                let inner = e.into_inner();
+                let loc = inner.location();
+                parse_error(
+                    path,
+                    inner.to_string(),
+                    loc.as_ref().map(|l| l.line()),
+                    loc.as_ref().map(|l| l.column()),
+                )
+            })
+        }
+    }
+}
+
+impl Manifest {
+    /// Parses and validates a manifest (JSON or YAML, auto-detected). On success the manifest
+    /// is normalised (defaults filled, hex in lower case), ready for hashing and use.
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, ValidationErrors> {
+        Self::parse_with_format(bytes).map(|(m, _)| m)
+    }
+
+    /// Like [`Manifest::parse`], also returning the detected format.
+    pub fn parse_with_format(bytes: &[u8]) -> Result<(Manifest, Format), ValidationErrors> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(ValidationErrors(vec![ValidationError::new(
+                "$",
+                format!(
+                    "manifest is {} bytes, more than the limit of {MAX_MANIFEST_BYTES}",
+                    bytes.len()
+                ),
+            )
+            .hint(
+                "split large file contents into user-defined secrets or the image",
+            )]));
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ValidationErrors(vec![ValidationError::new(
+                "$",
+                "manifest is empty",
+            )
+            .hint("start from `crates/manifest/examples/manifest.json`")]));
+        }
+        let format = detect_format(bytes);
+        let mut m = deserialize(bytes, format)?;
+        m.validate()?;
+        m.normalize();
+        Ok((m, format))
+    }
+
+    /// Runs every semantic check on this value (parse already does).
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let errors = validate::validate(self);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors))
+        }
+    }
+
+    fn normalize(&mut self) {
+        for p in self.packages.values_mut() {
+            for h in [
+                &mut p.mrenclave,
+                &mut p.mrsigner,
+                &mut p.mrtd,
+                &mut p.rtmr0,
+                &mut p.rtmr1,
+                &mut p.rtmr2,
+                &mut p.rtmr3,
+                &mut p.mrconfigid,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                h.make_ascii_lowercase();
+            }
+        }
+        for s in self.secrets.values_mut() {
+            s.shared = Some(s.is_shared());
+            match s.kind {
+                SecretKind::Rsa => {
+                    s.size.get_or_insert(3072);
+                }
+                SecretKind::Certificate if s.certificate_key_type() == Some(KeyType::Rsa) => {
+                    s.size.get_or_insert(3072);
+                }
+                SecretKind::UserDefined => {
+                    s.value_type.get_or_insert(UserValueType::Plain);
+                }
+                _ => {}
+            }
+        }
+        if !self.recovery_keys.is_empty() && self.recovery_threshold.is_none() {
+            self.recovery_threshold = Some(self.recovery_keys.len() as u32);
+        }
+    }
+
+    /// The canonical JSON bytes (see the crate docs for the exact rule).
+    pub fn canonical_json(&self) -> Vec<u8> {
+        // Serialising these types to a Value cannot fail: every map key is a string and there
+        // are no floats.
+        let value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        let mut out = Vec::new();
+        write_canonical(&value, &mut out);
+        out
+    }
+
+    /// SHA-256 of [`Manifest::canonical_json`]: what clients pin.
+    pub fn hash(&self) -> [u8; 32] {
+        Sha256::digest(self.canonical_json()).into()
+    }
+
+    /// [`Manifest::hash`] in lower-case hex.
+    pub fn hash_hex(&self) -> String {
+        hex::encode(self.hash())
+    }
+
+    /// The JSON Schema of the manifest (draft 2020-12), as published by `coffer manifest schema`.
+    pub fn json_schema() -> serde_json::Value {
+        let schema = schemars::schema_for!(Manifest);
+        serde_json::to_value(&schema).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The placeholders a workload's parameters use, so the Coordinator knows which secrets to
+    /// produce for an activation.
+    pub fn referenced_targets(&self, workload: &str) -> Result<BTreeSet<Target>, Error> {
+        let w = self
+            .workloads
+            .get(workload)
+            .ok_or_else(|| Error::UnknownWorkload(workload.into()))?;
+        let p = &w.parameters;
+        let templates = p
+            .files
+            .values()
+            .map(|f| &f.content)
+            .chain(p.env.values())
+            .chain(p.argv.iter().flatten())
+            .chain(p.image_key.iter());
+        Ok(templates
+            .flat_map(|t| t.references().map(|r| r.target.clone()))
+            .collect())
+    }
+
+    /// Renders a workload's parameters with values from `source` (Coordinator only, after the
+    /// evidence matched). Env and argv are UTF-8 by construction (no `.raw` there; `.text` is
+    /// checked when rendered).
+    pub fn render_workload(
+        &self,
+        workload: &str,
+        source: &dyn SecretSource,
+    ) -> Result<RenderedParameters, Error> {
+        let w = self
+            .workloads
+            .get(workload)
+            .ok_or_else(|| Error::UnknownWorkload(workload.into()))?;
+        let p = &w.parameters;
+        let mut files = Vec::with_capacity(p.files.len());
+        for (path, spec) in &p.files {
+            files.push(RenderedFile {
+                path: path.clone(),
+                content: render(&spec.content, source)?,
+                mode: spec.mode.0,
+            });
+        }
+        let mut env = BTreeMap::new();
+        for (k, v) in &p.env {
+            env.insert(k.clone(), render(v, source)?);
+        }
+        let argv = match &p.argv {
+            None => None,
+            Some(a) => Some(
+                a.iter()
+                    .map(|t| render(t, source))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let image_key = p
+            .image_key
+            .as_ref()
+            .map(|t| render(t, source))
+            .transpose()?;
+        Ok(RenderedParameters {
+            files,
+            env,
+            argv,
+            image_key,
+        })
+    }
+
+    /// The user whose certificate (DER) is `der`, if any. Certificates are public, so a plain
+    /// comparison is fine.
+    pub fn user_for_certificate(&self, der: &[u8]) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|(_, u)| certificate_der(&u.certificate).is_ok_and(|d| d == der))
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Whether `user` holds a role that allows `action` on `resource` (named `name` for
+    /// secrets and packages; `None` for manifest and audit). Unknown users may nothing.
+    pub fn user_may(
+        &self,
+        user: &str,
+        resource: ResourceKind,
+        name: Option<&str>,
+        action: Action,
+    ) -> bool {
+        let Some(u) = self.users.get(user) else {
+            return false;
+        };
+        u.roles
+            .iter()
+            .filter_map(|r| self.roles.get(r))
+            .any(|role| {
+                role.resource == resource
+                    && role.actions.contains(&action)
+                    && match (resource, name) {
+                        (ResourceKind::Manifest | ResourceKind::Audit, _) => true,
+                        (_, Some(n)) => role.names.iter().any(|x| x == "*" || x == n),
+                        (_, None) => false,
+                    }
+            })
+    }
+
+    /// Checks a value a user wants to set for the user-defined secret `name`.
+    pub fn check_user_value(&self, name: &str, value: &[u8]) -> Result<(), Error> {
+        let spec = self
+            .secrets
+            .get(name)
+            .ok_or_else(|| Error::UnknownSecret(name.into()))?;
+        let refuse = |reason: String| {
+            Err(Error::UserValue {
+                secret: name.into(),
+                reason,
+            })
+        };
+        match spec.user_value_type() {
+            None => refuse(format!(
+                "it is a generated {} secret, not user-defined",
+                spec.kind.as_str()
+            )),
+            Some(UserValueType::Plain) if value.len() > MAX_USER_VALUE_BYTES => refuse(format!(
+                "{} bytes is more than {MAX_USER_VALUE_BYTES}",
+                value.len()
+            )),
+            Some(UserValueType::Plain) => Ok(()),
+            Some(UserValueType::Symmetric) => {
+                let bits = spec.size.unwrap_or(0) as usize;
+                if value.len() * 8 == bits {
+                    Ok(())
+                } else {
+                    refuse(format!(
+                        "expected exactly {} bytes ({bits} bits), got {}",
+                        bits / 8,
+                        value.len()
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Compares `old` and `new` (both validated): what an update changes, or why it can never
+    /// be applied. Who may apply it is the Coordinator's decision (see [`UpdateSummary`]).
+    pub fn check_update(old: &Manifest, new: &Manifest) -> Result<UpdateSummary, Error> {
+        update::check_update(old, new)
+    }
+}
+
+/// One rendered file.
+#[derive(Debug, Clone)]
+pub struct RenderedFile {
+    /// Absolute path.
+    pub path: String,
+    /// Content (Debug shows only the length).
+    pub content: Rendered,
+    /// Unix mode bits.
+    pub mode: u32,
+}
+
+/// A workload's parameters with secrets filled in. Debug shows no values.
+#[derive(Debug, Clone)]
+pub struct RenderedParameters {
+    /// Files, sorted by path.
+    pub files: Vec<RenderedFile>,
+    /// Environment variables.
+    pub env: BTreeMap<String, Rendered>,
+    /// Replacement argv.
+    pub argv: Option<Vec<Rendered>>,
+    /// Image key (hex text).
+    pub image_key: Option<Rendered>,
+}
+
+fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (k, val)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
+                out.push(b':');
+                write_canonical(val, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+}
