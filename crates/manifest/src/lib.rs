@@ -129,7 +129,8 @@ fn serde_path(path: &serde_path_to_error::Path) -> String {
             serde_path_to_error::Segment::Enum { variant } => {
                 out = validate::key_path(&out, variant)
             }
-            serde_path_to_error::Segment::Unknown => out.push_str(".?"),
+            // An unknown segment (e.g. inside a value that did not finish) adds nothing useful.
+            serde_path_to_error::Segment::Unknown => {}
         }
     }
     out

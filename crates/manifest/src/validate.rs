@@ -419,7 +419,7 @@ impl Checker<'_> {
                         self.err(
                             format!("{cb}.subject.common_name"),
                             "common_name must be 1-64 characters",
-                            "",
+                            "e.g. the service's DNS name",
                         );
                     }
                     for (field, v) in [
@@ -431,7 +431,7 @@ impl Checker<'_> {
                                 self.err(
                                     format!("{cb}.subject.{field}"),
                                     format!("{field} must be 1-64 characters"),
-                                    "",
+                                    "shorten it",
                                 );
                             }
                         }
@@ -449,7 +449,7 @@ impl Checker<'_> {
                         self.err(
                             format!("{cb}.validity_days"),
                             format!("validity_days {} is outside 1..=3650", c.validity_days),
-                            "",
+                            "certificates are renewed by the Coordinator; 90 or 365 are common",
                         );
                     }
                     self.sans(&format!("{cb}.sans"), &c.sans);
@@ -515,7 +515,7 @@ impl Checker<'_> {
                 );
             }
             if !seen.insert(s) {
-                self.err(path, format!("{s:?} listed twice"), "");
+                self.err(path, format!("{s:?} listed twice"), "list each name once");
             }
         }
     }
@@ -682,7 +682,11 @@ impl Checker<'_> {
                         },
                     );
                 } else if !seen.insert(r) {
-                    self.err(path, format!("role {r:?} listed twice"), "");
+                    self.err(
+                        path,
+                        format!("role {r:?} listed twice"),
+                        "list each role once",
+                    );
                 }
             }
         }
@@ -712,7 +716,11 @@ impl Checker<'_> {
                         format!("{} allows: {}", r.resource.as_str(), list.join(", ")),
                     );
                 } else if !seen.insert(a) {
-                    self.err(path, format!("action {:?} listed twice", a.as_str()), "");
+                    self.err(
+                        path,
+                        format!("action {:?} listed twice", a.as_str()),
+                        "list each action once",
+                    );
                 }
             }
             match r.resource {
@@ -789,7 +797,7 @@ impl Checker<'_> {
                     format!(
                         "recovery_threshold {k} is outside 1..={n} (the number of recovery keys)"
                     ),
-                    "",
+                    "k must be at least 1 and at most the number of recovery keys",
                 );
             }
         }
@@ -810,7 +818,7 @@ impl Checker<'_> {
                 self.err(
                     base,
                     format!("rule {} -> {} listed twice", t.from, t.to),
-                    "",
+                    "list each rule once",
                 );
             }
         }
