@@ -207,6 +207,20 @@ fn deserialize(bytes: &[u8], format: Format) -> Result<Manifest, ValidationError
             Ok(m)
         }
         Format::Yaml => {
+            // First pass: measure the document with aliases expanded, without allocating, and
+            // stop early if it is too big (an alias used many times multiplies its size).
+            if let Err(e) = serde::de::DeserializeSeed::deserialize(
+                yaml_budget::Counter(&mut yaml_budget::Budget::new(2 * MAX_MANIFEST_BYTES)),
+                serde_yaml::Deserializer::from_slice(bytes),
+            ) {
+                let loc = e.location();
+                return Err(parse_error(
+                    "$".into(),
+                    e.to_string(),
+                    loc.as_ref().map(|l| l.line()),
+                    loc.as_ref().map(|l| l.column()),
+                ));
+            }
             let de = serde_yaml::Deserializer::from_slice(bytes);
             serde_path_to_error::deserialize::<_, Manifest>(de).map_err(|e| {
                 let path = serde_path(e.path());
@@ -219,6 +233,101 @@ fn deserialize(bytes: &[u8], format: Format) -> Result<Manifest, ValidationError
                     loc.as_ref().map(|l| l.column()),
                 )
             })
+        }
+    }
+}
+
+/// Measures a YAML document as the deserializer will see it (aliases expanded) without
+/// building it, failing as soon as a byte budget is spent.
+mod yaml_budget {
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+
+    pub(crate) struct Budget {
+        left: usize,
+        limit: usize,
+    }
+
+    impl Budget {
+        pub(crate) fn new(limit: usize) -> Self {
+            Budget { left: limit, limit }
+        }
+
+        fn spend<E: serde::de::Error>(&mut self, n: usize) -> Result<(), E> {
+            // Every node costs at least 1, so deep or wide alias trees are bounded too.
+            match self.left.checked_sub(n.max(1)) {
+                Some(l) => {
+                    self.left = l;
+                    Ok(())
+                }
+                None => Err(E::custom(format!(
+                    "document expands to more than {} bytes (YAML aliases repeat their target; \
+                     write values out or keep them smaller)",
+                    self.limit
+                ))),
+            }
+        }
+    }
+
+    pub(crate) struct Counter<'a>(pub(crate) &'a mut Budget);
+
+    impl<'de> DeserializeSeed<'de> for Counter<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Counter<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any YAML value")
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+            self.0.spend(1)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+            self.0.spend(8)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+            self.0.spend(8)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+            self.0.spend(8)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+            self.0.spend(v.len())
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<(), E> {
+            self.0.spend(v.len())
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+            self.0.spend(1)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+            self.0.spend(1)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            self.0.spend::<A::Error>(1)?;
+            while seq.next_element_seed(Counter(&mut *self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            self.0.spend::<A::Error>(1)?;
+            while map.next_key_seed(Counter(&mut *self.0))?.is_some() {
+                map.next_value_seed(Counter(&mut *self.0))?;
+            }
+            Ok(())
+        }
+        fn visit_enum<A: serde::de::EnumAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+            Err(A::Error::custom("YAML tags are not used in manifests"))
         }
     }
 }
@@ -255,6 +364,18 @@ impl Manifest {
         let mut m = deserialize(bytes, format)?;
         m.validate()?;
         m.normalize();
+        // YAML aliases and JSON escaping can make the canonical form larger than the input;
+        // bound it too, so every accepted manifest's canonical form is itself accepted.
+        let canonical_len = m.canonical_json().len();
+        if canonical_len > MAX_MANIFEST_BYTES {
+            return Err(ValidationErrors(vec![ValidationError::new(
+                "$",
+                format!(
+                    "manifest expands to {canonical_len} bytes in canonical form, more than the limit of {MAX_MANIFEST_BYTES}"
+                ),
+            )
+            .hint("avoid large repeated YAML aliases; keep big contents out of the manifest")]));
+        }
         Ok((m, format))
     }
 
@@ -474,6 +595,57 @@ impl Manifest {
     /// be applied. Who may apply it is the Coordinator's decision (see [`UpdateSummary`]).
     pub fn check_update(old: &Manifest, new: &Manifest) -> Result<UpdateSummary, Error> {
         update::check_update(old, new)
+    }
+}
+
+/// Harness logic shared by the fuzz target and the tests (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::template::Target;
+    use crate::{Manifest, SecretSource, SecretValue, SourceError};
+
+    struct Fixed;
+
+    impl SecretSource for Fixed {
+        fn resolve(&self, target: &Target) -> Result<SecretValue, SourceError> {
+            match target {
+                Target::WorkloadChain => {
+                    Ok(SecretValue::der_chain(vec![vec![0x30, 0], vec![0x30, 0]]))
+                }
+                _ => Ok(SecretValue::bytes(vec![0x41; 32])),
+            }
+        }
+    }
+
+    /// Parses `data` and checks the invariants: errors are non-empty and `$`-rooted; a valid
+    /// manifest's canonical JSON re-parses to the same canonical bytes and hash; rendering
+    /// every workload returns (Ok or Err) without panicking. Panics if an invariant breaks.
+    pub fn check_parse(data: &[u8]) {
+        match Manifest::parse(data) {
+            Err(errs) => {
+                assert!(!errs.is_empty(), "empty error list");
+                for e in errs.errors() {
+                    assert!(e.path.starts_with('$'), "path {:?}", e.path);
+                }
+                let _ = errs.to_string();
+            }
+            Ok(m) => {
+                let canon = m.canonical_json();
+                let again = match Manifest::parse(&canon) {
+                    Ok(a) => a,
+                    Err(e) => panic!("canonical form does not re-validate: {e}"),
+                };
+                assert_eq!(
+                    again.canonical_json(),
+                    canon,
+                    "canonical form is not a fixed point"
+                );
+                assert_eq!(again.hash(), m.hash());
+                for name in m.workloads.keys() {
+                    let _ = m.render_workload(name, &Fixed);
+                }
+            }
+        }
     }
 }
 

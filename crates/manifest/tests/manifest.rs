@@ -811,3 +811,43 @@ mod structural {
         }
     }
 }
+
+#[test]
+fn fuzz_harness_holds_on_the_corpus_and_mutations() {
+    coffer_manifest::fuzzing::check_parse(EXAMPLE);
+    coffer_manifest::fuzzing::check_parse(MINIMAL_YAML.as_bytes());
+    for ((_, bytes), _, _) in BROKEN {
+        coffer_manifest::fuzzing::check_parse(bytes);
+    }
+    // Truncations and single-byte flips of the example (a cheap deterministic fuzz).
+    for cut in (0..EXAMPLE.len()).step_by(97) {
+        coffer_manifest::fuzzing::check_parse(&EXAMPLE[..cut]);
+    }
+    for i in (0..EXAMPLE.len()).step_by(53) {
+        let mut m = EXAMPLE.to_vec();
+        m[i] ^= 0x20;
+        coffer_manifest::fuzzing::check_parse(&m);
+    }
+}
+
+#[test]
+fn yaml_alias_expansion_is_bounded() {
+    // One 512 KiB string used through aliases 2000 times would be 1 GiB expanded; it must be
+    // refused with an error, never a huge allocation or a panic.
+    let mut y = String::from("packages:\n  app: {tee: sgx, mrenclave: &big \"");
+    y.push_str(&"a".repeat(512 * 1024));
+    y.push_str("\"}\nworkloads:\n  app:\n    package: app\n    parameters:\n      env:\n");
+    for i in 0..2000 {
+        y.push_str(&format!("        V{i}: *big\n"));
+    }
+    let errs = Manifest::parse(y.as_bytes()).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs}");
+    assert!(
+        errs.errors()[0].message.contains("expands to more than"),
+        "{errs}"
+    );
+    // The same document without the repetition is judged on its content as usual.
+    let small = y.split("      env:").next().unwrap();
+    let errs = Manifest::parse(small.as_bytes()).unwrap_err();
+    assert!(errs.has_path("$.packages.app.mrenclave"), "{errs}");
+}
