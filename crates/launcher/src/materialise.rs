@@ -1,0 +1,362 @@
+//! Applying an activation: the workload's TLS identity, the manifest's files, the decrypted
+//! protected files, the environment and the command line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+
+use base64::Engine as _;
+use coffer_api::ActivationResponse;
+use coffer_image::workload::WorkloadFile;
+use zeroize::Zeroizing;
+
+use crate::{fsutil, Error};
+
+/// Where the launcher always puts the workload's TLS identity (the manifest may add more
+/// copies anywhere through its files):
+/// `cert.pem` (the workload certificate followed by the intermediate CA, 0644), `key.pem` (the
+/// PKCS#8 private key generated inside the TEE, 0600) and `root-ca.pem` (the Coordinator's root
+/// CA, the trust anchor for mTLS between workloads, 0644).
+pub const TLS_DIR: &str = "/coffer/tls";
+
+/// Paths the Coordinator's files may not write to: the launcher's own inputs and kernel
+/// interfaces.
+const RESERVED: &[&str] = &[
+    "/coffer/workload.json",
+    "/coffer/launcher",
+    "/proc",
+    "/sys",
+    "/dev",
+];
+
+/// The image's user, resolved to numeric ids (from the image's `/etc/passwd` and `/etc/group`
+/// for names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppUser {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// Resolves the image config's `User` (`""`, `uid`, `uid:gid`, `name`, `name:group`).
+pub fn resolve_user(rootfs: &Path, user: &str) -> Result<Option<AppUser>, Error> {
+    if user.is_empty() {
+        return Ok(None);
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read_db(rootfs, "/etc/passwd");
+    let (uid, default_gid) = match u.parse::<u32>() {
+        Ok(uid) => {
+            let gid = lookup(&passwd, |f| {
+                f.get(2).and_then(|s| s.parse::<u32>().ok()) == Some(uid)
+            })
+            .and_then(|f| f.get(3).and_then(|s| s.parse().ok()))
+            .unwrap_or(uid);
+            (uid, gid)
+        }
+        Err(_) => {
+            let f = lookup(&passwd, |f| f.first() == Some(&u)).ok_or_else(|| {
+                Error::Parameters(format!("user {u:?} of the image is not in its /etc/passwd"))
+            })?;
+            let uid = f.get(2).and_then(|s| s.parse().ok());
+            let gid = f.get(3).and_then(|s| s.parse().ok());
+            match (uid, gid) {
+                (Some(uid), Some(gid)) => (uid, gid),
+                _ => {
+                    return Err(Error::Parameters(format!(
+                        "bad /etc/passwd entry for {u:?}"
+                    )))
+                }
+            }
+        }
+    };
+    let gid = match g {
+        None => default_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let group = read_db(rootfs, "/etc/group");
+                lookup(&group, |f| f.first() == Some(&g))
+                    .and_then(|f| f.get(2).and_then(|s| s.parse().ok()))
+                    .ok_or_else(|| {
+                        Error::Parameters(format!(
+                            "group {g:?} of the image is not in its /etc/group"
+                        ))
+                    })?
+            }
+        },
+    };
+    Ok(Some(AppUser { uid, gid }))
+}
+
+fn read_db(rootfs: &Path, path: &str) -> String {
+    let Ok(comps) = fsutil::canonical_components(path) else {
+        return String::new();
+    };
+    let Some((name, parents)) = comps.split_last() else {
+        return String::new();
+    };
+    match fsutil::resolve_dir(rootfs, parents, false) {
+        Ok(dir) => fs::read(dir.join(name))
+            .ok()
+            .filter(|b| b.len() < 16 << 20)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+fn lookup<'a>(db: &'a str, pred: impl Fn(&Vec<&'a str>) -> bool) -> Option<Vec<&'a str>> {
+    db.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| pred(f))
+}
+
+/// Checks every file path of the response before anything is written, so a bad path stops the
+/// start with nothing changed.
+pub fn check_file_paths(resp: &ActivationResponse, wf: &WorkloadFile) -> Result<(), Error> {
+    let recorded: BTreeSet<&str> = wf
+        .trusted_files
+        .iter()
+        .map(|f| f.path.as_str())
+        .chain(wf.encrypted_files.iter().map(|f| f.path.as_str()))
+        .chain(wf.symlinks.iter().map(|f| f.path.as_str()))
+        .collect();
+    for f in &resp.parameters.files {
+        fsutil::canonical_components(&f.path).map_err(|e| {
+            Error::Parameters(format!("the Coordinator's file path is refused: {e}"))
+        })?;
+        for r in RESERVED {
+            if f.path == *r
+                || f.path
+                    .strip_prefix(r)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            {
+                return Err(Error::Parameters(format!(
+                    "the Coordinator's file {:?} is under the reserved path {r}",
+                    f.path
+                )));
+            }
+        }
+        if recorded.contains(f.path.as_str()) {
+            return Err(Error::Parameters(format!(
+                "the Coordinator's file {:?} would replace a measured file of the image",
+                f.path
+            )));
+        }
+        if f.mode > 0o7777 {
+            return Err(Error::Parameters(format!(
+                "file {:?}: mode {:o} is not a permission mode",
+                f.path, f.mode
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the TLS identity and the Coordinator's files under `rootfs`, owned by the app's user
+/// when it has one. Returns how many files were written.
+pub fn write_files(
+    rootfs: &Path,
+    resp: &ActivationResponse,
+    key_pem: &str,
+    wf: &WorkloadFile,
+    owner: Option<AppUser>,
+) -> Result<usize, Error> {
+    check_file_paths(resp, wf)?;
+    // Decode everything first: a bad base64 value stops the start before any write.
+    let mut decoded = Vec::with_capacity(resp.parameters.files.len());
+    for f in &resp.parameters.files {
+        let content = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(f.content.as_bytes())
+                .map_err(|_| {
+                    Error::Parameters(format!("content of file {:?} is not base64", f.path))
+                })?,
+        );
+        decoded.push((f, content));
+    }
+    let own = owner.map(|u| (u.uid, u.gid));
+    fsutil::write_file(
+        rootfs,
+        &format!("{TLS_DIR}/cert.pem"),
+        resp.certificate_chain_pem.as_bytes(),
+        0o644,
+        own,
+    )?;
+    fsutil::write_file(
+        rootfs,
+        &format!("{TLS_DIR}/key.pem"),
+        key_pem.as_bytes(),
+        0o600,
+        own,
+    )?;
+    fsutil::write_file(
+        rootfs,
+        &format!("{TLS_DIR}/root-ca.pem"),
+        resp.root_ca_pem.as_bytes(),
+        0o644,
+        own,
+    )?;
+    for (f, content) in &decoded {
+        fsutil::write_file(rootfs, &f.path, content, f.mode, own)?;
+    }
+    Ok(3 + decoded.len())
+}
+
+/// Decrypts the image's protected files in place with the Coordinator's `image_key`. The
+/// ciphertext was already checked against the measurement; decryption authenticates every
+/// chunk and its binding to the path, and the plaintext replaces the file only when complete.
+pub fn decrypt_files(
+    rootfs: &Path,
+    wf: &WorkloadFile,
+    image_key: Option<&str>,
+    owner: Option<AppUser>,
+) -> Result<usize, Error> {
+    if wf.encrypted_files.is_empty() {
+        return Ok(0);
+    }
+    let key_text = image_key.ok_or_else(|| {
+        Error::Parameters(format!(
+            "the image has {} encrypted files but the manifest gives this workload no image_key",
+            wf.encrypted_files.len()
+        ))
+    })?;
+    let key = coffer_image::protect::Key::parse(key_text.as_bytes())
+        .map_err(|e| Error::Parameters(format!("image_key: {e}")))?;
+    for ef in &wf.encrypted_files {
+        let comps = fsutil::canonical_components(&ef.path).map_err(Error::Integrity)?;
+        let (name, parents) = comps
+            .split_last()
+            .ok_or_else(|| Error::Integrity("empty encrypted path".into()))?;
+        let dir = fsutil::resolve_dir(rootfs, parents, false)?;
+        let src = dir.join(name);
+        let input = fs::File::open(&src).map_err(|e| Error::io("opening", &src, e))?;
+        let mut plain = Zeroizing::new(Vec::with_capacity(ef.size as usize));
+        coffer_image::protect::decrypt(&key, &ef.path, std::io::BufReader::new(input), &mut *plain)
+            .map_err(|e| Error::Integrity(format!("decrypting {}: {e}", ef.path)))?;
+        fsutil::write_file(
+            rootfs,
+            &ef.path,
+            &plain,
+            ef.mode,
+            owner.map(|u| (u.uid, u.gid)),
+        )?;
+    }
+    Ok(wf.encrypted_files.len())
+}
+
+/// The app's environment: the image's `Env`, then the runtime's (the launcher's own, minus the
+/// launcher's settings and `LD_*` loader variables, which an untrusted host must not inject),
+/// then the Coordinator's, which wins. The host environment is not trusted: a manifest that
+/// needs a variable fixed sets it, and then the host cannot change it.
+pub fn merge_env(
+    image_env: &[String],
+    host_env: &BTreeMap<String, String>,
+    coordinator_env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for kv in image_env {
+        if let Some((k, v)) = kv.split_once('=') {
+            env.insert(k.to_string(), v.to_string());
+        }
+    }
+    for (k, v) in host_env {
+        if crate::config::LAUNCHER_VARS.contains(&k.as_str()) || k.starts_with("LD_") {
+            continue;
+        }
+        env.insert(k.clone(), v.clone());
+    }
+    for (k, v) in coordinator_env {
+        env.insert(k.clone(), v.clone());
+    }
+    env
+}
+
+/// The app's argv: the Coordinator's replacement if it gives one, else `Entrypoint ++ Cmd`
+/// with the runtime's arguments (Kubernetes `args:`) in place of `Cmd` when there are any.
+pub fn argv(
+    wf: &WorkloadFile,
+    runtime_args: &[String],
+    coordinator: Option<&Vec<String>>,
+) -> Vec<String> {
+    match coordinator {
+        Some(a) => a.clone(),
+        None if runtime_args.is_empty() => wf.argv(None),
+        None => wf.argv(Some(runtime_args)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_precedence_and_filtering() {
+        let host: BTreeMap<String, String> = [
+            ("A", "host"),
+            ("LD_PRELOAD", "/evil.so"),
+            ("COFFER_COORDINATOR", "x:1"),
+            ("H", "h"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let coord: BTreeMap<String, String> = [("B".to_string(), "secret".to_string())].into();
+        let env = merge_env(
+            &["A=img".into(), "B=img".into(), "PATH=/bin".into()],
+            &host,
+            &coord,
+        );
+        assert_eq!(env.get("A").unwrap(), "host");
+        assert_eq!(env.get("B").unwrap(), "secret");
+        assert_eq!(env.get("PATH").unwrap(), "/bin");
+        assert!(!env.contains_key("LD_PRELOAD") && !env.contains_key("COFFER_COORDINATOR"));
+    }
+
+    #[test]
+    fn users() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("etc")).unwrap();
+        fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nweb:x:1000:1001::/:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(root.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let r = root.path();
+        assert_eq!(resolve_user(r, "").unwrap(), None);
+        assert_eq!(
+            resolve_user(r, "web").unwrap(),
+            Some(AppUser {
+                uid: 1000,
+                gid: 1001
+            })
+        );
+        assert_eq!(
+            resolve_user(r, "web:staff").unwrap(),
+            Some(AppUser { uid: 1000, gid: 50 })
+        );
+        assert_eq!(
+            resolve_user(r, "1000").unwrap(),
+            Some(AppUser {
+                uid: 1000,
+                gid: 1001
+            })
+        );
+        assert_eq!(
+            resolve_user(r, "7:8").unwrap(),
+            Some(AppUser { uid: 7, gid: 8 })
+        );
+        assert!(
+            matches!(resolve_user(r, "nobody"), Err(Error::Parameters(m)) if m.contains("nobody"))
+        );
+        assert!(
+            matches!(resolve_user(r, "web:nogroup"), Err(Error::Parameters(m)) if m.contains("nogroup"))
+        );
+    }
+}

@@ -1,0 +1,622 @@
+//! Integration tests of the real `coffer-launcher` binary against an activation server over TLS
+//! on 127.0.0.1, starting the real, unmodified static busybox as the app.
+
+mod support;
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+
+use support::*;
+
+fn run(mut c: Command) -> (i32, String, String) {
+    let out = c.stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sim_launcher(image: &Image, server: &Server, sim: &Sim, ca: &Path) -> Command {
+    let mut c = launcher(image, server, ca);
+    c.env("COFFER_EVIDENCE", "sim")
+        .env("COFFER_SIM_DIR", sim.dir.path());
+    c
+}
+
+/// The app prints what it received: a file written by the launcher, an env var, its argv.
+const SHOW: &[&str] = &[
+    "/bin/busybox",
+    "sh",
+    "-c",
+    "B=bin/busybox; $B cat coffer/secret.txt; echo; echo env=$DB_PASSWORD image=$FROM_IMAGE; echo argv=\"$@\"; \
+     $B head -1 coffer/tls/cert.pem; $B ls -l coffer/secret.txt coffer/tls/key.pem",
+    "show",
+];
+
+#[test]
+fn unmodified_app_receives_file_env_and_argv_secrets() {
+    let sim = Sim::new();
+    let image = Image::new(SHOW, &["from-cmd"], &[]);
+    let answer = Answer {
+        files: vec![("/coffer/secret.txt".into(), b"s3cr3t-file".to_vec(), 0o600)],
+        env: [("DB_PASSWORD".to_string(), "s3cr3t-env".to_string())].into(),
+        argv: Some(
+            SHOW.iter()
+                .map(|s| s.to_string())
+                .chain(["s3cr3t-arg".to_string()])
+                .collect(),
+        ),
+        ..Answer::default()
+    };
+    let server = Server::start(&sim.platform, Expect::Sgx(image.measurement()), answer);
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let (code, out, err) = run(sim_launcher(&image, &server, &sim, &ca));
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("s3cr3t-file"), "{out}");
+    assert!(out.contains("env=s3cr3t-env image=image"), "{out}");
+    assert!(out.contains("argv=s3cr3t-arg"), "{out}");
+    assert!(out.contains("-----BEGIN CERTIFICATE-----"), "{out}");
+    for f in ["coffer/secret.txt", "coffer/tls/key.pem"] {
+        let line = out.lines().find(|l| l.ends_with(f)).unwrap_or_default();
+        assert!(line.starts_with("-rw-------"), "{f} must be 0600: {line:?}");
+    }
+    // Simulation is said out loud, secrets are not.
+    assert!(err.contains("SIMULATED"), "{err}");
+    for s in ["s3cr3t-file", "s3cr3t-env", "s3cr3t-arg"] {
+        assert!(
+            !err.contains(s),
+            "secret {s} leaked to the launcher's log: {err}"
+        );
+    }
+    let req = server.last_request.lock().unwrap().clone().unwrap();
+    assert_eq!(req.workload, "app");
+}
+
+#[test]
+fn without_manifest_argv_runs_entrypoint_plus_cmd_or_runtime_args() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "echo", "ep"], &["cmd1", "cmd2"], &[]);
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let (code, out, err) = run(sim_launcher(&image, &server, &sim, &ca));
+    assert_eq!((code, out.as_str()), (0, "ep cmd1 cmd2\n"), "{err}");
+    let mut c = sim_launcher(&image, &server, &sim, &ca);
+    c.args(["--", "--check", "x"]);
+    let (code, out, err) = run(c);
+    assert_eq!((code, out.as_str()), (0, "ep --check x\n"), "{err}");
+}
+
+#[test]
+fn exit_status_passes_through() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "sh", "-c", "exit 7"], &[], &[]);
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let (code, _, err) = run(sim_launcher(&image, &server, &sim, &ca));
+    assert_eq!(code, 7, "{err}");
+}
+
+#[test]
+fn signals_reach_the_app_which_keeps_the_launchers_pid() {
+    let sim = Sim::new();
+    let script =
+        "echo $$ > pid.txt; trap 'echo got-term; exit 42' TERM; while :; do sleep 0.05; done";
+    let image = Image::new(&["/bin/busybox", "sh", "-c", script], &[], &[]);
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let child = sim_launcher(&image, &server, &sim, &ca)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_file = image.root().join("pid.txt");
+    let mut app_pid = String::new();
+    for _ in 0..2000 {
+        app_pid = fs::read_to_string(&pid_file).unwrap_or_default();
+        if app_pid.ends_with('\n') {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        app_pid.trim(),
+        child.id().to_string(),
+        "the app must be the launcher's process (exec)"
+    );
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("got-term"));
+}
+
+#[test]
+fn an_untrapped_signal_kills_the_app_like_any_process() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "sh", "-c", "kill -KILL $$"], &[], &[]);
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let out = sim_launcher(&image, &server, &sim, &ca).output().unwrap();
+    assert_eq!(out.status.signal(), Some(9));
+}
+
+#[test]
+fn refused_activation_stops_the_start_with_the_reason() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "touch", "ran"], &[], &[]);
+    let answer = Answer {
+        refuse: Some("workload app: activation limit of policy X".into()),
+        ..Answer::default()
+    };
+    let server = Server::start(&sim.platform, Expect::Sgx(image.measurement()), answer);
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let (code, _, err) = run(sim_launcher(&image, &server, &sim, &ca));
+    assert_eq!(code, 77, "{err}");
+    assert!(err.contains("activation refused by the Coordinator (policy_mismatch): workload app: activation limit of policy X"), "{err}");
+    assert!(!image.root().join("ran").exists());
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        1,
+        "a refusal is not retried"
+    );
+}
+
+#[test]
+fn tampered_trusted_file_changes_the_simulated_measurement_and_is_refused() {
+    let sim = Sim::new();
+    let image = Image::new(
+        &["/bin/busybox", "cat", "etc/app.conf"],
+        &[],
+        &[("/etc/app.conf", b"mode=safe\n")],
+    );
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    fs::write(image.root().join("etc/app.conf"), b"mode=evil\n").unwrap();
+    let (code, _, err) = run(sim_launcher(&image, &server, &sim, &ca));
+    assert_eq!(code, 77, "{err}");
+    assert!(
+        err.contains("measurement is not one of the workload's packages"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tampered_trusted_file_is_caught_before_activation_on_hardware_paths() {
+    let sim = Sim::new();
+    let image = Image::new(
+        &["/bin/busybox", "true"],
+        &[],
+        &[("/etc/app.conf", b"mode=safe\n")],
+    );
+    let gramine = fake_gramine(&sim.platform, [0x11; 32]);
+    let server = Server::start(&sim.platform, Expect::Sgx([0x11; 32]), Answer::default());
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    fs::write(image.root().join("etc/app.conf"), b"mode=evil\n").unwrap();
+    let mut c = launcher(&image, &server, &ca);
+    c.env("COFFER_ATTESTATION_ROOT", gramine.path());
+    let (code, _, err) = run(c);
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains("image integrity") && err.contains("/etc/app.conf"),
+        "{err}"
+    );
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        0,
+        "a modified image must not ask for secrets"
+    );
+}
+
+#[test]
+fn gramine_attestation_interface_is_used_when_present() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "echo", "in-enclave"], &[], &[]);
+    let gramine = fake_gramine(&sim.platform, [0x22; 32]);
+    let server = Server::start(&sim.platform, Expect::Sgx([0x22; 32]), Answer::default());
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = launcher(&image, &server, &ca);
+    c.env("COFFER_ATTESTATION_ROOT", gramine.path()); // COFFER_EVIDENCE=auto
+    let (code, out, err) = run(c);
+    assert_eq!((code, out.as_str()), (0, "in-enclave\n"), "{err}");
+    assert!(
+        err.contains("gramine evidence") && !err.contains("SIMULATED"),
+        "{err}"
+    );
+    // The report data written to the device is the binding of the CSR key.
+    let written = fs::read(gramine.path().join("user_report_data")).unwrap();
+    let req = server.last_request.lock().unwrap().clone().unwrap();
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem).unwrap();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&csr.public_key);
+    assert_eq!(written, coffer_api::workload_report_data(&spki).to_vec());
+}
+
+#[test]
+fn gramine_without_dcap_is_a_clear_error() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "true"], &[], &[]);
+    let gramine = fake_gramine(&sim.platform, [0x22; 32]);
+    fs::write(gramine.path().join("attestation_type"), "none").unwrap();
+    let server = Server::start(&sim.platform, Expect::Sgx([0x22; 32]), Answer::default());
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = launcher(&image, &server, &ca);
+    c.env("COFFER_ATTESTATION_ROOT", gramine.path())
+        .env("COFFER_EVIDENCE", "gramine");
+    let (code, _, err) = run(c);
+    assert_eq!(code, 71, "{err}");
+    assert!(err.contains("sgx.remote_attestation"), "{err}");
+}
+
+#[test]
+fn configfs_tsm_interface_is_used_in_a_tdx_guest() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "echo", "in-td"], &[], &[]);
+    let tsm = fake_tsm(&sim.platform, [0x33; 48], false);
+    let server = Server::start(&sim.platform, Expect::Tdx([0x33; 48]), Answer::default());
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = launcher(&image, &server, &ca);
+    c.env("COFFER_TSM_ROOT", tsm.path()); // auto: no Gramine, so configfs-tsm
+    let (code, out, err) = run(c);
+    assert_eq!((code, out.as_str()), (0, "in-td\n"), "{err}");
+    assert!(err.contains("tsm evidence"), "{err}");
+}
+
+#[test]
+fn configfs_tsm_generation_race_is_refused() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "true"], &[], &[]);
+    let tsm = fake_tsm(&sim.platform, [0x33; 48], true);
+    let server = Server::start(&sim.platform, Expect::Tdx([0x33; 48]), Answer::default());
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = launcher(&image, &server, &ca);
+    c.env("COFFER_TSM_ROOT", tsm.path())
+        .env("COFFER_EVIDENCE", "tsm");
+    let (code, _, err) = run(c);
+    assert_eq!(code, 71, "{err}");
+    assert!(err.contains("generation went from 0 to 2"), "{err}");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn no_tee_is_an_error_never_a_fallback_to_simulation() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "true"], &[], &[]);
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = launcher(&image, &server, &ca);
+    c.env("COFFER_SIM_DIR", sim.dir.path()); // present, but not asked for
+    let (code, _, err) = run(c);
+    assert_eq!(code, 71, "{err}");
+    assert!(
+        err.contains("no TEE found") && err.contains("COFFER_EVIDENCE=sim"),
+        "{err}"
+    );
+    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn path_traversal_in_manifest_files_is_refused() {
+    let sim = Sim::new();
+    for bad in [
+        "/../../escape.txt",
+        "/coffer/../x",
+        "relative.txt",
+        "/bin/busybox",
+        "/proc/self/x",
+    ] {
+        let image = Image::new(&["/bin/busybox", "touch", "ran"], &[], &[]);
+        let answer = Answer {
+            files: vec![(bad.into(), b"x".to_vec(), 0o600)],
+            ..Answer::default()
+        };
+        let server = Server::start(&sim.platform, Expect::Sgx(image.measurement()), answer);
+        let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+        let (code, _, err) = run(sim_launcher(&image, &server, &sim, &ca));
+        assert_eq!(code, 65, "{bad}: {err}");
+        assert!(err.contains("parameters:"), "{bad}: {err}");
+        assert!(!image.root().join("ran").exists());
+        assert!(
+            !image.root().join("coffer/tls/key.pem").exists(),
+            "{bad}: nothing is written"
+        );
+        assert!(!image.root().parent().unwrap().join("escape.txt").exists());
+    }
+}
+
+#[test]
+fn symlink_in_the_image_cannot_redirect_a_file_outside_the_root() {
+    let sim = Sim::new();
+    let outside = tempfile::tempdir().unwrap();
+    let image = Image::new(&["/bin/busybox", "cat", "/etc/link/secret"], &[], &[]);
+    fs::create_dir_all(image.root().join("etc")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), image.root().join("etc/link")).unwrap();
+    let answer = Answer {
+        files: vec![("/etc/link/secret".into(), b"inside".to_vec(), 0o600)],
+        ..Answer::default()
+    };
+    let server = Server::start(&sim.platform, Expect::Sgx(image.measurement()), answer);
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let (code, _, err) = run(sim_launcher(&image, &server, &sim, &ca));
+    // The link resolves inside the image root (as it would in the container), never on the host.
+    assert!(!outside.path().join("secret").exists(), "{err}");
+    let inside = image
+        .root()
+        .join(outside.path().strip_prefix("/").unwrap())
+        .join("secret");
+    assert_eq!(fs::read(inside).unwrap(), b"inside", "{code} {err}");
+}
+
+#[test]
+fn wrong_coordinator_root_is_refused_without_retrying() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "true"], &[], &[]);
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+    );
+    let ca = write_pem(sim.dir.path(), "other.pem", &unrelated_root_pem());
+    let (code, _, err) = run(sim_launcher(&image, &server, &sim, &ca));
+    assert_eq!(code, 76, "{err}");
+    assert!(
+        err.contains("not trusted") && err.contains("server certificate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_coordinator_trust_configured_is_refused() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "true"], &[], &[]);
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = sim_launcher(&image, &server, &sim, &ca);
+    c.env_remove("COFFER_ROOT_CA");
+    let (code, _, err) = run(c);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("never trusts a Coordinator on first use"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_coordinator_that_starts_later_is_waited_for() {
+    use std::io::BufRead;
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "echo", "late"], &[], &[]);
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let (server, go) = Server::start_later(
+        addr,
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+        None,
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut child = sim_launcher(&image, &server, &sim, &ca)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Open the port only once the launcher has met it closed and said it will retry.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "launcher ended before retrying"
+        );
+        if line.contains("retrying in") {
+            break;
+        }
+    }
+    go.send(()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
+    assert!(server.requests.load(Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn an_unreachable_coordinator_ends_with_a_clear_error() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "true"], &[], &[]);
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = reserved.local_addr().unwrap().to_string();
+    drop(reserved);
+    let mut c = sim_launcher(&image, &server, &sim, &ca);
+    c.env("COFFER_COORDINATOR", &dead)
+        .env("COFFER_ACTIVATE_TIMEOUT", "1");
+    let (code, _, err) = run(c);
+    assert_eq!(code, 69, "{err}");
+    assert!(
+        err.contains("unreachable after") && err.contains("retrying in"),
+        "{err}"
+    );
+}
+
+#[test]
+fn encrypted_files_are_decrypted_with_the_image_key() {
+    use coffer_image::protect::{encrypt, Key, Salt};
+    let sim = Sim::new();
+    let mut image = Image::new(&["/bin/busybox", "cat", "data/model.bin"], &[], &[]);
+    let key = Key::from_bytes([9u8; 32]);
+    let plain = b"confidential weights".to_vec();
+    fs::create_dir_all(image.root().join("data")).unwrap();
+    let mut ct = Vec::new();
+    encrypt(
+        &key,
+        "/data/model.bin",
+        Salt::random(),
+        plain.as_slice(),
+        &mut ct,
+    )
+    .unwrap();
+    fs::write(image.root().join("data/model.bin"), &ct).unwrap();
+    fs::set_permissions(
+        image.root().join("data/model.bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    image
+        .wf
+        .encrypted_files
+        .push(coffer_image::workload::EncryptedFile {
+            path: "/data/model.bin".into(),
+            sha256: coffer_image::Digest::of(&ct),
+            size: ct.len() as u64,
+            mode: 0o640,
+        });
+    image.reseal();
+    let answer = Answer {
+        image_key: Some(hex::encode([9u8; 32])),
+        ..Answer::default()
+    };
+    let server = Server::start(&sim.platform, Expect::Sgx(image.measurement()), answer);
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let (code, out, err) = run(sim_launcher(&image, &server, &sim, &ca));
+    assert_eq!((code, out.as_str()), (0, "confidential weights"), "{err}");
+
+    // The wrong key is an integrity failure, and the ciphertext stays as it was.
+    let mut image2 = Image::new(&["/bin/busybox", "true"], &[], &[]);
+    fs::create_dir_all(image2.root().join("data")).unwrap();
+    fs::write(image2.root().join("data/model.bin"), &ct).unwrap();
+    fs::set_permissions(
+        image2.root().join("data/model.bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    image2.wf.encrypted_files = image.wf.encrypted_files.clone();
+    image2.reseal();
+    let answer = Answer {
+        image_key: Some(hex::encode([8u8; 32])),
+        ..Answer::default()
+    };
+    let server = Server::start(&sim.platform, Expect::Sgx(image2.measurement()), answer);
+    let ca = write_pem(sim.dir.path(), "root2.pem", &server.root_ca_pem);
+    let (code, _, err) = run(sim_launcher(&image2, &server, &sim, &ca));
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("decrypting /data/model.bin"), "{err}");
+    assert_eq!(fs::read(image2.root().join("data/model.bin")).unwrap(), ct);
+}
+
+#[test]
+fn check_prints_the_plan_without_activating() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "true"], &["x"], &[]);
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = sim_launcher(&image, &server, &sim, &ca);
+    c.arg("--check");
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("evidence: sim (SIMULATED platform"), "{out}");
+    assert!(out.contains("trusted files match"), "{out}");
+    assert!(
+        out.contains("would exec \"/bin/busybox\" with 2 more arguments"),
+        "{out}"
+    );
+    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+    // And it reports a problem without activating either.
+    fs::write(image.root().join("bin/busybox"), b"not busybox").unwrap();
+    let mut c = sim_launcher(&image, &server, &sim, &ca);
+    c.arg("--check");
+    let (code, out, _) = run(c);
+    assert_eq!(code, 78);
+    assert!(
+        out.contains("FAIL trusted files") && out.contains("/bin/busybox"),
+        "{out}"
+    );
+}
+
+#[test]
+fn chroot_mode_shows_the_image_as_root() {
+    let sim = Sim::new();
+    let image = Image::new(
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "/bin/busybox ls /; /bin/busybox head -1 /coffer/tls/root-ca.pem",
+        ],
+        &[],
+        &[],
+    );
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer::default(),
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = sim_launcher(&image, &server, &sim, &ca);
+    c.env("COFFER_CHROOT", "1");
+    let (code, out, err) = run(c);
+    let is_root = fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if is_root {
+        assert_eq!(code, 0, "{err}");
+        let listing: Vec<&str> = out.lines().collect();
+        assert_eq!(listing[..2], ["bin", "coffer"], "{out}");
+        assert!(out.contains("-----BEGIN CERTIFICATE-----"));
+    } else {
+        assert_eq!(code, 126, "{err}");
+        assert!(
+            err.contains("chroot") && err.contains("needs root"),
+            "{err}"
+        );
+    }
+}

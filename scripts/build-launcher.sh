@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the static `coffer-launcher` (glibc with crt-static) that `coffer convert` puts into
+# images as /coffer/launcher, where no C library may exist.
+#
+# Only the final link gets `-C target-feature=+crt-static` (via `cargo rustc`), and the explicit
+# `--target` keeps the artefacts in target/x86_64-unknown-linux-gnu/, so the workspace's normal
+# build (and everyone's RUSTFLAGS) is untouched. Output:
+#     target/x86_64-unknown-linux-gnu/release/coffer-launcher
+# `coffer demo` and `coffer convert` look there (after --launcher / COFFER_LAUNCHER and next to
+# the `coffer` executable).
+#
+# Known limit of static glibc: host names are resolved without NSS modules, so give the
+# launcher an IP address (COFFER_COORDINATOR=10.0.0.5:4433) or a name in the image's
+# /etc/hosts when the image has no glibc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=x86_64-unknown-linux-gnu
+cargo rustc -p coffer-launcher --release --bin coffer-launcher --target "$target" --locked \
+    -- -C target-feature=+crt-static
+out="target/$target/release/coffer-launcher"
+if ! file "$out" | grep -Eq "statically linked|static-pie linked"; then
+    echo "error: $out is not statically linked:" >&2
+    file "$out" >&2
+    exit 1
+fi
+echo "$out"
