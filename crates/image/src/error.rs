@@ -196,7 +196,6 @@ impl Error {
         }
     }
 
-    #[allow(dead_code)]
     pub(crate) fn malformed(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         Error::Malformed {
             what: what.into(),

@@ -37,12 +37,17 @@
 //! assert!(wf.validate().is_ok());
 //! ```
 
+pub mod convert;
 mod digest;
 mod error;
+pub mod layout;
 pub mod paths;
 pub mod protect;
+pub mod tarball;
 pub mod workload;
 
+pub use convert::{convert, ConvertOptions, ConvertReport, Limits, Progress};
 pub use digest::{Digest, ParseDigestError};
 pub use error::Error;
+pub use layout::{Format, ImageRef};
 pub use workload::{measure_rootfs, Measured, WorkloadFile};
