@@ -1,1 +1,90 @@
-//! TEE evidence parsing and verification: SGX/TDX DCAP quotes, Intel PCS collateral, TCB status, simulated platform. Pure: no I/O.
+//! TEE evidence: parse and verify Intel SGX and TDX DCAP quotes against Intel PCS collateral,
+//! to the standard of Intel's Quote Verification Library; plus a simulated platform.
+//!
+//! The crate answers one question — *is this a genuine, up-to-date TEE running this code?* — as
+//! a pure function: bytes and time in, verdict out. It does no I/O, reads no clock and keeps no
+//! global state ([`Verifier`] holds its cache explicitly).
+//!
+//! # Example
+//!
+//! ```
+//! use coffer_evidence::{sim::{SimPlatform, SgxQuoteSpec}, verify, Measurement, TcbStatus, TrustAnchors};
+//!
+//! // A simulated platform (development machines have no TEE); real quotes come from hardware
+//! // and real collateral from Intel PCS / a PCCS, verified under `TrustAnchors::intel()`.
+//! let platform = SimPlatform::from_seed([7; 32]);
+//! let now = 1_750_000_000;
+//! let quote = platform.sgx_quote(&SgxQuoteSpec {
+//!     mrenclave: [0xab; 32],
+//!     report_data: [1; 64],
+//!     ..SgxQuoteSpec::default()
+//! });
+//! let collateral = platform.collateral(now);
+//!
+//! let verified = verify(&quote, &collateral, &platform.trust_anchors(), now).unwrap();
+//! assert_eq!(verified.tcb_status, TcbStatus::UpToDate);
+//! assert_eq!(verified.report_data, [1; 64]);
+//! let Measurement::Sgx(m) = &verified.measurement else { unreachable!() };
+//! assert_eq!(m.mrenclave, [0xab; 32]);
+//! assert!(!m.debug);
+//!
+//! // The same quote is refused under Intel's root: simulation never passes for hardware.
+//! let err = verify(&quote, &collateral, &TrustAnchors::intel(), now).unwrap_err();
+//! assert_eq!(err.kind(), coffer_evidence::ErrorKind::UntrustedRoot);
+//! ```
+//!
+//! # What is checked, and the error each failure gives
+//!
+//! The threat: an attacker controls the host, the network and the bytes of the quote and of
+//! the collateral; only the pinned root key ([`TrustAnchors`]) and `now` are trusted. Every
+//! check below must pass; the first failure is returned.
+//!
+//! | check | error ([`ErrorKind`]) |
+//! |---|---|
+//! | quote parses strictly: version 3/4/5, ECDSA P-256 key, SGX/TDX TEE type, v5 body type/size, exact signature-data and certification-data lengths, reserved report fields zero, only zero padding after the signature data | [`Error::Malformed`] / [`Error::Unsupported`] |
+//! | collateral JSON, PEM, DER (certificates, CRLs, SGX extension), TCB info and QE identity JSON parse strictly | [`Error::Malformed`] / [`Error::Unsupported`] |
+//! | every chain (PCK, PCK CRL issuer, TCB info issuer, QE identity issuer) ends in a root whose **public key is pinned** | [`Error::UntrustedRoot`] |
+//! | each certificate's signature by its issuer (and the root's self-signature unless it is the anchor certificate itself); issuer names linked; CA flags; end entity not a CA; QVL's CN phrases | [`Error::BadSignature`] / [`Error::Mismatch`] |
+//! | Root CA CRL signed by the root, PCK CRL signed by the PCK CA that issued the PCK certificate | [`Error::BadSignature`] / [`Error::Mismatch`] |
+//! | no certificate of any chain is listed in the Root CA CRL or PCK CRL | [`Error::Revoked`] |
+//! | TCB info and QE identity signatures over the exact signed JSON text, by the TCB Signing key | [`Error::BadSignature`] |
+//! | QE report signature by the PCK leaf key | [`Error::BadSignature`] (`QeReport`) |
+//! | QE report data = SHA-256(attestation key ‖ QE auth data) | [`Error::QeReportDataMismatch`] |
+//! | quote signature over header ‖ body by the attestation key | [`Error::BadSignature`] (`QuoteSignature`) |
+//! | every certificate, both CRLs, TCB info and QE identity valid at `now` (the item that expired first is named) | [`Error::Expired`] |
+//! | QE vendor ID is Intel's; QE identity id (QE / TD_QE), MRSIGNER, ISVPRODID, MISCSELECT and ATTRIBUTES under masks; QE not in debug mode | [`Error::Mismatch`] |
+//! | TCB info id (SGX / TDX) matches the quote; FMSPC and PCE-ID match the PCK certificate; TDX module MRSIGNERSEAM / SEAMATTRIBUTES match `tdxModule` (and the module identity) | [`Error::Mismatch`] |
+//! | a platform TCB level matches the PCK's CPUSVN components and PCESVN (TDX: and TEE_TCB_SVN; module identity for module versions > 0); a QE level matches the QE ISVSVN | [`Error::TcbNotMatched`] |
+//!
+//! The TCB status ([`TcbStatus`]) is computed and merged as Intel's QVL does (see [`tcb`]);
+//! `Revoked` and `OutOfDate` levels are *reported*, not refused, as are the SGX `DEBUG` and TD
+//! `DEBUG` attributes ([`Measurement::debug`]): policy belongs to the caller (the Coordinator).
+//!
+//! # Not checked here
+//! The report body's policy (debug, TD attributes, MRSERVICETD …), expected measurements and
+//! freshness of report data are the caller's policy. Collateral freshness beyond its own
+//! `nextUpdate` (fetching newer collateral) belongs to the PCCS client.
+
+#![forbid(unsafe_code)]
+
+mod collateral;
+mod error;
+mod pki;
+mod quote;
+mod reader;
+pub mod sim;
+pub mod tcb;
+mod verify;
+
+pub use collateral::{
+    split_signed_json, Collateral, IsvSvnLevel, QeIdentity, TcbInfo, TcbLevel, TdxModule,
+    TdxModuleIdentity, MAX_COLLATERAL_LEN,
+};
+pub use error::{Error, ErrorKind, Item};
+pub use pki::{PckCa, TrustAnchors};
+pub use quote::{
+    CertDataType, CertificationData, Quote, QuoteBody, QuoteHeader, SgxReportBody, TdReport, Tee,
+    INTEL_QE_VENDOR_ID, MAX_QUOTE_LEN,
+};
+pub use tcb::TcbStatus;
+pub use verify::{verify, Measurement, SgxMeasurement, TdxMeasurement, Verified, Verifier};

@@ -1,0 +1,788 @@
+//! The verification pipeline and the verified-collateral cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::collateral::{Collateral, QeIdentity, TcbInfo};
+use crate::error::{Error, Item};
+use crate::pki::{self, Cert, Crl, Role, SgxExtension, TrustAnchors, Window};
+use crate::quote::{Quote, QuoteBody, Tee, INTEL_QE_VENDOR_ID};
+use crate::tcb::{self, TcbStatus};
+
+/// What a verified quote proves: which TEE, running what, with which report data, on a
+/// platform whose TCB Intel rates `tcb_status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verified {
+    /// SGX or TDX.
+    pub tee: Tee,
+    /// Quote format version (3, 4, 5).
+    pub quote_version: u16,
+    /// The measured identity of the enclave / TD.
+    pub measurement: Measurement,
+    /// The 64 bytes of report data, now authenticated.
+    #[serde(with = "hexser")]
+    pub report_data: [u8; 64],
+    /// The platform's FMSPC (from the PCK certificate).
+    #[serde(with = "hexser")]
+    pub fmspc: [u8; 6],
+    /// Platform and QE TCB status merged as Intel's QVL does.
+    pub tcb_status: TcbStatus,
+    /// Advisory IDs of the matched platform, TDX module and QE levels (de-duplicated).
+    pub advisory_ids: Vec<String>,
+    /// Start of the window in which every checked item is valid (Unix seconds).
+    pub collateral_not_before: i64,
+    /// End of that window (Unix seconds): re-verify with fresh collateral after it.
+    pub collateral_not_after: i64,
+}
+
+/// The measured identity in a verified quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "tee", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // one value per verification
+pub enum Measurement {
+    /// An SGX enclave.
+    Sgx(SgxMeasurement),
+    /// A TDX trust domain.
+    Tdx(TdxMeasurement),
+}
+
+impl Measurement {
+    /// Whether the enclave / TD runs in debug mode (its memory is readable by the host).
+    pub fn debug(&self) -> bool {
+        match self {
+            Measurement::Sgx(m) => m.debug,
+            Measurement::Tdx(m) => m.debug,
+        }
+    }
+}
+
+/// SGX enclave identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SgxMeasurement {
+    /// MRENCLAVE.
+    #[serde(with = "hexser")]
+    pub mrenclave: [u8; 32],
+    /// MRSIGNER.
+    #[serde(with = "hexser")]
+    pub mrsigner: [u8; 32],
+    /// ISVPRODID.
+    pub isv_prod_id: u16,
+    /// ISVSVN.
+    pub isv_svn: u16,
+    /// ATTRIBUTES (flags ‖ XFRM).
+    #[serde(with = "hexser")]
+    pub attributes: [u8; 16],
+    /// ATTRIBUTES.DEBUG.
+    pub debug: bool,
+    /// MISCSELECT.
+    pub miscselect: u32,
+}
+
+/// TDX trust domain identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TdxMeasurement {
+    /// MRTD.
+    #[serde(with = "hexser")]
+    pub mrtd: [u8; 48],
+    /// RTMR0..3.
+    #[serde(with = "hexser::rtmr")]
+    pub rtmr: [[u8; 48]; 4],
+    /// MRCONFIGID.
+    #[serde(with = "hexser")]
+    pub mrconfigid: [u8; 48],
+    /// MROWNER.
+    #[serde(with = "hexser")]
+    pub mrowner: [u8; 48],
+    /// MROWNERCONFIG.
+    #[serde(with = "hexser")]
+    pub mrownerconfig: [u8; 48],
+    /// TDATTRIBUTES.
+    #[serde(with = "hexser")]
+    pub td_attributes: [u8; 8],
+    /// TDATTRIBUTES.DEBUG.
+    pub debug: bool,
+}
+
+mod hexser {
+    use serde::Serializer;
+    pub(super) fn serialize<S: Serializer, const N: usize>(
+        v: &[u8; N],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub(super) mod rtmr {
+        use serde::ser::SerializeSeq;
+        use serde::Serializer;
+        pub(in super::super) fn serialize<S: Serializer>(
+            v: &[[u8; 48]; 4],
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(4))?;
+            for r in v {
+                seq.serialize_element(&hex::encode(r))?;
+            }
+            seq.end()
+        }
+    }
+}
+
+/// Collateral whose signatures, chains and formats were checked (time is checked per call).
+#[derive(Debug)]
+pub(crate) struct VerifiedCollateral {
+    tcb_info: TcbInfo,
+    qe_identity: QeIdentity,
+    root_crl: Crl,
+    pck_crl: Crl,
+    pck_ca: Cert,
+    root_key: Vec<u8>,
+    windows: Vec<Window>,
+}
+
+/// A platform (PCK chain + QE report + attestation key) whose signatures were checked.
+#[derive(Debug)]
+pub(crate) struct VerifiedPlatform {
+    chain: Vec<Cert>,
+    ext: SgxExtension,
+    windows: Vec<Window>,
+}
+
+const TCB_CHAIN: [Role; 2] = [
+    Role {
+        item: Item::TcbSigningCertificate,
+        cn_phrase: "SGX TCB Signing",
+        ca: false,
+    },
+    Role {
+        item: Item::RootCaCertificate,
+        cn_phrase: "SGX Root CA",
+        ca: true,
+    },
+];
+const PCK_CRL_CHAIN: [Role; 2] = [
+    Role {
+        item: Item::PckCaCertificate,
+        cn_phrase: "SGX PCK",
+        ca: true,
+    },
+    Role {
+        item: Item::RootCaCertificate,
+        cn_phrase: "SGX Root CA",
+        ca: true,
+    },
+];
+const PCK_CHAIN: [Role; 3] = [
+    Role {
+        item: Item::PckCertificate,
+        cn_phrase: "SGX PCK Certificate",
+        ca: false,
+    },
+    Role {
+        item: Item::PckCaCertificate,
+        cn_phrase: "SGX PCK",
+        ca: true,
+    },
+    Role {
+        item: Item::RootCaCertificate,
+        cn_phrase: "SGX Root CA",
+        ca: true,
+    },
+];
+
+pub(crate) fn verify_collateral(
+    c: &Collateral,
+    anchors: &TrustAnchors,
+) -> Result<VerifiedCollateral, Error> {
+    let tcb_chain = pki::verify_chain(&c.tcb_info_issuer_chain, &TCB_CHAIN, anchors)?;
+    let root = &tcb_chain[1];
+    let root_crl = Crl::parse_verified(&c.root_ca_crl, Item::RootCaCrl, root)?;
+    root_crl.check(&tcb_chain[0], Item::TcbSigningCertificate)?;
+    if !pki::verify_raw(
+        &tcb_chain[0].key,
+        c.tcb_info.as_bytes(),
+        &c.tcb_info_signature,
+    ) {
+        return Err(Error::BadSignature {
+            item: Item::TcbInfo,
+        });
+    }
+    let tcb_info = TcbInfo::from_json(&c.tcb_info)?;
+
+    let qe_chain_owned;
+    let qe_chain = if c.qe_identity_issuer_chain == c.tcb_info_issuer_chain {
+        &tcb_chain
+    } else {
+        qe_chain_owned = pki::verify_chain(&c.qe_identity_issuer_chain, &TCB_CHAIN, anchors)?;
+        same_root(&qe_chain_owned[1], root)?;
+        root_crl.check(&qe_chain_owned[0], Item::TcbSigningCertificate)?;
+        &qe_chain_owned
+    };
+    if !pki::verify_raw(
+        &qe_chain[0].key,
+        c.qe_identity.as_bytes(),
+        &c.qe_identity_signature,
+    ) {
+        return Err(Error::BadSignature {
+            item: Item::QeIdentity,
+        });
+    }
+    let qe_identity = QeIdentity::from_json(&c.qe_identity)?;
+
+    let pck_crl_chain = pki::verify_chain(&c.pck_crl_issuer_chain, &PCK_CRL_CHAIN, anchors)?;
+    same_root(&pck_crl_chain[1], root)?;
+    root_crl.check(&pck_crl_chain[0], Item::PckCaCertificate)?;
+    let pck_crl = Crl::parse_verified(&c.pck_crl, Item::PckCrl, &pck_crl_chain[0])?;
+
+    let mut windows = pki::windows_of(&tcb_chain, &TCB_CHAIN);
+    if !std::ptr::eq(qe_chain, &tcb_chain) {
+        windows.extend(pki::windows_of(qe_chain, &TCB_CHAIN));
+    }
+    windows.extend(pki::windows_of(&pck_crl_chain, &PCK_CRL_CHAIN));
+    windows.push(root_crl.window);
+    windows.push(pck_crl.window);
+    windows.push(Window {
+        item: Item::TcbInfo,
+        not_before: tcb_info.issue_date,
+        not_after: tcb_info.next_update,
+        end_exclusive: false,
+    });
+    windows.push(Window {
+        item: Item::QeIdentity,
+        not_before: qe_identity.issue_date,
+        not_after: qe_identity.next_update,
+        end_exclusive: false,
+    });
+    let root_key = root.key.clone();
+    let mut pck_crl_chain = pck_crl_chain;
+    let pck_ca = pck_crl_chain.swap_remove(0);
+    Ok(VerifiedCollateral {
+        tcb_info,
+        qe_identity,
+        root_crl,
+        pck_crl,
+        pck_ca,
+        root_key,
+        windows,
+    })
+}
+
+fn same_root(a: &Cert, b: &Cert) -> Result<(), Error> {
+    if a.key != b.key {
+        return Err(Error::mismatch(
+            "root CA",
+            "collateral chains end in different roots".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn verify_platform(
+    q: &Quote,
+    c: &Collateral,
+    anchors: &TrustAnchors,
+) -> Result<VerifiedPlatform, Error> {
+    let pem = match q.pck_chain_pem() {
+        Some(p) => p,
+        None if q.certification_data().cert_type != crate::quote::CertDataType::PCK_CERT_CHAIN => {
+            c.pck_certificate_chain.as_deref().ok_or_else(|| {
+                Error::unsupported(
+                    Item::Quote,
+                    format!(
+                        "certification data type {} carries no PCK chain and the collateral has no \
+                         pck_certificate_chain",
+                        q.certification_data().cert_type
+                    ),
+                )
+            })?
+        }
+        None => {
+            return Err(Error::malformed(
+                Item::PckCertificate,
+                "PCK chain is not text",
+            ))
+        }
+    };
+    let chain = pki::verify_chain(pem, &PCK_CHAIN, anchors)?;
+    let ext = pki::parse_sgx_extension(chain[0].sgx_ext.as_deref())?;
+    if !pki::verify_raw(&chain[0].key, q.qe_report_bytes(), q.qe_report_signature()) {
+        return Err(Error::BadSignature {
+            item: Item::QeReport,
+        });
+    }
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(q.attestation_key());
+    ctx.update(q.qe_auth_data());
+    let expected = ctx.finish();
+    if q.qe_report().report_data.get(..32) != Some(expected.as_ref()) {
+        return Err(Error::QeReportDataMismatch);
+    }
+    let windows = pki::windows_of(&chain, &PCK_CHAIN);
+    Ok(VerifiedPlatform {
+        chain,
+        ext,
+        windows,
+    })
+}
+
+/// Of the windows that exclude `now`, names the one that expired first (or, before every
+/// window, the one that starts last), so the error points at the item to refresh.
+fn check_windows<'a>(windows: impl Iterator<Item = &'a Window>, now: i64) -> Result<(), Error> {
+    let mut expired: Option<&Window> = None;
+    let mut early: Option<&Window> = None;
+    for w in windows {
+        if w.check(now).is_ok() {
+            continue;
+        }
+        if now < w.not_before {
+            if early.is_none_or(|e| w.not_before > e.not_before) {
+                early = Some(w);
+            }
+        } else if expired.is_none_or(|e| w.not_after < e.not_after) {
+            expired = Some(w);
+        }
+    }
+    match expired.or(early) {
+        Some(w) => w.check(now),
+        None => Ok(()),
+    }
+}
+
+fn masked_eq(a: &[u8], b: &[u8], mask: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.len() == mask.len()
+        && a.iter().zip(b).zip(mask).all(|((x, y), m)| x & m == y & m)
+}
+
+/// Checks that need no cache: time, revocation, the quote signature, QE identity, TCB info
+/// match, TCB level; builds the result.
+fn finish(
+    q: &Quote,
+    vc: &VerifiedCollateral,
+    vp: &VerifiedPlatform,
+    now: i64,
+) -> Result<Verified, Error> {
+    // Chain consistency with this collateral.
+    if vp.chain[2].key != vc.root_key {
+        return Err(Error::mismatch(
+            "root CA",
+            "the PCK chain and the collateral end in different roots",
+        ));
+    }
+    if vp.chain[1].key != vc.pck_ca.key || vp.chain[1].subject != vc.pck_ca.subject {
+        return Err(Error::mismatch(
+            "PCK CRL issuer",
+            format!(
+                "the PCK certificate is issued by {:?} but the PCK CRL by {:?}",
+                vp.chain[1].subject_cn, vc.pck_ca.subject_cn
+            ),
+        ));
+    }
+    // The quote signature (attestation key, SEC1 uncompressed).
+    let mut key = [0u8; 65];
+    key[0] = 0x04;
+    key[1..].copy_from_slice(q.attestation_key());
+    if !pki::verify_raw(&key, q.signed_bytes(), q.signature()) {
+        return Err(Error::BadSignature {
+            item: Item::QuoteSignature,
+        });
+    }
+    check_windows(vc.windows.iter().chain(vp.windows.iter()), now)?;
+    vc.root_crl.check(&vp.chain[1], Item::PckCaCertificate)?;
+    vc.pck_crl.check(&vp.chain[0], Item::PckCertificate)?;
+
+    if q.header().qe_vendor_id != INTEL_QE_VENDOR_ID {
+        return Err(Error::mismatch(
+            "QE vendor ID",
+            format!("{} is not Intel's", hex::encode(q.header().qe_vendor_id)),
+        ));
+    }
+    let tee = q.tee();
+    // QE identity.
+    let qi = &vc.qe_identity;
+    let want_qe = match tee {
+        Tee::Sgx => "QE",
+        Tee::Tdx => "TD_QE",
+    };
+    if qi.id != want_qe {
+        return Err(Error::mismatch(
+            "QE identity id",
+            format!("{tee} quote needs {want_qe:?}, collateral has {:?}", qi.id),
+        ));
+    }
+    let qe = q.qe_report();
+    if qe.mr_signer != qi.mrsigner {
+        return Err(Error::mismatch(
+            "QE identity MRSIGNER",
+            format!(
+                "QE report {} != {}",
+                hex::encode(qe.mr_signer),
+                hex::encode(qi.mrsigner)
+            ),
+        ));
+    }
+    if qe.isv_prod_id != qi.isv_prod_id {
+        return Err(Error::mismatch(
+            "QE identity ISVPRODID",
+            format!("QE report {} != {}", qe.isv_prod_id, qi.isv_prod_id),
+        ));
+    }
+    if !masked_eq(
+        &qe.misc_select.to_le_bytes(),
+        &qi.miscselect,
+        &qi.miscselect_mask,
+    ) {
+        return Err(Error::mismatch(
+            "QE identity MISCSELECT",
+            format!("QE report {:08x} under mask", qe.misc_select),
+        ));
+    }
+    if !masked_eq(&qe.attributes, &qi.attributes, &qi.attributes_mask) {
+        return Err(Error::mismatch(
+            "QE identity ATTRIBUTES",
+            format!("QE report {} under mask", hex::encode(qe.attributes)),
+        ));
+    }
+    if qe.debug() {
+        return Err(Error::mismatch(
+            "QE identity",
+            "the quoting enclave runs in debug mode",
+        ));
+    }
+    let qe_level =
+        tcb::select_qe_level(&qi.tcb_levels, qe.isv_svn).ok_or_else(|| Error::TcbNotMatched {
+            detail: format!("no QE identity level for QE ISVSVN {}", qe.isv_svn),
+        })?;
+    let qe_status = tcb::qe_status(qe_level);
+
+    // TCB info.
+    let ti = &vc.tcb_info;
+    let want_id = match tee {
+        Tee::Sgx => "SGX",
+        Tee::Tdx => "TDX",
+    };
+    if ti.id != want_id {
+        return Err(Error::mismatch(
+            "TCB info id",
+            format!(
+                "{tee} quote needs {want_id:?} TCB info, collateral has {:?}",
+                ti.id
+            ),
+        ));
+    }
+    if ti.fmspc != vp.ext.fmspc {
+        return Err(Error::mismatch(
+            "FMSPC",
+            format!(
+                "PCK certificate {} != TCB info {}",
+                hex::encode(vp.ext.fmspc),
+                hex::encode(ti.fmspc)
+            ),
+        ));
+    }
+    if ti.pce_id != vp.ext.pce_id {
+        return Err(Error::mismatch(
+            "PCE-ID",
+            format!(
+                "PCK certificate {} != TCB info {}",
+                hex::encode(vp.ext.pce_id),
+                hex::encode(ti.pce_id)
+            ),
+        ));
+    }
+    let sgx_level = tcb::select_sgx_level(&ti.tcb_levels, &vp.ext.comp_svn, vp.ext.pce_svn)
+        .ok_or_else(|| Error::TcbNotMatched {
+            detail: format!(
+                "no TCB info level for PCK TCB components {} PCESVN {}",
+                hex::encode(vp.ext.comp_svn),
+                vp.ext.pce_svn
+            ),
+        })?;
+    let mut advisories: Vec<String> = Vec::new();
+    let add = |adv: &mut Vec<String>, ids: &[String]| {
+        for id in ids {
+            if !adv.contains(id) {
+                adv.push(id.clone());
+            }
+        }
+    };
+    let (measurement, report_data, platform_status) = match q.body() {
+        QuoteBody::Sgx(b) => {
+            add(&mut advisories, &sgx_level.advisory_ids);
+            let m = Measurement::Sgx(SgxMeasurement {
+                mrenclave: b.mr_enclave,
+                mrsigner: b.mr_signer,
+                isv_prod_id: b.isv_prod_id,
+                isv_svn: b.isv_svn,
+                attributes: b.attributes,
+                debug: b.debug(),
+                miscselect: b.misc_select,
+            });
+            (m, b.report_data, sgx_level.status)
+        }
+        QuoteBody::Td(b) => {
+            let module = ti
+                .tdx_module
+                .as_ref()
+                .ok_or_else(|| Error::malformed(Item::TcbInfo, "TDX TCB info without tdxModule"))?;
+            check_module(module, b)?;
+            let tdx_level = tcb::select_tdx_level(
+                &ti.tcb_levels,
+                &vp.ext.comp_svn,
+                vp.ext.pce_svn,
+                &b.tee_tcb_svn,
+            )
+            .ok_or_else(|| Error::TcbNotMatched {
+                detail: format!(
+                    "no TCB info level for TEE_TCB_SVN {} with PCK TCB components {} PCESVN {}",
+                    hex::encode(b.tee_tcb_svn),
+                    hex::encode(vp.ext.comp_svn),
+                    vp.ext.pce_svn
+                ),
+            })?;
+            add(&mut advisories, &tdx_level.advisory_ids);
+            let module_level = tcb::select_module_level(ti, &b.tee_tcb_svn)?;
+            let mut status = tdx_level.status;
+            let mut module_status = None;
+            if let Some((identity, level)) = module_level {
+                check_module(&identity.module, b)?;
+                add(&mut advisories, &level.advisory_ids);
+                status = tcb::converge_tdx_module(status, level.status);
+                module_status = Some(level.status);
+            }
+            if let Some(svn2) = &b.tee_tcb_svn2 {
+                if let Some(r) = tcb::td_relaunch(&tcb::RelaunchInput {
+                    info: ti,
+                    qe: qe_status,
+                    sgx_status: sgx_level.status,
+                    tdx_status: status,
+                    module_status,
+                    tee_tcb_svn2: svn2,
+                }) {
+                    status = r;
+                }
+            }
+            let m = Measurement::Tdx(TdxMeasurement {
+                mrtd: b.mr_td,
+                rtmr: b.rtmr,
+                mrconfigid: b.mr_config_id,
+                mrowner: b.mr_owner,
+                mrownerconfig: b.mr_owner_config,
+                td_attributes: b.td_attributes,
+                debug: b.debug(),
+            });
+            (m, b.report_data, status)
+        }
+    };
+    add(&mut advisories, &qe_level.advisory_ids);
+    let tcb_status = tcb::converge_qe(platform_status, qe_status);
+
+    let windows = vc.windows.iter().chain(vp.windows.iter());
+    let collateral_not_before = windows
+        .clone()
+        .map(|w| w.not_before)
+        .max()
+        .unwrap_or(i64::MIN);
+    let collateral_not_after = windows.map(|w| w.not_after).min().unwrap_or(i64::MAX);
+    Ok(Verified {
+        tee,
+        quote_version: q.version(),
+        measurement,
+        report_data,
+        fmspc: vp.ext.fmspc,
+        tcb_status,
+        advisory_ids: advisories,
+        collateral_not_before,
+        collateral_not_after,
+    })
+}
+
+fn check_module(m: &crate::collateral::TdxModule, b: &crate::quote::TdReport) -> Result<(), Error> {
+    if m.mrsigner != b.mr_signer_seam {
+        return Err(Error::mismatch(
+            "TDX module MRSIGNERSEAM",
+            format!(
+                "{} != TCB info {}",
+                hex::encode(b.mr_signer_seam),
+                hex::encode(m.mrsigner)
+            ),
+        ));
+    }
+    if !masked_eq(&b.seam_attributes, &m.attributes, &m.attributes_mask) {
+        return Err(Error::mismatch(
+            "TDX module SEAMATTRIBUTES",
+            format!(
+                "{} under mask {}",
+                hex::encode(b.seam_attributes),
+                hex::encode(m.attributes_mask)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Verifies `quote` against `collateral` with chains ending in `anchors`, at `now_unix`
+/// (seconds). Nothing is cached: every signature is checked. See the crate docs for the list of
+/// checks; use [`Verifier`] to verify many quotes against the same collateral.
+pub fn verify(
+    quote: &[u8],
+    collateral: &Collateral,
+    anchors: &TrustAnchors,
+    now_unix: i64,
+) -> Result<Verified, Error> {
+    let q = Quote::parse(quote)?;
+    let vc = verify_collateral(collateral, anchors)?;
+    let vp = verify_platform(&q, collateral, anchors)?;
+    finish(&q, &vc, &vp, now_unix)
+}
+
+const CACHE_CAP: usize = 256;
+
+/// A verifier that caches verified collateral (keyed by SHA-256 of its bytes) and verified
+/// platforms (PCK chain, QE report signature and attestation-key binding, keyed by SHA-256 of
+/// those bytes). Cached items still have their validity checked at every call's `now`, CRL
+/// revocation is re-checked against the collateral of the call, and the quote signature is
+/// always verified. Thread-safe; share it behind an `Arc`.
+#[derive(Debug)]
+pub struct Verifier {
+    anchors: TrustAnchors,
+    collateral: Mutex<HashMap<[u8; 32], Arc<VerifiedCollateral>>>,
+    platforms: Mutex<HashMap<[u8; 32], Arc<VerifiedPlatform>>>,
+}
+
+impl Verifier {
+    /// A verifier for chains ending in `anchors`, with empty caches.
+    pub fn new(anchors: TrustAnchors) -> Verifier {
+        Verifier {
+            anchors,
+            collateral: Mutex::default(),
+            platforms: Mutex::default(),
+        }
+    }
+
+    /// The pinned anchors.
+    pub fn anchors(&self) -> &TrustAnchors {
+        &self.anchors
+    }
+
+    /// Same checks and result as [`verify`]; signatures of already-verified collateral and
+    /// platforms are not checked again.
+    pub fn verify(
+        &self,
+        quote: &[u8],
+        collateral: &Collateral,
+        now_unix: i64,
+    ) -> Result<Verified, Error> {
+        let q = Quote::parse(quote)?;
+        let ck = collateral.cache_key();
+        let vc = match lookup(&self.collateral, &ck) {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(verify_collateral(collateral, &self.anchors)?);
+                insert(&self.collateral, ck, v.clone());
+                v
+            }
+        };
+        let mut pk = q.platform_cache_key();
+        if q.pck_chain_pem().is_none() {
+            if let Some(chain) = &collateral.pck_certificate_chain {
+                let mut v = pk.to_vec();
+                v.extend_from_slice(chain.as_bytes());
+                pk = pki::sha256(&v);
+            }
+        }
+        let vp = match lookup(&self.platforms, &pk) {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(verify_platform(&q, collateral, &self.anchors)?);
+                insert(&self.platforms, pk, v.clone());
+                v
+            }
+        };
+        finish(&q, &vc, &vp, now_unix)
+    }
+
+    /// Drops every cached item.
+    pub fn clear_cache(&self) {
+        lock(&self.collateral).clear();
+        lock(&self.platforms).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lookup<T>(m: &Mutex<HashMap<[u8; 32], Arc<T>>>, k: &[u8; 32]) -> Option<Arc<T>> {
+    lock(m).get(k).cloned()
+}
+
+fn insert<T>(m: &Mutex<HashMap<[u8; 32], Arc<T>>>, k: [u8; 32], v: Arc<T>) {
+    let mut g = lock(m);
+    if g.len() >= CACHE_CAP {
+        g.clear();
+    }
+    g.insert(k, v);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(item: Item, nb: i64, na: i64) -> Window {
+        Window {
+            item,
+            not_before: nb,
+            not_after: na,
+            end_exclusive: false,
+        }
+    }
+
+    #[test]
+    fn the_item_that_expired_first_is_named() {
+        let ws = [
+            w(Item::TcbInfo, 10, 100),
+            w(Item::PckCrl, 20, 50),
+            w(Item::QeIdentity, 5, 80),
+        ];
+        assert!(check_windows(ws.iter(), 30).is_ok());
+        assert_eq!(
+            check_windows(ws.iter(), 60).unwrap_err().item(),
+            Some(Item::PckCrl)
+        );
+        assert_eq!(
+            check_windows(ws.iter(), 90).unwrap_err().item(),
+            Some(Item::PckCrl)
+        );
+        assert_eq!(
+            check_windows(ws.iter(), 15).unwrap_err().item(),
+            Some(Item::PckCrl)
+        );
+        assert_eq!(
+            check_windows(ws.iter(), 7).unwrap_err().item(),
+            Some(Item::PckCrl)
+        );
+        assert_eq!(
+            check_windows(ws.iter(), 1).unwrap_err().item(),
+            Some(Item::PckCrl)
+        );
+        assert_eq!(
+            check_windows(ws.iter(), 1).unwrap_err().kind(),
+            crate::ErrorKind::Expired
+        );
+    }
+
+    #[test]
+    fn crl_next_update_is_exclusive() {
+        let c = Window {
+            item: Item::RootCaCrl,
+            not_before: 0,
+            not_after: 10,
+            end_exclusive: true,
+        };
+        assert!(c.check(9).is_ok());
+        assert!(c.check(10).is_err());
+        assert!(w(Item::TcbInfo, 0, 10).check(10).is_ok());
+    }
+}
