@@ -100,7 +100,10 @@ impl std::fmt::Debug for FileParameter {
         // File contents usually hold secrets: never print them.
         f.debug_struct("FileParameter")
             .field("path", &self.path)
-            .field("content", &format_args!("<{} base64 chars>", self.content.len()))
+            .field(
+                "content",
+                &format_args!("<{} base64 chars>", self.content.len()),
+            )
             .field("mode", &format_args!("{:o}", self.mode))
             .finish()
     }
@@ -195,6 +198,170 @@ pub struct StatusResponse {
     pub version: String,
 }
 
+/// Answer to `POST /api/v1/manifest` and `POST /api/v1/manifest/update`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestResponse {
+    /// Protocol version of the Coordinator.
+    pub protocol_version: u32,
+    /// Canonical SHA-256 of the manifest now in force, hex.
+    pub manifest_hash: String,
+    /// What the update changed (empty for the first manifest).
+    #[serde(default)]
+    pub changes: Vec<String>,
+}
+
+/// `PUT /api/v1/secrets`: user-defined secret values to set (client certificate required).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetSecretsRequest {
+    /// Secret name → value, base64 (standard alphabet).
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SetSecretsRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetSecretsRequest")
+            .field("names", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// One secret as read by a user (`GET /api/v1/secrets?names=a,b`). Binary fields are base64;
+/// keys are DER (PKCS#8 private, SPKI public), certificates DER.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretOut {
+    /// The secret's type as declared in the manifest.
+    pub kind: String,
+    /// Symmetric key or user value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<String>,
+    /// Public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<String>,
+    /// Certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+}
+
+impl std::fmt::Debug for SecretOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretOut")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Answer to `GET /api/v1/secrets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretsResponse {
+    /// Name → value.
+    pub secrets: BTreeMap<String, SecretOut>,
+}
+
+/// One recovery key's entry, as `GET /api/v1/recover` shows it in recovery mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryEntry {
+    /// Name of the recovery key in the manifest.
+    pub name: String,
+    /// SHA-256 of its DER SubjectPublicKeyInfo, hex.
+    pub fingerprint: String,
+    /// RSA-OAEP-SHA256 ciphertext of the state key (or of this key's share), base64.
+    pub ciphertext: String,
+}
+
+/// `GET /api/v1/recover`: what a recovery key owner needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryStatus {
+    /// Protocol version of the Coordinator.
+    pub protocol_version: u32,
+    /// Random challenge (hex) every upload signs.
+    pub challenge: String,
+    /// How many distinct keys must upload.
+    pub threshold: usize,
+    /// One entry per recovery key.
+    pub entries: Vec<RecoveryEntry>,
+    /// Fingerprints of keys that have uploaded so far.
+    pub accepted: Vec<String>,
+}
+
+/// One upload in `POST /api/v1/recover`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryShare {
+    /// Fingerprint of the recovery key (see [`RecoveryEntry`]).
+    pub fingerprint: String,
+    /// The decrypted entry, base64.
+    pub secret: String,
+    /// RSA-PSS-SHA256 signature, base64, over `"coffer-recover-v1\0" ‖ challenge ‖ secret` with
+    /// the recovery private key.
+    pub signature: String,
+}
+
+impl std::fmt::Debug for RecoveryShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoveryShare")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /api/v1/recover`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// Protocol version of the sender.
+    pub protocol_version: u32,
+    /// The uploads.
+    pub shares: Vec<RecoveryShare>,
+}
+
+/// Answer to `POST /api/v1/recover`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverResponse {
+    /// State after the upload (`ready`/`awaiting-manifest` when recovered).
+    pub state: CoordinatorState,
+    /// Keys accepted so far.
+    pub accepted: usize,
+    /// Keys needed.
+    pub threshold: usize,
+}
+
+/// One audit log record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number (increasing, starts at 1).
+    #[serde(default)]
+    pub seq: u64,
+    /// Unix seconds.
+    pub time: i64,
+    /// `activation`, `manifest-set`, `manifest-update`, `secrets-set`, `secrets-read`, `recovery`.
+    pub event: String,
+    /// `accepted` or `refused`.
+    pub outcome: String,
+    /// Workload, for activations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// Instance UUID, for activations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Manifest user, for client API calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Why (refusals) or what (changes); never secret values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Answer to `GET /api/v1/audit?after=N&limit=M`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditResponse {
+    /// Records in sequence order.
+    pub records: Vec<AuditRecord>,
+}
+
 /// Error kinds a client can act on; the message says more.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -209,6 +376,13 @@ pub enum ErrorKind {
     BadSignature,
     /// Collateral or a certificate is outside its validity window.
     ExpiredCollateral,
+    /// A certificate of the evidence is revoked (listed in a CRL).
+    Revoked,
+    /// The evidence does not chain to a trusted root: e.g. simulated evidence sent to a
+    /// Coordinator that was not started with `--simulation`.
+    UntrustedRoot,
+    /// The evidence is well formed but of a kind this Coordinator does not support.
+    UnsupportedEvidence,
     /// The evidence verifies but does not satisfy the manifest.
     PolicyMismatch,
     /// Collateral could not be fetched from the provisioning service.
@@ -272,7 +446,11 @@ mod tests {
     #[test]
     fn debug_hides_secrets() {
         let p = Parameters {
-            files: vec![FileParameter { path: "/s".into(), content: "c2VjcmV0".into(), mode: 0o600 }],
+            files: vec![FileParameter {
+                path: "/s".into(),
+                content: "c2VjcmV0".into(),
+                mode: 0o600,
+            }],
             env: [("K".to_string(), "topsecret".to_string())].into(),
             argv: Some(vec!["app".into(), "topsecret".into()]),
             image_key: Some("00".repeat(32)),

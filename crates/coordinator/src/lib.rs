@@ -1,1 +1,27 @@
 //! The Coffer Coordinator: attestation-gated secrets, PKI, sealed state, client API.
+//!
+//! See [`design`] for the overview and threat model.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod attest;
+pub mod client;
+pub mod core;
+pub mod design;
+pub mod error;
+pub mod metrics;
+pub mod pki;
+pub mod platform;
+pub mod recovery;
+pub mod seal;
+pub mod secrets;
+pub mod serve;
+pub mod store;
+pub mod tls;
+pub mod writer;
+
+pub use crate::api::router;
+pub use crate::core::{Config, Coordinator};
+pub use crate::error::{ApiError, Error};
+pub use crate::serve::serve;

@@ -1,0 +1,157 @@
+//! Client side: attesting a Coordinator before trusting it (`coffer verify`, first contact).
+//!
+//! 1. Connect in recording mode (the server certificate is accepted at the TLS layer and kept).
+//! 2. `GET /api/v1/quote?nonce=<fresh random 32 bytes>`.
+//! 3. Verify the quote (Intel root; the simulated platform's root only with
+//!    `allow_simulation`), check report data = SHA-256(root CA SPKI) ‖ SHA-256(nonce), so the
+//!    quote is fresh and binds the root CA it came with, and optionally check MRENCLAVE.
+//! 4. Check that the TLS certificate of this very connection chains to that root, so the
+//!    channel ends in the attested Coordinator.
+//!
+//! After that the root CA is the trust anchor ([`crate::tls::Trust::RootCa`]).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use rand::RngCore;
+use x509_parser::prelude::FromDer;
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::platform::EvidenceVerifier;
+use crate::tls::{RecordingVerifier, Trust};
+
+/// What the client requires of the Coordinator.
+pub struct Expectations<'a> {
+    /// Accept a simulating Coordinator (its evidence must then verify under `verifier`'s sim
+    /// anchors).
+    pub allow_simulation: bool,
+    /// Acceptable MRENCLAVE values (empty: any; the quote must still verify).
+    pub mrenclaves: &'a [[u8; 32]],
+}
+
+/// An attested Coordinator.
+#[derive(Debug, Clone)]
+pub struct Attested {
+    /// Its root CA certificate, DER.
+    pub root_der: Vec<u8>,
+    /// Its root CA certificate, PEM.
+    pub root_pem: String,
+    /// Whether it runs on the simulated platform.
+    pub simulation: bool,
+    /// Its MRENCLAVE (SGX), hex.
+    pub mrenclave: Option<String>,
+    /// TCB status of its platform.
+    pub tcb_status: String,
+}
+
+/// A fresh random nonce.
+pub fn random_nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut n);
+    n
+}
+
+/// Attests the Coordinator at `addr` (steps 1–4 above).
+pub async fn attest(
+    addr: &str,
+    verifier: &EvidenceVerifier,
+    expect: &Expectations<'_>,
+    now: i64,
+) -> Result<Attested, Error> {
+    let rec = Arc::new(RecordingVerifier::default());
+    let mut client = Client::new(addr, &Trust::Attest(rec.clone()), None)?;
+    let nonce = random_nonce();
+    let resp: coffer_api::QuoteResponse = client
+        .get(&format!("/api/v1/quote?nonce={}", hex::encode(nonce)))
+        .await?;
+    let seen = rec.seen();
+    check_quote_response(&resp, &nonce, &seen, verifier, expect, now)
+}
+
+/// Checks a quote answer (steps 3 and 4); `seen_chain` is the TLS chain of the connection.
+pub fn check_quote_response(
+    resp: &coffer_api::QuoteResponse,
+    nonce: &[u8],
+    seen_chain: &[Vec<u8>],
+    verifier: &EvidenceVerifier,
+    expect: &Expectations<'_>,
+    now: i64,
+) -> Result<Attested, Error> {
+    let refuse = |kind: coffer_api::ErrorKind, reason: String| Error::Evidence { kind, reason };
+    if resp.simulation && !expect.allow_simulation {
+        return Err(refuse(
+            coffer_api::ErrorKind::UntrustedRoot,
+            "the Coordinator runs on the SIMULATED platform (no hardware protection); refusing. \
+             Pass --allow-simulation (with --sim-dir) only for development"
+                .into(),
+        ));
+    }
+    let root_der = crate::pki::pem_decode(&resp.root_ca_pem, "CERTIFICATE")
+        .ok_or_else(|| Error::BadRequest("root_ca_pem is not a PEM certificate".into()))?;
+    let spki = crate::pki::cert_spki(&root_der)?;
+    let quote = base64::engine::general_purpose::STANDARD
+        .decode(resp.evidence.data.as_bytes())
+        .map_err(|_| {
+            refuse(
+                coffer_api::ErrorKind::MalformedEvidence,
+                "evidence is not base64".into(),
+            )
+        })?;
+    let verified = verifier.verify(&quote, now)?;
+    let expected = coffer_api::coordinator_report_data(&spki, Some(nonce));
+    if verified.report_data != expected {
+        return Err(refuse(
+            coffer_api::ErrorKind::PolicyMismatch,
+            "the quote's report data does not bind the root CA and this request's nonce (stale or replayed quote)".into(),
+        ));
+    }
+    let claims = crate::core::claims_of(&verified);
+    if claims.debug {
+        return Err(refuse(
+            coffer_api::ErrorKind::PolicyMismatch,
+            "the Coordinator runs in a DEBUG enclave".into(),
+        ));
+    }
+    if !expect.mrenclaves.is_empty() {
+        let got = claims.mrenclave.ok_or_else(|| {
+            refuse(
+                coffer_api::ErrorKind::PolicyMismatch,
+                "the Coordinator's evidence has no MRENCLAVE".into(),
+            )
+        })?;
+        if !expect.mrenclaves.contains(&got) {
+            return Err(refuse(
+                coffer_api::ErrorKind::PolicyMismatch,
+                format!(
+                    "Coordinator MRENCLAVE {} is not one of the expected values",
+                    hex::encode(got)
+                ),
+            ));
+        }
+    }
+    // The TLS channel must end in the attested Coordinator: its leaf is signed by the root, or
+    // (recovery mode) is the attested self-signed certificate itself.
+    let leaf = seen_chain
+        .first()
+        .ok_or_else(|| Error::Pki("no server certificate was recorded".into()))?;
+    if leaf != &root_der {
+        let (_, leaf_cert) = x509_parser::certificate::X509Certificate::from_der(leaf)
+            .map_err(|e| Error::Pki(format!("server certificate: {e}")))?;
+        let (_, root_cert) = x509_parser::certificate::X509Certificate::from_der(&root_der)
+            .map_err(|e| Error::Pki(format!("root CA: {e}")))?;
+        leaf_cert.verify_signature(Some(root_cert.public_key())).map_err(|_| {
+            refuse(
+                coffer_api::ErrorKind::BadSignature,
+                "the TLS server certificate is not signed by the attested root CA (a machine in the middle?)".into(),
+            )
+        })?;
+    }
+    Ok(Attested {
+        root_pem: resp.root_ca_pem.clone(),
+        root_der,
+        simulation: resp.simulation,
+        mrenclave: claims.mrenclave.map(hex::encode),
+        tcb_status: claims.tcb_status,
+    })
+}

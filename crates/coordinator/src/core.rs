@@ -1,0 +1,1184 @@
+//! The Coordinator's state machine and decisions, independent of HTTP: start-up (unseal or
+//! recovery), manifest set/update, activation, user secrets, audit, recovery.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use base64::Engine;
+use coffer_api::{
+    ActivationRequest, ActivationResponse, AuditRecord, CoordinatorState, ErrorKind, FileParameter,
+    Parameters,
+};
+use coffer_manifest::{Action, Manifest, MeasurementClaims, ResourceKind, SecretKind, Target, Tee};
+use rcgen::KeyPair;
+
+use crate::error::Error;
+use crate::metrics::{ActivationLabels, Metrics};
+use crate::pki::{self, Ca, CaMaterial};
+use crate::platform::{EvidenceVerifier, Platform};
+use crate::recovery::{self, Envelope, Session};
+use crate::seal::Sealer;
+use crate::secrets::{self, ActivationSource, StoredSecret};
+use crate::store::{RawStore, StateKey, Store, WriteOp};
+use crate::tls::CertSlot;
+use crate::writer::{instance_key, Job, Outcome, Register, Writer};
+
+/// Start-up settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the store (and, in simulation, the sealing key file) live.
+    pub data_dir: PathBuf,
+    /// Lifetime of workload certificates, hours.
+    pub cert_hours: u32,
+}
+
+/// Store file name inside the data directory.
+pub const STORE_FILE: &str = "state.redb";
+/// Simulated sealing key file name inside the data directory.
+pub const SEALING_KEY_FILE: &str = "sealing.key";
+
+const K_CA: &str = "ca";
+const K_MANIFEST: &str = "manifest";
+const M_SEALED: &str = "sealed_state_key";
+const M_RECOVERY: &str = "recovery";
+
+/// The manifest in force with what is derived from it.
+pub struct LoadedManifest {
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// Canonical hash, hex.
+    pub hash: String,
+}
+
+/// What requests read: replaced as a whole on every change.
+pub struct Snapshot {
+    /// The CA.
+    pub ca: Arc<Ca>,
+    /// The manifest, once set.
+    pub manifest: Option<Arc<LoadedManifest>>,
+}
+
+struct Ready {
+    store: Arc<Store>,
+    writer: Writer,
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+struct Recovering {
+    raw: Mutex<Option<RawStore>>,
+    session: Mutex<Session>,
+    self_cert: Vec<u8>,
+}
+
+enum Mode {
+    Ready(Arc<Ready>),
+    Recovery(Arc<Recovering>),
+}
+
+/// The Coordinator.
+pub struct Coordinator {
+    config: Config,
+    platform: Platform,
+    verifier: EvidenceVerifier,
+    sealer: Sealer,
+    mode: RwLock<Arc<Mode>>,
+    metrics: Metrics,
+    tls: Arc<CertSlot>,
+    /// Serialises manifest set/update and recovery (rare, multi-step changes).
+    change_lock: tokio::sync::Mutex<()>,
+}
+
+/// Current Unix time in seconds (the server is the edge that reads the clock).
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn audit_op(rec: &AuditRecord) -> WriteOp {
+    WriteOp::Audit(serde_json::to_vec(rec).unwrap_or_default())
+}
+
+fn record(event: &str, outcome: &str) -> AuditRecord {
+    AuditRecord {
+        seq: 0,
+        time: now_unix(),
+        event: event.into(),
+        outcome: outcome.into(),
+        workload: None,
+        instance: None,
+        user: None,
+        detail: None,
+    }
+}
+
+fn kind_label(kind: &ErrorKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "internal".into())
+}
+
+impl Coordinator {
+    /// Opens (or initialises) the state in `config.data_dir` and prepares the TLS certificate.
+    /// If the state key cannot be unsealed and the store has a recovery envelope, the
+    /// Coordinator starts in recovery mode.
+    pub fn open(
+        config: Config,
+        platform: Platform,
+        verifier: EvidenceVerifier,
+        sealer: Sealer,
+    ) -> Result<Self, Error> {
+        create_private_dir(&config.data_dir)?;
+        let now = now_unix();
+        let raw = RawStore::open(&config.data_dir.join(STORE_FILE))?;
+        let simulation = platform.is_simulation();
+        let mode = if !raw.is_initialised()? {
+            let key = StateKey::generate();
+            let ca = Ca::generate(now)?;
+            let sealed = sealer.seal(&key)?;
+            let mut rec = record("initialise", "accepted");
+            rec.detail = Some("new state, new root CA".into());
+            let store = raw.initialise(
+                key,
+                vec![
+                    WriteOp::PutMeta(M_SEALED.into(), sealed),
+                    WriteOp::Put(
+                        K_CA.into(),
+                        serde_json::to_vec(ca.material())
+                            .map_err(|e| Error::Store(e.to_string()))?,
+                    ),
+                    audit_op(&rec),
+                ],
+            )?;
+            tracing::info!("initialised a new state with a new root CA");
+            Mode::Ready(Arc::new(Self::ready(store)?))
+        } else {
+            let sealed = raw.meta(M_SEALED)?;
+            let unsealed = sealed
+                .ok_or_else(|| Error::Unseal("the store has no sealed state key".into()))
+                .and_then(|b| sealer.unseal(&b));
+            match unsealed {
+                Ok(key) => Mode::Ready(Arc::new(Self::ready(raw.unlock(key)?)?)),
+                Err(e) => {
+                    let envelope: Envelope = match raw.meta(M_RECOVERY)? {
+                        Some(b) => serde_json::from_slice(&b).map_err(|e| Error::Store(format!("recovery envelope: {e}")))?,
+                        None => {
+                            return Err(Error::Unseal(format!(
+                                "{e}; the manifest had no recovery keys, so this state cannot be recovered. \
+                                 Start with an empty --data-dir to begin a new deployment"
+                            )))
+                        }
+                    };
+                    tracing::warn!(error = %e, "state key cannot be unsealed: starting in RECOVERY mode");
+                    let key = KeyPair::generate().map_err(|e| Error::Pki(e.to_string()))?;
+                    let quote =
+                        platform.quote(coffer_api::workload_report_data(&pki::key_spki(&key)))?;
+                    let cert = pki::self_signed_server_cert(&key, &quote, simulation, now)?;
+                    let slot_key = key.serialize_der();
+                    let rec = Recovering {
+                        raw: Mutex::new(Some(raw)),
+                        session: Mutex::new(Session::new(envelope)),
+                        self_cert: cert.clone(),
+                    };
+                    let tls = CertSlot::new(vec![cert], slot_key)?;
+                    return Ok(Self::assemble(
+                        config,
+                        platform,
+                        verifier,
+                        sealer,
+                        Mode::Recovery(Arc::new(rec)),
+                        tls,
+                        simulation,
+                    ));
+                }
+            }
+        };
+        let tls = {
+            let Mode::Ready(r) = &mode else {
+                return Err(Error::Store("unexpected mode".into()));
+            };
+            let ca = r.snapshot().ca.clone();
+            let (chain, key) = server_cert(&platform, &ca, now)?;
+            CertSlot::new(chain, key)?
+        };
+        Ok(Self::assemble(
+            config, platform, verifier, sealer, mode, tls, simulation,
+        ))
+    }
+
+    fn assemble(
+        config: Config,
+        platform: Platform,
+        verifier: EvidenceVerifier,
+        sealer: Sealer,
+        mode: Mode,
+        tls: Arc<CertSlot>,
+        simulation: bool,
+    ) -> Self {
+        Self {
+            config,
+            platform,
+            verifier,
+            sealer,
+            mode: RwLock::new(Arc::new(mode)),
+            metrics: Metrics::new(simulation),
+            tls,
+            change_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn ready(store: Store) -> Result<Ready, Error> {
+        let ca_bytes = store.get(K_CA)?;
+        let ca = match ca_bytes {
+            Some(b) => Ca::load(
+                serde_json::from_slice::<CaMaterial>(&b)
+                    .map_err(|e| Error::Store(format!("CA: {e}")))?,
+            )?,
+            None => return Err(Error::Store("the store has no CA (corrupt state)".into())),
+        };
+        let manifest = match store.get(K_MANIFEST)? {
+            Some(b) => {
+                let m = Manifest::parse(&b).map_err(|e| {
+                    Error::Store(format!("stored manifest no longer validates: {e:?}"))
+                })?;
+                Some(Arc::new(LoadedManifest {
+                    hash: m.hash_hex(),
+                    manifest: m,
+                }))
+            }
+            None => None,
+        };
+        let store = Arc::new(store);
+        let writer = Writer::start(store.clone())?;
+        Ok(Ready {
+            store,
+            writer,
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                ca: Arc::new(ca),
+                manifest,
+            })),
+        })
+    }
+
+    /// The TLS certificate slot to serve with.
+    pub fn tls_slot(&self) -> Arc<CertSlot> {
+        self.tls.clone()
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether on the simulated platform.
+    pub fn is_simulation(&self) -> bool {
+        self.platform.is_simulation()
+    }
+
+    fn mode(&self) -> Arc<Mode> {
+        self.mode
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn ready_state(&self) -> Result<Arc<Ready>, Error> {
+        match &*self.mode() {
+            Mode::Ready(r) => Ok(r.clone()),
+            Mode::Recovery(_) => Err(Error::RecoveryMode),
+        }
+    }
+
+    /// Lifecycle state and manifest hash.
+    pub fn status(&self) -> coffer_api::StatusResponse {
+        let (state, manifest_hash) = match &*self.mode() {
+            Mode::Recovery(_) => (CoordinatorState::Recovery, None),
+            Mode::Ready(r) => match &r.snapshot().manifest {
+                Some(m) => (CoordinatorState::Ready, Some(m.hash.clone())),
+                None => (CoordinatorState::AwaitingManifest, None),
+            },
+        };
+        coffer_api::StatusResponse {
+            protocol_version: coffer_api::PROTOCOL_VERSION,
+            state,
+            manifest_hash,
+            simulation: self.is_simulation(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// The Coordinator's evidence over its root CA key and the client's nonce.
+    pub fn quote(&self, nonce: Option<&[u8]>) -> Result<coffer_api::QuoteResponse, Error> {
+        let (root_der, intermediate_pem) = match &*self.mode() {
+            Mode::Ready(r) => {
+                let s = r.snapshot();
+                (
+                    s.ca.root_der().to_vec(),
+                    s.ca.intermediate_pem().to_string(),
+                )
+            }
+            Mode::Recovery(rec) => (rec.self_cert.clone(), String::new()),
+        };
+        let spki = pki::cert_spki(&root_der)?;
+        let quote = self
+            .platform
+            .quote(coffer_api::coordinator_report_data(&spki, nonce))?;
+        Ok(coffer_api::QuoteResponse {
+            protocol_version: coffer_api::PROTOCOL_VERSION,
+            evidence: coffer_api::Evidence {
+                format: coffer_api::EvidenceFormat::DcapQuote,
+                data: base64::engine::general_purpose::STANDARD.encode(quote),
+            },
+            root_ca_pem: pki::pem_encode("CERTIFICATE", &root_der),
+            intermediate_ca_pem: intermediate_pem,
+            simulation: self.is_simulation(),
+        })
+    }
+
+    /// The manifest in force (canonical JSON) and its hash.
+    pub fn manifest(&self) -> Result<(Vec<u8>, String), Error> {
+        let r = self.ready_state()?;
+        let snap = r.snapshot();
+        let m = snap
+            .manifest
+            .as_ref()
+            .ok_or_else(|| Error::NotFound("no manifest has been set yet".into()))?;
+        Ok((m.manifest.canonical_json(), m.hash.clone()))
+    }
+
+    /// Sets the first manifest.
+    pub async fn set_manifest(&self, body: &[u8]) -> Result<coffer_api::ManifestResponse, Error> {
+        let _g = self.change_lock.lock().await;
+        let r = self.ready_state()?;
+        let snap = r.snapshot();
+        if snap.manifest.is_some() {
+            return Err(Error::Conflict(
+                "a manifest is already set; change it with `coffer manifest update` as a user whose role allows it".into(),
+            ));
+        }
+        let manifest = parse_manifest(body)?;
+        let summary = Vec::new();
+        self.install_manifest(&r, &snap, manifest, None, summary, "manifest-set")
+            .await
+    }
+
+    /// Replaces the manifest (role-checked against the manifest in force).
+    pub async fn update_manifest(
+        &self,
+        peer: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<coffer_api::ManifestResponse, Error> {
+        let _g = self.change_lock.lock().await;
+        let r = self.ready_state()?;
+        let snap = r.snapshot();
+        let old = snap.manifest.as_ref().ok_or_else(|| {
+            Error::Conflict("no manifest is set yet; set one with `coffer manifest set`".into())
+        })?;
+        let user = authenticate(&old.manifest, peer)?;
+        let new = match parse_manifest(body) {
+            Ok(m) => m,
+            Err(e) => {
+                self.audit_refusal(&r, "manifest-update", Some(&user), &e)
+                    .await;
+                return Err(e);
+            }
+        };
+        let summary = match Manifest::check_update(&old.manifest, &new) {
+            Ok(s) => s,
+            Err(e) => {
+                let err = Error::Conflict(format!("this update cannot be applied: {e}"));
+                self.audit_refusal(&r, "manifest-update", Some(&user), &err)
+                    .await;
+                return Err(err);
+            }
+        };
+        if summary.is_empty() {
+            return Err(Error::Conflict(
+                "the new manifest is the same as the one in force".into(),
+            ));
+        }
+        let allowed = old
+            .manifest
+            .user_may(&user, ResourceKind::Manifest, None, Action::Update)
+            || (summary.only_packages()
+                && summary.changes.iter().all(|c| {
+                    c.package().is_some_and(|p| {
+                        old.manifest.user_may(
+                            &user,
+                            ResourceKind::Packages,
+                            Some(p),
+                            Action::Update,
+                        )
+                    })
+                }));
+        if !allowed {
+            let err = Error::Forbidden(format!(
+                "user `{user}` may not apply this update ({}); it needs `manifest: update`{}",
+                summary
+                    .changes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                if summary.only_packages() {
+                    " or `packages: update` on every changed package"
+                } else {
+                    ""
+                }
+            ));
+            self.audit_refusal(&r, "manifest-update", Some(&user), &err)
+                .await;
+            return Err(err);
+        }
+        let changes: Vec<String> = summary.changes.iter().map(ToString::to_string).collect();
+        self.install_manifest(&r, &snap, new, Some(user), changes, "manifest-update")
+            .await
+    }
+
+    async fn install_manifest(
+        &self,
+        r: &Ready,
+        snap: &Snapshot,
+        manifest: Manifest,
+        user: Option<String>,
+        changes: Vec<String>,
+        event: &str,
+    ) -> Result<coffer_api::ManifestResponse, Error> {
+        let now = now_unix();
+        let ca = snap.ca.rotated(now)?;
+        let mut ops = Vec::new();
+        // Shared generated secrets that do not exist yet (existing values are kept).
+        for (name, spec) in manifest.secrets.iter() {
+            if spec.kind == SecretKind::UserDefined || !spec.is_shared() {
+                continue;
+            }
+            if r.store.get(&secrets::shared_key(name))?.is_some() {
+                continue;
+            }
+            if let Some(v) = secrets::generate(name, spec, &ca, now)? {
+                ops.push(WriteOp::Put(
+                    secrets::shared_key(name),
+                    v.to_bytes().to_vec(),
+                ));
+            }
+        }
+        // Recovery envelope for the new recovery keys.
+        if !manifest.recovery_keys.is_empty() {
+            let mut keys = Vec::new();
+            for (name, pem) in manifest.recovery_keys.iter() {
+                let k = coffer_manifest::parse_recovery_key(pem)
+                    .map_err(|e| Error::Manifest(format!("recovery key `{name}`: {e}")))?;
+                keys.push((name.clone(), k));
+            }
+            let threshold = manifest
+                .recovery_threshold
+                .map(|t| t as usize)
+                .unwrap_or(keys.len());
+            let env = recovery::build(r.store.state_key(), &keys, threshold)?;
+            ops.push(WriteOp::PutMeta(
+                M_RECOVERY.into(),
+                serde_json::to_vec(&env).map_err(|e| Error::Store(e.to_string()))?,
+            ));
+        }
+        let hash = manifest.hash_hex();
+        ops.push(WriteOp::Put(K_MANIFEST.into(), manifest.canonical_json()));
+        ops.push(WriteOp::Put(
+            K_CA.into(),
+            serde_json::to_vec(ca.material()).map_err(|e| Error::Store(e.to_string()))?,
+        ));
+        let mut rec = record(event, "accepted");
+        rec.user = user.clone();
+        rec.detail = Some(if changes.is_empty() {
+            format!(
+                "manifest {hash}; intermediate CA #{}",
+                ca.material().generation
+            )
+        } else {
+            format!(
+                "manifest {hash}; intermediate CA #{}; {}",
+                ca.material().generation,
+                changes.join("; ")
+            )
+        });
+        ops.push(audit_op(&rec));
+        r.writer
+            .submit(Job {
+                ops,
+                ..Job::default()
+            })
+            .await?;
+        tracing::info!(%hash, event, user = user.as_deref().unwrap_or("-"), "manifest installed; intermediate CA rotated");
+        if let Ok(mut g) = r.snapshot.write() {
+            *g = Arc::new(Snapshot {
+                ca: Arc::new(ca),
+                manifest: Some(Arc::new(LoadedManifest {
+                    manifest,
+                    hash: hash.clone(),
+                })),
+            });
+        }
+        Ok(coffer_api::ManifestResponse {
+            protocol_version: coffer_api::PROTOCOL_VERSION,
+            manifest_hash: hash,
+            changes,
+        })
+    }
+
+    async fn audit_refusal(&self, r: &Ready, event: &str, user: Option<&str>, err: &Error) {
+        let mut rec = record(event, "refused");
+        rec.user = user.map(str::to_string);
+        rec.detail = Some(err.to_string());
+        if let Err(e) = r
+            .writer
+            .submit(Job {
+                ops: vec![audit_op(&rec)],
+                ..Job::default()
+            })
+            .await
+        {
+            tracing::error!(error = %e, "cannot write an audit record");
+        }
+    }
+
+    /// Decides an activation; every decision is audited and counted.
+    pub async fn activate(&self, req: ActivationRequest) -> Result<ActivationResponse, Error> {
+        let start = Instant::now();
+        let r = self.ready_state()?;
+        let snap = r.snapshot();
+        let workload_label = snap
+            .manifest
+            .as_ref()
+            .filter(|m| m.manifest.workloads.contains_key(&req.workload))
+            .map(|_| req.workload.clone())
+            .unwrap_or_else(|| "_unknown".into());
+        let result = self.activate_inner(&r, &snap, &req).await;
+        let label = match &result {
+            Ok(_) => "accepted".to_string(),
+            Err(e) => kind_label(&e.kind().1),
+        };
+        self.metrics
+            .activations
+            .get_or_create(&ActivationLabels {
+                workload: workload_label,
+                result: label,
+            })
+            .inc();
+        self.metrics.latency.observe(start.elapsed().as_secs_f64());
+        match result {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                tracing::info!(workload = %req.workload, instance = %req.instance_id, reason = %e, "activation refused");
+                // The limit refusal was audited by the writer in the same transaction.
+                if !matches!(e, Error::ActivationLimit(_) | Error::RecoveryMode) {
+                    let mut rec = record("activation", "refused");
+                    rec.workload = Some(req.workload.clone());
+                    rec.instance = Some(req.instance_id.to_string());
+                    rec.detail = Some(e.to_string());
+                    if let Err(we) = r
+                        .writer
+                        .submit(Job {
+                            ops: vec![audit_op(&rec)],
+                            ..Job::default()
+                        })
+                        .await
+                    {
+                        tracing::error!(error = %we, "cannot write an audit record");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn activate_inner(
+        &self,
+        r: &Ready,
+        snap: &Snapshot,
+        req: &ActivationRequest,
+    ) -> Result<ActivationResponse, Error> {
+        check_version(req.protocol_version)?;
+        let loaded = snap.manifest.as_ref().ok_or_else(|| {
+            Error::Conflict("no manifest is set yet; activations start once one is".into())
+        })?;
+        let manifest = &loaded.manifest;
+        let workload = manifest.workloads.get(&req.workload).ok_or_else(|| {
+            Error::NotFound(format!(
+                "workload `{}` is not in the manifest",
+                req.workload
+            ))
+        })?;
+        let quote = base64::engine::general_purpose::STANDARD
+            .decode(req.evidence.data.as_bytes())
+            .map_err(|_| Error::Evidence {
+                kind: ErrorKind::MalformedEvidence,
+                reason: "evidence.data is not base64 (standard alphabet, padded)".into(),
+            })?;
+        let csr = pki::parse_csr(&req.csr_pem)?;
+        let now = now_unix();
+        let verified = self.verifier.verify(&quote, now)?;
+        let expected = coffer_api::workload_report_data(csr.spki_der());
+        if verified.report_data != expected {
+            return Err(Error::PolicyMismatch(
+                "report data does not bind the CSR's key: it must be SHA-256 of the CSR's DER SubjectPublicKeyInfo \
+                 followed by 32 zero bytes (replayed evidence or a key swap)"
+                    .into(),
+            ));
+        }
+        let claims = claims_of(&verified);
+        manifest
+            .match_workload(&req.workload, &claims)
+            .map_err(|m| Error::PolicyMismatch(m.to_string()))?;
+
+        // Per-instance secrets this workload uses.
+        let targets = manifest
+            .referenced_targets(&req.workload)
+            .map_err(|e| Error::Manifest(e.to_string()))?;
+        let per_instance: Vec<String> = targets
+            .iter()
+            .filter_map(|t| match t {
+                Target::Secret { name, .. } => manifest
+                    .secrets
+                    .get(name)
+                    .filter(|s| s.kind != SecretKind::UserDefined && !s.is_shared())
+                    .map(|_| name.clone()),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let known = r
+            .store
+            .get(&instance_key(&req.workload, &req.instance_id))?
+            .is_some();
+        let mut fresh: HashMap<String, StoredSecret> = HashMap::new();
+        let mut new_only = Vec::new();
+        if !known {
+            for name in &per_instance {
+                if let Some(spec) = manifest.secrets.get(name) {
+                    if let Some(v) = secrets::generate(name, spec, &snap.ca, now)? {
+                        new_only.push(WriteOp::Put(
+                            secrets::instance_secret_key(&req.workload, &req.instance_id, name),
+                            v.to_bytes().to_vec(),
+                        ));
+                        fresh.insert(name.clone(), v);
+                    }
+                }
+            }
+            new_only.push(WriteOp::Put(
+                instance_key(&req.workload, &req.instance_id),
+                serde_json::to_vec(&serde_json::json!({ "first_activation": now }))
+                    .unwrap_or_default(),
+            ));
+        }
+
+        let mut sans: Vec<String> = vec![req.workload.clone()];
+        sans.extend(workload.sans.iter().cloned());
+        let (leaf, not_after) = snap.ca.sign_workload(
+            &csr,
+            &req.workload,
+            &req.instance_id,
+            &sans,
+            now,
+            self.config.cert_hours,
+        )?;
+
+        let mut accepted = record("activation", "accepted");
+        accepted.workload = Some(req.workload.clone());
+        accepted.instance = Some(req.instance_id.to_string());
+        accepted.detail = Some(format!("{claims}; certificate valid until {not_after}"));
+        let mut refused = record("activation", "refused");
+        refused.workload = accepted.workload.clone();
+        refused.instance = accepted.instance.clone();
+        let limit_reason = format!(
+            "workload `{}` has reached its limit of {} activations (distinct instance UUIDs)",
+            req.workload,
+            workload.max_activations.unwrap_or(0)
+        );
+        refused.detail = Some(limit_reason.clone());
+
+        let outcome = r
+            .writer
+            .submit(Job {
+                ops: vec![audit_op(&accepted)],
+                new_only,
+                refused: vec![audit_op(&refused)],
+                register: Some(Register {
+                    workload: req.workload.clone(),
+                    instance: req.instance_id,
+                    max: workload.max_activations,
+                }),
+            })
+            .await?;
+        match outcome {
+            Outcome::LimitReached => return Err(Error::ActivationLimit(limit_reason)),
+            Outcome::Existing => fresh.clear(), // a concurrent first activation won: use its values
+            Outcome::New | Outcome::Applied => {}
+        }
+
+        let source = ActivationSource {
+            store: &r.store,
+            workload: &req.workload,
+            specs: &manifest.secrets,
+            fresh: &fresh,
+            instance: req.instance_id,
+            root_der: snap.ca.root_der(),
+            leaf_der: &leaf,
+            intermediate_der: snap.ca.intermediate_der(),
+        };
+        let rendered = manifest
+            .render_workload(&req.workload, &source)
+            .map_err(|e| {
+                Error::Conflict(format!(
+                    "cannot render the parameters of `{}`: {e}",
+                    req.workload
+                ))
+            })?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut env = std::collections::BTreeMap::new();
+        for (k, v) in rendered.env {
+            env.insert(
+                k,
+                v.into_string()
+                    .map_err(|e| Error::Conflict(e.to_string()))?,
+            );
+        }
+        let argv = match rendered.argv {
+            None => None,
+            Some(a) => Some(
+                a.into_iter()
+                    .map(|v| v.into_string().map_err(|e| Error::Conflict(e.to_string())))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let image_key = rendered
+            .image_key
+            .map(|k| k.into_string().map_err(|e| Error::Conflict(e.to_string())))
+            .transpose()?;
+        let files = rendered
+            .files
+            .into_iter()
+            .map(|f| FileParameter {
+                path: f.path,
+                content: b64.encode(f.content.as_bytes()),
+                mode: f.mode,
+            })
+            .collect();
+        Ok(ActivationResponse {
+            protocol_version: coffer_api::PROTOCOL_VERSION,
+            certificate_chain_pem: snap.ca.chain_pem(&leaf),
+            root_ca_pem: snap.ca.root_pem().to_string(),
+            not_after,
+            parameters: Parameters {
+                files,
+                env,
+                argv,
+                image_key,
+            },
+        })
+    }
+
+    /// Sets user-defined secrets (role `secrets: write` on each name).
+    pub async fn set_secrets(
+        &self,
+        peer: Option<&[u8]>,
+        req: coffer_api::SetSecretsRequest,
+    ) -> Result<(), Error> {
+        let r = self.ready_state()?;
+        let snap = r.snapshot();
+        let m = snap
+            .manifest
+            .as_ref()
+            .ok_or_else(|| Error::Conflict("no manifest is set yet".into()))?;
+        let user = authenticate(&m.manifest, peer)?;
+        if req.secrets.is_empty() {
+            return Err(Error::BadRequest("no secrets given".into()));
+        }
+        let mut ops = Vec::new();
+        for (name, value) in &req.secrets {
+            if !m
+                .manifest
+                .user_may(&user, ResourceKind::Secrets, Some(name), Action::Write)
+            {
+                let err = Error::Forbidden(format!("user `{user}` may not write secret `{name}`"));
+                self.audit_refusal(&r, "secrets-set", Some(&user), &err)
+                    .await;
+                return Err(err);
+            }
+            let bytes = zeroize::Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(value.as_bytes())
+                    .map_err(|_| Error::BadRequest(format!("value of `{name}` is not base64")))?,
+            );
+            m.manifest
+                .check_user_value(name, &bytes)
+                .map_err(|e| match e {
+                    coffer_manifest::Error::UnknownSecret(_) => {
+                        Error::NotFound(format!("secret `{name}` is not in the manifest"))
+                    }
+                    other => Error::BadRequest(other.to_string()),
+                })?;
+            ops.push(WriteOp::Put(
+                secrets::user_key(name),
+                StoredSecret::Bytes {
+                    value: bytes.to_vec(),
+                }
+                .to_bytes()
+                .to_vec(),
+            ));
+        }
+        let mut rec = record("secrets-set", "accepted");
+        rec.user = Some(user);
+        rec.detail = Some(format!(
+            "set {}",
+            req.secrets.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        ops.push(audit_op(&rec));
+        r.writer
+            .submit(Job {
+                ops,
+                ..Job::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Reads user-defined and shared secrets (role `secrets: read` on each name).
+    pub async fn get_secrets(
+        &self,
+        peer: Option<&[u8]>,
+        names: &[String],
+    ) -> Result<coffer_api::SecretsResponse, Error> {
+        let r = self.ready_state()?;
+        let snap = r.snapshot();
+        let m = snap
+            .manifest
+            .as_ref()
+            .ok_or_else(|| Error::Conflict("no manifest is set yet".into()))?;
+        let user = authenticate(&m.manifest, peer)?;
+        if names.is_empty() {
+            return Err(Error::BadRequest(
+                "name the secrets to read: ?names=a,b".into(),
+            ));
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut out = std::collections::BTreeMap::new();
+        for name in names {
+            if !m
+                .manifest
+                .user_may(&user, ResourceKind::Secrets, Some(name), Action::Read)
+            {
+                let err = Error::Forbidden(format!("user `{user}` may not read secret `{name}`"));
+                self.audit_refusal(&r, "secrets-read", Some(&user), &err)
+                    .await;
+                return Err(err);
+            }
+            let spec = m.manifest.secrets.get(name).ok_or_else(|| {
+                Error::NotFound(format!("secret `{name}` is not in the manifest"))
+            })?;
+            let key = if spec.kind == SecretKind::UserDefined {
+                secrets::user_key(name)
+            } else if spec.is_shared() {
+                secrets::shared_key(name)
+            } else {
+                return Err(Error::BadRequest(format!(
+                    "secret `{name}` is per instance; only shared and user-defined secrets can be read"
+                )));
+            };
+            let raw = r
+                .store
+                .get(&key)?
+                .ok_or_else(|| Error::NotFound(format!("secret `{name}` has no value yet")))?;
+            let v = StoredSecret::from_bytes(&raw)?;
+            let mut o = coffer_api::SecretOut {
+                kind: spec.kind.as_str().to_string(),
+                ..Default::default()
+            };
+            match &v {
+                StoredSecret::Bytes { value } => o.value = Some(b64.encode(value)),
+                StoredSecret::KeyPair { private, public } => {
+                    o.private = Some(b64.encode(private));
+                    o.public = Some(b64.encode(public));
+                }
+                StoredSecret::Certificate {
+                    private,
+                    public,
+                    cert,
+                } => {
+                    o.private = Some(b64.encode(private));
+                    o.public = Some(b64.encode(public));
+                    o.cert = Some(b64.encode(cert));
+                }
+            }
+            out.insert(name.clone(), o);
+        }
+        let mut rec = record("secrets-read", "accepted");
+        rec.user = Some(user);
+        rec.detail = Some(format!("read {}", names.join(", ")));
+        r.writer
+            .submit(Job {
+                ops: vec![audit_op(&rec)],
+                ..Job::default()
+            })
+            .await?;
+        Ok(coffer_api::SecretsResponse { secrets: out })
+    }
+
+    /// Audit records (role `audit: read`).
+    pub fn audit(
+        &self,
+        peer: Option<&[u8]>,
+        after: u64,
+        limit: usize,
+    ) -> Result<coffer_api::AuditResponse, Error> {
+        let r = self.ready_state()?;
+        let snap = r.snapshot();
+        let m = snap
+            .manifest
+            .as_ref()
+            .ok_or_else(|| Error::Conflict("no manifest is set yet".into()))?;
+        let user = authenticate(&m.manifest, peer)?;
+        if !m
+            .manifest
+            .user_may(&user, ResourceKind::Audit, None, Action::Read)
+        {
+            return Err(Error::Forbidden(format!(
+                "user `{user}` may not read the audit log"
+            )));
+        }
+        let mut records = Vec::new();
+        for (seq, bytes) in r.store.audit(after, limit.clamp(1, 1000))? {
+            let mut rec: AuditRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Store(format!("audit record {seq}: {e}")))?;
+            rec.seq = seq;
+            records.push(rec);
+        }
+        Ok(coffer_api::AuditResponse { records })
+    }
+
+    /// Recovery status (challenge and entries), in recovery mode only.
+    pub fn recovery_status(&self) -> Result<coffer_api::RecoveryStatus, Error> {
+        let Mode::Recovery(rec) = &*self.mode() else {
+            return Err(Error::Conflict(
+                "the Coordinator is not in recovery mode".into(),
+            ));
+        };
+        let s = rec
+            .session
+            .lock()
+            .map_err(|_| Error::Recovery("session lock poisoned".into()))?;
+        Ok(coffer_api::RecoveryStatus {
+            protocol_version: coffer_api::PROTOCOL_VERSION,
+            challenge: hex::encode(s.challenge),
+            threshold: s.envelope.threshold,
+            entries: s
+                .envelope
+                .entries
+                .iter()
+                .map(|e| coffer_api::RecoveryEntry {
+                    name: e.name.clone(),
+                    fingerprint: e.fingerprint.clone(),
+                    ciphertext: e.ciphertext.clone(),
+                })
+                .collect(),
+            accepted: s.accepted(),
+        })
+    }
+
+    /// Takes recovery uploads; once the threshold is met and the key opens the store, re-seals
+    /// it to this platform and serves again.
+    pub async fn recover(
+        &self,
+        req: coffer_api::RecoverRequest,
+    ) -> Result<coffer_api::RecoverResponse, Error> {
+        check_version(req.protocol_version)?;
+        let _g = self.change_lock.lock().await;
+        let Mode::Recovery(rec) = &*self.mode() else {
+            return Err(Error::Conflict(
+                "the Coordinator is not in recovery mode".into(),
+            ));
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut candidate = None;
+        let (accepted, threshold) = {
+            let mut s = rec
+                .session
+                .lock()
+                .map_err(|_| Error::Recovery("session lock poisoned".into()))?;
+            for share in &req.shares {
+                let secret = zeroize::Zeroizing::new(
+                    b64.decode(share.secret.as_bytes())
+                        .map_err(|_| Error::BadRequest("secret is not base64".into()))?,
+                );
+                let sig = b64
+                    .decode(share.signature.as_bytes())
+                    .map_err(|_| Error::BadRequest("signature is not base64".into()))?;
+                if let Some(k) = s.upload(&share.fingerprint, &secret, &sig)? {
+                    candidate = Some(k);
+                }
+            }
+            (s.accepted().len(), s.envelope.threshold)
+        };
+        let Some(key) = candidate else {
+            return Ok(coffer_api::RecoverResponse {
+                state: CoordinatorState::Recovery,
+                accepted,
+                threshold,
+            });
+        };
+        let raw = rec
+            .raw
+            .lock()
+            .map_err(|_| Error::Recovery("lock poisoned".into()))?
+            .take()
+            .ok_or_else(|| Error::Recovery("recovery already finished".into()))?;
+        if !raw.key_matches(&key)? {
+            if let Ok(mut s) = rec.session.lock() {
+                s.clear();
+            }
+            if let Ok(mut g) = rec.raw.lock() {
+                *g = Some(raw);
+            }
+            return Err(Error::Recovery(
+                "the uploaded key material does not open the store; uploads were cleared, start again".into(),
+            ));
+        }
+        self.sealer.reset()?;
+        let sealed = self.sealer.seal(&key)?;
+        let store = raw.unlock(key)?;
+        let mut arec = record("recovery", "accepted");
+        arec.detail = Some(format!(
+            "state key recovered with {accepted} recovery key(s) and re-sealed"
+        ));
+        store.apply(&[WriteOp::PutMeta(M_SEALED.into(), sealed), audit_op(&arec)])?;
+        let ready = Self::ready(store)?;
+        let (chain, tls_key) = server_cert(&self.platform, &ready.snapshot().ca, now_unix())?;
+        self.tls.set(chain, tls_key)?;
+        let state = if ready.snapshot().manifest.is_some() {
+            CoordinatorState::Ready
+        } else {
+            CoordinatorState::AwaitingManifest
+        };
+        if let Ok(mut g) = self.mode.write() {
+            *g = Arc::new(Mode::Ready(Arc::new(ready)));
+        }
+        tracing::warn!("state recovered and re-sealed; serving again");
+        Ok(coffer_api::RecoverResponse {
+            state,
+            accepted,
+            threshold,
+        })
+    }
+}
+
+impl Ready {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+/// Refuses protocol versions outside the accepted range.
+pub fn check_version(v: u32) -> Result<(), Error> {
+    if coffer_api::protocol_version_supported(v) {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedProtocolVersion {
+            got: v,
+            min: coffer_api::MIN_PROTOCOL_VERSION,
+            max: coffer_api::PROTOCOL_VERSION,
+        })
+    }
+}
+
+fn parse_manifest(body: &[u8]) -> Result<Manifest, Error> {
+    Manifest::parse(body).map_err(|errs| {
+        Error::Manifest(
+            errs.errors()
+                .iter()
+                .map(|e| e.to_string().replace('\n', " "))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })
+}
+
+/// The manifest user a client certificate (DER) belongs to.
+pub fn authenticate(manifest: &Manifest, peer: Option<&[u8]>) -> Result<String, Error> {
+    let der = peer.ok_or_else(|| {
+        Error::Unauthenticated(
+            "this call needs a client certificate of a manifest user (--cert/--key)".into(),
+        )
+    })?;
+    if let Some(u) = manifest.user_for_certificate(der) {
+        return Ok(u.to_string());
+    }
+    // Same key in a re-issued certificate: match by SPKI.
+    let spki = pki::cert_spki(der)
+        .map_err(|_| Error::Unauthenticated("the client certificate is not valid X.509".into()))?;
+    for (name, u) in manifest.users.iter() {
+        if let Ok(d) = coffer_manifest::certificate_der(&u.certificate) {
+            if pki::cert_spki(&d).is_ok_and(|s| s == spki) {
+                return Ok(name.clone());
+            }
+        }
+    }
+    Err(Error::Unauthenticated(
+        "the client certificate belongs to no user of the manifest".into(),
+    ))
+}
+
+/// The claims the manifest's policy checks, from verified evidence.
+pub fn claims_of(v: &coffer_evidence::Verified) -> MeasurementClaims {
+    use coffer_evidence::Measurement;
+    match &v.measurement {
+        Measurement::Sgx(m) => MeasurementClaims {
+            tee: Tee::Sgx,
+            mrenclave: Some(m.mrenclave),
+            mrsigner: Some(m.mrsigner),
+            isv_prod_id: Some(m.isv_prod_id),
+            isv_svn: Some(m.isv_svn),
+            debug: m.debug,
+            tcb_status: v.tcb_status.to_string(),
+            mrtd: None,
+            rtmrs: None,
+            mrconfigid: None,
+        },
+        Measurement::Tdx(m) => MeasurementClaims {
+            tee: Tee::Tdx,
+            mrenclave: None,
+            mrsigner: None,
+            isv_prod_id: None,
+            isv_svn: None,
+            debug: m.debug,
+            tcb_status: v.tcb_status.to_string(),
+            mrtd: Some(m.mrtd),
+            rtmrs: Some(m.rtmr),
+            mrconfigid: Some(m.mrconfigid),
+        },
+    }
+}
+
+/// A fresh TLS key and RA-TLS server certificate signed by the root: (chain DER, PKCS#8 key).
+fn server_cert(platform: &Platform, ca: &Ca, now: i64) -> Result<(Vec<Vec<u8>>, Vec<u8>), Error> {
+    let key = KeyPair::generate().map_err(|e| Error::Pki(e.to_string()))?;
+    let quote = platform.quote(coffer_api::workload_report_data(&pki::key_spki(&key)))?;
+    let cert = ca.server_cert(&key, &quote, platform.is_simulation(), now)?;
+    Ok((vec![cert, ca.root_der().to_vec()], key.serialize_der()))
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    Ok(())
+}

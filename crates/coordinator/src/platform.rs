@@ -1,0 +1,285 @@
+//! The platform the Coordinator runs on: where its own evidence comes from and how workload
+//! evidence is verified.
+//!
+//! - **Simulation** (`--simulation --sim-dir DIR`): the simulated platform persisted in
+//!   `DIR/sim-platform.json` (created if absent, mode 0600) signs the Coordinator's quotes and
+//!   provides the trust anchors and collateral that workload evidence is verified against. The
+//!   Coordinator's simulated MRENCLAVE is SHA-256 of its own executable file, so a different
+//!   build shows a different measurement.
+//! - **SGX under Gramine** (default): quotes come from `/dev/attestation` (`user_report_data`
+//!   then `quote`); workload evidence is verified against the pinned Intel root with collateral
+//!   from `--collateral-dir` (offline files). Simulated evidence does
+//!   not chain to the Intel root and is refused. Without `/dev/attestation` the Coordinator
+//!   refuses to start: a missing TEE is never a silent fall-back to simulation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use coffer_evidence::sim::{SgxQuoteSpec, SimPlatform};
+use coffer_evidence::{Collateral, TrustAnchors, Verified, Verifier};
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// The file name of a persisted simulated platform inside `--sim-dir`.
+pub const SIM_PLATFORM_FILE: &str = "sim-platform.json";
+
+/// The fixed ISVPRODID of the Coordinator enclave.
+pub const COORDINATOR_ISV_PROD_ID: u16 = 1;
+
+/// Where quotes and verification material come from.
+pub enum Platform {
+    /// The simulated platform.
+    Simulated {
+        /// The platform (holds private keys).
+        sim: Box<SimPlatform>,
+        /// Simulated MRENCLAVE of this Coordinator.
+        mrenclave: [u8; 32],
+    },
+    /// Gramine SGX: `/dev/attestation` (configurable root).
+    Gramine {
+        /// The attestation pseudo-filesystem root.
+        root: PathBuf,
+    },
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Platform::Simulated { mrenclave, .. } => {
+                write!(
+                    f,
+                    "Platform::Simulated(mrenclave={})",
+                    hex::encode(mrenclave)
+                )
+            }
+            Platform::Gramine { root } => write!(f, "Platform::Gramine({})", root.display()),
+        }
+    }
+}
+
+/// Loads `DIR/sim-platform.json`, creating a new simulated platform there if absent.
+pub fn load_or_create_sim(dir: &Path) -> Result<SimPlatform, Error> {
+    let path = dir.join(SIM_PLATFORM_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => SimPlatform::from_bytes(&bytes).map_err(|e| {
+            Error::Config(format!(
+                "{} is not a simulated platform: {e}",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::RngCore;
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::create_dir_all(dir)?;
+            let mut seed = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut seed);
+            let sim = SimPlatform::from_seed(seed);
+            let bytes = sim.to_bytes();
+            let tmp = path.with_extension("tmp");
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            drop(f);
+            // Another process may have created it meanwhile: keep theirs.
+            match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Ok(sim)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let _ = std::fs::remove_file(&tmp);
+                    load_or_create_sim(dir)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(Error::Config(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// SHA-256 of the running executable: the simulated measurement of this Coordinator.
+pub fn own_measurement() -> Result<[u8; 32], Error> {
+    let exe = std::env::current_exe()?;
+    let mut f = std::fs::File::open(&exe)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(h.finalize().into())
+}
+
+/// The fixed MRSIGNER of simulated Coordinator quotes (SHA-256 of a label).
+pub fn sim_mrsigner() -> [u8; 32] {
+    Sha256::digest(b"coffer simulated coordinator signer").into()
+}
+
+impl Platform {
+    /// Whether this is the simulated platform.
+    pub fn is_simulation(&self) -> bool {
+        matches!(self, Platform::Simulated { .. })
+    }
+
+    /// Evidence (a DCAP quote) with `report_data`.
+    pub fn quote(&self, report_data: [u8; 64]) -> Result<Vec<u8>, Error> {
+        match self {
+            Platform::Simulated { sim, mrenclave } => {
+                let spec = SgxQuoteSpec {
+                    mrenclave: *mrenclave,
+                    mrsigner: sim_mrsigner(),
+                    isv_prod_id: COORDINATOR_ISV_PROD_ID,
+                    isv_svn: 1,
+                    debug: false,
+                    report_data,
+                    ..SgxQuoteSpec::default()
+                };
+                Ok(sim.sgx_quote(&spec))
+            }
+            Platform::Gramine { root } => gramine_quote(root, &report_data),
+        }
+    }
+}
+
+static GRAMINE_LOCK: Mutex<()> = Mutex::new(());
+
+fn gramine_quote(root: &Path, report_data: &[u8; 64]) -> Result<Vec<u8>, Error> {
+    // Writing user_report_data then reading quote is a two-step protocol on one global file:
+    // serialise it.
+    let _g = GRAMINE_LOCK
+        .lock()
+        .map_err(|_| Error::Platform("attestation lock poisoned".into()))?;
+    let urd = root.join("user_report_data");
+    std::fs::write(&urd, report_data)
+        .map_err(|e| Error::Platform(format!("cannot write {}: {e}", urd.display())))?;
+    let q = root.join("quote");
+    std::fs::read(&q).map_err(|e| Error::Platform(format!("cannot read {}: {e}", q.display())))
+}
+
+/// Checks that Gramine's attestation interface is there (the no-TEE error).
+pub fn check_gramine(root: &Path) -> Result<(), Error> {
+    if root.join("quote").exists() && root.join("user_report_data").exists() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "no TEE detected: {} has no `quote`/`user_report_data` (not running inside a Gramine SGX enclave \
+             with remote attestation). Run the Coordinator in an enclave, or start it with `--simulation \
+             --sim-dir DIR` for development (simulated evidence, no protection)",
+            root.display()
+        )))
+    }
+}
+
+/// Where collateral for real evidence comes from.
+pub enum CollateralSource {
+    /// The simulated platform's collateral, regenerated hourly.
+    Simulated {
+        /// The platform.
+        sim: Box<SimPlatform>,
+        /// Cached collateral per TEE kind and when it was made.
+        cache: Mutex<Vec<(coffer_evidence::Tee, i64, std::sync::Arc<Collateral>)>>,
+    },
+    /// Offline files: `DIR/<fmspc hex>.json`, else `DIR/collateral.json`.
+    Dir(PathBuf),
+}
+
+const SIM_COLLATERAL_REFRESH: i64 = 3600;
+
+impl CollateralSource {
+    fn collateral(&self, quote: &[u8], now: i64) -> Result<std::sync::Arc<Collateral>, Error> {
+        match self {
+            CollateralSource::Simulated { sim, cache } => {
+                let tee = coffer_evidence::Quote::parse(quote)
+                    .map_err(evidence_error)?
+                    .tee();
+                let mut g = cache
+                    .lock()
+                    .map_err(|_| Error::Platform("collateral cache poisoned".into()))?;
+                if let Some((_, _, c)) = g.iter().find(|(t, made, _)| {
+                    *t == tee && now >= *made && now - *made < SIM_COLLATERAL_REFRESH
+                }) {
+                    return Ok(c.clone());
+                }
+                let c = std::sync::Arc::new(sim.collateral_for(tee, now));
+                g.retain(|(t, _, _)| *t != tee);
+                g.push((tee, now, c.clone()));
+                Ok(c)
+            }
+            CollateralSource::Dir(dir) => {
+                let fmspc = coffer_evidence::Quote::parse(quote)
+                    .and_then(|q| q.fmspc())
+                    .map(hex::encode)
+                    .unwrap_or_default();
+                let specific = dir.join(format!("{fmspc}.json"));
+                let path = if !fmspc.is_empty() && specific.exists() {
+                    specific
+                } else {
+                    dir.join("collateral.json")
+                };
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    Error::CollateralUnavailable(format!(
+                        "collateral for FMSPC {fmspc} not found in --collateral-dir ({}: {e})",
+                        path.display()
+                    ))
+                })?;
+                Collateral::from_json(&bytes)
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| {
+                        Error::CollateralUnavailable(format!(
+                            "{} is not valid collateral: {e}",
+                            path.display()
+                        ))
+                    })
+            }
+        }
+    }
+}
+
+/// Verifies workload evidence: pinned anchors, cached collateral checks.
+pub struct EvidenceVerifier {
+    verifier: Verifier,
+    collateral: CollateralSource,
+}
+
+impl EvidenceVerifier {
+    /// A verifier for `anchors` with collateral from `collateral`.
+    pub fn new(anchors: TrustAnchors, collateral: CollateralSource) -> Self {
+        Self {
+            verifier: Verifier::new(anchors),
+            collateral,
+        }
+    }
+
+    /// Verifies a DCAP quote at `now`.
+    pub fn verify(&self, quote: &[u8], now: i64) -> Result<Verified, Error> {
+        let collateral = self.collateral.collateral(quote, now)?;
+        self.verifier
+            .verify(quote, &collateral, now)
+            .map_err(evidence_error)
+    }
+}
+
+/// Maps an evidence error to the API's kinds (the message names the failed check).
+pub fn evidence_error(e: coffer_evidence::Error) -> Error {
+    use coffer_api::ErrorKind as A;
+    use coffer_evidence::ErrorKind as E;
+    let kind = match e.kind() {
+        E::Malformed => A::MalformedEvidence,
+        E::BadSignature => A::BadSignature,
+        E::Expired => A::ExpiredCollateral,
+        E::Revoked => A::Revoked,
+        E::UntrustedRoot => A::UntrustedRoot,
+        E::PolicyMismatch | E::TcbNotMatched => A::PolicyMismatch,
+        E::Unsupported => A::UnsupportedEvidence,
+    };
+    Error::Evidence {
+        kind,
+        reason: e.to_string(),
+    }
+}
