@@ -183,6 +183,11 @@ impl RawCollateral {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The verifier's form of this collateral.
+    pub fn to_collateral(&self) -> Result<coffer_evidence::Collateral, coffer_evidence::Error> {
+        coffer_evidence::Collateral::from_json(self.to_json().as_bytes())
+    }
+
     /// Parses collateral JSON in the dcap-qvl shape.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
@@ -201,6 +206,11 @@ pub struct Fetched {
 }
 
 impl Fetched {
+    /// The verifier's form of the collateral (see [`RawCollateral::to_collateral`]).
+    pub fn to_collateral(&self) -> Result<coffer_evidence::Collateral, coffer_evidence::Error> {
+        self.collateral.to_collateral()
+    }
+
     /// The earliest nextUpdate of the items: the collateral as a whole is valid until then.
     pub fn next_update(&self) -> i64 {
         self.items

@@ -77,6 +77,21 @@ impl CollateralRequest {
         hex::encode_upper(self.fmspc)
     }
 
+    /// What `quote` needs: its TEE, and FMSPC and CA type from the PCK certificate chain in its
+    /// certification data.
+    pub fn for_quote(quote: &coffer_evidence::Quote) -> Result<Self, Error> {
+        let tee = match quote.tee() {
+            coffer_evidence::Tee::Sgx => Tee::Sgx,
+            coffer_evidence::Tee::Tdx => Tee::Tdx,
+        };
+        let fmspc = quote.fmspc().map_err(|e| Error::Request(e.to_string()))?;
+        let ca = match quote.pck_ca().map_err(|e| Error::Request(e.to_string()))? {
+            coffer_evidence::PckCa::Processor => PckCa::Processor,
+            coffer_evidence::PckCa::Platform => PckCa::Platform,
+        };
+        Ok(CollateralRequest { tee, fmspc, ca })
+    }
+
     /// Reads FMSPC and CA type from the PCK certificate chain of a quote (PEM, leaf first, as
     /// certification data type 5 carries it).
     pub fn from_pck_chain_pem(tee: Tee, chain_pem: &[u8]) -> Result<Self, Error> {

@@ -640,3 +640,30 @@ fn a_cache_from_an_online_machine_works_as_an_offline_directory() {
         .unwrap();
     assert_eq!(fetched.collateral, c);
 }
+
+#[test]
+fn fetched_collateral_verifies_the_vector_quotes() {
+    for (name, tee, status) in [
+        ("sgx_quote", Tee::Sgx, "ConfigurationAndSWHardeningNeeded"),
+        ("tdx_quote", Tee::Tdx, "UpToDate"),
+    ] {
+        let c = vector_collateral(name);
+        let quote_bytes = std::fs::read(vectors().join(name)).unwrap();
+        let quote = coffer_evidence::Quote::parse(&quote_bytes).unwrap();
+        let req = CollateralRequest::for_quote(&quote).unwrap();
+        assert_eq!(req, request_for(name, tee), "{name}");
+        let server = Server::start(pccs_routes(&c, &req, CrlForm::Hex));
+        let now = now_in_window(&c);
+        let fetched = online(&server, None).fetch(&req, now).unwrap();
+        server.shutdown();
+        let collateral = fetched.to_collateral().unwrap();
+        let verified = coffer_evidence::verify(
+            &quote_bytes,
+            &collateral,
+            &coffer_evidence::TrustAnchors::intel(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(verified.tcb_status.as_str(), status, "{name}");
+    }
+}
