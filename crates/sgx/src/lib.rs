@@ -43,7 +43,7 @@ pub use key::{SigningKey, EXPONENT, KEY_BITS, KEY_BYTES};
 pub use measure::{
     eadd_record, ecreate_record, eextend_record, Measurement, TAG_EADD, TAG_ECREATE, TAG_EEXTEND,
 };
-pub use sgxs::{measure_sgxs, SgxsMeasurement, SgxsWriter};
+pub use sgxs::{measure_sgxs, measure_sgxs_bytes, SgxsMeasurement, SgxsWriter};
 pub use sigstruct::{
     bcd_date, format_date, offsets as sigstruct_offsets, parse_date, Sigstruct, SigstructBody,
     HEADER1 as SIGSTRUCT_HEADER1, HEADER2 as SIGSTRUCT_HEADER2,

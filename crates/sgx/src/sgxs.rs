@@ -36,6 +36,9 @@ const HEADER: usize = 64;
 const DATA: usize = 256;
 /// Read buffer: large enough that SHA-256 runs on long contiguous slices.
 const BUF: usize = 1 << 20;
+/// Checked records are hashed in runs of this size, so the bytes are hashed while still in the
+/// CPU cache from checking their headers (one pass over memory instead of two).
+const HASH_RUN: usize = 128 << 10;
 
 /// What measuring an SGXS stream found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -69,11 +72,8 @@ pub fn measure_sgxs<R: Read, P: FnMut(u64)>(
 ) -> Result<SgxsMeasurement> {
     let mut buf = vec![0u8; BUF];
     let mut filled = 0usize; // bytes valid in buf
-    let mut consumed_before = 0u64; // stream offset of buf[0]
     let mut eof = false;
-    let mut hasher = Sha256::new();
-    let mut state: Option<(Rules, SgxsMeasurement)> = None;
-
+    let mut st = Stream::default();
     loop {
         // Fill the buffer as far as the reader goes.
         while !eof && filled < buf.len() {
@@ -86,10 +86,42 @@ pub fn measure_sgxs<R: Read, P: FnMut(u64)>(
             }
         }
         let data = buf.get(..filled).unwrap_or_default();
+        let pos = st.process(data)?;
+        progress(st.consumed);
+        if eof {
+            return st.finish(filled - pos);
+        }
+        // Move the partial record (< 320 bytes) to the front.
+        buf.copy_within(pos..filled, 0);
+        filled -= pos;
+    }
+}
+
+/// [`measure_sgxs`] over a stream already in memory, without copying it: the hash runs directly
+/// on `bytes`.
+pub fn measure_sgxs_bytes(bytes: &[u8]) -> Result<SgxsMeasurement> {
+    let mut st = Stream::default();
+    let pos = st.process(bytes)?;
+    st.finish(bytes.len() - pos)
+}
+
+/// The state of one stream being measured.
+#[derive(Default)]
+struct Stream {
+    hasher: Sha256,
+    state: Option<(Rules, SgxsMeasurement)>,
+    /// Stream offset of the next unprocessed byte.
+    consumed: u64,
+}
+
+impl Stream {
+    /// Checks and hashes the whole records at the start of `data`; returns how many bytes they
+    /// span (the rest is an incomplete record).
+    fn process(&mut self, data: &[u8]) -> Result<usize> {
         let mut pos = 0usize;
         let mut run_start = 0usize;
         while let Some(header) = data.get(pos..pos + HEADER) {
-            let at = consumed_before + pos as u64;
+            let at = self.consumed + pos as u64;
             let tag = le64(header, 0);
             let rec_len = if tag == TAG_EEXTEND || tag == TAG_UNMEASURED {
                 HEADER + DATA
@@ -102,7 +134,7 @@ pub fn measure_sgxs<R: Read, P: FnMut(u64)>(
             let invalid = |reason: String| Error::SgxsInvalid { offset: at, reason };
             match tag {
                 TAG_ECREATE | TAG_UNSIZED => {
-                    if state.is_some() {
+                    if self.state.is_some() {
                         return Err(invalid("a second ECREATE".into()));
                     }
                     if tag == TAG_UNSIZED {
@@ -112,7 +144,7 @@ pub fn measure_sgxs<R: Read, P: FnMut(u64)>(
                     let ssa = u32::from_le_bytes(arr4(header, 8));
                     let size = le64(header, 12);
                     check_ecreate(ssa, size).map_err(invalid)?;
-                    state = Some((
+                    self.state = Some((
                         Rules::new(size),
                         SgxsMeasurement {
                             mrenclave: [0; 32],
@@ -127,7 +159,7 @@ pub fn measure_sgxs<R: Read, P: FnMut(u64)>(
                     ));
                 }
                 TAG_EADD => {
-                    let Some((rules, m)) = state.as_mut() else {
+                    let Some((rules, m)) = self.state.as_mut() else {
                         return Err(invalid("EADD before ECREATE".into()));
                     };
                     zero(header, 24, at)?;
@@ -139,7 +171,7 @@ pub fn measure_sgxs<R: Read, P: FnMut(u64)>(
                     }
                 }
                 TAG_EEXTEND | TAG_UNMEASURED => {
-                    let Some((rules, m)) = state.as_mut() else {
+                    let Some((rules, m)) = self.state.as_mut() else {
                         return Err(invalid("EEXTEND before ECREATE".into()));
                     };
                     zero(header, 16, at)?;
@@ -149,7 +181,8 @@ pub fn measure_sgxs<R: Read, P: FnMut(u64)>(
                     } else {
                         m.unmeasured_chunks += 1;
                         // Hash the run up to here and skip this record.
-                        hasher.update(data.get(run_start..pos).unwrap_or_default());
+                        self.hasher
+                            .update(data.get(run_start..pos).unwrap_or_default());
                         run_start = pos + rec_len;
                     }
                 }
@@ -161,39 +194,43 @@ pub fn measure_sgxs<R: Read, P: FnMut(u64)>(
                 }
             }
             pos += rec_len;
-        }
-        hasher.update(data.get(run_start..pos).unwrap_or_default());
-        consumed_before += pos as u64;
-        progress(consumed_before);
-        if eof {
-            if pos < filled {
-                let what = if filled - pos < HEADER {
-                    "record header"
-                } else {
-                    "EEXTEND data"
-                };
-                return Err(Error::SgxsTruncated {
-                    offset: consumed_before,
-                    what,
-                });
+            // Hash what was just checked while it is still in cache.
+            if pos - run_start >= HASH_RUN {
+                self.hasher
+                    .update(data.get(run_start..pos).unwrap_or_default());
+                run_start = pos;
             }
-            break;
         }
-        // Move the partial record (< 320 bytes) to the front.
-        buf.copy_within(pos..filled, 0);
-        filled -= pos;
+        self.hasher
+            .update(data.get(run_start..pos).unwrap_or_default());
+        self.consumed += pos as u64;
+        Ok(pos)
     }
 
-    let Some((rules, mut m)) = state else {
-        return Err(Error::SgxsTruncated {
-            offset: 0,
-            what: "ECREATE record (empty stream)",
-        });
-    };
-    debug_assert_eq!(rules.page_count(), m.pages);
-    m.mrenclave = hasher.finalize().into();
-    m.stream_len = consumed_before;
-    Ok(m)
+    /// Ends the stream; `leftover` bytes of an incomplete record are an error.
+    fn finish(self, leftover: usize) -> Result<SgxsMeasurement> {
+        if leftover > 0 {
+            let what = if leftover < HEADER {
+                "record header"
+            } else {
+                "EEXTEND data"
+            };
+            return Err(Error::SgxsTruncated {
+                offset: self.consumed,
+                what,
+            });
+        }
+        let Some((rules, mut m)) = self.state else {
+            return Err(Error::SgxsTruncated {
+                offset: 0,
+                what: "ECREATE record (empty stream)",
+            });
+        };
+        debug_assert_eq!(rules.page_count(), m.pages);
+        m.mrenclave = self.hasher.finalize().into();
+        m.stream_len = self.consumed;
+        Ok(m)
+    }
 }
 
 fn le64(b: &[u8], off: usize) -> u64 {
@@ -214,7 +251,7 @@ fn arr4(b: &[u8], off: usize) -> [u8; 4] {
 
 fn zero(header: &[u8], from: usize, at: u64) -> Result<()> {
     match header.get(from..) {
-        Some(rest) if rest.iter().all(|&b| b == 0) => Ok(()),
+        Some(rest) if rest.iter().fold(0u8, |acc, &b| acc | b) == 0 => Ok(()),
         _ => Err(Error::SgxsInvalid {
             offset: at,
             reason: format!("reserved header bytes {from}..64 are not zero"),
@@ -357,6 +394,7 @@ mod tests {
         assert_eq!(m.ssa_frame_size, 2);
         assert_eq!(m.stream_len, bytes.len() as u64);
         assert!(calls >= 1);
+        assert_eq!(measure_sgxs_bytes(&bytes).unwrap(), m);
     }
 
     /// A reader that returns one byte at a time exercises record boundaries across reads.
@@ -383,6 +421,8 @@ mod tests {
         let (bytes, _) = sample();
         for cut in [1, 63, 64 + 10, 64 + 64 + 64 + 100, bytes.len() - 1] {
             let e = measure_sgxs(&bytes[..cut], |_| {}).unwrap_err();
+            assert!(matches!(e, Error::SgxsTruncated { .. }), "cut {cut}: {e}");
+            let e = measure_sgxs_bytes(&bytes[..cut]).unwrap_err();
             assert!(matches!(e, Error::SgxsTruncated { .. }), "cut {cut}: {e}");
         }
         assert!(matches!(
