@@ -12,8 +12,13 @@
 //! and SSAFRAMESIZE is 4 pages.
 //!
 //! Constants come from Gramine's generated `_graminelibos_offsets.py`; [`LayoutConstants::V1`]
-//! holds the values of Gramine v1.x (checked against v1.9). A Gramine build that changes
-//! `struct pal_enclave_tcb` changes them and the MRENCLAVE.
+//! holds the values of Gramine v1.x (read from v1.9-2's `generated_offsets.c` and headers). A
+//! Gramine build that changes `struct pal_enclave_tcb` changes them and the MRENCLAVE.
+//!
+//! Checked against Gramine's own code: `sgx_sign.py` of v1.9-2, run on the same manifests and
+//! ELF files (a test ELF, and a real `libc.so.6` standing in for `libpal.so`, with and without
+//! EDMM), gives the same MRENCLAVE (see the test `mrenclave_matches_gramine_signer_code`). Not
+//! checked against an enclave actually loaded by Gramine on SGX hardware (none here).
 
 use serde::Serialize;
 
@@ -490,6 +495,21 @@ mod tests {
         )
         .unwrap();
         assert_ne!(ma.mrenclave, mp.mrenclave);
+    }
+
+    /// Regression vector from Gramine's own signer: `get_mrenclave_and_manifest` of
+    /// `python/graminelibos/sgx_sign.py` at Gramine v1.9-2 (ff71d7a), run with the offsets of
+    /// `LayoutConstants::V1` as `_graminelibos_offsets`, on this rendered manifest and this ELF
+    /// written to files. (The same comparison was made with the system's real `libc.so.6` as the
+    /// PAL, with and without EDMM; both matched.)
+    #[test]
+    fn mrenclave_matches_gramine_signer_code() {
+        let text = render_manifest(&input()).unwrap();
+        let m = measure(text.as_bytes(), &pal(), &LayoutConstants::V1).unwrap();
+        assert_eq!(
+            hex::encode(m.mrenclave),
+            "448dc6849fca0a52206783b42b09b4b68fb5b10e1c210cfde1da2f1985e8cfe0"
+        );
     }
 
     #[test]
