@@ -1265,3 +1265,57 @@ fn tar_layout(dir: &Path, to: &Path, epoch: u64) -> Result<(), Error> {
         .map_err(werr)?;
     Ok(())
 }
+
+/// Applies one in-memory layer blob (gzip, zstd or plain tar) to an empty view and returns the
+/// resulting paths with their kinds; used by the fuzz target and tests to exercise the same
+/// decompression, tar and whiteout code as [`convert`] without files.
+pub fn scan_layer_bytes(
+    data: &[u8],
+    limits: &Limits,
+) -> Result<Vec<(String, &'static str)>, Error> {
+    let layer = layout::Layer {
+        file: PathBuf::from("<memory>"),
+        digest: None,
+        size: None,
+        declared: None,
+        diff_id: Digest::default(),
+        name: "layer".into(),
+    };
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(1);
+    let chunk = data.to_vec();
+    let sender = std::thread::spawn(move || {
+        let _ = tx.send(chunk);
+    });
+    let mut view = View::default();
+    let mut scan = Scan {
+        rewrite: BTreeSet::new(),
+        bytes: 0,
+        entries: 0,
+        spill_count: 0,
+    };
+    let none = Globs::new(&[])?;
+    let r = parse_layer(
+        0,
+        &layer,
+        rx,
+        &mut view,
+        &mut scan,
+        &none,
+        Path::new("/nonexistent"),
+        limits,
+    );
+    let _ = sender.join();
+    r?;
+    Ok(view
+        .nodes
+        .iter()
+        .map(|(k, n)| {
+            let kind = match n.kind {
+                NodeKind::Dir => "dir",
+                NodeKind::File { .. } => "file",
+                NodeKind::Symlink(_) => "symlink",
+            };
+            (k.clone(), kind)
+        })
+        .collect())
+}

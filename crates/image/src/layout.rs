@@ -65,9 +65,11 @@ impl FromStr for ImageRef {
                 )))
             }
         };
-        let (path, tag) = match rest.rsplit_once(':') {
-            Some((p, t)) if !t.contains('/') && !p.is_empty() => (p, Some(t.to_string())),
-            _ => (rest, None),
+        // As skopeo: the path ends at the first `:`; the rest is the tag (which for
+        // docker-archive may itself be `name:tag`).
+        let (path, tag) = match rest.split_once(':') {
+            Some((p, t)) => (p, Some(t.to_string())),
+            None => (rest, None),
         };
         if path.is_empty() {
             return Err(Error::Unsupported(format!(
