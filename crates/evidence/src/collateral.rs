@@ -413,14 +413,20 @@ impl TcbInfo {
         if text.len() > MAX_DOC_LEN {
             return Err(Error::malformed(it, "larger than 1 MiB"));
         }
-        let raw: RawTcbInfo =
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let v: Version =
             serde_json::from_str(text).map_err(|e| Error::malformed(it, e.to_string()))?;
-        if !(2..=3).contains(&raw.version) {
+        if !(2..=3).contains(&v.version) {
             return Err(Error::unsupported(
                 it,
-                format!("version {} (supported: 2, 3)", raw.version),
+                format!("version {} (supported: 2, 3)", v.version),
             ));
         }
+        let raw: RawTcbInfo =
+            serde_json::from_str(text).map_err(|e| Error::malformed(it, e.to_string()))?;
         let id = match (raw.id, raw.version) {
             (Some(id), _) => id,
             (None, 2) => "SGX".to_string(),

@@ -171,6 +171,38 @@ pub(crate) fn verify_raw(key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
         .is_ok()
 }
 
+/// DER of AlgorithmIdentifier { ecdsa-with-SHA256 } (no parameters).
+const ECDSA_SHA256_ALG: &[u8] = &[
+    0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+];
+
+fn der_tlv_bytes(tag: u8, content: &[&[u8]]) -> Vec<u8> {
+    let n: usize = content.iter().map(|c| c.len()).sum();
+    let mut v = Vec::with_capacity(n + 6);
+    v.push(tag);
+    if n < 0x80 {
+        v.push(n as u8);
+    } else if n < 0x100 {
+        v.extend_from_slice(&[0x81, n as u8]);
+    } else if n < 0x10000 {
+        v.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]);
+    } else {
+        v.extend_from_slice(&[0x83, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+    }
+    for c in content {
+        v.extend_from_slice(c);
+    }
+    v
+}
+
+/// The only encoding of `SEQUENCE { tbs, ecdsa-with-SHA256, BIT STRING sig }`. The outer
+/// algorithm and signature wrapper are not covered by the signature, so anything but this
+/// exact encoding is refused (no malleable bytes in accepted certificates or CRLs).
+fn is_canonical_signed(der: &[u8], tbs: &[u8], sig: &[u8]) -> bool {
+    let bits = der_tlv_bytes(0x03, &[&[0], sig]);
+    der_tlv_bytes(0x30, &[tbs, ECDSA_SHA256_ALG, &bits]) == der
+}
+
 /// Parses PEM text with one or more `CERTIFICATE` blocks, strictly: only blocks and blank
 /// lines, standard base64 with padding. At most 8 certificates.
 pub(crate) fn parse_pem_chain(text: &str, item: Item) -> Result<Vec<Vec<u8>>, Error> {
@@ -263,6 +295,14 @@ impl Cert {
                     "signature algorithm {} (only ecdsa-with-SHA256)",
                     x.signature_algorithm.algorithm
                 ),
+            ));
+        }
+        if x.signature_value.unused_bits != 0
+            || !is_canonical_signed(der, x.tbs_certificate.as_ref(), &x.signature_value.data)
+        {
+            return Err(Error::malformed(
+                item,
+                "certificate is not the canonical DER of tbs, ecdsa-with-SHA256, signature",
             ));
         }
         let spki = x.public_key();
@@ -380,19 +420,10 @@ pub(crate) fn verify_chain(
         ));
     }
     let mut certs = Vec::with_capacity(ders.len());
-    let root_first = {
-        let c = Cert::parse(&ders[0], first)?;
-        let self_issued = c.subject == c.issuer && ders.len() > 1;
-        certs.push(c);
-        self_issued
-    };
-    for d in ders.iter().skip(1) {
+    for d in &ders {
         certs.push(Cert::parse(d, first)?);
     }
-    if root_first {
-        certs.reverse();
-    }
-    // Re-label parse errors was not possible before ordering; check roles now.
+    let certs = order_chain(certs);
     let n = certs.len();
     anchors.check_root(&certs[n - 1], first)?;
     for i in (0..n.saturating_sub(1)).rev() {
@@ -441,6 +472,34 @@ pub(crate) fn verify_chain(
     Ok(certs)
 }
 
+/// Orders certificates leaf first by following issuer names (Intel's sample data lists some
+/// chains root first, or leaf ‖ root ‖ CA). When no complete order exists the input order is
+/// kept, and the signature/issuer checks refuse it.
+fn order_chain(certs: Vec<Cert>) -> Vec<Cert> {
+    let n = certs.len();
+    let issued_other = |i: usize| {
+        (0..n).any(|j| {
+            j != i && certs[j].issuer == certs[i].subject && certs[j].issuer != certs[j].subject
+        })
+    };
+    let Some(leaf) = (0..n).find(|&i| !issued_other(i)) else {
+        return certs;
+    };
+    let mut order = vec![leaf];
+    while order.len() < n {
+        let cur = &certs[order[order.len() - 1]];
+        match (0..n).find(|j| !order.contains(j) && certs[*j].subject == cur.issuer) {
+            Some(j) => order.push(j),
+            None => return certs,
+        }
+    }
+    if order.iter().copied().eq(0..n) {
+        return certs;
+    }
+    let mut slots: Vec<Option<Cert>> = certs.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
 pub(crate) fn windows_of(certs: &[Cert], roles: &[Role]) -> Vec<Window> {
     certs
         .iter()
@@ -475,6 +534,14 @@ impl Crl {
             return Err(Error::unsupported(
                 item,
                 "CRL signature algorithm is not ecdsa-with-SHA256",
+            ));
+        }
+        if crl.signature_value.unused_bits != 0
+            || !is_canonical_signed(der, crl.tbs_cert_list.as_ref(), &crl.signature_value.data)
+        {
+            return Err(Error::malformed(
+                item,
+                "CRL is not the canonical DER of tbs, ecdsa-with-SHA256, signature",
             ));
         }
         if !verify_der(

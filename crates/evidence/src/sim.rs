@@ -124,6 +124,11 @@ pub struct SimCollateralOptions {
     pub qe_status: TcbStatus,
     /// List the PCK leaf certificate in the PCK CRL.
     pub revoke_pck: bool,
+    /// Publish only TCB levels above the simulated platform's (PCK components + 1), so no
+    /// platform level matches.
+    pub platform_below_all_levels: bool,
+    /// Publish only QE levels above the simulated QE's ISVSVN.
+    pub qe_below_all_levels: bool,
     /// TCB info / QE identity / CRLs are issued at `now - valid_before` …
     pub valid_before_secs: i64,
     /// … and valid until `now + valid_after_secs`.
@@ -137,6 +142,8 @@ impl Default for SimCollateralOptions {
             platform_advisories: Vec::new(),
             qe_status: TcbStatus::UpToDate,
             revoke_pck: false,
+            platform_below_all_levels: false,
+            qe_below_all_levels: false,
             valid_before_secs: 3600,
             valid_after_secs: 30 * 24 * 3600,
         }
@@ -532,14 +539,17 @@ impl SimPlatform {
         let comps = |c: &[u8]| -> Vec<serde_json::Value> {
             c.iter().map(|s| serde_json::json!({ "svn": s })).collect()
         };
+        let bump = u8::from(o.platform_below_all_levels);
+        let top_comps: Vec<u8> = SIM_COMPONENTS.iter().map(|c| c + bump).collect();
+        let low_comps = [bump; 16];
         let mut top = serde_json::json!({
-            "tcb": { "sgxtcbcomponents": comps(&SIM_COMPONENTS), "pcesvn": SIM_PCE_SVN },
+            "tcb": { "sgxtcbcomponents": comps(&top_comps), "pcesvn": SIM_PCE_SVN },
             "tcbDate": rfc3339(CERT_NOT_BEFORE),
             "tcbStatus": o.platform_status.as_str(),
             "advisoryIDs": o.platform_advisories,
         });
         let mut low = serde_json::json!({
-            "tcb": { "sgxtcbcomponents": comps(&[0; 16]), "pcesvn": 1 },
+            "tcb": { "sgxtcbcomponents": comps(&low_comps), "pcesvn": 1 },
             "tcbDate": rfc3339(CERT_NOT_BEFORE - 86400 * 365),
             "tcbStatus": "OutOfDate",
         });
@@ -575,6 +585,11 @@ impl SimPlatform {
         }
         info["tcbLevels"] = serde_json::json!([top, low]);
         let tcb_info = info.to_string();
+        let qe_bump = if o.qe_below_all_levels {
+            SIM_QE_SVN + 1
+        } else {
+            0
+        };
         let qe = serde_json::json!({
             "id": qe_id,
             "version": 2,
@@ -588,8 +603,8 @@ impl SimPlatform {
             "mrsigner": hex::encode_upper(sim_qe_mrsigner()),
             "isvprodid": qe_prod,
             "tcbLevels": [
-                { "tcb": { "isvsvn": SIM_QE_SVN }, "tcbDate": rfc3339(CERT_NOT_BEFORE), "tcbStatus": o.qe_status.as_str() },
-                { "tcb": { "isvsvn": 0 }, "tcbDate": rfc3339(CERT_NOT_BEFORE - 86400 * 365), "tcbStatus": "OutOfDate" },
+                { "tcb": { "isvsvn": qe_bump + SIM_QE_SVN }, "tcbDate": rfc3339(CERT_NOT_BEFORE), "tcbStatus": o.qe_status.as_str() },
+                { "tcb": { "isvsvn": qe_bump }, "tcbDate": rfc3339(CERT_NOT_BEFORE - 86400 * 365), "tcbStatus": "OutOfDate" },
             ],
         })
         .to_string();

@@ -283,24 +283,20 @@ pub(crate) fn verify_platform(
     c: &Collateral,
     anchors: &TrustAnchors,
 ) -> Result<VerifiedPlatform, Error> {
-    let pem = match q.pck_chain_pem() {
-        Some(p) => p,
-        None if q.certification_data().cert_type != crate::quote::CertDataType::PCK_CERT_CHAIN => {
-            c.pck_certificate_chain.as_deref().ok_or_else(|| {
-                Error::unsupported(
-                    Item::Quote,
-                    format!(
-                        "certification data type {} carries no PCK chain and the collateral has no \
-                         pck_certificate_chain",
-                        q.certification_data().cert_type
-                    ),
-                )
-            })?
-        }
-        None => {
-            return Err(Error::malformed(
-                Item::PckCertificate,
-                "PCK chain is not text",
+    // The quote's own PEM chain; otherwise (encrypted PPID, or a chain that is not PEM text)
+    // the chain the collateral supplies. Either way it must verify to the pinned root and
+    // its leaf must have signed the QE report.
+    let pem = match (q.pck_chain_pem(), c.pck_certificate_chain.as_deref()) {
+        (Some(p), _) => p,
+        (None, Some(p)) => p,
+        (None, None) => {
+            return Err(Error::unsupported(
+                Item::Quote,
+                format!(
+                    "certification data type {} carries no PEM PCK chain and the collateral has \
+                     no pck_certificate_chain",
+                    q.certification_data().cert_type
+                ),
             ))
         }
     };
