@@ -9,7 +9,7 @@
 //!
 //! [`measure`] computes the MRENCLAVE of that manifest with a given Gramine `libpal.so`,
 //! following the enclave layout of Gramine's signer (`python/graminelibos/sgx_sign.py`,
-//! v1.x): see [`layout`].
+//! v1.x): see [`layout`]. [`build`] does render, measure and sign in one call.
 
 pub mod layout;
 
@@ -295,16 +295,53 @@ pub fn render_manifest(input: &GramineInput) -> Result<String> {
     Ok(m)
 }
 
-/// A SIGSTRUCT body for a Gramine enclave the way `gramine-sgx-sign` fills the measured
-/// fields: MODE64BIT, DEBUG from the manifest, XFRM legacy, ISVPRODID/ISVSVN from the manifest.
-/// `date` is BCD (see [`crate::bcd_date`]).
+/// Gramine's default ATTRIBUTEMASK.XFRM (`SGX_XFRM_MASK_CONST` in `sgx_arch.h`).
+pub const XFRM_MASK: u64 = 0xffff_ffff_fff9_ff1b;
+
+/// A SIGSTRUCT body for a Gramine enclave with the values `gramine-sgx-sign` uses for a manifest
+/// without `sgx.cpu_features`/`sgx.use_exinfo`: MODE64BIT, DEBUG from the manifest, XFRM legacy
+/// (x87|SSE) with Gramine's XFRM mask, all flags and MISCSELECT bits enforced, ISVPRODID/ISVSVN
+/// from the manifest. `date` is BCD (see [`crate::bcd_date`]).
 pub fn sigstruct_body(measurement: &GramineMeasurement, date: u32) -> crate::SigstructBody {
     let mut b = crate::SigstructBody::new(measurement.mrenclave);
     b.date = date;
     b.isv_prod_id = measurement.isv_prod_id;
     b.isv_svn = measurement.isv_svn;
+    b.attributes_mask.xfrm = XFRM_MASK;
     b.set_debug(measurement.debug);
     b
+}
+
+/// Everything `coffer convert --tee sgx` needs to ship for Gramine, from one call.
+#[derive(Clone, Debug)]
+pub struct GramineBuild {
+    /// The final manifest (`<app>.manifest.sgx`), byte-exact what was measured.
+    pub manifest: String,
+    /// Its measurement.
+    pub measurement: GramineMeasurement,
+    /// The signed SIGSTRUCT (`<app>.sig`): `sigstruct.to_bytes()`.
+    pub sigstruct: crate::Sigstruct,
+}
+
+/// Renders the manifest for `input`, measures it with Gramine's `libpal.so` bytes, and signs it.
+/// `date` is the SIGSTRUCT date (BCD, see [`crate::bcd_date`]; pass a fixed one for
+/// reproducible output); `rng` only blinds the RSA operation.
+pub fn build<R: rand_core::CryptoRngCore>(
+    input: &GramineInput,
+    libpal: &[u8],
+    constants: &LayoutConstants,
+    key: &crate::SigningKey,
+    date: u32,
+    rng: &mut R,
+) -> Result<GramineBuild> {
+    let manifest = render_manifest(input)?;
+    let measurement = measure(manifest.as_bytes(), libpal, constants)?;
+    let sigstruct = crate::Sigstruct::sign(sigstruct_body(&measurement, date), key, rng)?;
+    Ok(GramineBuild {
+        manifest,
+        measurement,
+        sigstruct,
+    })
 }
 
 #[cfg(test)]
