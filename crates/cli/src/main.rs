@@ -23,7 +23,12 @@ use clap::{Parser, Subcommand};
 /// Machines without TEE hardware use the simulated platform. Simulation is never silent: it must
 /// be asked for, and every command that uses it says so.
 #[derive(Debug, Parser)]
-#[command(name = "coffer", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "coffer",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 #[command(after_long_help = "EXAMPLES:
     Run the whole path once, on simulated hardware:
         coffer demo
@@ -64,6 +69,15 @@ enum Command {
     /// Compute and sign SGX enclave measurements (MRENCLAVE, SIGSTRUCT, MRSIGNER).
     #[command(subcommand)]
     Sgx(cmd::sgx::SgxCmd),
+    /// Attest a Coordinator, check its manifest hash, save its root CA.
+    Verify(cmd::client::VerifyArgs),
+    /// Show a Coordinator's state, manifest hash and simulation flag.
+    Status(cmd::client::StatusArgs),
+    /// Set and read secrets on a Coordinator (client certificate of a manifest user).
+    #[command(subcommand)]
+    Secret(cmd::client::SecretCmd),
+    /// Bring a Coordinator in recovery mode back with a recovery private key.
+    Recover(cmd::client::RecoverArgs),
 }
 
 /// Options every command can read.
@@ -85,6 +99,10 @@ fn main() -> ExitCode {
         Command::Manifest(c) => cmd::manifest::run(c, global),
         Command::Evidence(c) => cmd::evidence::run(c, global),
         Command::Sgx(c) => cmd::sgx::run(c, global),
+        Command::Verify(a) => cmd::client::verify(a, global),
+        Command::Status(a) => cmd::client::status(a, global),
+        Command::Secret(c) => cmd::client::secret(c, global),
+        Command::Recover(a) => cmd::client::recover(a, global),
     };
     match result {
         Ok(code) => code,

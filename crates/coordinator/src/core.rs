@@ -700,6 +700,22 @@ impl Coordinator {
         );
         refused.detail = Some(limit_reason.clone());
 
+        // Render before anything is recorded: a workload that cannot get its parameters (e.g. a
+        // user-defined secret not set yet) is refused without taking an activation slot.
+        let mut parameters = render_parameters(
+            manifest,
+            &ActivationSource {
+                store: &r.store,
+                workload: &req.workload,
+                specs: &manifest.secrets,
+                fresh: &fresh,
+                instance: req.instance_id,
+                root_der: snap.ca.root_der(),
+                leaf_der: &leaf,
+                intermediate_der: snap.ca.intermediate_der(),
+            },
+            &req.workload,
+        )?;
         let outcome = r
             .writer
             .submit(Job {
@@ -715,69 +731,32 @@ impl Coordinator {
             .await?;
         match outcome {
             Outcome::LimitReached => return Err(Error::ActivationLimit(limit_reason)),
-            Outcome::Existing => fresh.clear(), // a concurrent first activation won: use its values
-            Outcome::New | Outcome::Applied => {}
+            Outcome::Existing if !fresh.is_empty() => {
+                // A concurrent first activation of this UUID won: use its stored values.
+                fresh.clear();
+                parameters = render_parameters(
+                    manifest,
+                    &ActivationSource {
+                        store: &r.store,
+                        workload: &req.workload,
+                        specs: &manifest.secrets,
+                        fresh: &fresh,
+                        instance: req.instance_id,
+                        root_der: snap.ca.root_der(),
+                        leaf_der: &leaf,
+                        intermediate_der: snap.ca.intermediate_der(),
+                    },
+                    &req.workload,
+                )?;
+            }
+            Outcome::Existing | Outcome::New | Outcome::Applied => {}
         }
-
-        let source = ActivationSource {
-            store: &r.store,
-            workload: &req.workload,
-            specs: &manifest.secrets,
-            fresh: &fresh,
-            instance: req.instance_id,
-            root_der: snap.ca.root_der(),
-            leaf_der: &leaf,
-            intermediate_der: snap.ca.intermediate_der(),
-        };
-        let rendered = manifest
-            .render_workload(&req.workload, &source)
-            .map_err(|e| {
-                Error::Conflict(format!(
-                    "cannot render the parameters of `{}`: {e}",
-                    req.workload
-                ))
-            })?;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut env = std::collections::BTreeMap::new();
-        for (k, v) in rendered.env {
-            env.insert(
-                k,
-                v.into_string()
-                    .map_err(|e| Error::Conflict(e.to_string()))?,
-            );
-        }
-        let argv = match rendered.argv {
-            None => None,
-            Some(a) => Some(
-                a.into_iter()
-                    .map(|v| v.into_string().map_err(|e| Error::Conflict(e.to_string())))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
-        let image_key = rendered
-            .image_key
-            .map(|k| k.into_string().map_err(|e| Error::Conflict(e.to_string())))
-            .transpose()?;
-        let files = rendered
-            .files
-            .into_iter()
-            .map(|f| FileParameter {
-                path: f.path,
-                content: b64.encode(f.content.as_bytes()),
-                mode: f.mode,
-            })
-            .collect();
         Ok(ActivationResponse {
             protocol_version: coffer_api::PROTOCOL_VERSION,
             certificate_chain_pem: snap.ca.chain_pem(&leaf),
             root_ca_pem: snap.ca.root_pem().to_string(),
             not_after,
-            parameters: Parameters {
-                files,
-                env,
-                argv,
-                image_key,
-            },
+            parameters,
         })
     }
 
@@ -1081,6 +1060,49 @@ impl Ready {
             .map(|g| g.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
     }
+}
+
+fn render_parameters(
+    manifest: &Manifest,
+    source: &ActivationSource<'_>,
+    workload: &str,
+) -> Result<Parameters, Error> {
+    let bad = |e: coffer_manifest::Error| {
+        Error::Conflict(format!("cannot render the parameters of `{workload}`: {e}"))
+    };
+    let rendered = manifest.render_workload(workload, source).map_err(bad)?;
+    let mut env = std::collections::BTreeMap::new();
+    for (k, v) in rendered.env {
+        env.insert(k, v.into_string().map_err(bad)?);
+    }
+    let argv = match rendered.argv {
+        None => None,
+        Some(a) => Some(
+            a.into_iter()
+                .map(|v| v.into_string().map_err(bad))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let image_key = rendered
+        .image_key
+        .map(|k| k.into_string().map_err(bad))
+        .transpose()?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let files = rendered
+        .files
+        .into_iter()
+        .map(|f| FileParameter {
+            path: f.path,
+            content: b64.encode(f.content.as_bytes()),
+            mode: f.mode,
+        })
+        .collect();
+    Ok(Parameters {
+        files,
+        env,
+        argv,
+        image_key,
+    })
 }
 
 /// Refuses protocol versions outside the accepted range.

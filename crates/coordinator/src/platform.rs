@@ -8,7 +8,7 @@
 //!   build shows a different measurement.
 //! - **SGX under Gramine** (default): quotes come from `/dev/attestation` (`user_report_data`
 //!   then `quote`); workload evidence is verified against the pinned Intel root with collateral
-//!   from `--collateral-dir` (offline files). Simulated evidence does
+//!   from `--collateral-dir` (offline files) or Intel PCS / a PCCS (`--pccs-url`, cached). Simulated evidence does
 //!   not chain to the Intel root and is refused. Without `/dev/attestation` the Coordinator
 //!   refuses to start: a missing TEE is never a silent fall-back to simulation.
 
@@ -187,6 +187,10 @@ pub enum CollateralSource {
     },
     /// Offline files: `DIR/<fmspc hex>.json`, else `DIR/collateral.json`.
     Dir(PathBuf),
+    /// Intel PCS or a PCCS through `coffer-pccs`, with its per-item cache (an unreachable
+    /// service does not stop activations while cached collateral is valid). The fetch is
+    /// blocking (ureq); with a warm cache it is a file read.
+    Pccs(Box<coffer_pccs::CollateralSource>),
 }
 
 const SIM_COLLATERAL_REFRESH: i64 = 3600;
@@ -234,6 +238,23 @@ impl CollateralSource {
                         Error::CollateralUnavailable(format!(
                             "{} is not valid collateral: {e}",
                             path.display()
+                        ))
+                    })
+            }
+            CollateralSource::Pccs(src) => {
+                let q = coffer_evidence::Quote::parse(quote).map_err(evidence_error)?;
+                let req = coffer_pccs::CollateralRequest::for_quote(&q)
+                    .map_err(|e| Error::CollateralUnavailable(e.to_string()))?;
+                let fetched = src
+                    .fetch(&req, now)
+                    .map_err(|e| Error::CollateralUnavailable(e.to_string()))?;
+                fetched
+                    .to_collateral()
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| {
+                        Error::CollateralUnavailable(format!(
+                            "{} served invalid collateral: {e}",
+                            src.service()
                         ))
                     })
             }

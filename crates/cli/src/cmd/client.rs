@@ -1,2 +1,581 @@
 //! Client commands that talk to a running Coordinator: `coffer verify`, `coffer status`,
-//! `coffer secret …`, `coffer recover`.
+//! `coffer secret …`, `coffer recover`, and the network half of `coffer manifest set|get|update`.
+//!
+//! Trust: with `--root-ca FILE` (written by `coffer verify --root-ca-out`) the Coordinator's
+//! TLS certificate must chain to that root. Without it, every command first attests the
+//! Coordinator (fresh nonce, quote verified, TLS certificate bound to the attested root); a
+//! simulating Coordinator is refused unless `--allow-simulation --sim-dir DIR` is given.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use base64::Engine;
+use clap::{Args, Subcommand};
+use coffer_coordinator::attest::{attest, Expectations};
+use coffer_coordinator::client::Client;
+use coffer_coordinator::client::Method;
+use coffer_coordinator::platform::{self, CollateralSource, EvidenceVerifier};
+use coffer_coordinator::tls::{ClientIdentity, Trust};
+
+use crate::output::{print_json, Failure};
+use crate::Global;
+
+/// How to reach and trust the Coordinator (shared by every client command).
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ConnectArgs {
+    /// Coordinator address, host:port.
+    #[arg(long, env = "COFFER_COORDINATOR", default_value = "127.0.0.1:4433")]
+    coordinator: String,
+    /// The Coordinator's root CA (PEM) from `coffer verify --root-ca-out`; without it the
+    /// Coordinator is attested first.
+    #[arg(long, env = "COFFER_ROOT_CA")]
+    root_ca: Option<PathBuf>,
+    /// Accept a Coordinator on the SIMULATED platform (development only; needs --sim-dir).
+    #[arg(long, requires = "sim_dir")]
+    allow_simulation: bool,
+    /// Simulated platform directory whose root verifies a simulating Coordinator's quote.
+    #[arg(long, env = "COFFER_SIM_DIR")]
+    sim_dir: Option<PathBuf>,
+    /// Offline collateral to verify a real Coordinator's quote (`<fmspc>.json`/`collateral.json`).
+    #[arg(long)]
+    collateral_dir: Option<PathBuf>,
+    /// Accept only these Coordinator MRENCLAVE values (hex, repeatable).
+    #[arg(long = "expected-mrenclave", value_parser = parse_hex32)]
+    expected_mrenclave: Vec<[u8; 32]>,
+}
+
+fn parse_hex32(s: &str) -> Result<[u8; 32], String> {
+    let v = hex::decode(s.trim()).map_err(|_| format!("{s:?} is not hex"))?;
+    v.try_into()
+        .map_err(|_| "expected 64 hex digits (32 bytes)".to_string())
+}
+
+/// A client certificate for user endpoints.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct IdentityArgs {
+    /// Client certificate (PEM) of a manifest user.
+    #[arg(long, env = "COFFER_CERT")]
+    cert: PathBuf,
+    /// Its private key (PEM, PKCS#8 `PRIVATE KEY`).
+    #[arg(long, env = "COFFER_KEY")]
+    key: PathBuf,
+}
+
+fn now() -> i64 {
+    coffer_coordinator::core::now_unix()
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn verifier(c: &ConnectArgs) -> anyhow::Result<EvidenceVerifier> {
+    if c.allow_simulation {
+        let dir = c
+            .sim_dir
+            .clone()
+            .context("--allow-simulation needs --sim-dir")?;
+        let path = dir.join(platform::SIM_PLATFORM_FILE);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!("cannot read the simulated platform {} (create it with `coffer evidence sim-platform`)", path.display())
+        })?;
+        let sim = coffer_evidence::sim::SimPlatform::from_bytes(&bytes)
+            .map_err(|e| Failure::new("config", format!("{}: {e}", path.display())))?;
+        let sim2 = coffer_evidence::sim::SimPlatform::from_bytes(&bytes)
+            .map_err(|e| Failure::new("config", format!("{}: {e}", path.display())))?;
+        Ok(EvidenceVerifier::new(
+            sim.trust_anchors(),
+            CollateralSource::Simulated {
+                sim: Box::new(sim2),
+                cache: Default::default(),
+            },
+        ))
+    } else {
+        let dir = c.collateral_dir.clone().ok_or_else(|| {
+            Failure::new(
+                "config",
+                "to attest a Coordinator on real hardware pass --collateral-dir DIR; for a simulating \
+                 development Coordinator pass --allow-simulation --sim-dir DIR; or pass --root-ca FILE",
+            )
+        })?;
+        Ok(EvidenceVerifier::new(
+            coffer_evidence::TrustAnchors::intel(),
+            CollateralSource::Dir(dir),
+        ))
+    }
+}
+
+fn remote(e: coffer_coordinator::Error) -> anyhow::Error {
+    match &e {
+        coffer_coordinator::Error::Remote { kind, message, .. } => {
+            let k = serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            Failure::new(k, message.clone()).into()
+        }
+        coffer_coordinator::Error::Evidence { kind, reason } => {
+            let k = serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            Failure::new(k, format!("Coordinator attestation failed: {reason}")).into()
+        }
+        coffer_coordinator::Error::Io(_) => Failure::new("unreachable", e.to_string()).into(),
+        _ => anyhow::Error::new(e),
+    }
+}
+
+fn identity(id: Option<&IdentityArgs>) -> anyhow::Result<Option<ClientIdentity>> {
+    let Some(id) = id else { return Ok(None) };
+    let cert = std::fs::read_to_string(&id.cert)
+        .with_context(|| format!("reading {}", id.cert.display()))?;
+    let key = std::fs::read_to_string(&id.key)
+        .with_context(|| format!("reading {}", id.key.display()))?;
+    let cert_der = coffer_coordinator::pki::pem_decode(&cert, "CERTIFICATE").ok_or_else(|| {
+        Failure::new(
+            "config",
+            format!("{} has no PEM CERTIFICATE", id.cert.display()),
+        )
+    })?;
+    let key_der = coffer_coordinator::pki::pem_decode(&key, "PRIVATE KEY").ok_or_else(|| {
+        Failure::new(
+            "config",
+            format!(
+                "{} has no PKCS#8 `PRIVATE KEY` (convert with `openssl pkcs8 -topk8 -nocrypt`)",
+                id.key.display()
+            ),
+        )
+    })?;
+    Ok(Some(ClientIdentity {
+        chain: vec![cert_der],
+        key_pkcs8: key_der,
+    }))
+}
+
+/// Connects with `--root-ca`, or attests first and then trusts the attested root.
+pub(crate) async fn connect(c: &ConnectArgs, id: Option<&IdentityArgs>) -> anyhow::Result<Client> {
+    let root_der = match &c.root_ca {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            coffer_coordinator::pki::pem_decode(&pem, "CERTIFICATE").ok_or_else(|| {
+                Failure::new(
+                    "config",
+                    format!("{} has no PEM CERTIFICATE", path.display()),
+                )
+            })?
+        }
+        None => {
+            let v = verifier(c)?;
+            let expect = Expectations {
+                allow_simulation: c.allow_simulation,
+                mrenclaves: &c.expected_mrenclave,
+            };
+            let a = attest(&c.coordinator, &v, &expect, now())
+                .await
+                .map_err(remote)?;
+            if a.simulation {
+                eprintln!("warning: the Coordinator runs on the SIMULATED platform (accepted because of --allow-simulation)");
+            }
+            a.root_der
+        }
+    };
+    Ok(Client::new(
+        &c.coordinator,
+        &Trust::RootCa(root_der),
+        identity(id)?.as_ref(),
+    )?)
+}
+
+/// `coffer verify`.
+#[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:
+    Attest a development Coordinator, pin its manifest, save its root CA:
+        coffer verify --coordinator 127.0.0.1:4433 --allow-simulation --sim-dir ./sim \\
+            --manifest manifest.json --root-ca-out root-ca.pem
+
+    A production Coordinator with a known measurement:
+        coffer verify --coordinator coffer.example:4433 --collateral-dir ./collateral \\
+            --expected-mrenclave 3f…c1 --manifest-hash 9a…04 --root-ca-out root-ca.pem")]
+pub(crate) struct VerifyArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The manifest (JSON/YAML) the Coordinator must be running.
+    #[arg(long, conflicts_with = "manifest_hash")]
+    manifest: Option<PathBuf>,
+    /// The canonical hash (hex) of the manifest the Coordinator must be running.
+    #[arg(long)]
+    manifest_hash: Option<String>,
+    /// Write the attested root CA (PEM) here, for `--root-ca` and for mTLS clients.
+    #[arg(long)]
+    root_ca_out: Option<PathBuf>,
+}
+
+/// Runs `coffer verify`.
+pub(crate) fn verify(args: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
+    if args.connect.root_ca.is_some() {
+        return Err(Failure::new("usage", "`coffer verify` always attests; drop --root-ca").into());
+    }
+    let expected_hash = match (&args.manifest, &args.manifest_hash) {
+        (Some(path), _) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let m = coffer_manifest::Manifest::parse(&bytes).map_err(|e| {
+                Failure::new("invalid_manifest", format!("{}: {e:?}", path.display()))
+            })?;
+            Some(m.hash_hex())
+        }
+        (None, Some(h)) => Some(h.trim().to_ascii_lowercase()),
+        (None, None) => None,
+    };
+    let rt = runtime()?;
+    let (attested, status) = rt.block_on(async {
+        let v = verifier(&args.connect)?;
+        let expect = Expectations {
+            allow_simulation: args.connect.allow_simulation,
+            mrenclaves: &args.connect.expected_mrenclave,
+        };
+        let a = attest(&args.connect.coordinator, &v, &expect, now())
+            .await
+            .map_err(remote)?;
+        let mut client = Client::new(
+            &args.connect.coordinator,
+            &Trust::RootCa(a.root_der.clone()),
+            None,
+        )?;
+        let s: coffer_api::StatusResponse = client.get("/api/v1/status").await.map_err(remote)?;
+        Ok::<_, anyhow::Error>((a, s))
+    })?;
+    if let Some(want) = &expected_hash {
+        match &status.manifest_hash {
+            Some(got) if got == want => {}
+            Some(got) => {
+                return Err(Failure::new(
+                    "manifest_mismatch",
+                    format!("the Coordinator runs manifest {got}, not the expected {want}"),
+                )
+                .into())
+            }
+            None => {
+                return Err(Failure::new(
+                    "manifest_mismatch",
+                    "the Coordinator has no manifest yet; set it first",
+                )
+                .into())
+            }
+        }
+    }
+    if let Some(out) = &args.root_ca_out {
+        std::fs::write(out, &attested.root_pem)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    if global.json {
+        print_json(&serde_json::json!({
+            "verified": true,
+            "simulation": attested.simulation,
+            "mrenclave": attested.mrenclave,
+            "tcb_status": attested.tcb_status,
+            "state": status.state,
+            "manifest_hash": status.manifest_hash,
+            "root_ca_out": args.root_ca_out,
+        }))?;
+    } else {
+        println!(
+            "Coordinator at {} verified{}",
+            args.connect.coordinator,
+            if attested.simulation {
+                " (SIMULATION)"
+            } else {
+                ""
+            }
+        );
+        if let Some(m) = &attested.mrenclave {
+            println!("  MRENCLAVE   {m}");
+        }
+        println!("  TCB status  {}", attested.tcb_status);
+        println!("  state       {:?}", status.state);
+        println!(
+            "  manifest    {}",
+            status.manifest_hash.as_deref().unwrap_or("(none)")
+        );
+        if let Some(out) = &args.root_ca_out {
+            println!("  root CA  -> {}", out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `coffer status`.
+#[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:
+    coffer status --coordinator 127.0.0.1:4433 --root-ca root-ca.pem
+    coffer --json status --allow-simulation --sim-dir ./sim")]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// Runs `coffer status`.
+pub(crate) fn status(args: StatusArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let s: coffer_api::StatusResponse = rt.block_on(async {
+        let mut c = connect(&args.connect, None).await?;
+        c.get("/api/v1/status").await.map_err(remote)
+    })?;
+    if global.json {
+        print_json(&s)?;
+    } else {
+        println!("state       {:?}", s.state);
+        println!(
+            "manifest    {}",
+            s.manifest_hash.as_deref().unwrap_or("(none)")
+        );
+        println!(
+            "simulation  {}",
+            if s.simulation {
+                "YES (no hardware protection)"
+            } else {
+                "no"
+            }
+        );
+        println!(
+            "version     {} (protocol {})",
+            s.version, s.protocol_version
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `coffer secret …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretCmd {
+    /// Set a user-defined secret (role `secrets: write`).
+    #[command(after_help = "EXAMPLES:
+    coffer secret set db_password --value 's3cret' --cert alice.pem --key alice-key.pem --root-ca root-ca.pem
+    coffer secret set tls_key --file key.bin --cert alice.pem --key alice-key.pem --root-ca root-ca.pem")]
+    Set(SecretSetArgs),
+    /// Read a shared or user-defined secret (role `secrets: read`).
+    #[command(after_help = "EXAMPLES:
+    coffer secret get db_password --cert alice.pem --key alice-key.pem --root-ca root-ca.pem
+    coffer --json secret get api_cert --cert alice.pem --key alice-key.pem --root-ca root-ca.pem")]
+    Get(SecretGetArgs),
+}
+
+/// `coffer secret set`.
+#[derive(Debug, Args)]
+pub(crate) struct SecretSetArgs {
+    /// Secret name (declared `user-defined` in the manifest).
+    name: String,
+    /// The value as text.
+    #[arg(long, conflicts_with_all = ["file", "hex"], required_unless_present_any = ["file", "hex"])]
+    value: Option<String>,
+    /// Read the value from a file (bytes).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// The value as hex (e.g. a symmetric key).
+    #[arg(long)]
+    hex: Option<String>,
+    #[command(flatten)]
+    id: IdentityArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// `coffer secret get`.
+#[derive(Debug, Args)]
+pub(crate) struct SecretGetArgs {
+    /// Secret name.
+    name: String,
+    #[command(flatten)]
+    id: IdentityArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// Runs `coffer secret …`.
+pub(crate) fn secret(cmd: SecretCmd, global: Global) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        SecretCmd::Set(a) => {
+            let value = match (&a.value, &a.file, &a.hex) {
+                (Some(v), _, _) => v.as_bytes().to_vec(),
+                (_, Some(f), _) => {
+                    std::fs::read(f).with_context(|| format!("reading {}", f.display()))?
+                }
+                (_, _, Some(h)) => {
+                    hex::decode(h.trim()).map_err(|_| Failure::new("usage", "--hex is not hex"))?
+                }
+                _ => return Err(Failure::new("usage", "give --value, --file or --hex").into()),
+            };
+            let req = coffer_api::SetSecretsRequest {
+                secrets: [(
+                    a.name.clone(),
+                    base64::engine::general_purpose::STANDARD.encode(&value),
+                )]
+                .into(),
+            };
+            rt.block_on(async {
+                let mut c = connect(&a.connect, Some(&a.id)).await?;
+                let body = serde_json::to_vec(&req)?;
+                let (st, bytes) = c
+                    .request(Method::PUT, "/api/v1/secrets", Some(body))
+                    .await
+                    .map_err(remote)?;
+                if !st.is_success() {
+                    coffer_coordinator::client::decode::<serde_json::Value>(st, &bytes)
+                        .map_err(remote)?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })?;
+            if global.json {
+                print_json(&serde_json::json!({"set": a.name}))?;
+            } else {
+                println!("secret `{}` set", a.name);
+            }
+        }
+        SecretCmd::Get(a) => {
+            let r: coffer_api::SecretsResponse = rt.block_on(async {
+                let mut c = connect(&a.connect, Some(&a.id)).await?;
+                c.get(&format!("/api/v1/secrets?names={}", a.name))
+                    .await
+                    .map_err(remote)
+            })?;
+            let s = r.secrets.get(&a.name).ok_or_else(|| {
+                Failure::new(
+                    "not_found",
+                    format!("the Coordinator did not return `{}`", a.name),
+                )
+            })?;
+            if global.json {
+                print_json(&r)?;
+            } else {
+                let b64 = base64::engine::general_purpose::STANDARD;
+                if let Some(v) = &s.value {
+                    let bytes = b64.decode(v)?;
+                    match String::from_utf8(bytes.clone()) {
+                        Ok(t) if !t.contains('\0') => println!("{t}"),
+                        _ => println!("{}", hex::encode(bytes)),
+                    }
+                }
+                for (field, tag) in [
+                    (&s.cert, "CERTIFICATE"),
+                    (&s.public, "PUBLIC KEY"),
+                    (&s.private, "PRIVATE KEY"),
+                ] {
+                    if let Some(v) = field {
+                        print!(
+                            "{}",
+                            coffer_coordinator::pki::pem_encode(tag, &b64.decode(v)?)
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `coffer recover`.
+#[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:
+    After the sealed state key was lost (new hardware), each recovery key owner runs:
+        coffer recover --key recovery-key.pem --coordinator 10.0.0.5:4433 --collateral-dir ./collateral
+    Development:
+        coffer recover --key recovery-key.pem --allow-simulation --sim-dir ./sim")]
+pub(crate) struct RecoverArgs {
+    /// The recovery private key (PEM, PKCS#8 or PKCS#1 RSA).
+    #[arg(long)]
+    key: PathBuf,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// Runs `coffer recover`.
+pub(crate) fn recover(args: RecoverArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let pem = std::fs::read_to_string(&args.key)
+        .with_context(|| format!("reading {}", args.key.display()))?;
+    let key = coffer_coordinator::recovery::parse_rsa_private(&pem)
+        .map_err(|e| Failure::new("config", e.to_string()))?;
+    let fp = coffer_coordinator::recovery::private_fingerprint(&key)
+        .map_err(|e| Failure::new("config", e.to_string()))?;
+    let rt = runtime()?;
+    let resp: coffer_api::RecoverResponse = rt.block_on(async {
+        let mut c = connect(&args.connect, None).await?;
+        let st: coffer_api::RecoveryStatus = c.get("/api/v1/recover").await.map_err(remote)?;
+        let entry = st
+            .entries
+            .iter()
+            .find(|e| e.fingerprint == fp)
+            .ok_or_else(|| {
+                Failure::new(
+                    "not_found",
+                    format!(
+                        "this key (fingerprint {fp}) is not one of the Coordinator's recovery keys"
+                    ),
+                )
+            })?;
+        let challenge = hex::decode(&st.challenge)
+            .map_err(|_| Failure::new("protocol", "challenge is not hex"))?;
+        let (secret, sig) =
+            coffer_coordinator::recovery::client_answer(&key, &entry.ciphertext, &challenge)
+                .map_err(|e| Failure::new("recovery", e.to_string()))?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let req = coffer_api::RecoverRequest {
+            protocol_version: coffer_api::PROTOCOL_VERSION,
+            shares: vec![coffer_api::RecoveryShare {
+                fingerprint: fp.clone(),
+                secret: b64.encode(&*secret),
+                signature: b64.encode(sig),
+            }],
+        };
+        c.call(Method::POST, "/api/v1/recover", Some(&req))
+            .await
+            .map_err(remote)
+    })?;
+    if global.json {
+        print_json(&resp)?;
+    } else if resp.state == coffer_api::CoordinatorState::Recovery {
+        println!(
+            "upload accepted: {} of {} recovery keys; the others must run `coffer recover` too",
+            resp.accepted, resp.threshold
+        );
+    } else {
+        println!("recovered: the Coordinator is {:?} again", resp.state);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `coffer manifest set|get|update` network half: POST/GET the manifest.
+#[allow(dead_code)] // wired into `coffer manifest set|get|update` (crates/cli/src/cmd/manifest.rs)
+pub(crate) enum ManifestOp {
+    /// Set the first manifest.
+    Set(Vec<u8>),
+    /// Read the manifest in force.
+    Get,
+    /// Update (needs a user identity).
+    Update(Vec<u8>),
+}
+
+/// Runs a manifest operation against the Coordinator; returns the JSON answer (for get: the manifest).
+#[allow(dead_code)] // see ManifestOp
+pub(crate) fn manifest_op(
+    c: &ConnectArgs,
+    id: Option<&IdentityArgs>,
+    op: ManifestOp,
+) -> anyhow::Result<serde_json::Value> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut client = connect(c, id).await?;
+        let (method, path, body) = match op {
+            ManifestOp::Set(b) => (Method::POST, "/api/v1/manifest", Some(b)),
+            ManifestOp::Get => (Method::GET, "/api/v1/manifest", None),
+            ManifestOp::Update(b) => (Method::POST, "/api/v1/manifest/update", Some(b)),
+        };
+        let (st, bytes) = client.request(method, path, body).await.map_err(remote)?;
+        coffer_coordinator::client::decode::<serde_json::Value>(st, &bytes).map_err(remote)
+    })
+}

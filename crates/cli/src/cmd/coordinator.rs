@@ -1,16 +1,169 @@
-//! `coffer coordinator`.
+//! `coffer coordinator`: run the Coordinator server.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Args;
+use coffer_coordinator::platform::{self, CollateralSource, EvidenceVerifier, Platform};
+use coffer_coordinator::seal::Sealer;
+use coffer_coordinator::{Config, Coordinator};
 
+use crate::output::Failure;
 use crate::Global;
 
 /// Arguments of `coffer coordinator`.
 #[derive(Debug, Args)]
-pub(crate) struct CoordinatorArgs {}
+#[command(after_help = "EXAMPLES:
+    Development on a machine without SGX (simulated evidence, NO protection):
+        coffer coordinator --simulation --sim-dir ./sim --data-dir ./coordinator-state
+
+    Inside a Gramine SGX enclave, with offline collateral or a PCCS:
+        coffer coordinator --listen 0.0.0.0:4433 --data-dir /data --collateral-dir /collateral
+        coffer coordinator --listen 0.0.0.0:4433 --data-dir /data --pccs-url https://pccs:8081
+
+    Any port (the address is printed on stdout as {\"listening\": ADDR} with --json):
+        coffer --json coordinator --listen 127.0.0.1:0 --simulation --sim-dir ./sim --data-dir ./state")]
+pub(crate) struct CoordinatorArgs {
+    /// Address to listen on (HTTPS). Port 0 picks a free port; the address is printed.
+    #[arg(long, default_value = "127.0.0.1:4433", env = "COFFER_LISTEN")]
+    listen: String,
+    /// Directory of the sealed state (created 0700 if absent).
+    #[arg(long, env = "COFFER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Run on the SIMULATED platform: accept simulated evidence, seal with a key file. No
+    /// hardware protection; for development only.
+    #[arg(long, requires = "sim_dir")]
+    simulation: bool,
+    /// Directory of the simulated platform (`sim-platform.json`, created if absent).
+    #[arg(long, requires = "simulation")]
+    sim_dir: Option<PathBuf>,
+    /// Offline collateral for real evidence: `DIR/<fmspc>.json` or `DIR/collateral.json`.
+    #[arg(long, conflicts_with_all = ["simulation", "pccs_url"])]
+    collateral_dir: Option<PathBuf>,
+    /// Fetch collateral for real evidence from Intel PCS or a PCCS at this URL (cached in
+    /// DATA_DIR/pccs-cache; cached items keep serving while valid if the service is down).
+    #[arg(long, conflicts_with = "simulation")]
+    pccs_url: Option<String>,
+    /// Lifetime of workload certificates, in hours (re-activate to renew).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8760))]
+    cert_hours: u32,
+    /// Root of Gramine's attestation interface (SGX mode).
+    #[arg(
+        long,
+        default_value = "/dev/attestation",
+        env = "COFFER_ATTESTATION_ROOT"
+    )]
+    attestation_root: PathBuf,
+}
 
 /// Runs `coffer coordinator`.
-pub(crate) fn run(_args: CoordinatorArgs, _global: Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`coffer coordinator` is not built yet")
+pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let (platform, verifier, sealer) = if args.simulation {
+        let dir = args
+            .sim_dir
+            .clone()
+            .context("--simulation needs --sim-dir")?;
+        let sim = platform::load_or_create_sim(&dir)
+            .map_err(|e| Failure::new("config", e.to_string()))?;
+        let sim2 = platform::load_or_create_sim(&dir)
+            .map_err(|e| Failure::new("config", e.to_string()))?;
+        let anchors = sim.trust_anchors();
+        let mrenclave = platform::own_measurement().context("hashing the coffer executable")?;
+        (
+            Platform::Simulated {
+                sim: Box::new(sim),
+                mrenclave,
+            },
+            EvidenceVerifier::new(
+                anchors,
+                CollateralSource::Simulated {
+                    sim: Box::new(sim2),
+                    cache: Default::default(),
+                },
+            ),
+            Sealer::KeyFile(
+                args.data_dir
+                    .join(coffer_coordinator::core::SEALING_KEY_FILE),
+            ),
+        )
+    } else {
+        platform::check_gramine(&args.attestation_root)
+            .map_err(|e| Failure::new("no_tee", e.to_string()))?;
+        let dir = args.collateral_dir.clone().ok_or_else(|| {
+            Failure::new(
+                "config",
+                "real evidence needs collateral: pass --collateral-dir DIR (files from Intel PCS/PCCS)",
+            )
+        })?;
+        (
+            Platform::Gramine {
+                root: args.attestation_root.clone(),
+            },
+            EvidenceVerifier::new(
+                coffer_evidence::TrustAnchors::intel(),
+                CollateralSource::Dir(dir),
+            ),
+            Sealer::Gramine(args.attestation_root.clone()),
+        )
+    };
+    let simulation = platform.is_simulation();
+    if simulation {
+        eprintln!(
+            "\n  *** SIMULATION ***  This Coordinator runs on the SIMULATED platform: it accepts simulated\n  \
+             evidence and seals its state with a key file. It protects NOTHING. Development only.\n"
+        );
+        tracing::warn!(
+            "SIMULATION mode: simulated evidence accepted, state sealed with a key file"
+        );
+    }
+    let config = Config {
+        data_dir: args.data_dir.clone(),
+        cert_hours: args.cert_hours,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let coordinator = Arc::new(
+            Coordinator::open(config, platform, verifier, sealer).map_err(|e| Failure::new("start", e.to_string()))?,
+        );
+        let tls = coffer_coordinator::tls::server_config(coordinator.tls_slot())?;
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let status = coordinator.status();
+        if global.json {
+            println!(
+                "{}",
+                serde_json::json!({"listening": addr.to_string(), "state": status.state, "simulation": simulation})
+            );
+        } else {
+            println!("coffer coordinator listening on https://{addr} (state: {:?}{})", status.state, if simulation { ", SIMULATION" } else { "" });
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tracing::info!(%addr, simulation, state = ?status.state, "Coordinator listening");
+        let router = coffer_coordinator::router(coordinator);
+        coffer_coordinator::serve(listener, Arc::new(tls), router, shutdown_signal()).await?;
+        tracing::info!("Coordinator stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
