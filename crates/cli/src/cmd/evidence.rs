@@ -1,16 +1,934 @@
 //! `coffer evidence …`: parse, verify and simulate DCAP quotes.
+//!
+//! Glue only: reading files, fetching collateral (`coffer-pccs`), printing. Parsing and every
+//! verification check live in `coffer-evidence`, which does no I/O.
+//!
+//! Output contract (outside checks rely on it): `verify` exits 0 and, with `--json`, prints one
+//! object with `tee`, `quote_version`, `tcb_status` (Intel spelling), `advisory_ids`,
+//! `report_data`, `debug`, the measurement (`mrenclave`, `mrsigner`, `isv_prod_id`, `isv_svn`
+//! for SGX; `mrtd`, `rtmr0`..`rtmr3` for TDX), hex in lower case. A refusal exits 1 with
+//! `{"error":{"kind","message"}}`, `kind` being the evidence crate's `ErrorKind` in snake case.
 
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use coffer_evidence::sim::{SgxQuoteSpec, SimPlatform, TdxQuoteSpec};
+use coffer_evidence::{Collateral, Measurement, Quote, QuoteBody, Tee, TrustAnchors, Verified};
+use serde_json::{json, Map, Value};
 
+use crate::output::{print_json, Failure};
 use crate::Global;
+
+/// Largest quote file read (real quotes are a few KiB; TDX quotes with long chains stay far below).
+const QUOTE_FILE_LIMIT: u64 = 1 << 20;
+/// Largest collateral / PEM file read.
+const SMALL_FILE_LIMIT: u64 = 16 << 20;
+/// The simulated platform's file name inside its directory (shared with the Coordinator and the
+/// launcher, see HELPERS.md).
+const SIM_PLATFORM_FILE: &str = "sim-platform.json";
 
 /// Subcommands of `coffer evidence`.
 #[derive(Debug, Subcommand)]
-pub(crate) enum EvidenceCmd {}
+pub(crate) enum EvidenceCmd {
+    /// Verify a DCAP quote (SGX v3/v4, TDX v4/v5) against Intel collateral.
+    #[command(after_help = "EXAMPLES:
+    coffer evidence verify --quote quote.bin --collateral collateral.json
+    coffer --json evidence verify --quote quote.hex --collateral collateral.json --now 2025-06-20T00:00:00Z
+    coffer evidence verify --quote quote.bin --pccs-url https://pccs.example:8081
+    coffer evidence verify --quote quote.bin --pccs-url https://api.trustedservices.intel.com
+    coffer evidence verify --quote sim.quote --collateral sim-collateral.json --trust-root sim-root.pem
+
+The quote file holds raw bytes or hex (an optional 0x prefix and surrounding whitespace are
+allowed). Collateral comes from a JSON file (the dcap-qvl shape), from a PCS/PCCS (--pccs-url;
+items are cached in --pccs-cache and served from there while valid, so an unreachable service
+does not stop verification), or from an offline directory (--collateral-dir, the cache layout).
+The Intel SGX Root CA is pinned; --trust-root replaces it (the simulated platform's root, or a
+test root). Exit status 0 verified, 1 refused (the message names the failed check).")]
+    Verify(VerifyArgs),
+    /// Parse a quote and print its fields, without verifying anything.
+    #[command(after_help = "EXAMPLES:
+    coffer evidence inspect --quote quote.bin
+    coffer --json evidence inspect --quote quote.hex
+
+Nothing is verified: the values are what the quote claims. Use `coffer evidence verify` to check them.")]
+    Inspect(InspectArgs),
+    /// SIMULATION: produce a quote from the simulated platform with a chosen measurement.
+    #[command(after_help = "EXAMPLES:
+    coffer evidence sim-quote --tee sgx --mrenclave 3f0c...e1 --out app.quote
+    coffer evidence sim-quote --tee sgx --mrenclave 3f0c...e1 --mrsigner 83d7...4e --isv-prod-id 1 --isv-svn 2 \\
+        --report-data 00...00 --sim-dir ./sim --out app.quote
+    coffer evidence sim-quote --tee tdx --mrtd 11...11 --rtmr0 22...22 --out td.quote
+
+The quote is in the real DCAP byte format (SGX v3, TDX v4) but signed by the SIMULATED platform:
+it verifies only with the simulation root as trust anchor (see sim-collateral --root-out) and is
+refused under the Intel root. Without --sim-dir the platform in the default directory is used
+(created on first use). Hashes are hex; --report-data is exactly 64 bytes (default zeros).")]
+    SimQuote(Box<SimQuoteArgs>),
+    /// SIMULATION: write the simulated platform's collateral (and its root certificate).
+    #[command(after_help = "EXAMPLES:
+    coffer evidence sim-collateral --out sim-collateral.json --root-out sim-root.pem
+    coffer evidence sim-collateral --sim-dir ./sim --tee tdx --now 2026-01-01T00:00:00Z --out c.json
+
+The collateral (dcap-qvl JSON shape) is valid around --now (default: the current time). The root
+certificate written with --root-out is what `verify --trust-root` needs to accept simulated quotes.")]
+    SimCollateral(SimCollateralArgs),
+    /// SIMULATION: create (or show) a persisted simulated platform in a directory.
+    #[command(after_help = "EXAMPLES:
+    coffer evidence sim-platform --dir ./sim
+    coffer evidence sim-platform --dir ./sim --force
+    coffer evidence sim-platform --dir ./sim --seed 0101010101010101010101010101010101010101010101010101010101010101
+
+Writes DIR/sim-platform.json (mode 0600: it holds the simulated platform's private keys). The
+Coordinator (`--simulation --sim-dir DIR`) and the launcher (COFFER_SIM_DIR=DIR) use the same
+file. An existing platform is kept unless --force.")]
+    SimPlatform(SimPlatformArgs),
+}
+
+/// `coffer evidence verify`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["collateral", "pccs_url", "collateral_dir"])))]
+pub(crate) struct VerifyArgs {
+    /// The quote: raw bytes or hex.
+    #[arg(long, value_name = "FILE")]
+    quote: PathBuf,
+    /// Collateral JSON (dcap-qvl shape: PEM chains, hex CRLs, signed JSON, hex signatures).
+    #[arg(long, value_name = "FILE")]
+    collateral: Option<PathBuf>,
+    /// Fetch collateral from this PCS/PCCS v4 base URL.
+    #[arg(long, value_name = "URL")]
+    pccs_url: Option<String>,
+    /// Read collateral from this offline directory (the --pccs-cache layout); no network.
+    #[arg(long, value_name = "DIR")]
+    collateral_dir: Option<PathBuf>,
+    /// Cache directory for --pccs-url [default: $XDG_CACHE_HOME/coffer/pccs or ~/.cache/coffer/pccs].
+    #[arg(long, value_name = "DIR", requires = "pccs_url")]
+    pccs_cache: Option<PathBuf>,
+    /// Do not use a cache with --pccs-url.
+    #[arg(long, requires = "pccs_url", conflicts_with = "pccs_cache")]
+    no_pccs_cache: bool,
+    /// Root CA CRL URL for --pccs-url [default: Intel's for Intel's PCS, else {URL}/sgx/certification/v4/rootcacrl].
+    #[arg(long, value_name = "URL", requires = "pccs_url")]
+    root_ca_crl_url: Option<String>,
+    /// Time limit per PCS/PCCS request, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10,
+        requires = "pccs_url"
+    )]
+    pccs_timeout: u64,
+    /// Verify as of this time: Unix seconds or RFC 3339 [default: now].
+    #[arg(long, value_name = "UNIX|RFC3339", value_parser = parse_now)]
+    now: Option<i64>,
+    /// Trust this root certificate (PEM) instead of the pinned Intel SGX Root CA.
+    #[arg(long, value_name = "PEM")]
+    trust_root: Option<PathBuf>,
+}
+
+/// `coffer evidence inspect`.
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// The quote: raw bytes or hex.
+    #[arg(long, value_name = "FILE")]
+    quote: PathBuf,
+}
+
+/// Which TEE a simulated quote comes from.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SimTee {
+    /// An SGX enclave (DCAP quote v3).
+    Sgx,
+    /// A TDX trust domain (quote v4).
+    Tdx,
+}
+
+/// Where the simulated platform lives.
+#[derive(Debug, Args)]
+pub(crate) struct SimDir {
+    /// Directory of the simulated platform [default: $XDG_DATA_HOME/coffer/sim or ~/.local/share/coffer/sim].
+    #[arg(long, value_name = "DIR")]
+    sim_dir: Option<PathBuf>,
+}
+
+/// `coffer evidence sim-quote`.
+#[derive(Debug, Args)]
+pub(crate) struct SimQuoteArgs {
+    /// The TEE to simulate.
+    #[arg(long, value_enum)]
+    tee: SimTee,
+    /// MRENCLAVE (SGX), 32 bytes hex.
+    #[arg(long, value_name = "HEX", value_parser = parse_hex::<32>, required_if_eq("tee", "sgx"))]
+    mrenclave: Option<[u8; 32]>,
+    /// MRSIGNER (SGX), 32 bytes hex [default: zeros].
+    #[arg(long, value_name = "HEX", value_parser = parse_hex::<32>)]
+    mrsigner: Option<[u8; 32]>,
+    /// ISVPRODID (SGX).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    isv_prod_id: u16,
+    /// ISVSVN (SGX).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    isv_svn: u16,
+    /// Set the DEBUG attribute.
+    #[arg(long)]
+    debug: bool,
+    /// Report data, exactly 64 bytes hex [default: zeros].
+    #[arg(long, value_name = "HEX", value_parser = parse_hex::<64>)]
+    report_data: Option<[u8; 64]>,
+    /// MRTD (TDX), 48 bytes hex [default: zeros].
+    #[arg(long, value_name = "HEX", value_parser = parse_hex::<48>)]
+    mrtd: Option<[u8; 48]>,
+    /// RTMR0 (TDX), 48 bytes hex [default: zeros].
+    #[arg(long, value_name = "HEX", value_parser = parse_hex::<48>)]
+    rtmr0: Option<[u8; 48]>,
+    /// RTMR1 (TDX), 48 bytes hex [default: zeros].
+    #[arg(long, value_name = "HEX", value_parser = parse_hex::<48>)]
+    rtmr1: Option<[u8; 48]>,
+    /// RTMR2 (TDX), 48 bytes hex [default: zeros].
+    #[arg(long, value_name = "HEX", value_parser = parse_hex::<48>)]
+    rtmr2: Option<[u8; 48]>,
+    /// RTMR3 (TDX), 48 bytes hex [default: zeros].
+    #[arg(long, value_name = "HEX", value_parser = parse_hex::<48>)]
+    rtmr3: Option<[u8; 48]>,
+    #[command(flatten)]
+    sim: SimDir,
+    /// Where to write the quote (raw bytes).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+/// `coffer evidence sim-collateral`.
+#[derive(Debug, Args)]
+pub(crate) struct SimCollateralArgs {
+    /// Collateral for this TEE's quotes (TDX needs TCB info "TDX" and QE identity "TD_QE").
+    #[arg(long, value_enum, default_value = "sgx")]
+    tee: SimTee,
+    #[command(flatten)]
+    sim: SimDir,
+    /// The collateral is valid around this time: Unix seconds or RFC 3339 [default: now].
+    #[arg(long, value_name = "UNIX|RFC3339", value_parser = parse_now)]
+    now: Option<i64>,
+    /// Where to write the collateral JSON.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Where to write the simulated root CA certificate (PEM), for `verify --trust-root`.
+    #[arg(long, value_name = "PEM")]
+    root_out: Option<PathBuf>,
+}
+
+/// `coffer evidence sim-platform`.
+#[derive(Debug, Args)]
+pub(crate) struct SimPlatformArgs {
+    /// Directory to hold `sim-platform.json`.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Derive the platform from this 32-byte seed (hex) instead of fresh randomness.
+    #[arg(long, value_name = "HEX", value_parser = parse_hex::<32>)]
+    seed: Option<[u8; 32]>,
+    /// Replace an existing platform.
+    #[arg(long)]
+    force: bool,
+}
 
 /// Runs `coffer evidence …`.
-pub(crate) fn run(cmd: EvidenceCmd, _global: Global) -> anyhow::Result<ExitCode> {
-    match cmd {}
+pub(crate) fn run(cmd: EvidenceCmd, global: Global) -> anyhow::Result<ExitCode> {
+    match cmd {
+        EvidenceCmd::Verify(a) => verify(a, global),
+        EvidenceCmd::Inspect(a) => inspect(a, global),
+        EvidenceCmd::SimQuote(a) => sim_quote(*a, global),
+        EvidenceCmd::SimCollateral(a) => sim_collateral(a, global),
+        EvidenceCmd::SimPlatform(a) => sim_platform(a, global),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify
+
+fn verify(a: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let now = match a.now {
+        Some(t) => t,
+        None => unix_now()?,
+    };
+    let quote_bytes = read_quote(&a.quote)?;
+    let anchors = match &a.trust_root {
+        Some(path) => {
+            let pem = read_text(path, "trust root")?;
+            TrustAnchors::from_pem(&pem).map_err(|e| {
+                Failure::new(
+                    e.kind().as_str(),
+                    format!("trust root {}: {e}", path.display()),
+                )
+            })?
+        }
+        None => TrustAnchors::intel(),
+    };
+
+    let mut source = Map::new();
+    let collateral = if let Some(path) = &a.collateral {
+        let bytes = read_limited(path, SMALL_FILE_LIMIT, "collateral")?;
+        source.insert("source".into(), json!("file"));
+        source.insert("file".into(), json!(path.display().to_string()));
+        Collateral::from_json(&bytes).map_err(|e| {
+            Failure::new(
+                e.kind().as_str(),
+                format!("collateral {}: {e}", path.display()),
+            )
+        })?
+    } else {
+        let quote = Quote::parse(&quote_bytes).map_err(refused)?;
+        let req = coffer_pccs::CollateralRequest::for_quote(&quote).map_err(unavailable)?;
+        let fetch_source = if let Some(url) = &a.pccs_url {
+            let mut cfg = coffer_pccs::PccsConfig::new(url.clone());
+            cfg.timeout = std::time::Duration::from_secs(a.pccs_timeout.max(1));
+            cfg.root_ca_crl_url = a.root_ca_crl_url.clone();
+            cfg.cache_dir = if a.no_pccs_cache {
+                None
+            } else {
+                a.pccs_cache
+                    .clone()
+                    .or_else(|| default_dir("XDG_CACHE_HOME", ".cache", "pccs"))
+            };
+            source.insert("source".into(), json!("pccs"));
+            source.insert("url".into(), json!(url));
+            if let Some(d) = &cfg.cache_dir {
+                source.insert("cache".into(), json!(d.display().to_string()));
+            }
+            coffer_pccs::CollateralSource::online(cfg).map_err(unavailable)?
+        } else {
+            let dir = a.collateral_dir.clone().unwrap_or_default();
+            source.insert("source".into(), json!("offline"));
+            source.insert("dir".into(), json!(dir.display().to_string()));
+            coffer_pccs::CollateralSource::offline(dir)
+        };
+        let fetched = fetch_source.fetch(&req, now).map_err(unavailable)?;
+        for w in &fetched.warnings {
+            eprintln!("warning: {w}");
+        }
+        source.insert("items".into(), serde_json::to_value(&fetched.items)?);
+        fetched.to_collateral().map_err(|e| {
+            Failure::new(
+                e.kind().as_str(),
+                format!("collateral from {}: {e}", fetch_source.service()),
+            )
+        })?
+    };
+
+    let verified =
+        coffer_evidence::verify(&quote_bytes, &collateral, &anchors, now).map_err(refused)?;
+    let custom_root = a.trust_root.is_some();
+    let out = verified_json(&verified, now, custom_root, Value::Object(source));
+    if global.json {
+        print_json(&out)?;
+    } else {
+        print_verified_text(&verified, now, custom_root);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A refusal by the verifier (or a quote that does not parse): kind = the evidence ErrorKind.
+fn refused(e: coffer_evidence::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        coffer_evidence::ErrorKind::Expired => {
+            "; get fresh collateral (e.g. --pccs-url) or check the clock / --now"
+        }
+        coffer_evidence::ErrorKind::UntrustedRoot => {
+            "; simulated evidence needs --trust-root with the simulation root"
+        }
+        _ => "",
+    };
+    Failure::new(e.kind().as_str(), format!("quote refused: {e}{hint}")).into()
+}
+
+/// Collateral could not be obtained (service down, bad answer, offline directory incomplete).
+fn unavailable(e: coffer_pccs::Error) -> anyhow::Error {
+    Failure::new(
+        "collateral_unavailable",
+        format!("{e}; pass --collateral FILE or --collateral-dir DIR to verify offline"),
+    )
+    .into()
+}
+
+fn verified_json(v: &Verified, now: i64, custom_root: bool, source: Value) -> Value {
+    let mut o = Map::new();
+    o.insert("verified".into(), json!(true));
+    o.insert("tee".into(), json!(v.tee.to_string()));
+    o.insert("quote_version".into(), json!(v.quote_version));
+    o.insert("tcb_status".into(), json!(v.tcb_status.as_str()));
+    o.insert("advisory_ids".into(), json!(v.advisory_ids));
+    o.insert("report_data".into(), json!(hex::encode(v.report_data)));
+    o.insert("debug".into(), json!(v.measurement.debug()));
+    insert_measurement(&mut o, &v.measurement);
+    o.insert("fmspc".into(), json!(hex::encode(v.fmspc)));
+    o.insert(
+        "collateral_not_before".into(),
+        json!(v.collateral_not_before),
+    );
+    o.insert("collateral_not_after".into(), json!(v.collateral_not_after));
+    o.insert(
+        "collateral_valid_from".into(),
+        json!(fmt_time(v.collateral_not_before)),
+    );
+    o.insert(
+        "collateral_valid_until".into(),
+        json!(fmt_time(v.collateral_not_after)),
+    );
+    o.insert("now".into(), json!(now));
+    o.insert(
+        "trust_root".into(),
+        json!(if custom_root { "custom" } else { "intel" }),
+    );
+    o.insert("collateral".into(), source);
+    Value::Object(o)
+}
+
+fn insert_measurement(o: &mut Map<String, Value>, m: &Measurement) {
+    match m {
+        Measurement::Sgx(s) => {
+            o.insert("mrenclave".into(), json!(hex::encode(s.mrenclave)));
+            o.insert("mrsigner".into(), json!(hex::encode(s.mrsigner)));
+            o.insert("isv_prod_id".into(), json!(s.isv_prod_id));
+            o.insert("isv_svn".into(), json!(s.isv_svn));
+            o.insert("attributes".into(), json!(hex::encode(s.attributes)));
+            o.insert("miscselect".into(), json!(format!("{:08x}", s.miscselect)));
+        }
+        Measurement::Tdx(t) => {
+            o.insert("mrtd".into(), json!(hex::encode(t.mrtd)));
+            for (i, r) in t.rtmr.iter().enumerate() {
+                o.insert(format!("rtmr{i}"), json!(hex::encode(r)));
+            }
+            o.insert("mrconfigid".into(), json!(hex::encode(t.mrconfigid)));
+            o.insert("mrowner".into(), json!(hex::encode(t.mrowner)));
+            o.insert("mrownerconfig".into(), json!(hex::encode(t.mrownerconfig)));
+            o.insert("td_attributes".into(), json!(hex::encode(t.td_attributes)));
+        }
+    }
+}
+
+fn print_verified_text(v: &Verified, now: i64, custom_root: bool) {
+    println!(
+        "verified: {} quote v{} at {}{}",
+        v.tee.to_string().to_uppercase(),
+        v.quote_version,
+        fmt_time(now),
+        if custom_root {
+            " (custom trust root, not Intel's)"
+        } else {
+            ""
+        }
+    );
+    println!("tcb status:    {}", v.tcb_status.as_str());
+    if v.advisory_ids.is_empty() {
+        println!("advisories:    none");
+    } else {
+        println!("advisories:    {}", v.advisory_ids.join(", "));
+    }
+    match &v.measurement {
+        Measurement::Sgx(s) => {
+            println!("mrenclave:     {}", hex::encode(s.mrenclave));
+            println!("mrsigner:      {}", hex::encode(s.mrsigner));
+            println!("isv_prod_id:   {}", s.isv_prod_id);
+            println!("isv_svn:       {}", s.isv_svn);
+        }
+        Measurement::Tdx(t) => {
+            println!("mrtd:          {}", hex::encode(t.mrtd));
+            for (i, r) in t.rtmr.iter().enumerate() {
+                println!("rtmr{i}:         {}", hex::encode(r));
+            }
+        }
+    }
+    println!("debug:         {}", v.measurement.debug());
+    println!("report_data:   {}", hex::encode(v.report_data));
+    println!("fmspc:         {}", hex::encode(v.fmspc));
+    println!(
+        "collateral:    valid {} .. {}",
+        fmt_time(v.collateral_not_before),
+        fmt_time(v.collateral_not_after)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect
+
+fn inspect(a: InspectArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let bytes = read_quote(&a.quote)?;
+    let q = Quote::parse(&bytes).map_err(|e| {
+        Failure::new(
+            e.kind().as_str(),
+            format!("quote {} does not parse: {e}", a.quote.display()),
+        )
+    })?;
+    let mut o = Map::new();
+    o.insert("verified".into(), json!(false));
+    o.insert("tee".into(), json!(q.tee().to_string()));
+    o.insert("quote_version".into(), json!(q.version()));
+    if let Some(t) = q.body_type() {
+        o.insert("body_type".into(), json!(t));
+    }
+    let h = q.header();
+    o.insert("qe_vendor_id".into(), json!(hex::encode(h.qe_vendor_id)));
+    o.insert("report_data".into(), json!(hex::encode(q.report_data())));
+    match q.body() {
+        QuoteBody::Sgx(r) => {
+            o.insert("debug".into(), json!(r.debug()));
+            o.insert("mrenclave".into(), json!(hex::encode(r.mr_enclave)));
+            o.insert("mrsigner".into(), json!(hex::encode(r.mr_signer)));
+            o.insert("isv_prod_id".into(), json!(r.isv_prod_id));
+            o.insert("isv_svn".into(), json!(r.isv_svn));
+            o.insert("attributes".into(), json!(hex::encode(r.attributes)));
+            o.insert("miscselect".into(), json!(format!("{:08x}", r.misc_select)));
+            o.insert("cpu_svn".into(), json!(hex::encode(r.cpu_svn)));
+        }
+        QuoteBody::Td(t) => {
+            o.insert("debug".into(), json!(t.debug()));
+            o.insert("mrtd".into(), json!(hex::encode(t.mr_td)));
+            for (i, r) in t.rtmr.iter().enumerate() {
+                o.insert(format!("rtmr{i}"), json!(hex::encode(r)));
+            }
+            o.insert("mrconfigid".into(), json!(hex::encode(t.mr_config_id)));
+            o.insert("mrowner".into(), json!(hex::encode(t.mr_owner)));
+            o.insert(
+                "mrownerconfig".into(),
+                json!(hex::encode(t.mr_owner_config)),
+            );
+            o.insert("td_attributes".into(), json!(hex::encode(t.td_attributes)));
+            o.insert("tee_tcb_svn".into(), json!(hex::encode(t.tee_tcb_svn)));
+            o.insert("mrseam".into(), json!(hex::encode(t.mr_seam)));
+        }
+    }
+    o.insert(
+        "cert_data_type".into(),
+        json!(q.certification_data().cert_type.0),
+    );
+    match q.fmspc() {
+        Ok(f) => {
+            o.insert("fmspc".into(), json!(hex::encode(f)));
+        }
+        Err(e) => {
+            o.insert("fmspc_error".into(), json!(e.to_string()));
+        }
+    }
+    if let Ok(ca) = q.pck_ca() {
+        o.insert("pck_ca".into(), json!(ca.as_str()));
+    }
+    if global.json {
+        print_json(&Value::Object(o))?;
+    } else {
+        println!("NOT VERIFIED: these are the values the quote claims.");
+        for (k, v) in &o {
+            if k == "verified" {
+                continue;
+            }
+            let shown = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("{:<16}{shown}", format!("{k}:"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// simulation
+
+fn sim_quote(a: SimQuoteArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let (dir, defaulted) = sim_dir(&a.sim)?;
+    let (platform, created) = load_or_create_platform(&dir, None, false)?;
+    let report_data = a.report_data.unwrap_or([0u8; 64]);
+    let (tee, quote) = match a.tee {
+        SimTee::Sgx => {
+            let mrenclave = a
+                .mrenclave
+                .ok_or_else(|| Failure::new("usage", "--mrenclave is required for --tee sgx"))?;
+            let spec = SgxQuoteSpec {
+                mrenclave,
+                mrsigner: a.mrsigner.unwrap_or([0u8; 32]),
+                isv_prod_id: a.isv_prod_id,
+                isv_svn: a.isv_svn,
+                debug: a.debug,
+                report_data,
+                ..Default::default()
+            };
+            ("sgx", platform.sgx_quote(&spec))
+        }
+        SimTee::Tdx => {
+            let z = [0u8; 48];
+            let spec = TdxQuoteSpec {
+                mrtd: a.mrtd.unwrap_or(z),
+                rtmr: [
+                    a.rtmr0.unwrap_or(z),
+                    a.rtmr1.unwrap_or(z),
+                    a.rtmr2.unwrap_or(z),
+                    a.rtmr3.unwrap_or(z),
+                ],
+                report_data,
+                debug: a.debug,
+                ..Default::default()
+            };
+            ("tdx", platform.tdx_quote(&spec))
+        }
+    };
+    write_atomic(&a.out, &quote, false)?;
+    if global.json {
+        print_json(&json!({
+            "simulated": true,
+            "tee": tee,
+            "out": a.out.display().to_string(),
+            "bytes": quote.len(),
+            "sim_dir": dir.display().to_string(),
+            "sim_dir_default": defaulted,
+            "platform_created": created,
+        }))?;
+    } else {
+        say_sim_dir(&dir, defaulted, created);
+        println!(
+            "SIMULATED {} quote ({} bytes) written to {}",
+            tee.to_uppercase(),
+            quote.len(),
+            a.out.display()
+        );
+        println!("SIMULATED: verifies only with the simulation root (sim-collateral --root-out); refused under the Intel root");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sim_collateral(a: SimCollateralArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let (dir, defaulted) = sim_dir(&a.sim)?;
+    let (platform, created) = load_or_create_platform(&dir, None, false)?;
+    let now = match a.now {
+        Some(t) => t,
+        None => unix_now()?,
+    };
+    let tee = match a.tee {
+        SimTee::Sgx => Tee::Sgx,
+        SimTee::Tdx => Tee::Tdx,
+    };
+    let collateral = platform.collateral_for(tee, now);
+    write_atomic(&a.out, collateral.to_json().as_bytes(), false)?;
+    if let Some(root) = &a.root_out {
+        write_atomic(root, platform.root_ca_pem().as_bytes(), false)?;
+    }
+    if global.json {
+        print_json(&json!({
+            "simulated": true,
+            "tee": tee.to_string(),
+            "out": a.out.display().to_string(),
+            "root_out": a.root_out.as_ref().map(|p| p.display().to_string()),
+            "now": now,
+            "sim_dir": dir.display().to_string(),
+            "sim_dir_default": defaulted,
+            "platform_created": created,
+        }))?;
+    } else {
+        say_sim_dir(&dir, defaulted, created);
+        println!(
+            "SIMULATED {} collateral valid around {} written to {}",
+            tee.to_string().to_uppercase(),
+            fmt_time(now),
+            a.out.display()
+        );
+        if let Some(root) = &a.root_out {
+            println!(
+                "SIMULATED root CA certificate written to {} (use it with verify --trust-root)",
+                root.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sim_platform(a: SimPlatformArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let (platform, created) = load_or_create_platform(&a.dir, a.seed, a.force)?;
+    let fingerprints: Vec<String> = platform
+        .trust_anchors()
+        .key_fingerprints()
+        .iter()
+        .map(hex::encode)
+        .collect();
+    let path = a.dir.join(SIM_PLATFORM_FILE);
+    if global.json {
+        print_json(&json!({
+            "simulated": true,
+            "file": path.display().to_string(),
+            "created": created,
+            "root_key_sha256": fingerprints,
+        }))?;
+    } else {
+        println!(
+            "SIMULATED platform {} {}",
+            if created {
+                "created in"
+            } else {
+                "already exists in"
+            },
+            path.display()
+        );
+        for f in &fingerprints {
+            println!("SIMULATED root key SHA-256: {f}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn say_sim_dir(dir: &Path, defaulted: bool, created: bool) {
+    let what = if created {
+        "created a new SIMULATED platform"
+    } else {
+        "using the SIMULATED platform"
+    };
+    if defaulted {
+        println!(
+            "SIMULATED: {what} in the default directory {} (choose one with --sim-dir)",
+            dir.display()
+        );
+    } else {
+        println!("SIMULATED: {what} in {}", dir.display());
+    }
+}
+
+/// The simulated platform's directory and whether it is the default one.
+fn sim_dir(s: &SimDir) -> anyhow::Result<(PathBuf, bool)> {
+    match &s.sim_dir {
+        Some(d) => Ok((d.clone(), false)),
+        None => default_dir("XDG_DATA_HOME", ".local/share", "sim")
+            .map(|d| (d, true))
+            .ok_or_else(|| {
+                Failure::new(
+                    "usage",
+                    "no default simulation directory: set HOME or pass --sim-dir DIR",
+                )
+                .into()
+            }),
+    }
+}
+
+/// `$XDG_VAR/coffer/leaf` or `$HOME/home_rel/coffer/leaf`.
+fn default_dir(xdg_var: &str, home_rel: &str, leaf: &str) -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os(xdg_var).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(x).join("coffer").join(leaf));
+    }
+    let home = std::env::var_os("HOME").filter(|v| !v.is_empty())?;
+    Some(PathBuf::from(home).join(home_rel).join("coffer").join(leaf))
+}
+
+/// Loads `dir/sim-platform.json`, or creates it (from `seed` or fresh randomness).
+fn load_or_create_platform(
+    dir: &Path,
+    seed: Option<[u8; 32]>,
+    force: bool,
+) -> anyhow::Result<(SimPlatform, bool)> {
+    let path = dir.join(SIM_PLATFORM_FILE);
+    if !force && path.exists() {
+        let bytes = read_limited(&path, SMALL_FILE_LIMIT, "simulated platform")?;
+        let p = SimPlatform::from_bytes(&bytes).map_err(|e| {
+            Failure::new(
+                e.kind().as_str(),
+                format!("simulated platform {}: {e} (recreate it with `coffer evidence sim-platform --dir {} --force`)", path.display(), dir.display()),
+            )
+        })?;
+        return Ok((p, false));
+    }
+    let seed = match seed {
+        Some(s) => s,
+        None => random_seed()?,
+    };
+    let p = SimPlatform::from_seed(seed);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_atomic(&path, &p.to_bytes(), true)?;
+    Ok((p, true))
+}
+
+fn random_seed() -> anyhow::Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .context("reading /dev/urandom for a new simulated platform seed (or pass --seed)")?;
+    Ok(seed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/// Reads a quote file: raw bytes, or hex with an optional `0x` prefix and surrounding whitespace.
+fn read_quote(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = read_limited(path, QUOTE_FILE_LIMIT, "quote")?;
+    Ok(decode_quote_bytes(bytes)
+        .map_err(|msg| Failure::new("malformed", format!("quote {}: {msg}", path.display())))?)
+}
+
+/// Raw quotes start with the version (3, 4 or 5, little-endian), never an ASCII hex digit, so
+/// text made only of hex digits is hex.
+fn decode_quote_bytes(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let trimmed = bytes.trim_ascii();
+    let body = trimmed
+        .strip_prefix(b"0x")
+        .or_else(|| trimmed.strip_prefix(b"0X"))
+        .unwrap_or(trimmed);
+    let looks_hex = !body.is_empty() && body.iter().all(u8::is_ascii_hexdigit);
+    if looks_hex {
+        return hex::decode(body).map_err(|_| "hex text with an odd number of digits".to_string());
+    }
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    if trimmed.first().is_some_and(u8::is_ascii_hexdigit) {
+        return Err("looks like hex text but holds a character that is not a hex digit".into());
+    }
+    Ok(bytes)
+}
+
+fn read_limited(path: &Path, limit: u64, what: &str) -> anyhow::Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        Failure::new(
+            "io",
+            format!("cannot open the {what} file {}: {e}", path.display()),
+        )
+    })?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| {
+        Failure::new(
+            "io",
+            format!("reading the {what} file {}: {e}", path.display()),
+        )
+    })?;
+    if bytes.len() as u64 > limit {
+        return Err(Failure::new(
+            "malformed",
+            format!(
+                "the {what} file {} is larger than {limit} bytes",
+                path.display()
+            ),
+        )
+        .into());
+    }
+    Ok(bytes)
+}
+
+fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
+    let bytes = read_limited(path, SMALL_FILE_LIMIT, what)?;
+    String::from_utf8(bytes).map_err(|_| {
+        Failure::new(
+            "malformed",
+            format!("the {what} file {} is not UTF-8 text", path.display()),
+        )
+        .into()
+    })
+}
+
+/// Writes `bytes` to `path` via a temporary file and a rename, so a failure never leaves a
+/// partial file. `private` files get mode 0600.
+fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(if private { 0o600 } else { 0o644 });
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Failure::new("io", format!("writing {}: {e}", path.display())).into());
+    }
+    Ok(())
+}
+
+fn unix_now() -> anyhow::Result<i64> {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
+    i64::try_from(d.as_secs()).context("the system clock is out of range")
+}
+
+/// `--now`: Unix seconds or RFC 3339.
+fn parse_now(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| {
+            format!(
+                "{s:?} is neither Unix seconds nor an RFC 3339 time (e.g. 2025-06-20T00:00:00Z)"
+            )
+        })
+}
+
+/// Exactly `N` bytes of hex, optional `0x`.
+fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], String> {
+    let t = s.trim();
+    let t = t.strip_prefix("0x").unwrap_or(t);
+    let v = hex::decode(t).map_err(|_| format!("{s:?} is not hex"))?;
+    <[u8; N]>::try_from(v.as_slice()).map_err(|_| {
+        format!(
+            "expected {N} bytes ({} hex digits), got {} bytes",
+            N * 2,
+            v.len()
+        )
+    })
+}
+
+fn fmt_time(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{t}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_bytes_raw_and_hex() {
+        let raw = vec![3u8, 0, 2, 0, 0xff];
+        assert_eq!(decode_quote_bytes(raw.clone()).unwrap(), raw);
+        assert_eq!(
+            decode_quote_bytes(b"  0x030002\n".to_vec()).unwrap(),
+            vec![3, 0, 2]
+        );
+        assert_eq!(
+            decode_quote_bytes(b"0300FF".to_vec()).unwrap(),
+            vec![3, 0, 0xff]
+        );
+        assert!(decode_quote_bytes(b"030".to_vec()).is_err());
+        assert!(decode_quote_bytes(b"0300zz".to_vec()).is_err());
+        assert!(decode_quote_bytes(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn now_parsing() {
+        assert_eq!(parse_now("1750000000").unwrap(), 1_750_000_000);
+        assert_eq!(parse_now("2025-06-15T15:06:40Z").unwrap(), 1_750_000_000);
+        assert!(parse_now("yesterday").is_err());
+    }
+
+    #[test]
+    fn hex_args_have_exact_lengths() {
+        assert_eq!(parse_hex::<2>("0xabcd").unwrap(), [0xab, 0xcd]);
+        assert!(parse_hex::<2>("abcdef")
+            .unwrap_err()
+            .contains("expected 2 bytes"));
+        assert!(parse_hex::<2>("zz").is_err());
+    }
 }
