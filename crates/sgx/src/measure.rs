@@ -10,7 +10,7 @@
 //! These are byte for byte the records of the SGXS stream format, which is why [`crate::sgxs`]
 //! can hash an SGXS file without re-encoding it.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
@@ -72,9 +72,41 @@ pub(crate) fn check_ecreate(ssa_frame_size: u32, size: u64) -> std::result::Resu
 pub(crate) struct Rules {
     size: u64,
     last_page: Option<u64>,
-    max_page: Option<u64>,
-    pages: HashSet<u64>,
+    pages: PageSet,
     chunks_seen: u16,
+}
+
+/// The set of EADDed pages as disjoint runs `start → end` (page offsets, end exclusive). Builders
+/// add pages in ascending runs (Gramine: one run per area, areas top-down), so this stays a
+/// handful of entries even for a 64 GiB enclave, where a set of single pages would take GBs.
+#[derive(Debug, Default)]
+struct PageSet {
+    runs: BTreeMap<u64, u64>,
+    count: u64,
+}
+
+impl PageSet {
+    /// Adds the page at `p`; false if it was already there.
+    fn insert(&mut self, p: u64) -> bool {
+        let end = p + PAGE_SIZE; // p < size <= 2^63, so no overflow
+        let mut start = p;
+        let mut new_end = end;
+        if let Some((&s, &e)) = self.runs.range(..=p).next_back() {
+            if e > p {
+                return false;
+            }
+            if e == p {
+                start = s;
+            }
+        }
+        if let Some(&e) = self.runs.get(&end) {
+            self.runs.remove(&end);
+            new_end = e;
+        }
+        self.runs.insert(start, new_end);
+        self.count += 1;
+        true
+    }
 }
 
 impl Rules {
@@ -82,8 +114,7 @@ impl Rules {
         Rules {
             size,
             last_page: None,
-            max_page: None,
-            pages: HashSet::new(),
+            pages: PageSet::default(),
             chunks_seen: 0,
         }
     }
@@ -103,16 +134,7 @@ impl Rules {
             ));
         }
         flags.check_for_eadd()?;
-        // Fast path: increasing offsets cannot repeat a page.
-        let fresh = match self.max_page {
-            Some(m) if offset <= m => self.pages.insert(offset),
-            _ => {
-                self.pages.insert(offset);
-                self.max_page = Some(offset);
-                true
-            }
-        };
-        if !fresh {
+        if !self.pages.insert(offset) {
             return Err(format!("page {offset:#x} is EADDed twice"));
         }
         self.last_page = Some(offset);
@@ -141,7 +163,7 @@ impl Rules {
     }
 
     pub(crate) fn page_count(&self) -> u64 {
-        self.pages.len() as u64
+        self.pages.count
     }
 }
 
@@ -301,6 +323,26 @@ mod tests {
             matches!(m.eadd(0x1000, SecinfoFlags(0x201)), Err(Error::Layout(e)) if e.contains("twice"))
         );
         assert_eq!(m.page_count(), 2);
+    }
+
+    #[test]
+    fn page_set_merges_runs_and_finds_duplicates() {
+        let mut s = PageSet::default();
+        for p in [5u64, 6, 7, 1, 2, 9, 8, 3] {
+            assert!(s.insert(p * PAGE_SIZE), "page {p}");
+        }
+        assert_eq!(s.count, 8);
+        // Runs: 1..4 and 5..10 (4 is missing).
+        assert_eq!(s.runs.len(), 2);
+        for p in [1u64, 2, 3, 5, 6, 7, 8, 9] {
+            assert!(!s.insert(p * PAGE_SIZE), "duplicate page {p} accepted");
+        }
+        assert!(s.insert(4 * PAGE_SIZE));
+        assert_eq!(s.runs.len(), 1);
+        assert_eq!(s.runs.get(&PAGE_SIZE), Some(&(10 * PAGE_SIZE)));
+        assert!(s.insert(0));
+        assert_eq!(s.runs.len(), 1);
+        assert_eq!(s.count, 10);
     }
 
     #[test]
