@@ -3,8 +3,6 @@
 //! TCB info and QE identity are kept as the exact strings Intel signed; they are parsed only
 //! after their signature verified (see [`crate::verify`]), and never re-serialised.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Item};
@@ -343,12 +341,41 @@ struct RawTcbInfo {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawTcbLevel {
-    tcb: BTreeMap<String, serde_json::Value>,
+    tcb: RawTcb,
     #[serde(default)]
     tcb_date: String,
     tcb_status: String,
     #[serde(rename = "advisoryIDs", default)]
     advisory_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawComp {
+    svn: u16,
+}
+
+/// Typed (not `serde_json::Value`): parsing TCB info is on the hot path of every verification.
+#[derive(Deserialize)]
+struct RawTcb {
+    sgxtcbcomponents: Option<Vec<RawComp>>,
+    tdxtcbcomponents: Option<Vec<RawComp>>,
+    pcesvn: u16,
+    sgxtcbcomp01svn: Option<u16>,
+    sgxtcbcomp02svn: Option<u16>,
+    sgxtcbcomp03svn: Option<u16>,
+    sgxtcbcomp04svn: Option<u16>,
+    sgxtcbcomp05svn: Option<u16>,
+    sgxtcbcomp06svn: Option<u16>,
+    sgxtcbcomp07svn: Option<u16>,
+    sgxtcbcomp08svn: Option<u16>,
+    sgxtcbcomp09svn: Option<u16>,
+    sgxtcbcomp10svn: Option<u16>,
+    sgxtcbcomp11svn: Option<u16>,
+    sgxtcbcomp12svn: Option<u16>,
+    sgxtcbcomp13svn: Option<u16>,
+    sgxtcbcomp14svn: Option<u16>,
+    sgxtcbcomp15svn: Option<u16>,
+    sgxtcbcomp16svn: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -504,46 +531,47 @@ fn parse_module(mrsigner: &str, attr: &str, mask: &str) -> Result<TdxModule, Err
 
 fn parse_level(l: RawTcbLevel, version: u32, tdx: bool) -> Result<TcbLevel, String> {
     let status: TcbStatus = l.tcb_status.parse()?;
-    let get_u16 = |v: &serde_json::Value, what: &str| -> Result<u16, String> {
-        v.as_u64()
-            .and_then(|n| u16::try_from(n).ok())
-            .ok_or_else(|| format!("{what} is not an integer in 0..=65535"))
-    };
-    let pce_svn = get_u16(l.tcb.get("pcesvn").ok_or("missing pcesvn")?, "pcesvn")?;
-    let comps = |key: &str| -> Result<Option<[u16; 16]>, String> {
-        let Some(v) = l.tcb.get(key) else {
-            return Ok(None);
-        };
-        let arr = v
-            .as_array()
-            .ok_or_else(|| format!("{key} is not an array"))?;
+    let t = &l.tcb;
+    let pce_svn = t.pcesvn;
+    let comps = |v: &Option<Vec<RawComp>>, key: &str| -> Result<Option<[u16; 16]>, String> {
+        let Some(arr) = v else { return Ok(None) };
         if arr.len() != 16 {
             return Err(format!("{key} has {} entries, expected 16", arr.len()));
         }
         let mut out = [0u16; 16];
         for (o, c) in out.iter_mut().zip(arr) {
-            *o = get_u16(
-                c.get("svn")
-                    .ok_or_else(|| format!("{key} entry without svn"))?,
-                key,
-            )?;
+            *o = c.svn;
         }
         Ok(Some(out))
     };
     let sgx_components = if version == 2 {
+        let v2 = [
+            t.sgxtcbcomp01svn,
+            t.sgxtcbcomp02svn,
+            t.sgxtcbcomp03svn,
+            t.sgxtcbcomp04svn,
+            t.sgxtcbcomp05svn,
+            t.sgxtcbcomp06svn,
+            t.sgxtcbcomp07svn,
+            t.sgxtcbcomp08svn,
+            t.sgxtcbcomp09svn,
+            t.sgxtcbcomp10svn,
+            t.sgxtcbcomp11svn,
+            t.sgxtcbcomp12svn,
+            t.sgxtcbcomp13svn,
+            t.sgxtcbcomp14svn,
+            t.sgxtcbcomp15svn,
+            t.sgxtcbcomp16svn,
+        ];
         let mut out = [0u16; 16];
-        for (i, o) in out.iter_mut().enumerate() {
-            let key = format!("sgxtcbcomp{:02}svn", i + 1);
-            *o = get_u16(
-                l.tcb.get(&key).ok_or_else(|| format!("missing {key}"))?,
-                &key,
-            )?;
+        for (i, (o, v)) in out.iter_mut().zip(v2).enumerate() {
+            *o = v.ok_or_else(|| format!("missing sgxtcbcomp{:02}svn", i + 1))?;
         }
         out
     } else {
-        comps("sgxtcbcomponents")?.ok_or("missing sgxtcbcomponents")?
+        comps(&t.sgxtcbcomponents, "sgxtcbcomponents")?.ok_or("missing sgxtcbcomponents")?
     };
-    let tdx_components = comps("tdxtcbcomponents")?;
+    let tdx_components = comps(&t.tdxtcbcomponents, "tdxtcbcomponents")?;
     if tdx && tdx_components.is_none() {
         return Err("missing tdxtcbcomponents".into());
     }

@@ -67,6 +67,8 @@ struct Anchor {
     /// The anchor certificate itself, when known: a chain root with exactly these bytes needs
     /// no self-signature check.
     cert_der: Option<Vec<u8>>,
+    /// That certificate, parsed once (chains repeat the root; it is not parsed again).
+    cert: Option<Cert>,
 }
 
 impl TrustAnchors {
@@ -76,6 +78,7 @@ impl TrustAnchors {
             anchors: vec![Anchor {
                 key: INTEL_SGX_ROOT_CA_KEY.to_vec(),
                 cert_der: Some(INTEL_SGX_ROOT_CA_DER.to_vec()),
+                cert: Cert::parse(INTEL_SGX_ROOT_CA_DER, Item::TrustAnchors).ok(),
             }],
         }
     }
@@ -87,8 +90,9 @@ impl TrustAnchors {
         for der in parse_pem_chain(pem, Item::TrustAnchors)? {
             let c = Cert::parse(&der, Item::TrustAnchors)?;
             anchors.push(Anchor {
-                key: c.key,
+                key: c.key.clone(),
                 cert_der: Some(der),
+                cert: Some(c),
             });
         }
         Ok(TrustAnchors { anchors })
@@ -106,6 +110,7 @@ impl TrustAnchors {
             anchors: vec![Anchor {
                 key: sec1.to_vec(),
                 cert_der: None,
+                cert: None,
             }],
         })
     }
@@ -118,6 +123,14 @@ impl TrustAnchors {
     /// SHA-256 of each pinned public key (SEC1 point), for display and logs.
     pub fn key_fingerprints(&self) -> Vec<[u8; 32]> {
         self.anchors.iter().map(|a| sha256(&a.key)).collect()
+    }
+
+    /// The parsed anchor certificate whose DER is exactly `der`, if any.
+    fn known_cert(&self, der: &[u8]) -> Option<&Cert> {
+        self.anchors
+            .iter()
+            .find(|a| a.cert_der.as_deref() == Some(der))
+            .and_then(|a| a.cert.as_ref())
     }
 
     /// Accepts `root` if it carries a pinned key and is either the anchor certificate itself or
@@ -251,7 +264,7 @@ pub(crate) fn parse_pem_chain(text: &str, item: Item) -> Result<Vec<Vec<u8>>, Er
 }
 
 /// A certificate reduced to what verification needs (owned; parsed once).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cert {
     pub(crate) der: Vec<u8>,
     pub(crate) tbs: Vec<u8>,
@@ -402,10 +415,15 @@ impl Window {
 /// Parses a PEM chain and verifies it: root pinned, each signature by the next certificate's
 /// key, issuer names linked, CA flags, CN phrases. Root-first listings are accepted (Intel's
 /// sample data has them) and turned leaf-first. Time and revocation are checked by the caller.
+///
+/// `known` is a certificate whose signature by the given key was already verified in this
+/// verification (the PCK CA appears in the quote's chain and in the PCK CRL issuer chain); it
+/// is not verified twice.
 pub(crate) fn verify_chain(
     pem: &str,
     roles: &[Role],
     anchors: &TrustAnchors,
+    known: Option<(&Cert, &[u8])>,
 ) -> Result<Vec<Cert>, Error> {
     let first = roles.first().map(|r| r.item).unwrap_or(Item::Quote);
     let ders = parse_pem_chain(pem, first)?;
@@ -421,14 +439,18 @@ pub(crate) fn verify_chain(
     }
     let mut certs = Vec::with_capacity(ders.len());
     for d in &ders {
-        certs.push(Cert::parse(d, first)?);
+        match anchors.known_cert(d) {
+            Some(c) => certs.push(c.clone()),
+            None => certs.push(Cert::parse(d, first)?),
+        }
     }
     let certs = order_chain(certs);
     let n = certs.len();
     anchors.check_root(&certs[n - 1], first)?;
     for i in (0..n.saturating_sub(1)).rev() {
         let (child, parent) = (&certs[i], &certs[i + 1]);
-        if !verify_der(&parent.key, &child.tbs, &child.sig) {
+        let already = known.is_some_and(|(k, key)| k.der == child.der && key == &parent.key[..]);
+        if !already && !verify_der(&parent.key, &child.tbs, &child.sig) {
             return Err(Error::BadSignature {
                 item: roles[i].item,
             });

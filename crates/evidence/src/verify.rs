@@ -195,7 +195,7 @@ pub(crate) fn verify_collateral(
     c: &Collateral,
     anchors: &TrustAnchors,
 ) -> Result<VerifiedCollateral, Error> {
-    let tcb_chain = pki::verify_chain(&c.tcb_info_issuer_chain, &TCB_CHAIN, anchors)?;
+    let tcb_chain = pki::verify_chain(&c.tcb_info_issuer_chain, &TCB_CHAIN, anchors, None)?;
     let root = &tcb_chain[1];
     let root_crl = Crl::parse_verified(&c.root_ca_crl, Item::RootCaCrl, root)?;
     root_crl.check(&tcb_chain[0], Item::TcbSigningCertificate)?;
@@ -214,7 +214,7 @@ pub(crate) fn verify_collateral(
     let qe_chain = if c.qe_identity_issuer_chain == c.tcb_info_issuer_chain {
         &tcb_chain
     } else {
-        qe_chain_owned = pki::verify_chain(&c.qe_identity_issuer_chain, &TCB_CHAIN, anchors)?;
+        qe_chain_owned = pki::verify_chain(&c.qe_identity_issuer_chain, &TCB_CHAIN, anchors, None)?;
         same_root(&qe_chain_owned[1], root)?;
         root_crl.check(&qe_chain_owned[0], Item::TcbSigningCertificate)?;
         &qe_chain_owned
@@ -230,7 +230,7 @@ pub(crate) fn verify_collateral(
     }
     let qe_identity = QeIdentity::from_json(&c.qe_identity)?;
 
-    let pck_crl_chain = pki::verify_chain(&c.pck_crl_issuer_chain, &PCK_CRL_CHAIN, anchors)?;
+    let pck_crl_chain = pki::verify_chain(&c.pck_crl_issuer_chain, &PCK_CRL_CHAIN, anchors, None)?;
     same_root(&pck_crl_chain[1], root)?;
     root_crl.check(&pck_crl_chain[0], Item::PckCaCertificate)?;
     let pck_crl = Crl::parse_verified(&c.pck_crl, Item::PckCrl, &pck_crl_chain[0])?;
@@ -282,6 +282,7 @@ pub(crate) fn verify_platform(
     q: &Quote,
     c: &Collateral,
     anchors: &TrustAnchors,
+    vc: Option<&VerifiedCollateral>,
 ) -> Result<VerifiedPlatform, Error> {
     // The quote's own PEM chain; otherwise (encrypted PPID, or a chain that is not PEM text)
     // the chain the collateral supplies. Either way it must verify to the pinned root and
@@ -300,7 +301,8 @@ pub(crate) fn verify_platform(
             ))
         }
     };
-    let chain = pki::verify_chain(pem, &PCK_CHAIN, anchors)?;
+    let known = vc.map(|v| (&v.pck_ca, &v.root_key[..]));
+    let chain = pki::verify_chain(pem, &PCK_CHAIN, anchors, known)?;
     let ext = pki::parse_sgx_extension(chain[0].sgx_ext.as_deref())?;
     if !pki::verify_raw(&chain[0].key, q.qe_report_bytes(), q.qe_report_signature()) {
         return Err(Error::BadSignature {
@@ -629,7 +631,7 @@ pub fn verify(
 ) -> Result<Verified, Error> {
     let q = Quote::parse(quote)?;
     let vc = verify_collateral(collateral, anchors)?;
-    let vp = verify_platform(&q, collateral, anchors)?;
+    let vp = verify_platform(&q, collateral, anchors, Some(&vc))?;
     finish(&q, &vc, &vp, now_unix)
 }
 
@@ -691,7 +693,7 @@ impl Verifier {
         let vp = match lookup(&self.platforms, &pk) {
             Some(v) => v,
             None => {
-                let v = Arc::new(verify_platform(&q, collateral, &self.anchors)?);
+                let v = Arc::new(verify_platform(&q, collateral, &self.anchors, None)?);
                 insert(&self.platforms, pk, v.clone());
                 v
             }
