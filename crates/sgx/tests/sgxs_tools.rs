@@ -5,9 +5,9 @@
 //! ENCLAVEHASH; its SIGSTRUCT must parse and verify here and be byte-identical to ours for the
 //! same fields; and ours must pass its `--resign-verify` check (a tampered one must not).
 //!
-//! The tool is looked up as `$SGXS_SIGN`, then `sgxs-sign` on `PATH`, then `~/.cargo/bin`. When it
-//! is absent the test says so loudly and passes, except under CI (`CI` set) or with
-//! `COFFER_REQUIRE_SGXS_TOOLS=1`, where a missing tool is a failure.
+//! The tool is looked up as `$SGXS_SIGN`, then `sgxs-sign` on `PATH`, then `$CARGO_HOME/bin`,
+//! then `~/.cargo/bin`. When it is absent the test says so loudly and passes, except under CI
+//! (`CI` set) or with `COFFER_REQUIRE_SGXS_TOOLS=1`, where a missing tool is a failure.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -33,6 +33,9 @@ fn sgxs_sign() -> Option<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
+    if let Some(cargo_home) = std::env::var_os("CARGO_HOME") {
+        candidates.push(PathBuf::from(cargo_home).join("bin/sgxs-sign"));
+    }
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(PathBuf::from(home).join(".cargo/bin/sgxs-sign"));
     }
