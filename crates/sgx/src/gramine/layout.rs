@@ -508,7 +508,7 @@ mod tests {
         let m = measure(text.as_bytes(), &pal(), &LayoutConstants::V1).unwrap();
         assert_eq!(
             hex::encode(m.mrenclave),
-            "448dc6849fca0a52206783b42b09b4b68fb5b10e1c210cfde1da2f1985e8cfe0"
+            "8137347756c111938f52fa84f998230936698c8cbba5b0b1fd2857e83cd0c558"
         );
     }
 

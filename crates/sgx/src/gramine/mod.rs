@@ -38,7 +38,8 @@ pub enum EnvValue {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GramineInput {
     /// Gramine's LibOS (`libsysdb.so`) inside the image: `(absolute path, SHA-256)`. It is the
-    /// loader entrypoint and is added to the trusted files.
+    /// loader entrypoint (`loader.entrypoint.uri`), checked at start against
+    /// `loader.entrypoint.sha256` (Gramine ≥ 1.6 manifest syntax).
     pub libos: (String, [u8; 32]),
     /// Arguments given to the launcher after its own path (`loader.argv` is
     /// `[LAUNCHER_PATH] ++ args`). Usually empty: the launcher takes the original
@@ -191,11 +192,7 @@ pub fn render_manifest(input: &GramineInput) -> Result<String> {
     }
 
     let mut trusted: BTreeMap<&str, [u8; 32]> = BTreeMap::new();
-    for (path, hash) in input
-        .trusted_files
-        .iter()
-        .chain(std::iter::once(&input.libos))
-    {
+    for (path, hash) in &input.trusted_files {
         check_path("trusted_files", path, false)?;
         if let Some(prev) = trusted.insert(path.as_str(), *hash) {
             if prev != *hash {
@@ -243,6 +240,11 @@ pub fn render_manifest(input: &GramineInput) -> Result<String> {
         m,
         "loader.entrypoint.uri = {}",
         toml_str(&format!("file:{}", input.libos.0))
+    );
+    let _ = writeln!(
+        m,
+        "loader.entrypoint.sha256 = \"{}\"",
+        hex::encode(input.libos.1)
     );
     let _ = writeln!(m, "loader.log_level = \"error\"");
     let argv: Vec<String> = std::iter::once(LAUNCHER_PATH.to_string())
@@ -397,8 +399,15 @@ mod tests {
                 "file:/coffer/launcher",
                 "file:/etc/app.conf",
                 "file:/usr/bin/app",
-                "file:/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
             ]
+        );
+        assert_eq!(
+            v["loader"]["entrypoint"]["uri"].as_str(),
+            Some("file:/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so")
+        );
+        assert_eq!(
+            v["loader"]["entrypoint"]["sha256"].as_str(),
+            Some(hex::encode([0x11; 32]).as_str())
         );
         assert_eq!(
             tf[2]["sha256"].as_str(),
