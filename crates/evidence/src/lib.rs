@@ -60,6 +60,33 @@
 //! `Revoked` and `OutOfDate` levels are *reported*, not refused, as are the SGX `DEBUG` and TD
 //! `DEBUG` attributes ([`Measurement::debug`]): policy belongs to the caller (the Coordinator).
 //!
+//! # Decisions worth knowing
+//! - **Zero padding after the signature data.** Real TDX quotes arrive in fixed-size buffers,
+//!   zero-padded after the signature data (70 bytes in the dcap-qvl TDX vector). Intel's QVL
+//!   ignores whatever follows; we accept trailing bytes only when every one is zero (padding
+//!   carries nothing, a non-zero tail could smuggle data past anything that forwards or hashes
+//!   the whole buffer) and report the count in [`Quote::padding_len`].
+//! - **Pinned by key.** [`TrustAnchors`] pin public keys; a chain root with the pinned key is
+//!   accepted if it is byte-identical to the anchor certificate or correctly self-signed.
+//!   Subject names ("Intel SGX Root CA") mean nothing: Intel's own sample data uses a test root
+//!   with that name, and it is refused under [`TrustAnchors::intel`].
+//! - **Canonical DER only.** The outer signature algorithm and BIT STRING of certificates and
+//!   CRLs are not covered by their signatures; anything but the one canonical encoding is
+//!   refused, so no byte of accepted evidence can change without a refusal.
+//! - **Chains are path-built.** Certificates may be listed in any order (Intel's sample data
+//!   lists some root first); the path is built by issuer names, then every link is verified.
+//! - **Statuses as Intel merges them**, not as dcap-qvl does (see [`tcb`]): e.g. platform
+//!   `ConfigurationNeeded` with an out-of-date QE gives `OutOfDateConfigurationNeeded`.
+//!
+//! # Performance
+//! Verification is bound by ECDSA P-256 verification (`ring`): a full [`verify`] makes eight
+//! (TCB signing certificate, PCK CA — once, although it appears in two chains — PCK leaf,
+//! root CA CRL, PCK CRL, TCB info, QE identity, QE report, quote: nine checks, eight
+//! signatures) and parses everything once. [`Verifier`] caches verified collateral (keyed by
+//! SHA-256 of its bytes) and verified platforms (PCK chain, QE report signature and
+//! attestation-key binding, keyed by SHA-256 of those bytes), so a repeated quote from a known
+//! platform costs one signature (the quote's) plus time-validity and revocation checks.
+//!
 //! # Not checked here
 //! The report body's policy (debug, TD attributes, MRSERVICETD …), expected measurements and
 //! freshness of report data are the caller's policy. Collateral freshness beyond its own
