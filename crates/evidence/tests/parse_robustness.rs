@@ -21,7 +21,9 @@ impl Rng {
 }
 
 fn check_quote(data: &[u8]) -> bool {
-    let Ok(q) = Quote::parse(data) else { return false };
+    let Ok(q) = Quote::parse(data) else {
+        return false;
+    };
     let bytes = q.to_bytes();
     assert_eq!(bytes.len() + q.padding_len(), data.len());
     assert_eq!(&data[..bytes.len()], &bytes[..]);
@@ -43,7 +45,11 @@ fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
         2 => {
             // Overwrite a length-looking field with a random small or huge value.
             let i = rng.below(v.len().saturating_sub(4));
-            let val = if rng.below(2) == 0 { rng.below(8192) as u32 } else { rng.next() as u32 };
+            let val = if rng.below(2) == 0 {
+                rng.below(8192) as u32
+            } else {
+                rng.next() as u32
+            };
             v[i..i + 4].copy_from_slice(&val.to_le_bytes());
         }
         3 => {
@@ -88,7 +94,10 @@ fn quote_parser_survives_mutations_of_every_vector() {
 #[test]
 fn collateral_parsers_survive_mutations() {
     let mut rng = Rng(42);
-    for f in ["dcap/sgx_quote_collateral.json", "dcap/tdx_quote_collateral.json"] {
+    for f in [
+        "dcap/sgx_quote_collateral.json",
+        "dcap/tdx_quote_collateral.json",
+    ] {
         let base = std::fs::read(format!("{VEC}/{f}")).unwrap();
         let c = Collateral::from_json(&base).unwrap();
         for _ in 0..1500 {
