@@ -483,6 +483,9 @@ impl Coordinator {
                 M_RECOVERY.into(),
                 serde_json::to_vec(&env).map_err(|e| Error::Store(e.to_string()))?,
             ));
+        } else {
+            // Keys removed from the manifest must not keep a way into the state.
+            ops.push(WriteOp::DeleteMeta(M_RECOVERY.into()));
         }
         let hash = manifest.hash_hex();
         ops.push(WriteOp::Put(K_MANIFEST.into(), manifest.canonical_json()));

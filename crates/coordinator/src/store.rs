@@ -107,6 +107,8 @@ pub enum WriteOp {
     Delete(String),
     /// Set a plaintext value in `meta` (nothing secret).
     PutMeta(String, Vec<u8>),
+    /// Remove a plaintext value from `meta`.
+    DeleteMeta(String),
     /// Append an audit record (encrypted) with the next sequence number.
     Audit(Vec<u8>),
 }
@@ -117,6 +119,7 @@ impl std::fmt::Debug for WriteOp {
             WriteOp::Put(k, _) => write!(f, "Put({k})"),
             WriteOp::Delete(k) => write!(f, "Delete({k})"),
             WriteOp::PutMeta(k, _) => write!(f, "PutMeta({k})"),
+            WriteOp::DeleteMeta(k) => write!(f, "DeleteMeta({k})"),
             WriteOp::Audit(_) => f.write_str("Audit"),
         }
     }
@@ -297,6 +300,9 @@ impl Store {
                     WriteOp::PutMeta(name, value) => {
                         meta.insert(name.as_str(), value.as_slice())
                             .map_err(store_err)?;
+                    }
+                    WriteOp::DeleteMeta(name) => {
+                        meta.remove(name.as_str()).map_err(store_err)?;
                     }
                     WriteOp::Audit(plain) => {
                         let sealed = seal_value(
