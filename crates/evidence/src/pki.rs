@@ -115,6 +115,18 @@ impl TrustAnchors {
         })
     }
 
+    /// Pins `key`, with its certificate when known (used by the simulated platform).
+    pub(crate) fn pinned(key: Vec<u8>, cert_der: Vec<u8>) -> TrustAnchors {
+        let cert = Cert::parse(&cert_der, Item::TrustAnchors).ok();
+        TrustAnchors {
+            anchors: vec![Anchor {
+                key,
+                cert_der: Some(cert_der),
+                cert,
+            }],
+        }
+    }
+
     /// True when Intel's production root is among the anchors.
     pub fn includes_intel(&self) -> bool {
         self.anchors.iter().any(|a| a.key == INTEL_SGX_ROOT_CA_KEY)

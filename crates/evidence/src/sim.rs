@@ -504,10 +504,7 @@ impl SimPlatform {
 
     /// Anchors that pin the simulated root CA's key.
     pub fn trust_anchors(&self) -> TrustAnchors {
-        // The root certificate is built by us and parses; fall back to the bare key otherwise.
-        TrustAnchors::from_pem(&self.root_ca_pem())
-            .or_else(|_| TrustAnchors::from_public_key(&point(&self.root_key)))
-            .unwrap_or_else(|_| TrustAnchors::intel())
+        TrustAnchors::pinned(point(&self.root_key), self.root_cert.clone())
     }
 
     /// The PCK chain (leaf, PCK CA, root) as PEM, as carried in the quotes.
