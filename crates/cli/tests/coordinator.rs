@@ -979,3 +979,66 @@ async fn cli_verify_pins_manifest_and_refuses_simulation_by_default() {
     assert_eq!(v["state"], "ready");
     assert_eq!(v["simulation"], true);
 }
+
+/// Without `--simulation` (here: a stand-in Gramine attestation directory and offline collateral
+/// from the simulated platform), simulated evidence does not chain to the pinned Intel root and
+/// is refused, naming the root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_evidence_is_refused_without_simulation() {
+    let dir = tempfile::tempdir().unwrap();
+    let simdir = dir.path().join("sim");
+    let sim = sim_platform(&simdir);
+    // The stand-in for Gramine's /dev/attestation: a quote file, a report-data file, a sealing key.
+    let att = dir.path().join("attestation");
+    std::fs::create_dir_all(att.join("keys")).unwrap();
+    std::fs::write(att.join("keys/_sgx_mrenclave"), [5u8; 16]).unwrap();
+    std::fs::write(att.join("user_report_data"), [0u8; 64]).unwrap();
+    std::fs::write(att.join("quote"), quote(&sim, [1; 32], false, [0; 64])).unwrap();
+    let coll = dir.path().join("collateral");
+    std::fs::create_dir_all(&coll).unwrap();
+    std::fs::write(
+        coll.join("collateral.json"),
+        serde_json::to_vec(&sim.collateral(now())).unwrap(),
+    )
+    .unwrap();
+    let mut child = Command::new(COFFER)
+        .args([
+            "--json",
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--attestation-root",
+        ])
+        .arg(&att)
+        .arg("--collateral-dir")
+        .arg(&coll)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    assert_eq!(v["simulation"], false);
+    let p = Proc {
+        child,
+        addr: v["listening"].as_str().unwrap().to_string(),
+    };
+    let st: coffer_api::StatusResponse = {
+        // This stand-in's quote cannot be attested (it is simulated); trust the TLS layer blindly
+        // only to drive the test, never in a client.
+        let rec = std::sync::Arc::new(coffer_coordinator::tls::RecordingVerifier::default());
+        let mut c = Client::new(&p.addr, &Trust::Attest(rec), None).unwrap();
+        set_manifest(&mut c, &manifest()).await;
+        let (k, m) =
+            refused_kind(activate(&mut c, &sim, "web", uuid::Uuid::new_v4(), MR_APP).await);
+        assert_eq!(k, ErrorKind::UntrustedRoot, "{m}");
+        c.get("/api/v1/status").await.unwrap()
+    };
+    assert!(!st.simulation);
+}
