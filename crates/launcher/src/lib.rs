@@ -121,10 +121,11 @@ pub fn prepare(
     runtime_args: &[String],
 ) -> Result<exec::Plan, Error> {
     let rootfs = config.rootfs.as_path();
-    let wf = load_workload(rootfs)?;
-    let source = Source::choose(config)?;
     let addr = config.coordinator()?;
     let workload = config.workload()?;
+    config.trust()?;
+    let wf = load_workload(rootfs)?;
+    let source = Source::choose(config)?;
     let (tls, pinned_root) = coordinator_tls(config, &source)?;
     let user = materialise::resolve_user(rootfs, &wf.user)?;
 

@@ -1,16 +1,741 @@
-//! `coffer run`.
+//! `coffer run`: run a converted image on this machine, under `runc` (the OCI runtime) or, with
+//! `--no-runtime`, as a plain local process on the unpacked root filesystem.
+//!
+//! The image (an OCI layout directory or an oci-archive) is unpacked with every blob's digest
+//! checked and every layer path confined to the root filesystem; an OCI runtime bundle
+//! (`config.json` built with `oci-spec`'s runtime types) is written next to it and started with
+//! `runc run`. The container shares the host's network namespace, so a Coordinator on
+//! 127.0.0.1 is reachable and the app's ports are published as they are (`-p 8080` documents
+//! and checks that; a different host port cannot be mapped without a network namespace). The
+//! container's exit status is `coffer run`'s.
 
-use std::process::ExitCode;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
 
+use anyhow::{bail, Context};
 use clap::Args;
+use sha2::{Digest, Sha256};
 
+use crate::output::Failure;
 use crate::Global;
 
 /// Arguments of `coffer run`.
 #[derive(Debug, Args)]
-pub(crate) struct RunArgs {}
+#[command(after_help = "EXAMPLES:
+    Run a converted image against a Coordinator on this machine (simulated hardware):
+        coffer run ./web-confidential --coordinator 127.0.0.1:4433 --workload web \\
+            --root-ca coordinator-root.pem --sim-dir ./sim -p 8080
+
+    Without runc, as a local process (chroot into the unpacked image when run as root):
+        coffer run ./web-confidential --no-runtime --coordinator 127.0.0.1:4433 --workload web \\
+            --root-ca coordinator-root.pem --sim-dir ./sim
+
+    Replace the image's Cmd, as `docker run IMAGE ARGS` does:
+        coffer run ./web-confidential ... -- httpd -f -p 9090
+
+NETWORK:
+    The container uses the host's network namespace: the app's ports are reachable on this
+    machine as they are, and 127.0.0.1 is this machine. `-p PORT` (or `-p PORT:PORT`) states
+    that a port is published; `-p HOST:CONTAINER` with different numbers is refused.")]
+pub(crate) struct RunArgs {
+    /// The converted image: an OCI layout directory or an oci-archive (.tar).
+    pub(crate) image: PathBuf,
+    /// Coordinator address (`host:port`), passed to the launcher as COFFER_COORDINATOR.
+    #[arg(long)]
+    pub(crate) coordinator: Option<String>,
+    /// Workload name in the manifest (COFFER_WORKLOAD).
+    #[arg(long)]
+    pub(crate) workload: Option<String>,
+    /// The Coordinator's root CA (PEM, e.g. from `coffer verify`), mounted read-only for the
+    /// launcher (COFFER_ROOT_CA).
+    #[arg(long, value_name = "PEM")]
+    pub(crate) root_ca: Option<PathBuf>,
+    /// Use the SIMULATED platform in DIR (sim-platform.json) for the launcher's evidence
+    /// (COFFER_EVIDENCE=sim). Never use for production secrets.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) sim_dir: Option<PathBuf>,
+    /// Set an environment variable in the container (`KEY=VALUE`, or `KEY` to copy it from
+    /// this environment). Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub(crate) env: Vec<String>,
+    /// Bind-mount a host path (`HOST:CONTAINER[:ro]`). Repeatable.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub(crate) volume: Vec<String>,
+    /// Publish a port (`PORT` or `PORT:PORT`; host networking publishes ports as they are).
+    #[arg(short = 'p', long = "publish", value_name = "PORT")]
+    pub(crate) publish: Vec<String>,
+    /// Container name (runc container id); default `coffer-` and random digits.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Run the launcher as a local process on the unpacked image instead of under runc.
+    #[arg(long)]
+    pub(crate) no_runtime: bool,
+    /// Keep the unpacked image and bundle directory afterwards (its path is printed).
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// Arguments replacing the image's Cmd.
+    #[arg(last = true)]
+    pub(crate) args: Vec<String>,
+}
+
+/// The parts of an image's config that a run needs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ImageConfig {
+    pub(crate) entrypoint: Vec<String>,
+    pub(crate) cmd: Vec<String>,
+    pub(crate) env: Vec<String>,
+    pub(crate) working_dir: String,
+    pub(crate) user: String,
+}
+
+impl ImageConfig {
+    fn argv(&self, args: &[String]) -> Vec<String> {
+        let mut argv = self.entrypoint.clone();
+        argv.extend_from_slice(if args.is_empty() { &self.cmd } else { args });
+        argv
+    }
+}
+
+/// Largest manifest, index or config blob read.
+const MAX_JSON_BLOB: u64 = 4 << 20;
+
+/// Reads a blob of an OCI layout and checks its digest.
+fn read_blob(layout: &Path, digest: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+    let path = blob_path(layout, digest)?;
+    let f = fs::File::open(&path).with_context(|| format!("opening blob {}", path.display()))?;
+    let mut data = Vec::new();
+    f.take(limit + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        bail!("blob {digest} is larger than {limit} bytes");
+    }
+    let found = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    if found != digest {
+        bail!("blob {digest}: content has digest {found}; the image is corrupt or was modified");
+    }
+    Ok(data)
+}
+
+fn blob_path(layout: &Path, digest: &str) -> anyhow::Result<PathBuf> {
+    let Some(hex_part) = digest.strip_prefix("sha256:") else {
+        bail!("digest {digest:?}: only sha256 is supported");
+    };
+    if hex_part.len() != 64
+        || !hex_part
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        bail!("malformed digest {digest:?}");
+    }
+    Ok(layout.join("blobs/sha256").join(hex_part))
+}
+
+/// Unpacks the image at `image` (layout directory or oci-archive) into `work/rootfs`; returns
+/// its config.
+pub(crate) fn unpack_image(image: &Path, work: &Path) -> anyhow::Result<(PathBuf, ImageConfig)> {
+    let layout = if image.is_dir() {
+        image.to_path_buf()
+    } else {
+        let dir = work.join("layout");
+        fs::create_dir_all(&dir)?;
+        let f =
+            fs::File::open(image).with_context(|| format!("opening image {}", image.display()))?;
+        let mut ar = tar::Archive::new(f);
+        for entry in ar.entries()? {
+            let mut entry = entry?;
+            if !matches!(
+                entry.header().entry_type(),
+                tar::EntryType::Regular | tar::EntryType::Directory
+            ) {
+                continue;
+            }
+            entry.unpack_in(&dir)?;
+        }
+        dir
+    };
+    if !layout.join("oci-layout").is_file() || !layout.join("index.json").is_file() {
+        bail!(
+            "{} is not an OCI image layout (no oci-layout/index.json); give the output of `coffer convert`",
+            image.display()
+        );
+    }
+    let index_bytes = fs::read(layout.join("index.json"))?;
+    let index: oci_spec::image::ImageIndex =
+        serde_json::from_slice(&index_bytes).context("index.json is not an OCI image index")?;
+    let mut desc = index
+        .manifests()
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("index.json lists no image"))?;
+    // A nested index (multi-platform): take its linux/amd64 entry, else the first.
+    for _ in 0..4 {
+        if *desc.media_type() != oci_spec::image::MediaType::ImageIndex {
+            break;
+        }
+        let nested: oci_spec::image::ImageIndex =
+            serde_json::from_slice(&read_blob(&layout, desc.digest().as_ref(), MAX_JSON_BLOB)?)?;
+        let pick = nested
+            .manifests()
+            .iter()
+            .find(|m| {
+                m.platform().as_ref().is_some_and(|p| {
+                    *p.os() == oci_spec::image::Os::Linux
+                        && *p.architecture() == oci_spec::image::Arch::Amd64
+                })
+            })
+            .or_else(|| nested.manifests().first())
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("nested index lists no image"))?;
+        desc = pick;
+    }
+    let manifest: oci_spec::image::ImageManifest =
+        serde_json::from_slice(&read_blob(&layout, desc.digest().as_ref(), MAX_JSON_BLOB)?)
+            .context("the image manifest is not valid")?;
+    let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&read_blob(
+        &layout,
+        manifest.config().digest().as_ref(),
+        MAX_JSON_BLOB,
+    )?)
+    .context("the image config is not valid")?;
+    let rootfs = work.join("rootfs");
+    fs::create_dir_all(&rootfs)?;
+    for layer in manifest.layers() {
+        apply_layer(&layout, layer.digest().as_ref(), &rootfs)
+            .with_context(|| format!("unpacking layer {}", layer.digest()))?;
+    }
+    let c = config.config().clone().unwrap_or_default();
+    let cfg = ImageConfig {
+        entrypoint: c.entrypoint().clone().unwrap_or_default(),
+        cmd: c.cmd().clone().unwrap_or_default(),
+        env: c.env().clone().unwrap_or_default(),
+        working_dir: c.working_dir().clone().unwrap_or_default(),
+        user: c.user().clone().unwrap_or_default(),
+    };
+    Ok((rootfs, cfg))
+}
+
+/// Applies one layer (tar, tar+gzip or tar+zstd, told apart by magic bytes) with OCI
+/// whiteouts, refusing entries that would land outside `rootfs`.
+fn apply_layer(layout: &Path, digest: &str, rootfs: &Path) -> anyhow::Result<()> {
+    let path = blob_path(layout, digest)?;
+    // Check the digest before reading a single entry: nothing unverified is unpacked.
+    let mut hash = Sha256::new();
+    let mut f = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    std::io::copy(&mut f, &mut hash)?;
+    let found = format!("sha256:{}", hex::encode(hash.finalize()));
+    if found != digest {
+        bail!("layer content has digest {found}, the manifest says {digest}; the image is corrupt or was modified");
+    }
+    let mut f = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut magic = [0u8; 4];
+    let n = f.read(&mut magic)?;
+    let head = magic.get(..n).unwrap_or(&[]).to_vec();
+    let stream = std::io::Cursor::new(head.clone()).chain(f);
+    let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(stream))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::new(stream)?)
+    } else {
+        Box::new(stream)
+    };
+    let mut ar = tar::Archive::new(reader);
+    ar.set_preserve_permissions(true);
+    // Owners are applied below, tolerating headers whose numeric owner fields are empty
+    // (owner 0 then), which the tar crate's own ownership code refuses.
+    ar.set_preserve_ownerships(false);
+    ar.set_overwrite(true);
+    ar.set_unpack_xattrs(false);
+    for entry in ar.entries()? {
+        let mut entry = entry?;
+        let raw = entry.path()?.into_owned();
+        let mut rel = PathBuf::new();
+        for c in raw.components() {
+            match c {
+                Component::Normal(p) => rel.push(p),
+                Component::RootDir | Component::CurDir => {}
+                _ => bail!("entry {} leaves the root filesystem", raw.display()),
+            }
+        }
+        let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+        if name == ".wh..wh..opq" {
+            let dir = rootfs.join(&parent);
+            if let Ok(rd) = fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    remove_any(&e.path())?;
+                }
+            }
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            remove_any(&rootfs.join(&parent).join(hidden))?;
+            continue;
+        }
+        match entry.header().entry_type() {
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => continue,
+            tar::EntryType::Directory => {}
+            _ => {
+                // Replace, never write through, whatever a lower layer left at the path.
+                let dest = rootfs.join(&rel);
+                if fs::symlink_metadata(&dest).is_ok_and(|m| !m.is_dir()) {
+                    fs::remove_file(&dest)?;
+                }
+            }
+        }
+        let owner = (
+            entry.header().uid().unwrap_or(0),
+            entry.header().gid().unwrap_or(0),
+        );
+        if !entry.unpack_in(rootfs)? {
+            bail!("entry {} leaves the root filesystem", raw.display());
+        }
+        if is_root() && owner != (0, 0) {
+            let (uid, gid) = (
+                u32::try_from(owner.0).unwrap_or(0),
+                u32::try_from(owner.1).unwrap_or(0),
+            );
+            std::os::unix::fs::lchown(rootfs.join(&rel), Some(uid), Some(gid))
+                .with_context(|| format!("setting the owner of {}", rel.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(p: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether this process runs as root (uid of `/proc/self`).
+pub(crate) fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Where `runc` is, if installed.
+pub(crate) fn find_runc() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join("runc"))
+        .find(|p| p.is_file())
+}
+
+/// A run, ready to start.
+pub(crate) struct Prepared {
+    /// The work directory (unpacked image, bundle); removed on drop unless kept.
+    pub(crate) _work: Option<tempfile::TempDir>,
+    pub(crate) work_path: PathBuf,
+    pub(crate) rootfs: PathBuf,
+    pub(crate) config: ImageConfig,
+    /// Container env additions (launcher settings and `-e`), in order.
+    pub(crate) env: Vec<(String, String)>,
+    /// Bind mounts: host path, container path, read-only.
+    pub(crate) mounts: Vec<(PathBuf, String, bool)>,
+    pub(crate) args: Vec<String>,
+    pub(crate) name: String,
+}
+
+/// What `coffer run` needs, independent of clap (the demo builds it directly).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunOptions {
+    pub(crate) coordinator: Option<String>,
+    pub(crate) workload: Option<String>,
+    pub(crate) root_ca: Option<PathBuf>,
+    pub(crate) sim_dir: Option<PathBuf>,
+    pub(crate) env: Vec<String>,
+    pub(crate) volume: Vec<String>,
+    pub(crate) publish: Vec<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) args: Vec<String>,
+}
+
+const SIM_MOUNT: &str = "/coffer/run/sim";
+const CA_MOUNT: &str = "/coffer/run/coordinator-root-ca.pem";
+
+/// Unpacks the image and collects the settings.
+pub(crate) fn prepare(image: &Path, opts: &RunOptions, keep: bool) -> anyhow::Result<Prepared> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut mounts: Vec<(PathBuf, String, bool)> = Vec::new();
+    if let Some(c) = &opts.coordinator {
+        env.push(("COFFER_COORDINATOR".into(), c.clone()));
+    }
+    if let Some(w) = &opts.workload {
+        env.push(("COFFER_WORKLOAD".into(), w.clone()));
+    }
+    if let Some(ca) = &opts.root_ca {
+        let ca = fs::canonicalize(ca).with_context(|| format!("--root-ca {}", ca.display()))?;
+        mounts.push((ca, CA_MOUNT.into(), true));
+        env.push(("COFFER_ROOT_CA".into(), CA_MOUNT.into()));
+    }
+    if let Some(d) = &opts.sim_dir {
+        let d = fs::canonicalize(d).with_context(|| format!("--sim-dir {}", d.display()))?;
+        if !d.join("sim-platform.json").is_file() {
+            bail!("--sim-dir {}: no sim-platform.json (create one with `coffer evidence sim-platform --dir DIR` or let `coffer coordinator --simulation --sim-dir DIR` create it)", d.display());
+        }
+        mounts.push((d, SIM_MOUNT.into(), true));
+        env.push(("COFFER_EVIDENCE".into(), "sim".into()));
+        env.push(("COFFER_SIM_DIR".into(), SIM_MOUNT.into()));
+    }
+    for e in &opts.env {
+        match e.split_once('=') {
+            Some((k, v)) if !k.is_empty() => env.push((k.into(), v.into())),
+            Some(_) => bail!("-e {e:?}: empty variable name"),
+            None => match std::env::var(e) {
+                Ok(v) => env.push((e.clone(), v)),
+                Err(_) => bail!("-e {e}: not set in this environment (use -e {e}=VALUE)"),
+            },
+        }
+    }
+    for v in &opts.volume {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (host, cont, ro) = match parts.as_slice() {
+            [h, c] => (*h, *c, false),
+            [h, c, "ro"] => (*h, *c, true),
+            [h, c, "rw"] => (*h, *c, false),
+            _ => bail!("-v {v:?}: use HOST:CONTAINER[:ro]"),
+        };
+        if !cont.starts_with('/') || cont.split('/').any(|c| c == "..") {
+            bail!("-v {v:?}: the container path must be absolute without ..");
+        }
+        let host = fs::canonicalize(host).with_context(|| format!("-v {v}: host path"))?;
+        mounts.push((host, cont.into(), ro));
+    }
+    for p in &opts.publish {
+        let ok = match p.split_once(':') {
+            None => p.parse::<u16>().is_ok(),
+            Some((h, c)) => h.parse::<u16>().is_ok() && h == c,
+        };
+        if !ok {
+            bail!("-p {p}: the container shares the host network, so a port is published as itself; use -p PORT");
+        }
+    }
+    let work = tempfile::Builder::new().prefix("coffer-run-").tempdir()?;
+    let work_path = work.path().to_path_buf();
+    let (rootfs, config) = unpack_image(image, &work_path)?;
+    let name = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("coffer-{}", &uuid_hex()[..12]));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        bail!("--name {name:?}: letters, digits, '-', '_' and '.' only");
+    }
+    let work = if keep {
+        let _ = work.keep();
+        None
+    } else {
+        Some(work)
+    };
+    Ok(Prepared {
+        _work: work,
+        work_path,
+        rootfs,
+        config,
+        env,
+        mounts,
+        args: opts.args.clone(),
+        name,
+    })
+}
+
+fn uuid_hex() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    hex::encode(b)
+}
+
+impl Prepared {
+    fn full_env(&self) -> Vec<(String, String)> {
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        let mut order: Vec<String> = Vec::new();
+        for kv in &self.config.env {
+            if let Some((k, v)) = kv.split_once('=') {
+                if env.insert(k.into(), v.into()).is_none() {
+                    order.push(k.into());
+                }
+            }
+        }
+        for (k, v) in &self.env {
+            if env.insert(k.clone(), v.clone()).is_none() {
+                order.push(k.clone());
+            }
+        }
+        order
+            .into_iter()
+            .filter_map(|k| env.get(&k).map(|v| (k.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Writes `config.json` for runc.
+    pub(crate) fn write_bundle(&self) -> anyhow::Result<PathBuf> {
+        use oci_spec::runtime::{
+            LinuxNamespaceType, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+        };
+        let argv = self.config.argv(&self.args);
+        if argv.is_empty() {
+            bail!("the image has no Entrypoint or Cmd");
+        }
+        let mut spec = Spec::default();
+        let env: Vec<String> = self
+            .full_env()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let (uid, gid) = numeric_user(&self.config.user);
+        let base = spec.process().clone().unwrap_or_default();
+        let process = ProcessBuilder::default()
+            .terminal(false)
+            .args(argv)
+            .env(env)
+            .cwd(if self.config.working_dir.is_empty() {
+                "/".to_string()
+            } else {
+                self.config.working_dir.clone()
+            })
+            .user(UserBuilder::default().uid(uid).gid(gid).build()?)
+            .capabilities(default_capabilities()?)
+            .rlimits(base.rlimits().clone().unwrap_or_default())
+            .no_new_privileges(true)
+            .build()?;
+        spec.set_process(Some(process));
+        spec.set_root(Some(
+            RootBuilder::default()
+                .path(self.rootfs.clone())
+                .readonly(false)
+                .build()?,
+        ));
+        if let Some(linux) = spec.linux_mut() {
+            if let Some(ns) = linux.namespaces_mut() {
+                // Host network (loopback Coordinator, ports as-is), and no UTS namespace so
+                // the hostname is the host's as well.
+                ns.retain(|n| {
+                    !matches!(
+                        n.typ(),
+                        LinuxNamespaceType::Network | LinuxNamespaceType::Uts
+                    )
+                });
+            }
+        }
+        spec.set_hostname(None);
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        for (host, cont, ro) in &self.mounts {
+            let mut options = vec!["rbind".to_string()];
+            options.push(if *ro { "ro" } else { "rw" }.to_string());
+            mounts.push(
+                MountBuilder::default()
+                    .destination(PathBuf::from(cont))
+                    .typ("bind")
+                    .source(host.clone())
+                    .options(options)
+                    .build()?,
+            );
+        }
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            if Path::new(f).is_file() {
+                mounts.push(
+                    MountBuilder::default()
+                        .destination(PathBuf::from(f))
+                        .typ("bind")
+                        .source(PathBuf::from(f))
+                        .options(vec!["rbind".to_string(), "ro".to_string()])
+                        .build()?,
+                );
+            }
+        }
+        spec.set_mounts(Some(mounts));
+        let bundle = self.work_path.clone();
+        let mut f = fs::File::create(bundle.join("config.json"))?;
+        f.write_all(serde_json::to_string_pretty(&spec)?.as_bytes())?;
+        Ok(bundle)
+    }
+
+    /// Starts the container under runc (`runc run --bundle … NAME`), stdio inherited unless
+    /// `quiet`.
+    pub(crate) fn spawn_runc(&self, runc: &Path, stdio: StdioMode) -> anyhow::Result<Child> {
+        let bundle = self.write_bundle()?;
+        let mut c = Command::new(runc);
+        c.arg("run")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg(&self.name)
+            .stdin(Stdio::null());
+        stdio.apply(&mut c, &self.work_path)?;
+        c.spawn()
+            .with_context(|| format!("starting {}", runc.display()))
+    }
+
+    /// Starts the image's entrypoint (the launcher) as a local process with COFFER_ROOTFS set
+    /// to the unpacked image (and COFFER_CHROOT=1 when root, so the app sees the image as `/`).
+    pub(crate) fn spawn_local(&self, stdio: StdioMode) -> anyhow::Result<Child> {
+        let argv = self.config.argv(&self.args);
+        let Some(program) = argv.first() else {
+            bail!("the image has no Entrypoint or Cmd")
+        };
+        if !program.starts_with('/') {
+            bail!("entrypoint {program:?} is not an absolute path inside the image");
+        }
+        let host_program = self.rootfs.join(program.trim_start_matches('/'));
+        let mut c = Command::new(&host_program);
+        c.args(argv.iter().skip(1)).env_clear().stdin(Stdio::null());
+        for (k, v) in self.full_env() {
+            c.env(k, v);
+        }
+        // Outside a container the mounts are the host paths themselves.
+        for (host, cont, _) in &self.mounts {
+            if cont == CA_MOUNT {
+                c.env("COFFER_ROOT_CA", host);
+            } else if cont == SIM_MOUNT {
+                c.env("COFFER_SIM_DIR", host);
+            }
+        }
+        c.env("COFFER_ROOTFS", &self.rootfs);
+        c.env("COFFER_CHROOT", if is_root() { "1" } else { "0" });
+        stdio.apply(&mut c, &self.work_path)?;
+        c.spawn()
+            .with_context(|| format!("starting {}", host_program.display()))
+    }
+}
+
+/// Where a started container's output goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StdioMode {
+    /// This process's stdout/stderr.
+    Inherit,
+    /// Files `stdout.log`/`stderr.log` in the work directory (the demo).
+    Logs,
+}
+
+impl StdioMode {
+    fn apply(self, c: &mut Command, work: &Path) -> anyhow::Result<()> {
+        if let StdioMode::Logs = self {
+            c.stdout(fs::File::create(work.join("stdout.log"))?);
+            c.stderr(fs::File::create(work.join("stderr.log"))?);
+        }
+        Ok(())
+    }
+}
+
+/// Docker's default capability set: the launcher needs CAP_CHOWN, CAP_SETUID and CAP_SETGID to
+/// hand files to the image's user and switch to it; apps expect the rest.
+fn default_capabilities() -> anyhow::Result<oci_spec::runtime::LinuxCapabilities> {
+    use oci_spec::runtime::{Capabilities, Capability as C, LinuxCapabilitiesBuilder};
+    let set: Capabilities = [
+        C::Chown,
+        C::DacOverride,
+        C::Fsetid,
+        C::Fowner,
+        C::Mknod,
+        C::NetRaw,
+        C::Setgid,
+        C::Setuid,
+        C::Setfcap,
+        C::Setpcap,
+        C::NetBindService,
+        C::SysChroot,
+        C::Kill,
+        C::AuditWrite,
+    ]
+    .into_iter()
+    .collect();
+    Ok(LinuxCapabilitiesBuilder::default()
+        .bounding(set.clone())
+        .effective(set.clone())
+        .permitted(set)
+        .build()?)
+}
+
+fn numeric_user(user: &str) -> (u32, u32) {
+    // The launcher runs as root inside the container and switches to the image's user itself
+    // (resolving names from the image's /etc/passwd) after writing the files it owns.
+    let _ = user;
+    (0, 0)
+}
+
+/// The exit code a shell would report for a child's status.
+pub(crate) fn exit_code_of(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => u8::try_from(c).unwrap_or(1),
+        (None, Some(s)) => u8::try_from(128 + s).unwrap_or(255),
+        _ => 1,
+    }
+}
+
+/// Accepts `oci:DIR[:TAG]` and `oci-archive:FILE[:TAG]` (as `coffer convert` writes them) as well
+/// as a plain path; the tag is not needed, the layout's first image is run.
+fn image_path(arg: &Path) -> PathBuf {
+    let s = arg.to_string_lossy();
+    for prefix in ["oci:", "oci-archive:"] {
+        if let Some(rest) = s.strip_prefix(prefix) {
+            if Path::new(rest).exists() {
+                return PathBuf::from(rest);
+            }
+            if let Some((path, _tag)) = rest.rsplit_once(':') {
+                return PathBuf::from(path);
+            }
+            return PathBuf::from(rest);
+        }
+    }
+    arg.to_path_buf()
+}
 
 /// Runs `coffer run`.
-pub(crate) fn run(_args: RunArgs, _global: Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`coffer run` is not built yet")
+pub(crate) fn run(args: RunArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let opts = RunOptions {
+        coordinator: args.coordinator,
+        workload: args.workload,
+        root_ca: args.root_ca,
+        sim_dir: args.sim_dir,
+        env: args.env,
+        volume: args.volume,
+        publish: args.publish,
+        name: args.name,
+        args: args.args,
+    };
+    let image = image_path(&args.image);
+    let prepared =
+        prepare(&image, &opts, args.keep).map_err(|e| Failure::new("image", format!("{e:#}")))?;
+    if args.keep {
+        eprintln!(
+            "coffer run: keeping the unpacked image and bundle in {}",
+            prepared.work_path.display()
+        );
+    }
+    for p in &opts.publish {
+        eprintln!(
+            "coffer run: port {} is published as itself (host network)",
+            p.split(':').next().unwrap_or(p)
+        );
+    }
+    let runc = if args.no_runtime { None } else { find_runc() };
+    if !args.no_runtime && runc.is_none() {
+        eprintln!("coffer run: warning: runc is not installed (bash scripts/install-deps.sh); running the launcher as a local process instead");
+    }
+    let mut child = match &runc {
+        Some(r) => prepared.spawn_runc(r, StdioMode::Inherit)?,
+        None => prepared.spawn_local(StdioMode::Inherit)?,
+    };
+    let status = child.wait()?;
+    let code = exit_code_of(status);
+    if global.json {
+        crate::output::print_json(
+            &serde_json::json!({ "exit_code": code, "name": prepared.name }),
+        )?;
+    }
+    drop(prepared);
+    Ok(ExitCode::from(code))
 }

@@ -1,0 +1,42 @@
+//! `coffer demo` end to end: the real `coffer` binary converts a busybox httpd image, starts a
+//! real Coordinator in simulation mode, runs the app through the launcher (runc when available
+//! with a static launcher, else a local process), and shows a tampered image refused.
+//!
+//! Needs the launcher binary: `cargo build --workspace --bins` (scripts/test.sh does) or
+//! `bash scripts/build-launcher.sh` for the static one; and busybox-static and runc from
+//! `bash scripts/install-deps.sh`.
+
+use std::process::Command;
+
+#[test]
+fn demo_succeeds_and_shows_the_tampered_image_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .arg("demo")
+        .env("COFFER_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("SIMULATED hardware"), "{stdout}");
+    assert!(stdout.contains("equal to the Coordinator's"), "{stdout}");
+    assert!(
+        stdout.contains("changed one byte of /www/index.html in the image: REFUSED")
+            && stdout.contains("activation refused by the Coordinator (policy_mismatch)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("coffer demo: SUCCESS"),
+        "{stdout}"
+    );
+    // One line per step, eight steps.
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with('[')).count(),
+        8,
+        "{stdout}"
+    );
+}
