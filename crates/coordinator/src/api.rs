@@ -536,5 +536,19 @@ mod tests {
             verified.report_data,
             coffer_api::workload_report_data(&crate::pki::cert_spki(&leaf).unwrap())
         );
+        // Renewal: a new certificate (new key, new quote) signed by the same root.
+        c.renew_tls_certificate().unwrap();
+        let renewed = c.tls_slot().leaf();
+        assert_ne!(renewed, leaf);
+        let seen = vec![renewed];
+        crate::attest::check_quote_response(
+            &q,
+            &[0, 0x11, 0x22, 0x33],
+            &seen,
+            &v,
+            &expect,
+            crate::core::now_unix(),
+        )
+        .unwrap();
     }
 }

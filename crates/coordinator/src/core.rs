@@ -269,6 +269,16 @@ impl Coordinator {
         self.tls.clone()
     }
 
+    /// Issues a fresh TLS server certificate (new key, new RA-TLS quote). The certificate is
+    /// valid for 30 days; `coffer coordinator` renews it daily. No-op in recovery mode.
+    pub fn renew_tls_certificate(&self) -> Result<(), Error> {
+        let Mode::Ready(r) = &*self.mode() else {
+            return Ok(());
+        };
+        let (chain, key) = server_cert(&self.platform, &r.snapshot().ca, now_unix())?;
+        self.tls.set(chain, key)
+    }
+
     /// Metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics

@@ -146,6 +146,21 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tracing::info!(%addr, simulation, state = ?status.state, "Coordinator listening");
+        // The TLS certificate is valid 30 days: renew it daily.
+        let renew = coordinator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let c = renew.clone();
+                match tokio::task::spawn_blocking(move || c.renew_tls_certificate()).await {
+                    Ok(Ok(())) => tracing::info!("TLS server certificate renewed"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot renew the TLS server certificate"),
+                    Err(e) => tracing::error!(error = %e, "TLS renewal task failed"),
+                }
+            }
+        });
         let router = coffer_coordinator::router(coordinator);
         coffer_coordinator::serve(listener, Arc::new(tls), router, shutdown_signal()).await?;
         tracing::info!("Coordinator stopped");
