@@ -283,7 +283,7 @@ pub fn encrypt_with_chunk_size<R: Read, W: Write>(
         let (pt, _) = cur.split_at_mut(cur_len);
         let tag = cipher
             .aead
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &cipher.aad, pt)
+            .encrypt_in_place_detached(&Nonce::from(nonce), &cipher.aad, pt)
             .map_err(|_| Error::Unsupported("AES-GCM refused the chunk".into()))?;
         output.write_all(pt).map_err(wr)?;
         output.write_all(&tag).map_err(wr)?;
@@ -383,11 +383,13 @@ pub fn decrypt<R: Read, W: Write>(
             });
         }
         let (ct, tag) = cur.split_at_mut(cur_len - TAG_LEN);
-        let tag = Tag::clone_from_slice(tag.get(..TAG_LEN).unwrap_or(&[0u8; TAG_LEN]));
+        let mut tag_bytes = [0u8; TAG_LEN];
+        tag_bytes.copy_from_slice(tag.get(..TAG_LEN).unwrap_or(&[0u8; TAG_LEN]));
+        let tag = Tag::from(tag_bytes);
         let nonce = cipher.nonce(index, last);
         if cipher
             .aead
-            .decrypt_in_place_detached(Nonce::from_slice(&nonce), &cipher.aad, ct, &tag)
+            .decrypt_in_place_detached(&Nonce::from(nonce), &cipher.aad, ct, &tag)
             .is_err()
         {
             ct.zeroize();
