@@ -181,6 +181,26 @@ fn convert_errors_are_clear_and_leave_nothing() {
         "lists the tags: {v}"
     );
     assert!(!out.exists());
+    // `--tee sgx` is refused with a clear message until it is wired (see the report).
+    let o = coffer()
+        .arg("--json")
+        .arg("convert")
+        .arg(format!("oci:{}:v1", img.display()))
+        .arg(format!("oci:{}:cc", out.display()))
+        .arg("--launcher")
+        .arg("/bin/busybox")
+        .arg("--tee")
+        .arg("sgx")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "unsupported");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--tee sgx"));
+    assert!(!out.exists());
     let left: Vec<_> = std::fs::read_dir(&t.0)
         .unwrap()
         .filter_map(|e| e.ok())
