@@ -1319,3 +1319,84 @@ pub fn scan_layer_bytes(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, ty, d, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*ty);
+            h.set_mode(0o644);
+            h.set_size(d.len() as u64);
+            match link {
+                Some(l) => b.append_link(&mut h, p, l).unwrap(),
+                None => b.append_data(&mut h, p, *d).unwrap(),
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn paths(v: &[(String, &'static str)]) -> Vec<String> {
+        v.iter().map(|(p, k)| format!("{p}:{k}")).collect()
+    }
+
+    #[test]
+    fn parents_are_implied_and_dirs_replaced_by_files_lose_children() {
+        use tar::EntryType::*;
+        let t = tar(&[
+            ("a/b/c", Regular, b"1", None),
+            ("a/b/d", Regular, b"2", None),
+            ("a/b", Regular, b"now a file", None),
+        ]);
+        let v = scan_layer_bytes(&t, &Limits::default()).unwrap();
+        assert_eq!(paths(&v), ["/a:dir", "/a/b:file"]);
+    }
+
+    #[test]
+    fn whiteouts_in_one_layer_only_hide_lower_layers() {
+        use tar::EntryType::*;
+        // In a single layer, a whiteout of a sibling added by the same layer keeps it.
+        let t = tar(&[
+            ("d/x", Regular, b"1", None),
+            ("d/.wh.x", Regular, b"", None),
+            ("d/.wh..wh..opq", Regular, b"", None),
+        ]);
+        let v = scan_layer_bytes(&t, &Limits::default()).unwrap();
+        assert_eq!(paths(&v), ["/d:dir", "/d/x:file"]);
+    }
+
+    #[test]
+    fn symlink_parent_and_bad_hardlink_are_refused() {
+        use tar::EntryType::*;
+        let t = tar(&[
+            ("lib", Symlink, b"", Some("usr/lib")),
+            ("lib/x", Regular, b"1", None),
+        ]);
+        assert!(
+            matches!(scan_layer_bytes(&t, &Limits::default()), Err(Error::Unsupported(m)) if m.contains("symlink"))
+        );
+        let t = tar(&[("h", Link, b"", Some("missing"))]);
+        assert!(matches!(
+            scan_layer_bytes(&t, &Limits::default()),
+            Err(Error::Malformed { .. })
+        ));
+        let t = tar(&[(".wh..", Regular, b"", None)]);
+        assert!(scan_layer_bytes(&t, &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for data in [
+            &b""[..],
+            b"\x1f\x8b\x08\x00garbage",
+            b"\x28\xb5\x2f\xfdgarbage",
+            &[0u8; 100],
+        ] {
+            let _ = scan_layer_bytes(data, &Limits::default());
+        }
+        assert!(scan_layer_bytes(b"\x1f\x8b\x08\x00garbage", &Limits::default()).is_err());
+    }
+}
