@@ -620,3 +620,69 @@ fn chroot_mode_shows_the_image_as_root() {
         );
     }
 }
+
+fn real_manifest(image: &Image) -> serde_json::Value {
+    serde_json::json!({
+        "packages": { "app": { "tee": "sgx", "mrenclave": hex::encode(image.measurement()) } },
+        "workloads": { "app": { "package": "app", "parameters": {
+            "files": { "/etc/app/token": { "content": "{{ secrets.token.key.hex }}" } },
+            "env": { "TOKEN": "{{ secrets.token.key.hex }}" }
+        } } },
+        "secrets": { "token": { "type": "symmetric", "size": 256, "shared": true } }
+    })
+}
+
+const SHOW_TOKEN: &[&str] = &[
+    "/bin/busybox",
+    "sh",
+    "-c",
+    "bin/busybox cat etc/app/token; echo; echo \"env $TOKEN\"",
+];
+
+#[test]
+fn real_coordinator_activates_and_the_app_gets_the_same_secret_in_file_and_env() {
+    let sim = Sim::new();
+    let image = Image::new(SHOW_TOKEN, &[], &[]);
+    let coord = real_coordinator([7u8; 32], [0x44; 32], real_manifest(&image));
+    let ca = write_pem(sim.dir.path(), "root.pem", &coord.root_ca_pem);
+    let mut c = Command::new(LAUNCHER);
+    c.env_clear()
+        .env("COFFER_COORDINATOR", &coord.addr)
+        .env("COFFER_WORKLOAD", "app")
+        .env("COFFER_ROOT_CA", &ca)
+        .env("COFFER_EVIDENCE", "sim")
+        .env("COFFER_SIM_DIR", sim.dir.path())
+        .env("COFFER_ROOTFS", image.root());
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0].len(), 64, "{out}");
+    assert_eq!(lines[1], format!("env {}", lines[0]));
+}
+
+#[test]
+fn coordinator_checked_by_its_ra_tls_measurement() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "echo", "attested"], &[], &[]);
+    let coord = real_coordinator([7u8; 32], [0x44; 32], real_manifest(&image));
+    let base = |mrenclave: [u8; 32]| {
+        let mut c = Command::new(LAUNCHER);
+        c.env_clear()
+            .env("COFFER_COORDINATOR", &coord.addr)
+            .env("COFFER_WORKLOAD", "app")
+            .env("COFFER_COORDINATOR_MRENCLAVE", hex::encode(mrenclave))
+            .env("COFFER_EVIDENCE", "sim")
+            .env("COFFER_SIM_DIR", sim.dir.path())
+            .env("COFFER_ROOTFS", image.root());
+        c
+    };
+    let (code, out, err) = run(base([0x44; 32]));
+    assert_eq!((code, out.as_str()), (0, "attested\n"), "{err}");
+    let (code, _, err) = run(base([0x45; 32]));
+    assert_eq!(code, 76, "{err}");
+    assert!(
+        err.contains("MRENCLAVE 4444") && err.contains("is not the expected 4545"),
+        "{err}"
+    );
+}

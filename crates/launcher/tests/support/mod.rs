@@ -549,3 +549,79 @@ pub fn write_pem(dir: &Path, name: &str, pem: &str) -> PathBuf {
     fs::write(&p, pem).unwrap();
     p
 }
+
+/// The real Coordinator (`coffer_coordinator::serve`, what `coffer coordinator --simulation`
+/// runs) in this process on 127.0.0.1, on the simulated platform `sim` with its own simulated
+/// MRENCLAVE `coordinator_mrenclave`, with `manifest` set. Returns its address and root CA PEM.
+pub struct RealCoordinator {
+    pub addr: String,
+    pub root_ca_pem: String,
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+pub fn real_coordinator(
+    seed: [u8; 32],
+    coordinator_mrenclave: [u8; 32],
+    manifest: serde_json::Value,
+) -> RealCoordinator {
+    use coffer_coordinator::client::{Client, Method};
+    use coffer_coordinator::platform::{CollateralSource, EvidenceVerifier, Platform};
+    use coffer_coordinator::seal::Sealer;
+    use coffer_coordinator::tls::Trust;
+    use coffer_coordinator::{Config, Coordinator};
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimPlatform::from_seed(seed);
+    let coordinator = Arc::new(
+        Coordinator::open(
+            Config {
+                data_dir: dir.path().join("data"),
+                cert_hours: 1,
+            },
+            Platform::Simulated {
+                sim: Box::new(SimPlatform::from_seed(seed)),
+                mrenclave: coordinator_mrenclave,
+            },
+            EvidenceVerifier::new(
+                sim.trust_anchors(),
+                CollateralSource::Simulated {
+                    sim: Box::new(SimPlatform::from_seed(seed)),
+                    cache: Default::default(),
+                },
+            ),
+            Sealer::KeyFile(dir.path().join("data").join("sealing.key")),
+        )
+        .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addr, root_ca_pem) = rt.block_on(async {
+        let tls = coffer_coordinator::tls::server_config(coordinator.tls_slot()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let q = coordinator.quote(None).unwrap();
+        let root = coffer_coordinator::pki::pem_decode(&q.root_ca_pem, "CERTIFICATE").unwrap();
+        let router = coffer_coordinator::router(coordinator.clone());
+        tokio::spawn(coffer_coordinator::serve(
+            listener,
+            Arc::new(tls),
+            router,
+            std::future::pending(),
+        ));
+        let mut admin = Client::new(&addr, &Trust::RootCa(root), None).unwrap();
+        let _: coffer_api::ManifestResponse = admin
+            .call(Method::POST, "/api/v1/manifest", Some(&manifest))
+            .await
+            .unwrap();
+        (addr, q.root_ca_pem)
+    });
+    RealCoordinator {
+        addr,
+        root_ca_pem,
+        _rt: rt,
+        _dir: dir,
+    }
+}
