@@ -36,10 +36,12 @@ pub(crate) enum EvidenceCmd {
     /// Verify a DCAP quote (SGX v3/v4, TDX v4/v5) against Intel collateral.
     #[command(after_help = "EXAMPLES:
     coffer evidence verify --quote quote.bin --collateral collateral.json
-    coffer --json evidence verify --quote quote.hex --collateral collateral.json --now 2025-06-20T00:00:00Z
+    coffer --json evidence verify --quote q.hex --collateral c.json --now 2025-06-20T00:00:00Z
     coffer evidence verify --quote quote.bin --pccs-url https://pccs.example:8081
     coffer evidence verify --quote quote.bin --pccs-url https://api.trustedservices.intel.com
-    coffer evidence verify --quote sim.quote --collateral sim-collateral.json --trust-root sim-root.pem
+    coffer evidence verify --quote quote.bin --pccs-url https://pccs:8081 --pccs-tls-root ca.pem
+    coffer evidence verify --quote quote.bin --collateral-dir ./collateral-cache --now 1750420800
+    coffer evidence verify --quote sim.quote --collateral sim.json --trust-root sim-root.pem
 
 The quote file holds raw bytes or hex (an optional 0x prefix and surrounding whitespace are
 allowed). Collateral comes from a JSON file (the dcap-qvl shape), from a PCS/PCCS (--pccs-url;
@@ -57,10 +59,10 @@ Nothing is verified: the values are what the quote claims. Use `coffer evidence 
     Inspect(InspectArgs),
     /// SIMULATION: produce a quote from the simulated platform with a chosen measurement.
     #[command(after_help = "EXAMPLES:
-    coffer evidence sim-quote --tee sgx --mrenclave 3f0c...e1 --out app.quote
-    coffer evidence sim-quote --tee sgx --mrenclave 3f0c...e1 --mrsigner 83d7...4e --isv-prod-id 1 --isv-svn 2 \\
-        --report-data 00...00 --sim-dir ./sim --out app.quote
-    coffer evidence sim-quote --tee tdx --mrtd 11...11 --rtmr0 22...22 --out td.quote
+    coffer evidence sim-quote --tee sgx --mrenclave $(sha256sum app.bin | cut -c1-64) --out q.bin
+    coffer evidence sim-quote --tee sgx --mrenclave $M --mrsigner $S --isv-prod-id 1 --isv-svn 2 \\
+        --sim-dir ./sim --out app.quote
+    coffer evidence sim-quote --tee tdx --mrtd $(printf 11%.0s $(seq 48)) --out td.quote
 
 The quote is in the real DCAP byte format (SGX v3, TDX v4) but signed by the SIMULATED platform:
 it verifies only with the simulation root as trust anchor (see sim-collateral --root-out) and is
@@ -70,7 +72,7 @@ refused under the Intel root. Without --sim-dir the platform in the default dire
     /// SIMULATION: write the simulated platform's collateral (and its root certificate).
     #[command(after_help = "EXAMPLES:
     coffer evidence sim-collateral --out sim-collateral.json --root-out sim-root.pem
-    coffer evidence sim-collateral --sim-dir ./sim --tee tdx --now 2026-01-01T00:00:00Z --out c.json
+    coffer evidence sim-collateral --tee tdx --now 2026-01-01T00:00:00Z --out c.json
 
 The collateral (dcap-qvl JSON shape) is valid around --now (default: the current time). The root
 certificate written with --root-out is what `verify --trust-root` needs to accept simulated quotes.")]
@@ -79,7 +81,7 @@ certificate written with --root-out is what `verify --trust-root` needs to accep
     #[command(after_help = "EXAMPLES:
     coffer evidence sim-platform --dir ./sim
     coffer evidence sim-platform --dir ./sim --force
-    coffer evidence sim-platform --dir ./sim --seed 0101010101010101010101010101010101010101010101010101010101010101
+    coffer evidence sim-platform --dir ./sim --seed $(openssl rand -hex 32)
 
 Writes DIR/sim-platform.json (mode 0600: it holds the simulated platform's private keys). The
 Coordinator (`--simulation --sim-dir DIR`) and the launcher (COFFER_SIM_DIR=DIR) use the same
@@ -112,6 +114,10 @@ pub(crate) struct VerifyArgs {
     /// Root CA CRL URL for --pccs-url [default: Intel's for Intel's PCS, else {URL}/sgx/certification/v4/rootcacrl].
     #[arg(long, value_name = "URL", requires = "pccs_url")]
     root_ca_crl_url: Option<String>,
+    /// Trust only these CA certificates (PEM) for the PCCS's HTTPS certificate (a PCCS with its
+    /// own CA); collateral is signed by Intel either way.
+    #[arg(long, value_name = "PEM", requires = "pccs_url")]
+    pccs_tls_root: Option<PathBuf>,
     /// Time limit per PCS/PCCS request, in seconds.
     #[arg(
         long,
@@ -283,6 +289,9 @@ fn verify(a: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
             let mut cfg = coffer_pccs::PccsConfig::new(url.clone());
             cfg.timeout = std::time::Duration::from_secs(a.pccs_timeout.max(1));
             cfg.root_ca_crl_url = a.root_ca_crl_url.clone();
+            if let Some(p) = &a.pccs_tls_root {
+                cfg.tls_roots_pem = Some(read_text(p, "PCCS TLS root")?);
+            }
             cfg.cache_dir = if a.no_pccs_cache {
                 None
             } else {
