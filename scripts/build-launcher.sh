@@ -18,9 +18,10 @@ target=x86_64-unknown-linux-gnu
 cargo rustc -p coffer-launcher --release --bin coffer-launcher --target "$target" --locked \
     -- -C target-feature=+crt-static
 out="target/$target/release/coffer-launcher"
-if ! file "$out" | grep -Eq "statically linked|static-pie linked"; then
+# ldd (Debian's libc-bin, always installed) says so for a static executable.
+if ! ldd "$out" 2>&1 | grep -Eq "not a dynamic executable|statically linked"; then
     echo "error: $out is not statically linked:" >&2
-    file "$out" >&2
+    ldd "$out" >&2 || true
     exit 1
 fi
 echo "$out"

@@ -34,9 +34,14 @@ fn launcher() -> PathBuf {
 }
 
 fn is_static(p: &Path) -> bool {
-    let out = Command::new("file").arg("-L").arg(p).output().unwrap();
-    let s = String::from_utf8_lossy(&out.stdout);
-    s.contains("statically linked") || s.contains("static-pie linked")
+    // ldd (libc-bin) reports static executables either way, depending on the glibc version.
+    let out = Command::new("ldd").arg(p).output().unwrap();
+    let s = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.contains("not a dynamic executable") || s.contains("statically linked")
 }
 
 /// A one-layer OCI layout: static busybox, Entrypoint `busybox echo hello`.
