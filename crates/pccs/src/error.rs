@@ -20,6 +20,13 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The PEM given to authenticate the service's HTTPS certificate holds no certificate.
+    #[error("the TLS roots for {url} hold no PEM certificate")]
+    InvalidTlsRoots {
+        /// The base URL they were given for.
+        url: String,
+    },
+
     /// The quote does not say which collateral it needs (no PCK certificate chain, no FMSPC…).
     #[error("cannot tell which collateral the quote needs: {0}")]
     Request(String),

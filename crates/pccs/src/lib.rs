@@ -269,9 +269,8 @@ impl CollateralSource {
                 }
             }
             if certs.is_empty() {
-                return Err(Error::InvalidUrl {
+                return Err(Error::InvalidTlsRoots {
                     url: config.base_url.clone(),
-                    reason: "the TLS roots PEM holds no certificate",
                 });
             }
             builder = builder.tls_config(

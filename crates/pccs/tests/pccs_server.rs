@@ -667,3 +667,54 @@ fn fetched_collateral_verifies_the_vector_quotes() {
         assert_eq!(verified.tcb_status.as_str(), status, "{name}");
     }
 }
+
+#[test]
+fn root_ca_crl_url_is_configurable_and_der_is_accepted() {
+    let c = vector_collateral("sgx_quote");
+    let req = request_for("sgx_quote", Tee::Sgx);
+    let mut routes = pccs_routes(&c, &req, CrlForm::Der);
+    routes.remove("/sgx/certification/v4/rootcacrl");
+    routes.insert(
+        "/IntelSGXRootCA.der".into(),
+        Answer {
+            status: 200,
+            headers: vec![],
+            body: crl_body(&c.root_ca_crl, CrlForm::Der),
+        },
+    );
+    let server = Server::start(routes);
+    let mut cfg = PccsConfig::new(server.url());
+    cfg.root_ca_crl_url = Some(format!("{}/IntelSGXRootCA.der", server.url()));
+    let fetched = CollateralSource::online(cfg)
+        .unwrap()
+        .fetch(&req, now_in_window(&c))
+        .unwrap();
+    assert_eq!(fetched.collateral.root_ca_crl, c.root_ca_crl);
+
+    // Without the setting, a PCCS's rootcacrl endpoint is asked, which this server lacks.
+    let err = online(&server, None)
+        .fetch(&req, now_in_window(&c))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Status {
+                status: 404,
+                item: Item::RootCaCrl,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn bad_tls_roots_are_refused_up_front() {
+    let mut cfg = PccsConfig::new("https://pccs.invalid:8081");
+    cfg.tls_roots_pem = Some("not a certificate".into());
+    assert!(matches!(
+        CollateralSource::online(cfg),
+        Err(Error::InvalidTlsRoots { .. })
+    ));
+}
