@@ -54,6 +54,8 @@ fn source_image(dir: &Path) {
     };
     let mut tar = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_ustar();
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_entry_type(tar::EntryType::Directory);
     h.set_mode(0o755);
     h.set_size(0);
@@ -62,6 +64,8 @@ fn source_image(dir: &Path) {
         .or_else(|_| fs::read("/bin/busybox"))
         .expect("busybox-static");
     let mut h = tar::Header::new_ustar();
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_entry_type(tar::EntryType::Regular);
     h.set_mode(0o755);
     h.set_size(bb.len() as u64);

@@ -562,6 +562,8 @@ fn build_source_image(dir: &Path, busybox: &Path, port: u16) -> anyhow::Result<(
     let mut tar = tar::Builder::new(Vec::new());
     let add_dir = |t: &mut tar::Builder<Vec<u8>>, path: &str| -> anyhow::Result<()> {
         let mut h = tar::Header::new_ustar();
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);
         h.set_size(0);
@@ -575,6 +577,8 @@ fn build_source_image(dir: &Path, busybox: &Path, port: u16) -> anyhow::Result<(
     let file =
         |t: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32| -> anyhow::Result<()> {
             let mut h = tar::Header::new_ustar();
+            h.set_uid(0);
+            h.set_gid(0);
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(mode);
             h.set_size(data.len() as u64);
@@ -596,6 +600,8 @@ fn build_source_image(dir: &Path, busybox: &Path, port: u16) -> anyhow::Result<(
         0o644,
     )?;
     let mut h = tar::Header::new_ustar();
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_entry_type(tar::EntryType::Symlink);
     h.set_mode(0o777);
     h.set_size(0);
