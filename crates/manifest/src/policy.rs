@@ -128,10 +128,9 @@ pub enum Mismatch {
 }
 
 fn short(h: &str) -> String {
-    if h.len() > 16 {
-        format!("{}…", &h[..16])
-    } else {
-        h.to_string()
+    match h.get(..16) {
+        Some(head) if h.len() > 16 => format!("{head}…"),
+        _ => h.to_string(),
     }
 }
 
