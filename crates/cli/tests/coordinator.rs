@@ -980,6 +980,152 @@ async fn cli_verify_pins_manifest_and_refuses_simulation_by_default() {
     assert_eq!(v["simulation"], true);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_manifest_and_secret_commands() {
+    let u = users();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, simdir) = (dir.path().join("data"), dir.path().join("sim"));
+    let p = start(&data, &simdir);
+    let sim_s = simdir.to_str().unwrap().to_string();
+    let file = |name: &str, content: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let m1 = file("m1.json", &serde_json::to_vec(&manifest()).unwrap());
+    let (ok, v, all) = cli(&[
+        "manifest",
+        "set",
+        &m1,
+        "--coordinator",
+        &p.addr,
+        "--allow-simulation",
+        "--sim-dir",
+        &sim_s,
+    ]);
+    assert!(ok, "{all}");
+    let hash = v["manifest_hash"].as_str().unwrap().to_string();
+    let root = dir.path().join("root.pem");
+    let root_s = root.to_str().unwrap().to_string();
+    let (ok, _, all) = cli(&[
+        "verify",
+        "--coordinator",
+        &p.addr,
+        "--allow-simulation",
+        "--sim-dir",
+        &sim_s,
+        "--manifest-hash",
+        &hash,
+        "--root-ca-out",
+        &root_s,
+    ]);
+    assert!(ok, "{all}");
+    let (ok, v, all) = cli(&[
+        "manifest",
+        "get",
+        "--coordinator",
+        &p.addr,
+        "--root-ca",
+        &root_s,
+    ]);
+    assert!(ok, "{all}");
+    assert!(v["workloads"]["web"].is_object(), "{all}");
+
+    let admin_cert = file("admin.pem", u.admin_pem.as_bytes());
+    let admin_key = file(
+        "admin-key.pem",
+        coffer_coordinator::pki::pem_encode("PRIVATE KEY", &u.admin.key_pkcs8).as_bytes(),
+    );
+    let reader_cert = file("reader.pem", u.reader_pem.as_bytes());
+    let reader_key = file(
+        "reader-key.pem",
+        coffer_coordinator::pki::pem_encode("PRIVATE KEY", &u.reader.key_pkcs8).as_bytes(),
+    );
+    let conn = [
+        "--coordinator",
+        p.addr.as_str(),
+        "--root-ca",
+        root_s.as_str(),
+    ];
+    let mut args = vec![
+        "secret",
+        "set",
+        "password",
+        "--value",
+        "hunter2",
+        "--cert",
+        &admin_cert,
+        "--key",
+        &admin_key,
+    ];
+    args.extend(conn);
+    let (ok, _, all) = cli(&args);
+    assert!(ok, "{all}");
+    let mut args = vec![
+        "secret",
+        "set",
+        "password",
+        "--value",
+        "x",
+        "--cert",
+        &reader_cert,
+        "--key",
+        &reader_key,
+    ];
+    args.extend(conn);
+    let (ok, v, all) = cli(&args);
+    assert!(!ok, "{all}");
+    assert_eq!(v["error"]["kind"], "forbidden", "{all}");
+    let mut args = vec![
+        "secret",
+        "get",
+        "password",
+        "--cert",
+        &reader_cert,
+        "--key",
+        &reader_key,
+    ];
+    args.extend(conn);
+    let (ok, v, all) = cli(&args);
+    assert!(ok, "{all}");
+    assert_eq!(
+        v["secrets"]["password"]["value"],
+        b64().encode("hunter2"),
+        "{all}"
+    );
+
+    let mut m2 = manifest();
+    m2["workloads"]["extra"] = serde_json::json!({"package": "app"});
+    let m2 = file("m2.json", &serde_json::to_vec(&m2).unwrap());
+    let mut args = vec![
+        "manifest",
+        "update",
+        &m2,
+        "--cert",
+        &reader_cert,
+        "--key",
+        &reader_key,
+    ];
+    args.extend(conn);
+    let (ok, v, all) = cli(&args);
+    assert!(!ok, "{all}");
+    assert_eq!(v["error"]["kind"], "forbidden", "{all}");
+    let mut args = vec![
+        "manifest",
+        "update",
+        &m2,
+        "--cert",
+        &admin_cert,
+        "--key",
+        &admin_key,
+    ];
+    args.extend(conn);
+    let (ok, v, all) = cli(&args);
+    assert!(ok, "{all}");
+    assert_ne!(v["manifest_hash"].as_str().unwrap(), hash);
+    assert!(v["changes"].to_string().contains("extra"), "{all}");
+}
+
 /// Without `--simulation` (here: a stand-in Gramine attestation directory and offline collateral
 /// from the simulated platform), simulated evidence does not chain to the pinned Intel root and
 /// is refused, naming the root.

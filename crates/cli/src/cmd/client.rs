@@ -549,33 +549,107 @@ pub(crate) fn recover(args: RecoverArgs, global: Global) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// `coffer manifest set|get|update` network half: POST/GET the manifest.
-#[allow(dead_code)] // wired into `coffer manifest set|get|update` (crates/cli/src/cmd/manifest.rs)
-pub(crate) enum ManifestOp {
-    /// Set the first manifest.
-    Set(Vec<u8>),
-    /// Read the manifest in force.
-    Get,
-    /// Update (needs a user identity).
-    Update(Vec<u8>),
+/// `coffer manifest set`.
+#[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:
+    coffer manifest set manifest.json --coordinator 127.0.0.1:4433 --root-ca root-ca.pem
+    coffer manifest set manifest.yaml --allow-simulation --sim-dir ./sim
+
+The first manifest can be set once, by anyone who reaches the Coordinator; check afterwards with
+`coffer verify --manifest manifest.json`. Later changes go through `coffer manifest update`.")]
+pub(crate) struct ManifestSetArgs {
+    /// The manifest (JSON or YAML).
+    file: PathBuf,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
-/// Runs a manifest operation against the Coordinator; returns the JSON answer (for get: the manifest).
-#[allow(dead_code)] // see ManifestOp
-pub(crate) fn manifest_op(
+/// `coffer manifest get`.
+#[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:
+    coffer manifest get --coordinator 127.0.0.1:4433 --root-ca root-ca.pem > in-force.json")]
+pub(crate) struct ManifestGetArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// `coffer manifest update`.
+#[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:
+    coffer manifest update manifest-v2.json --cert admin.pem --key admin-key.pem --root-ca root-ca.pem
+
+Needs a user whose role allows it (`manifest: update`, or `packages: update` on every changed
+package when only packages change, e.g. a raised minimum ISVSVN). The intermediate CA rotates.")]
+pub(crate) struct ManifestUpdateArgs {
+    /// The new manifest (JSON or YAML).
+    file: PathBuf,
+    #[command(flatten)]
+    id: IdentityArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+fn manifest_call(
     c: &ConnectArgs,
     id: Option<&IdentityArgs>,
-    op: ManifestOp,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
 ) -> anyhow::Result<serde_json::Value> {
     let rt = runtime()?;
     rt.block_on(async {
         let mut client = connect(c, id).await?;
-        let (method, path, body) = match op {
-            ManifestOp::Set(b) => (Method::POST, "/api/v1/manifest", Some(b)),
-            ManifestOp::Get => (Method::GET, "/api/v1/manifest", None),
-            ManifestOp::Update(b) => (Method::POST, "/api/v1/manifest/update", Some(b)),
-        };
         let (st, bytes) = client.request(method, path, body).await.map_err(remote)?;
         coffer_coordinator::client::decode::<serde_json::Value>(st, &bytes).map_err(remote)
     })
+}
+
+fn print_manifest_answer(v: &serde_json::Value, what: &str, global: Global) -> anyhow::Result<()> {
+    if global.json {
+        print_json(v)?;
+    } else {
+        println!(
+            "manifest {what}: {}",
+            v["manifest_hash"].as_str().unwrap_or("?")
+        );
+        for c in v["changes"].as_array().into_iter().flatten() {
+            println!("  - {}", c.as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// Runs `coffer manifest set`.
+pub(crate) fn manifest_set(a: ManifestSetArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let body = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let v = manifest_call(
+        &a.connect,
+        None,
+        Method::POST,
+        "/api/v1/manifest",
+        Some(body),
+    )?;
+    print_manifest_answer(&v, "set", global)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `coffer manifest get` (prints the canonical JSON in force).
+pub(crate) fn manifest_get(a: ManifestGetArgs, _global: Global) -> anyhow::Result<ExitCode> {
+    let v = manifest_call(&a.connect, None, Method::GET, "/api/v1/manifest", None)?;
+    print_json(&v)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `coffer manifest update`.
+pub(crate) fn manifest_update(a: ManifestUpdateArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let body = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let v = manifest_call(
+        &a.connect,
+        Some(&a.id),
+        Method::POST,
+        "/api/v1/manifest/update",
+        Some(body),
+    )?;
+    print_manifest_answer(&v, "updated", global)?;
+    Ok(ExitCode::SUCCESS)
 }

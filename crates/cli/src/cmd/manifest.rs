@@ -47,6 +47,12 @@ The hash is SHA-256 over the canonical JSON (defaults filled, keys sorted, no wh
 JSON and YAML forms of one manifest, or a re-ordered copy, have the same hash. Compare it with the
 `manifest_hash` a Coordinator reports (`coffer status`, `coffer verify --manifest-hash`).")]
     Hash(HashArgs),
+    /// Set the first manifest on a Coordinator (once).
+    Set(crate::cmd::client::ManifestSetArgs),
+    /// Print the manifest a Coordinator has in force (canonical JSON).
+    Get(crate::cmd::client::ManifestGetArgs),
+    /// Replace a Coordinator's manifest (client certificate of a user whose role allows it).
+    Update(crate::cmd::client::ManifestUpdateArgs),
 }
 
 /// A manifest file argument.
@@ -78,6 +84,9 @@ pub(crate) fn run(cmd: ManifestCmd, global: Global) -> anyhow::Result<ExitCode> 
         }
         ManifestCmd::Verify(a) => verify(&a.file, global),
         ManifestCmd::Hash(a) => hash(&a, global),
+        ManifestCmd::Set(a) => crate::cmd::client::manifest_set(a, global),
+        ManifestCmd::Get(a) => crate::cmd::client::manifest_get(a, global),
+        ManifestCmd::Update(a) => crate::cmd::client::manifest_update(a, global),
     }
 }
 
