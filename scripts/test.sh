@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins --locked
+# The static launcher that converted images carry; the runc tests and the demo test need it.
+bash scripts/build-launcher.sh
 cargo test --workspace --locked
