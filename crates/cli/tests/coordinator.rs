@@ -887,6 +887,97 @@ async fn recovery_with_the_recovery_key_after_the_sealing_key_is_lost() {
     assert_eq!(st.state, coffer_api::CoordinatorState::Ready);
 }
 
+/// `coffer recover --key FILE` against the Coordinator at `addr` (simulated evidence).
+fn cli_recover(keyfile: &Path, addr: &str, simdir: &Path) -> (bool, serde_json::Value, String) {
+    cli(&[
+        "recover",
+        "--key",
+        keyfile.to_str().unwrap(),
+        "--coordinator",
+        addr,
+        "--allow-simulation",
+        "--sim-dir",
+        simdir.to_str().unwrap(),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_with_two_of_three_shamir_shares() {
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    let u = users();
+    // Two more RSA-2048 keys (the shared test key is the third).
+    let extra: Vec<rsa::RsaPrivateKey> = (0..2)
+        .map(|_| rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap())
+        .collect();
+    let pub_pem =
+        |k: &rsa::RsaPrivateKey| k.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let mut m = manifest();
+    m["recovery_keys"] = serde_json::json!({
+        "owner": u.recovery_pub_pem,
+        "second": pub_pem(&extra[0]),
+        "third": pub_pem(&extra[1]),
+    });
+    m["recovery_threshold"] = serde_json::json!(2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (data, simdir) = (dir.path().join("data"), dir.path().join("sim"));
+    let p = start(&data, &simdir);
+    let sim = sim_platform(&simdir);
+    let (mut c, root) = attested(&p.addr, &simdir, None).await;
+    set_manifest(&mut c, &m).await;
+    let id = uuid::Uuid::new_v4();
+    let inst = activate(&mut c, &sim, "web", id, MR_APP)
+        .await
+        .unwrap()
+        .parameters
+        .env["INST"]
+        .clone();
+    drop(c);
+    drop(p);
+    std::fs::remove_file(data.join("sealing.key")).unwrap();
+
+    let p = start(&data, &simdir);
+    let (mut c, _) = attested(&p.addr, &simdir, None).await;
+    let st: coffer_api::RecoveryStatus = c.get("/api/v1/recover").await.unwrap();
+    assert_eq!((st.threshold, st.entries.len()), (2, 3));
+    drop(c);
+
+    let second = dir.path().join("second.pem");
+    let third = dir.path().join("third.pem");
+    for (path, k) in [(&second, &extra[0]), (&third, &extra[1])] {
+        std::fs::write(path, k.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+    }
+    // One share: accepted, still in recovery (1 of 2).
+    let (ok, v, all) = cli_recover(&third, &p.addr, &simdir);
+    assert!(ok, "{all}");
+    assert_eq!(v["state"], "recovery", "{all}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["threshold"].as_u64()),
+        (Some(1), Some(2)),
+        "{all}"
+    );
+    // The same key again does not count twice.
+    let (ok, v, all) = cli_recover(&third, &p.addr, &simdir);
+    assert!(ok, "{all}");
+    assert_eq!(
+        (v["state"].as_str(), v["accepted"].as_u64()),
+        (Some("recovery"), Some(1)),
+        "{all}"
+    );
+    let (mut c, _) = attested(&p.addr, &simdir, None).await;
+    let (k, _) = refused_kind(activate(&mut c, &sim, "web", id, MR_APP).await);
+    assert_eq!(k, ErrorKind::RecoveryMode);
+    drop(c);
+    // A second, different key: k = 2 shares interpolate the state key.
+    let (ok, v, all) = cli_recover(&second, &p.addr, &simdir);
+    assert!(ok, "{all}");
+    assert_eq!(v["state"], "ready", "{all}");
+
+    let mut c = Client::new(&p.addr, &Trust::RootCa(root.clone()), None).unwrap();
+    let r = activate(&mut c, &sim, "web", id, MR_APP).await.unwrap();
+    assert_eq!(r.parameters.env["INST"], inst);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_verify_pins_manifest_and_refuses_simulation_by_default() {
     let dir = tempfile::tempdir().unwrap();

@@ -44,9 +44,9 @@
 //! One redb file; every value AES-256-GCM under a random state key with AAD = table ‖ key.
 //! The state key is sealed (simulation: 0600 key file; SGX: MRENCLAVE sealing key from
 //! Gramine's `/dev/attestation/keys/_sgx_mrenclave` + HKDF) and encrypted to every recovery
-//! key (RSA-OAEP-SHA256; threshold 1 = any key, n = all keys as XOR shares). redb commits are
-//! durable and atomic, and the API answers only after the commit, so `kill -9` loses nothing
-//! acknowledged. The initial state (key check, sealed key, CA) is one transaction.
+//! key (RSA-OAEP-SHA256; threshold 1 = any key, n = all keys as XOR shares, 1 < k < n = Shamir
+//! shares over GF(256)). redb commits are durable and atomic, and the API answers only after the
+//! commit, so `kill -9` loses nothing acknowledged. The initial state (key check, sealed key, CA) is one transaction.
 //!
 //! ## RA-TLS
 //! The TLS server certificate is signed by the root CA and carries the Coordinator's quote in

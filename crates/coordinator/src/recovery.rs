@@ -5,6 +5,9 @@
 //! - threshold 1 (default): each entry is the whole state key; any one key owner recovers.
 //! - threshold n of n: the key is split into n XOR shares (all are needed; each share alone is
 //!   uniformly random), each share encrypted to one recovery key.
+//! - threshold k of n (1 < k < n): the key is split with Shamir secret sharing over GF(256)
+//!   (crate `blahaj`); share `i` (33 bytes: x = i + 1, then 32 y bytes) is encrypted to recovery
+//!   key `i`. Any k shares interpolate the key; fewer reveal nothing about it.
 //!
 //! If the state key cannot be unsealed, the Coordinator starts in recovery mode with a fresh
 //! random challenge. Each key owner decrypts their entry locally (`coffer recover --key`) and
@@ -49,6 +52,34 @@ pub struct Envelope {
     pub entries: Vec<EnvelopeEntry>,
 }
 
+/// How the state key is split among the recovery keys. Derived from threshold and key count, so
+/// envelopes written before k-of-n existed (only 1 or n were accepted then) read the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Every entry holds the whole key.
+    Whole,
+    /// All n entries are XOR shares.
+    Xor,
+    /// Any k of the n entries are Shamir shares.
+    Shamir,
+}
+
+/// Length of a Shamir share upload: x coordinate and one y byte per key byte.
+pub const SHAMIR_SHARE_LEN: usize = 33;
+
+impl Envelope {
+    /// The splitting scheme of this envelope.
+    pub fn scheme(&self) -> Scheme {
+        if self.threshold <= 1 {
+            Scheme::Whole
+        } else if self.threshold >= self.entries.len() {
+            Scheme::Xor
+        } else {
+            Scheme::Shamir
+        }
+    }
+}
+
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
@@ -84,7 +115,7 @@ pub fn private_fingerprint(key: &rsa::RsaPrivateKey) -> Result<String, Error> {
     Ok(fingerprint(spki.as_bytes()))
 }
 
-/// Builds the envelope for `keys` (name, key) with `threshold` (1 or `keys.len()`).
+/// Builds the envelope for `keys` (name, key) with `threshold` (1 ..= `keys.len()`).
 pub fn build(
     state_key: &StateKey,
     keys: &[(String, RsaPublicKey)],
@@ -94,16 +125,38 @@ pub fn build(
     if keys.is_empty() {
         return Err(Error::Recovery("no recovery keys".into()));
     }
-    if threshold != 1 && threshold != keys.len() {
+    if threshold == 0 || threshold > keys.len() {
         return Err(Error::Manifest(format!(
-            "recovery threshold {threshold} is not supported with {} keys: use 1 (any key) or {} (all keys)",
-            keys.len(),
+            "recovery threshold {threshold} is outside 1..={} (the number of recovery keys)",
             keys.len()
         )));
     }
-    let parts: Vec<Zeroizing<Vec<u8>>> = if threshold == 1 {
+    let scheme = if threshold == 1 {
+        Scheme::Whole
+    } else if threshold == keys.len() {
+        Scheme::Xor
+    } else {
+        Scheme::Shamir
+    };
+    let parts: Vec<Zeroizing<Vec<u8>>> = if scheme == Scheme::Whole {
         keys.iter()
             .map(|_| Zeroizing::new(state_key.as_bytes().to_vec()))
+            .collect()
+    } else if scheme == Scheme::Shamir {
+        // x coordinates are 1..=255: one per key.
+        let k = u8::try_from(threshold)
+            .ok()
+            .filter(|_| keys.len() <= 255)
+            .ok_or_else(|| {
+                Error::Manifest(format!(
+                    "k-of-n recovery supports at most 255 recovery keys, the manifest has {}",
+                    keys.len()
+                ))
+            })?;
+        blahaj::Sharks(k)
+            .dealer(state_key.as_bytes())
+            .take(keys.len())
+            .map(|share| Zeroizing::new(Vec::from(&share)))
             .collect()
     } else {
         let mut shares = Vec::with_capacity(keys.len());
@@ -201,10 +254,24 @@ impl Session {
                     entry.name
                 ))
             })?;
-        if secret.len() != 32 {
+        let scheme = self.envelope.scheme();
+        let want = if scheme == Scheme::Shamir {
+            SHAMIR_SHARE_LEN
+        } else {
+            32
+        };
+        if secret.len() != want {
             return Err(Error::Recovery(format!(
-                "a recovery secret has 32 bytes, got {}",
+                "a recovery secret of this Coordinator has {want} bytes, got {}",
                 secret.len()
+            )));
+        }
+        // A Shamir share is bound to its key's position: a share presented under another key's
+        // signature (or with an edited x) is refused before it can spoil the interpolation.
+        if scheme == Scheme::Shamir && secret.first().map(|&x| usize::from(x)) != Some(index + 1) {
+            return Err(Error::Recovery(format!(
+                "the share uploaded with recovery key `{}` is not that key's share",
+                entry.name
             )));
         }
         self.accepted.retain(|(i, _)| *i != index);
@@ -212,16 +279,34 @@ impl Session {
         if self.accepted.len() < self.envelope.threshold {
             return Ok(None);
         }
-        let combined = if self.envelope.threshold == 1 {
-            StateKey::from_slice(&self.accepted[self.accepted.len() - 1].1)?
-        } else {
-            let mut acc = Zeroizing::new([0u8; 32]);
-            for (_, s) in &self.accepted {
-                for (a, b) in acc.iter_mut().zip(s.iter()) {
-                    *a ^= b;
+        let combined = match scheme {
+            Scheme::Whole => StateKey::from_slice(&self.accepted[self.accepted.len() - 1].1)?,
+            Scheme::Xor => {
+                let mut acc = Zeroizing::new([0u8; 32]);
+                for (_, s) in &self.accepted {
+                    for (a, b) in acc.iter_mut().zip(s.iter()) {
+                        *a ^= b;
+                    }
                 }
+                StateKey::from_slice(acc.as_ref())?
             }
-            StateKey::from_slice(acc.as_ref())?
+            Scheme::Shamir => {
+                let mut shares = Vec::with_capacity(self.accepted.len());
+                for (_, s) in &self.accepted {
+                    shares.push(
+                        blahaj::Share::try_from(s.as_slice())
+                            .map_err(|e| Error::Recovery(format!("malformed share: {e}")))?,
+                    );
+                }
+                let k = u8::try_from(self.envelope.threshold)
+                    .map_err(|_| Error::Recovery("stored recovery threshold is corrupt".into()))?;
+                let key = Zeroizing::new(
+                    blahaj::Sharks(k)
+                        .recover(&shares)
+                        .map_err(|e| Error::Recovery(format!("cannot combine the shares: {e}")))?,
+                );
+                StateKey::from_slice(&key)?
+            }
         };
         Ok(Some(combined))
     }
@@ -264,8 +349,12 @@ mod tests {
     use super::*;
 
     fn keys() -> Vec<(String, rsa::RsaPrivateKey)> {
+        keys_n(2)
+    }
+
+    fn keys_n(n: usize) -> Vec<(String, rsa::RsaPrivateKey)> {
         // 1024-bit keys keep the test fast; production keys are checked by the manifest.
-        (0..2)
+        (0..n)
             .map(|i| {
                 (
                     format!("k{i}"),
@@ -324,5 +413,137 @@ mod tests {
         assert_eq!(got.as_bytes(), sk.as_bytes());
         // A share alone is not the key.
         assert_ne!(s0.as_slice(), sk.as_bytes());
+    }
+
+    fn publics(ks: &[(String, rsa::RsaPrivateKey)]) -> Vec<(String, RsaPublicKey)> {
+        ks.iter()
+            .map(|(n, k)| (n.clone(), k.to_public_key()))
+            .collect()
+    }
+
+    fn sign(key: &rsa::RsaPrivateKey, challenge: &[u8], secret: &[u8]) -> Vec<u8> {
+        use rsa::signature::{RandomizedSigner, SignatureEncoding};
+        rsa::pss::BlindedSigningKey::<Sha256>::new(key.clone())
+            .sign_with_rng(&mut rand::rngs::OsRng, &signed_message(challenge, secret))
+            .to_vec()
+    }
+
+    #[test]
+    fn two_of_three_any_pair_recovers_and_one_share_is_not_enough() {
+        let ks = keys_n(3);
+        let sk = StateKey::generate();
+        let env = build(&sk, &publics(&ks), 2).unwrap();
+        assert_eq!(env.scheme(), Scheme::Shamir);
+        for (a, b) in [(0, 1), (0, 2), (1, 2), (2, 0)] {
+            let mut s = Session::new(env.clone());
+            let (sa, siga) =
+                client_answer(&ks[a].1, &env.entries[a].ciphertext, &s.challenge).unwrap();
+            assert_eq!(sa.len(), SHAMIR_SHARE_LEN);
+            // k - 1 shares: no key yet, and the share itself is not the key.
+            assert!(s
+                .upload(&env.entries[a].fingerprint, &sa, &siga)
+                .unwrap()
+                .is_none());
+            assert_ne!(&sa[1..], sk.as_bytes().as_slice());
+            // The same key again does not count twice.
+            assert!(s
+                .upload(&env.entries[a].fingerprint, &sa, &siga)
+                .unwrap()
+                .is_none());
+            assert_eq!(s.accepted().len(), 1);
+            let (sb, sigb) =
+                client_answer(&ks[b].1, &env.entries[b].ciphertext, &s.challenge).unwrap();
+            let got = s
+                .upload(&env.entries[b].fingerprint, &sb, &sigb)
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.as_bytes(), sk.as_bytes(), "shares {a} and {b}");
+        }
+        // All three shares (more than k) also interpolate the key.
+        let mut s = Session::new(env.clone());
+        let mut last = None;
+        for (i, (_, k)) in ks.iter().enumerate() {
+            let (sec, sig) = client_answer(k, &env.entries[i].ciphertext, &s.challenge).unwrap();
+            last = s.upload(&env.entries[i].fingerprint, &sec, &sig).unwrap();
+        }
+        assert_eq!(last.unwrap().as_bytes(), sk.as_bytes());
+    }
+
+    #[test]
+    fn tampered_shares_are_refused() {
+        let ks = keys_n(3);
+        let sk = StateKey::generate();
+        let env = build(&sk, &publics(&ks), 2).unwrap();
+        let mut s = Session::new(env.clone());
+        let (s0, sig0) = client_answer(&ks[0].1, &env.entries[0].ciphertext, &s.challenge).unwrap();
+        let fp0 = env.entries[0].fingerprint.clone();
+
+        // A byte flipped after signing: the signature no longer verifies.
+        let mut flipped = s0.to_vec();
+        flipped[5] ^= 1;
+        let err = s.upload(&fp0, &flipped, &sig0).err().unwrap();
+        assert!(err.to_string().contains("does not verify"), "{err}");
+
+        // Another key's x coordinate, signed by key 0: not key 0's share.
+        let mut moved = s0.to_vec();
+        moved[0] = 2;
+        let err = s
+            .upload(&fp0, &moved, &sign(&ks[0].1, &s.challenge, &moved))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("is not that key's share"), "{err}");
+
+        // A whole 32-byte key where a share is expected.
+        let err = s
+            .upload(
+                &fp0,
+                sk.as_bytes(),
+                &sign(&ks[0].1, &s.challenge, sk.as_bytes()),
+            )
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("has 33 bytes, got 32"), "{err}");
+        assert!(s.accepted().is_empty());
+
+        // A key owner who signs an edited y: accepted as an upload, but the combination is not
+        // the state key and the store's authenticated key check refuses it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        drop(
+            crate::store::RawStore::open(&path)
+                .unwrap()
+                .initialise(StateKey::from_slice(sk.as_bytes()).unwrap(), vec![])
+                .unwrap(),
+        );
+        let raw = crate::store::RawStore::open(&path).unwrap();
+        let (s1, sig1) = client_answer(&ks[1].1, &env.entries[1].ciphertext, &s.challenge).unwrap();
+        assert!(s
+            .upload(&fp0, &flipped, &sign(&ks[0].1, &s.challenge, &flipped))
+            .unwrap()
+            .is_none());
+        let bad = s
+            .upload(&env.entries[1].fingerprint, &s1, &sig1)
+            .unwrap()
+            .unwrap();
+        assert_ne!(bad.as_bytes(), sk.as_bytes());
+        assert!(!raw.key_matches(&bad).unwrap());
+        // The honest pair opens it.
+        s.clear();
+        s.upload(&fp0, &s0, &sig0).unwrap();
+        let good = s
+            .upload(&env.entries[1].fingerprint, &s1, &sig1)
+            .unwrap()
+            .unwrap();
+        assert!(raw.key_matches(&good).unwrap());
+    }
+
+    #[test]
+    fn thresholds_outside_one_to_n_are_refused() {
+        let ks = keys_n(2);
+        let sk = StateKey::generate();
+        for t in [0, 3] {
+            let err = build(&sk, &publics(&ks), t).err().unwrap();
+            assert!(err.to_string().contains("outside 1..=2"), "{err}");
+        }
     }
 }
