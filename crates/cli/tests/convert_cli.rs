@@ -181,7 +181,41 @@ fn convert_errors_are_clear_and_leave_nothing() {
         "lists the tags: {v}"
     );
     assert!(!out.exists());
-    // `--tee sgx` is refused with a clear message until it is wired (see the report).
+    // `--tee sgx` without its inputs is refused, naming the missing flag.
+    let gdir = gramine_dir(&t.0);
+    let key = vector_key();
+    for (extra, missing) in [
+        (
+            vec!["--gramine-dir".to_string(), gdir.display().to_string()],
+            "--sign-key",
+        ),
+        (
+            vec!["--sign-key".to_string(), key.display().to_string()],
+            "--gramine-dir",
+        ),
+    ] {
+        let o = coffer()
+            .arg("--json")
+            .arg("convert")
+            .arg(format!("oci:{}:v1", img.display()))
+            .arg(format!("oci:{}:cc", out.display()))
+            .arg("--launcher")
+            .arg("/bin/busybox")
+            .arg("--tee")
+            .arg("sgx")
+            .args(&extra)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["error"]["kind"], "usage");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(missing),
+            "names {missing}: {v}"
+        );
+        assert!(!out.exists());
+    }
+    // --sign-key without --tee sgx is a usage error, not silently ignored.
     let o = coffer()
         .arg("--json")
         .arg("convert")
@@ -189,13 +223,12 @@ fn convert_errors_are_clear_and_leave_nothing() {
         .arg(format!("oci:{}:cc", out.display()))
         .arg("--launcher")
         .arg("/bin/busybox")
-        .arg("--tee")
-        .arg("sgx")
+        .arg("--sign-key")
+        .arg(&key)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["error"]["kind"], "unsupported");
+    assert_eq!(v["error"]["kind"], "usage");
     assert!(v["error"]["message"]
         .as_str()
         .unwrap()
@@ -207,4 +240,194 @@ fn convert_errors_are_clear_and_leave_nothing() {
         .filter(|e| e.file_name().to_string_lossy().contains("coffer-tmp"))
         .collect();
     assert!(left.is_empty());
+}
+
+/// The SGX signing key of the test vectors (RSA-3072, e = 3).
+fn vector_key() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vectors/sgx-sign/encl.pem")
+}
+
+/// A stand-in Gramine library directory: `sgx/libpal.so` is a real ELF shared object of this
+/// machine (the system libc, as the sgx crate's tests use) and `libsysdb.so` a file to hash.
+fn gramine_dir(t: &Path) -> PathBuf {
+    let d = t.join("gramine");
+    std::fs::create_dir_all(d.join("sgx")).unwrap();
+    let libc = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("a system libc.so.6 to stand in for libpal.so");
+    std::fs::copy(libc, d.join("sgx/libpal.so")).unwrap();
+    std::fs::write(d.join("libsysdb.so"), b"stand-in libsysdb\n").unwrap();
+    d
+}
+
+/// Reads a blob of an OCI layout by digest (`sha256:…`).
+fn blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
+}
+
+/// (config labels, files of the last layer) of a single-manifest OCI layout.
+fn labels_and_last_layer(
+    layout: &Path,
+) -> (
+    serde_json::Value,
+    std::collections::BTreeMap<String, Vec<u8>>,
+) {
+    use std::io::Read as _;
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(
+        layout,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&blob(
+        layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let last = blob(layout, layers.last().unwrap()["digest"].as_str().unwrap());
+    let mut files = std::collections::BTreeMap::new();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&last[..]));
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            let name = e.path().unwrap().display().to_string();
+            let mut b = Vec::new();
+            e.read_to_end(&mut b).unwrap();
+            files.insert(name, b);
+        }
+    }
+    (config["config"]["Labels"].clone(), files)
+}
+
+#[test]
+fn convert_tee_sgx_emits_a_signed_gramine_enclave() {
+    let t = TempDir::new("sgx");
+    let img = umoci_image(&t.0);
+    let gdir = gramine_dir(&t.0);
+    let key = vector_key();
+    let run = |name: &str| -> (PathBuf, serde_json::Value) {
+        let out = t.0.join(name);
+        let o = ok(coffer()
+            .arg("--json")
+            .arg("convert")
+            .arg(format!("oci:{}:v1", img.display()))
+            .arg(format!("oci:{}:cc", out.display()))
+            .arg("--launcher")
+            .arg("/bin/busybox")
+            .arg("--tee")
+            .arg("sgx")
+            .arg("--sign-key")
+            .arg(&key)
+            .arg("--gramine-dir")
+            .arg(&gdir)
+            .arg("--enclave-size")
+            .arg("256M")
+            .arg("--isv-prod-id")
+            .arg("7")
+            .arg("--isv-svn")
+            .arg("3")
+            .arg("--allowed")
+            .arg("/var/cache/**"));
+        (out, serde_json::from_slice(&o.stdout).unwrap())
+    };
+    let (out, v) = run("out");
+    let mrenclave = v["mrenclave"].as_str().unwrap().to_string();
+    let mrsigner = v["mrsigner"].as_str().unwrap().to_string();
+    assert_ne!(mrenclave, v["image_measurement"].as_str().unwrap());
+    assert!(
+        v.get("mrenclave_source").is_none(),
+        "no simulation label: {v}"
+    );
+    assert_eq!(v["packages"]["app"]["mrenclave"], mrenclave.as_str());
+    assert_eq!(v["packages"]["app"]["mrsigner"], mrsigner.as_str());
+    assert_eq!(v["packages"]["app"]["isv_prod_id"], 7);
+    assert_eq!(v["packages"]["app"]["debug"], false);
+
+    let (labels, files) = labels_and_last_layer(&out);
+    assert_eq!(labels["dev.coffer.sgx.mrenclave"], mrenclave.as_str());
+    assert_eq!(labels["dev.coffer.sgx.mrsigner"], mrsigner.as_str());
+    let manifest = &files["coffer/gramine/coffer.manifest.sgx"];
+    let sig = &files["coffer/gramine/coffer.sig"];
+
+    // The SIGSTRUCT parses, its signature verifies, and it signs the MRENCLAVE that Gramine's
+    // layout gives for the emitted manifest and the libpal.so used.
+    let ss = coffer_sgx::Sigstruct::parse(sig).unwrap();
+    ss.verify().unwrap();
+    let libpal = std::fs::read(gdir.join("sgx/libpal.so")).unwrap();
+    let m =
+        coffer_sgx::gramine::measure(manifest, &libpal, &coffer_sgx::gramine::LayoutConstants::V1)
+            .unwrap();
+    assert_eq!(ss.body.enclave_hash, m.mrenclave);
+    assert_eq!(hex::encode(m.mrenclave), mrenclave);
+    assert_eq!((m.isv_prod_id, m.isv_svn, m.debug), (7, 3, false));
+    assert_eq!(m.enclave_size, 256 << 20);
+    assert_eq!((ss.body.isv_prod_id, ss.body.isv_svn), (7, 3));
+    ss.verify_for(&m.mrenclave).unwrap();
+    // MRSIGNER is the signing key's.
+    let k = coffer_sgx::SigningKey::from_pem_bytes(&std::fs::read(&key).unwrap()).unwrap();
+    assert_eq!(hex::encode(k.mrsigner()), mrsigner);
+    assert_eq!(ss.mrsigner(), k.mrsigner());
+
+    // The manifest pins the launcher, the workload file as shipped and the image's files.
+    let text = std::str::from_utf8(manifest).unwrap();
+    let wf = &files["coffer/workload.json"];
+    use sha2::Digest as _;
+    let wf_hash = hex::encode(sha2::Sha256::digest(wf));
+    assert!(text.contains(&format!(
+        "{{ uri = \"file:/coffer/workload.json\", sha256 = \"{wf_hash}\" }}"
+    )));
+    assert!(text.contains("libos.entrypoint = \"/coffer/launcher\""));
+    assert!(text.contains("\"file:/bin/busybox\""));
+    assert!(text.contains("\"file:/var/cache/\""));
+    assert!(text.contains("sgx.remote_attestation = \"dcap\""));
+
+    // A tampered signed byte (ISVSVN) no longer verifies.
+    let mut bad = sig.clone();
+    bad[1026] ^= 1;
+    assert!(coffer_sgx::Sigstruct::parse(&bad)
+        .unwrap()
+        .verify()
+        .is_err());
+
+    // Reproducible: a second conversion is byte-identical.
+    let (out2, v2) = run("out2");
+    assert_eq!(v2["mrenclave"], mrenclave.as_str());
+    assert_eq!(v2["manifest_digest"], v["manifest_digest"]);
+    let (_, files2) = labels_and_last_layer(&out2);
+    assert_eq!(files2, files);
+
+    // Gramine has no globs: a glob it cannot express is refused with the path named.
+    let out3 = t.0.join("out3");
+    let o = coffer()
+        .arg("--json")
+        .arg("convert")
+        .arg(format!("oci:{}:v1", img.display()))
+        .arg(format!("oci:{}:cc", out3.display()))
+        .arg("--launcher")
+        .arg("/bin/busybox")
+        .arg("--tee")
+        .arg("sgx")
+        .arg("--sign-key")
+        .arg(&key)
+        .arg("--gramine-dir")
+        .arg(&gdir)
+        .arg("--allowed")
+        .arg("/var/*.log")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["error"]["kind"], "sgx");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/var/*.log"));
+    assert!(!out3.exists());
 }

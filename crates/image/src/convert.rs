@@ -132,6 +132,9 @@ pub struct ConvertReport {
     pub isv_prod_id: u16,
     /// ISVSVN recorded.
     pub isv_svn: u16,
+    /// MRENCLAVE/MRSIGNER of the Gramine enclave (`--tee sgx` builds only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sgx: Option<SgxInfo>,
     /// The workload file written into the image.
     #[serde(skip)]
     pub workload: WorkloadFile,
@@ -329,9 +332,31 @@ fn io_err<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> E
     move |e| Error::io(op, p, e)
 }
 
+/// What an enclave build step (`--tee sgx`) adds to a conversion.
+#[cfg_attr(not(feature = "sgx"), allow(dead_code))]
+pub(crate) struct EnclaveOutput {
+    /// Recorded in the labels and the report.
+    pub(crate) info: SgxInfo,
+    /// Files added to the coffer layer: `(absolute path under /coffer, bytes)`.
+    pub(crate) files: Vec<(String, Vec<u8>)>,
+}
+
+/// An enclave build step: gets the sealed workload file and its exact JSON bytes (as written
+/// into the image) and returns what to add.
+pub(crate) type EnclaveHook<'a> = &'a dyn Fn(&WorkloadFile, &[u8]) -> Result<EnclaveOutput, Error>;
+
 /// Converts an image; see the module docs.
 pub fn convert(
     opts: &ConvertOptions,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<ConvertReport, Error> {
+    convert_with(opts, None, progress)
+}
+
+/// [`convert`] with an optional enclave build step run once the workload file is final.
+pub(crate) fn convert_with(
+    opts: &ConvertOptions,
+    enclave: Option<EnclaveHook<'_>>,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<ConvertReport, Error> {
     let encrypt = Globs::new(&opts.encrypt)?;
@@ -555,6 +580,16 @@ pub fn convert(
         wf.sgx = Some(s.clone());
     }
     let wf_json = wf.to_json();
+    // The enclave step measures the workload file as written (its `sgx` section stays empty:
+    // the Gramine manifest lists the file's SHA-256, so it cannot also hold MRENCLAVE).
+    let enclave_out = match enclave {
+        Some(hook) => Some(hook(&wf, &wf_json)?),
+        None => None,
+    };
+    let sgx_info = enclave_out
+        .as_ref()
+        .map(|e| e.info.clone())
+        .or_else(|| opts.sgx.clone());
 
     // 4. Layers.
     let blobs = out.join("blobs").join("sha256");
@@ -583,6 +618,12 @@ pub fn convert(
         (LAUNCHER_PATH.into(), LayerItem::Bytes(&launcher, 0o755)),
         (WORKLOAD_PATH.into(), LayerItem::Bytes(&wf_json, 0o644)),
     ];
+    if let Some(eo) = &enclave_out {
+        entries.push(("/coffer/gramine".into(), LayerItem::Dir));
+        for (path, bytes) in &eo.files {
+            entries.push((path.clone(), LayerItem::Bytes(bytes, 0o644)));
+        }
+    }
     for e in &encs {
         entries.push((
             e.path.clone(),
@@ -607,7 +648,7 @@ pub fn convert(
     c.set_cmd(None);
     let mut labels = c.labels().clone().unwrap_or_default();
     labels.insert(LABEL_MEASUREMENT.into(), wf.image_measurement.hex());
-    if let Some(s) = &opts.sgx {
+    if let Some(s) = &sgx_info {
         labels.insert(LABEL_MRENCLAVE.into(), s.mrenclave.hex());
         labels.insert(LABEL_MRSIGNER.into(), s.mrsigner.hex());
     }
@@ -726,6 +767,7 @@ pub fn convert(
         bytes_read: scan.bytes,
         isv_prod_id: wf.isv_prod_id,
         isv_svn: wf.isv_svn,
+        sgx: sgx_info,
         workload: wf,
     })
 }

@@ -152,6 +152,10 @@ pub enum Error {
     #[error("output {0} already exists; remove it or choose another path")]
     OutputExists(PathBuf),
 
+    /// The SGX enclave build (`--tee sgx`: Gramine manifest, measurement, signing) failed.
+    #[error("SGX enclave build: {0}")]
+    Sgx(String),
+
     /// A required input file is absent (launcher binary, key file).
     #[error("{what} not found at {path}: {hint}")]
     MissingInput {
@@ -185,6 +189,7 @@ impl Error {
             Error::BadGlob { .. } => "bad_glob",
             Error::OutputExists(_) => "output_exists",
             Error::MissingInput { .. } => "missing_input",
+            Error::Sgx(_) => "sgx",
         }
     }
 

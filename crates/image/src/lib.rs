@@ -43,6 +43,8 @@ mod error;
 pub mod layout;
 pub mod paths;
 pub mod protect;
+#[cfg(feature = "sgx")]
+pub mod sgx;
 pub mod tarball;
 pub mod workload;
 

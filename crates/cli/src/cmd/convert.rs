@@ -39,10 +39,24 @@ pub(crate) enum TeeArg {
     Only trust /usr and /app, let the app write /var/cache:
         coffer convert oci:app oci:app-cc --trusted '/usr/**' --trusted '/app/**' --allowed /var/cache
 
+    Build for SGX with Gramine (manifest + SIGSTRUCT; prints MRENCLAVE and MRSIGNER):
+        coffer convert oci:app oci:app-sgx --tee sgx --sign-key enclave-key.pem \
+            --gramine-dir /usr/lib/x86_64-linux-gnu/gramine --isv-prod-id 1 --isv-svn 2
+
 OUTPUT:
     Prints the image measurement and a manifest `packages` entry to paste. In simulation the
     launcher reports the image measurement as MRENCLAVE. --json prints image_measurement,
     mrenclave, output, manifest_digest, … for scripts.
+
+SGX (--tee sgx):
+    Coffer renders the Gramine manifest (entrypoint /coffer/launcher, every trusted file with
+    its SHA-256, --allowed paths and runtime mounts as allowed files), computes the MRENCLAVE
+    that Gramine's signer computes for the libpal.so in --gramine-dir, and signs the SIGSTRUCT
+    with --sign-key (date from SOURCE_DATE_EPOCH, or none, so output stays reproducible). The
+    image gets /coffer/gramine/coffer.manifest.sgx and /coffer/gramine/coffer.sig, and the
+    labels dev.coffer.sgx.mrenclave / dev.coffer.sgx.mrsigner. Running the enclave needs that
+    same Gramine version installed in the image or on the host; Coffer does not ship Gramine.
+    --allowed must then name files or directories (`/dir/**`), as Gramine has no globs.
 
 ENVIRONMENT:
     SOURCE_DATE_EPOCH    timestamp (seconds) for everything written (default 0)")]
@@ -99,9 +113,35 @@ pub(crate) struct ConvertArgs {
     #[arg(long, value_enum, default_value_t = TeeArg::None)]
     tee: TeeArg,
 
-    /// RSA-3072 key (PEM) to sign the SGX enclave with (`--tee sgx`).
+    /// RSA-3072 key (PEM, exponent 3) to sign the SGX enclave with (required with `--tee sgx`).
     #[arg(long, value_name = "KEY.pem")]
     sign_key: Option<PathBuf>,
+
+    /// Gramine's library directory, holding `sgx/libpal.so` and `libsysdb.so` (required with
+    /// `--tee sgx`; e.g. /usr/lib/x86_64-linux-gnu/gramine). MRENCLAVE is computed for it.
+    #[arg(long, value_name = "DIR")]
+    gramine_dir: Option<PathBuf>,
+
+    /// In-image path of Gramine's LibOS (`libsysdb.so`) for the manifest (`--tee sgx`).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
+    )]
+    gramine_libos: String,
+
+    /// SGX enclave size (`--tee sgx`): a power of two, e.g. 256M, 1G, 4G.
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    enclave_size: String,
+
+    /// Maximum enclave threads (`--tee sgx`).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_threads: u32,
+
+    /// Build a DEBUG enclave (`--tee sgx`): its memory is readable by the host; never for
+    /// production. Off by default.
+    #[arg(long)]
+    debug_enclave: bool,
 
     /// Refuse images whose layers unpack to more than this many bytes (decompression bombs).
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_unpacked_size)]
@@ -160,18 +200,18 @@ fn write_key_file(path: &Path, key: &Key) -> anyhow::Result<()> {
 pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode> {
     let source: ImageRef = args.source.parse().map_err(fail)?;
     let target: ImageRef = args.target.parse().map_err(fail)?;
-    if args.tee == TeeArg::Sgx {
-        return Err(Failure::new(
-            "unsupported",
-            "`--tee sgx` is not available in this build yet: the Gramine manifest and SIGSTRUCT \
-             step is not wired into convert. Convert without --tee (the image measurement pins the \
-             image; simulation reports it as MRENCLAVE), or sign with `coffer sgx` separately.",
-        )
-        .into());
-    }
-    if args.sign_key.is_some() {
-        return Err(Failure::new("usage", "--sign-key is only used with --tee sgx").into());
-    }
+    let gramine = if args.tee == TeeArg::Sgx {
+        Some(gramine_options(&args)?)
+    } else {
+        if args.sign_key.is_some() || args.gramine_dir.is_some() || args.debug_enclave {
+            return Err(Failure::new(
+                "usage",
+                "--sign-key, --gramine-dir and --debug-enclave are only used with --tee sgx",
+            )
+            .into());
+        }
+        None
+    };
     let launcher = match args.launcher {
         Some(p) => p,
         None => default_launcher()?,
@@ -257,7 +297,10 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
             }
         }
     };
-    let result = coffer_image::convert(&opts, &on_progress);
+    let result = match &gramine {
+        Some(g) => coffer_image::sgx::convert_sgx(&opts, g, &on_progress),
+        None => coffer_image::convert(&opts, &on_progress),
+    };
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -272,6 +315,16 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
     };
 
     let m = report.image_measurement.to_string();
+    if let Some(sgx) = &report.sgx {
+        let key_file = args.key_out.as_ref().or(args.key.as_ref());
+        return print_sgx(
+            (&args.package_name, args.debug_enclave, key_file),
+            &global,
+            &report,
+            sgx,
+            &m,
+        );
+    }
     let package = serde_json::json!({
         args.package_name.clone(): {
             "tee": "sgx",
@@ -319,6 +372,165 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
         println!(
             "Simulation reports the image measurement as MRENCLAVE. Manifest `packages` entry:"
         );
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "packages": package }))?
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Largest key file read into memory (keys are KiBs; this bounds a mistake).
+const KEY_FILE_LIMIT: u64 = 1 << 20;
+/// Largest `libpal.so` / `libsysdb.so` read into memory.
+const GRAMINE_LIB_LIMIT: u64 = 256 << 20;
+
+/// Reads at most `limit` bytes of `path`, refusing larger files; `flag` names the option.
+fn read_bounded(path: &Path, limit: u64, flag: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(path).map_err(|e| {
+        Failure::new(
+            "missing_input",
+            format!("{flag}: cannot open {}: {e}", path.display()),
+        )
+    })?;
+    let mut buf = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("{flag}: reading {}", path.display()))?;
+    if buf.len() as u64 > limit {
+        return Err(Failure::new(
+            "usage",
+            format!("{flag}: {} is larger than {limit} bytes", path.display()),
+        )
+        .into());
+    }
+    Ok(buf)
+}
+
+/// Everything `--tee sgx` needs, checked before any conversion work.
+fn gramine_options(args: &ConvertArgs) -> anyhow::Result<coffer_image::sgx::GramineOptions> {
+    use sha2::Digest as _;
+    let Some(key_path) = &args.sign_key else {
+        return Err(Failure::new(
+            "usage",
+            "--tee sgx needs --sign-key KEY.pem (an RSA-3072 key with exponent 3; \
+             `coffer sgx keygen` makes one)",
+        )
+        .into());
+    };
+    let Some(dir) = &args.gramine_dir else {
+        return Err(Failure::new(
+            "usage",
+            "--tee sgx needs --gramine-dir DIR (Gramine's library directory holding \
+             sgx/libpal.so, e.g. /usr/lib/x86_64-linux-gnu/gramine)",
+        )
+        .into());
+    };
+    let mut pem = read_bounded(key_path, KEY_FILE_LIMIT, "--sign-key")?;
+    let parsed = coffer_sgx::SigningKey::from_pem_bytes(&pem);
+    // Best-effort wipe of the private key text (the parsed key zeroizes itself).
+    pem.fill(0);
+    let key = parsed
+        .map_err(|e| Failure::new("bad_key", format!("--sign-key {}: {e}", key_path.display())))?;
+    let libpal = read_bounded(
+        &dir.join("sgx").join("libpal.so"),
+        GRAMINE_LIB_LIMIT,
+        "--gramine-dir",
+    )?;
+    let libos = read_bounded(&dir.join("libsysdb.so"), GRAMINE_LIB_LIMIT, "--gramine-dir")?;
+    let enclave_size = coffer_sgx::gramine::layout::parse_size(&args.enclave_size)
+        .ok()
+        .filter(|s| s.is_power_of_two() && *s >= 1 << 20)
+        .ok_or_else(|| {
+            Failure::new(
+                "usage",
+                format!(
+                    "--enclave-size {:?} must be a power of two of at least 1M (e.g. 256M, 1G)",
+                    args.enclave_size
+                ),
+            )
+        })?;
+    Ok(coffer_image::sgx::GramineOptions {
+        libpal,
+        libos: (
+            args.gramine_libos.clone(),
+            sha2::Sha256::digest(&libos).into(),
+        ),
+        key,
+        enclave_size,
+        max_threads: args.max_threads,
+        debug: args.debug_enclave,
+    })
+}
+
+/// Output of a `--tee sgx` conversion: real MRENCLAVE/MRSIGNER (no simulation label).
+fn print_sgx(
+    (package_name, debug, key_file): (&str, bool, Option<&PathBuf>),
+    global: &Global,
+    report: &coffer_image::ConvertReport,
+    sgx: &coffer_image::workload::SgxInfo,
+    measurement: &str,
+) -> anyhow::Result<ExitCode> {
+    let package = serde_json::json!({
+        package_name: {
+            "tee": "sgx",
+            "mrenclave": sgx.mrenclave.hex(),
+            "mrsigner": sgx.mrsigner.hex(),
+            "isv_prod_id": report.isv_prod_id,
+            "isv_svn": report.isv_svn,
+            "debug": debug,
+        }
+    });
+    if global.json {
+        print_json(&serde_json::json!({
+            "output": report.output,
+            "reference": report.reference,
+            "image_measurement": measurement,
+            "mrenclave": sgx.mrenclave.hex(),
+            "mrsigner": sgx.mrsigner.hex(),
+            "gramine_manifest": coffer_image::sgx::GRAMINE_MANIFEST_PATH,
+            "sigstruct": coffer_image::sgx::GRAMINE_SIG_PATH,
+            "debug_enclave": debug,
+            "manifest_digest": report.manifest_digest.oci(),
+            "config_digest": report.config_digest.oci(),
+            "trusted_files": report.trusted_files,
+            "symlinks": report.symlinks,
+            "encrypted_files": report.encrypted_files,
+            "rewritten_layers": report.rewritten_layers,
+            "bytes_read": report.bytes_read,
+            "key_file": key_file,
+            "packages": package,
+        }))?;
+    } else {
+        println!("converted image written to {}", report.reference);
+        println!("  manifest digest     {}", report.manifest_digest.oci());
+        println!("  image measurement   {measurement}");
+        println!("  MRENCLAVE           {}", sgx.mrenclave.hex());
+        println!("  MRSIGNER            {}", sgx.mrsigner.hex());
+        println!(
+            "  Gramine files       {} and {}",
+            coffer_image::sgx::GRAMINE_MANIFEST_PATH,
+            coffer_image::sgx::GRAMINE_SIG_PATH
+        );
+        if debug {
+            println!("  WARNING: debug enclave (sgx.debug = true): never use it in production");
+        }
+        println!(
+            "  trusted files       {} ({} symlinks, {} encrypted, {} MiB read)",
+            report.trusted_files,
+            report.symlinks,
+            report.encrypted_files.len(),
+            report.bytes_read >> 20
+        );
+        if let Some(k) = key_file {
+            println!(
+                "  encryption key      {} (put it in the manifest as the secret `image_key`; it is not in the image)",
+                k.display()
+            );
+        }
+        println!();
+        println!("Manifest `packages` entry pinning this enclave:");
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "packages": package }))?
