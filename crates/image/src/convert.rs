@@ -101,7 +101,9 @@ pub struct ConvertOptions {
     pub source_date_epoch: Option<u64>,
     /// Input bounds.
     pub limits: Limits,
-    /// SGX results to record (labels and workload `sgx`), computed by the caller.
+    /// SGX results to record (labels and workload `sgx`), computed by a caller that signs the
+    /// enclave elsewhere. `coffer_image::sgx::convert_sgx` (feature `sgx`) computes them itself
+    /// and refuses this field.
     pub sgx: Option<SgxInfo>,
 }
 

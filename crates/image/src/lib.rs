@@ -7,6 +7,8 @@
 //! - [`protect`]: the encrypted-file format (AES-256-GCM in authenticated chunks, bound to the
 //!   path) used by `coffer convert --encrypt`.
 //! - [`paths`]: canonical in-image paths and globs.
+//! - `sgx` (feature `sgx`): `convert --tee sgx`, which also renders, measures and signs the
+//!   image's Gramine enclave (`/coffer/gramine/coffer.manifest.sgx`, `/coffer/gramine/coffer.sig`).
 //!
 //! ```
 //! use coffer_image::workload::{WorkloadFile, TrustedFile, FORMAT_VERSION};

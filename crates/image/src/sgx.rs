@@ -136,6 +136,12 @@ pub fn convert_sgx(
     g: &GramineOptions,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<ConvertReport, Error> {
+    if opts.sgx.is_some() {
+        return Err(Error::Sgx(
+            "ConvertOptions::sgx must be empty: convert_sgx computes MRENCLAVE/MRSIGNER itself"
+                .into(),
+        ));
+    }
     let date = sigstruct_date(opts.source_date_epoch)?;
     let hook = |wf: &WorkloadFile, wf_json: &[u8]| -> Result<EnclaveOutput, Error> {
         let input = gramine_input(wf, wf_json, g)?;

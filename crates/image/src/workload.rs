@@ -114,7 +114,10 @@ pub struct WorkloadFile {
     pub isv_svn: u16,
     /// The image measurement: [`WorkloadFile::measurement`] of the fields above.
     pub image_measurement: Digest,
-    /// SGX build results, when converted with `--tee sgx`.
+    /// SGX results recorded by a caller that signs the enclave elsewhere
+    /// ([`crate::ConvertOptions::sgx`]). `convert --tee sgx` leaves it empty: its Gramine
+    /// manifest pins this file's SHA-256, so the file cannot also carry the MRENCLAVE (that goes
+    /// into the image labels instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sgx: Option<SgxInfo>,
 }
