@@ -349,6 +349,10 @@ fn convert_tee_sgx_emits_a_signed_gramine_enclave() {
     assert_eq!(v["packages"]["app"]["mrsigner"], mrsigner.as_str());
     assert_eq!(v["packages"]["app"]["isv_prod_id"], 7);
     assert_eq!(v["packages"]["app"]["debug"], false);
+    // The snippet is a valid manifest package as printed.
+    let pkg: coffer_manifest::Package =
+        serde_json::from_value(v["packages"]["app"].clone()).unwrap();
+    assert_eq!(pkg.mrsigner.as_deref(), Some(mrsigner.as_str()));
 
     let (labels, files) = labels_and_last_layer(&out);
     assert_eq!(labels["dev.coffer.sgx.mrenclave"], mrenclave.as_str());
