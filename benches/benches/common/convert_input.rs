@@ -1,8 +1,7 @@
-//! One-shot timing of `coffer convert` on ≥ 1 GiB of files against `sha256sum`, a one-thread
-//! `sha2` pass and a `tar` repack of the same files — the same input as the criterion bench
-//! `benches/benches/convert.rs`, for a quick number without criterion:
-//!
-//!     cargo run --release -p coffer-image --example convert_timing [RUNS]
+//! The input of the conversion benchmarks, shared by the criterion bench
+//! (`benches/convert.rs`) and the one-shot timing (`examples/convert_timing.rs`): 256 files of
+//! 4 MiB of pseudo-random bytes and 4096 files of 4 KiB (1.016 GiB), in one uncompressed layer of
+//! an OCI layout generated in a temporary directory (never committed).
 
 use std::fs;
 use std::io::Write;
@@ -13,14 +12,14 @@ use std::time::{Duration, Instant};
 use coffer_image::layout::Format;
 use coffer_image::{convert, ConvertOptions, Digest, ImageRef, Limits};
 
-const BIG_FILES: usize = 256;
-const BIG_SIZE: usize = 4 << 20;
-const SMALL_FILES: usize = 4096;
-const SMALL_SIZE: usize = 4 << 10;
+pub(crate) const BIG_FILES: usize = 256;
+pub(crate) const BIG_SIZE: usize = 4 << 20;
+pub(crate) const SMALL_FILES: usize = 4096;
+pub(crate) const SMALL_SIZE: usize = 4 << 10;
 
 /// xorshift64*: fast, deterministic filler (content must not be compressible or trivially
 /// hashable for the comparison to be fair).
-fn fill(buf: &mut [u8], seed: u64) {
+pub(crate) fn fill(buf: &mut [u8], seed: u64) {
     let mut x = seed | 1;
     for chunk in buf.chunks_mut(8) {
         x ^= x >> 12;
@@ -31,23 +30,23 @@ fn fill(buf: &mut [u8], seed: u64) {
     }
 }
 
-struct Input {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    files: Vec<PathBuf>,
-    oci: PathBuf,
-    oci_gz: Option<PathBuf>,
-    launcher: PathBuf,
-    work: PathBuf,
+pub(crate) struct Input {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) root: PathBuf,
+    pub(crate) files: Vec<PathBuf>,
+    pub(crate) oci: PathBuf,
+    pub(crate) oci_gz: Option<PathBuf>,
+    pub(crate) launcher: PathBuf,
+    pub(crate) work: PathBuf,
 }
 
-fn put_blob(dir: &Path, bytes: &[u8]) -> String {
+pub(crate) fn put_blob(dir: &Path, bytes: &[u8]) -> String {
     let d = Digest::of(bytes);
     fs::write(dir.join("blobs/sha256").join(d.hex()), bytes).unwrap();
     d.oci()
 }
 
-fn write_layout(dir: &Path, layer_file: &Path, media_type: &str, diff_id: &str) {
+pub(crate) fn write_layout(dir: &Path, layer_file: &Path, media_type: &str, diff_id: &str) {
     fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     let blob = fs::read(layer_file).unwrap();
     let ld = put_blob(dir, &blob);
@@ -74,7 +73,7 @@ fn write_layout(dir: &Path, layer_file: &Path, media_type: &str, diff_id: &str) 
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
-fn generate() -> Input {
+pub(crate) fn generate() -> Input {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("rootfs");
     let mut files = Vec::new();
@@ -139,7 +138,7 @@ fn generate() -> Input {
 }
 
 /// gzip through the system `gzip -1` (the bench crate does not depend on flate2).
-fn gzip(src: &Path, dst: &Path) {
+pub(crate) fn gzip(src: &Path, dst: &Path) {
     let out = fs::File::create(dst).unwrap();
     let st = Command::new("gzip")
         .arg("-1")
@@ -151,7 +150,7 @@ fn gzip(src: &Path, dst: &Path) {
     assert!(st.success());
 }
 
-fn convert_once(input: &Input, src: &Path, n: u64) -> Duration {
+pub(crate) fn convert_once(input: &Input, src: &Path, n: u64) -> Duration {
     let out = input.work.join(format!("out-{n}"));
     let opts = ConvertOptions {
         source: ImageRef {
@@ -182,96 +181,4 @@ fn convert_once(input: &Input, src: &Path, n: u64) -> Duration {
     assert_eq!(r.trusted_files, BIG_FILES + SMALL_FILES + 1);
     fs::remove_dir_all(&out).unwrap();
     d
-}
-
-fn time<F: FnMut()>(runs: usize, mut f: F) -> Duration {
-    let mut best = Duration::MAX;
-    for _ in 0..runs {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed());
-    }
-    best
-}
-
-fn main() {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let input = generate();
-    let total: usize = BIG_FILES * BIG_SIZE + SMALL_FILES * SMALL_SIZE;
-    let gib = total as f64 / (1u64 << 30) as f64;
-    println!(
-        "input: {} files, {gib:.3} GiB; best of {runs} runs",
-        input.files.len()
-    );
-    let mut n = 0;
-    let conv = (0..runs)
-        .map(|_| {
-            n += 1;
-            convert_once(&input, &input.oci, n)
-        })
-        .min()
-        .unwrap();
-    let conv_gz = input.oci_gz.as_ref().map(|gz| {
-        (0..runs)
-            .map(|_| {
-                n += 1;
-                convert_once(&input, gz, n)
-            })
-            .min()
-            .unwrap()
-    });
-    let sum = time(runs, || {
-        let st = Command::new("sha256sum")
-            .args(&input.files)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success());
-    });
-    let sha2_1t = time(runs, || {
-        use sha2::Digest as _;
-        let mut buf = vec![0u8; 1 << 20];
-        for f in &input.files {
-            let mut h = sha2::Sha256::new();
-            let mut file = fs::File::open(f).unwrap();
-            loop {
-                let n = std::io::Read::read(&mut file, &mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            std::hint::black_box(h.finalize());
-        }
-    });
-    let out = input.work.join("repack.tar");
-    let tar_t = time(runs, || {
-        let st = Command::new("tar")
-            .arg("-cf")
-            .arg(&out)
-            .arg("-C")
-            .arg(&input.root)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
-    });
-    let row = |name: &str, d: Duration| {
-        println!(
-            "{name:40} {:7.3} s  {:7.1} MiB/s  {:5.2}x of sha256sum",
-            d.as_secs_f64(),
-            total as f64 / (1 << 20) as f64 / d.as_secs_f64(),
-            d.as_secs_f64() / sum.as_secs_f64()
-        )
-    };
-    row("coffer convert (uncompressed layer)", conv);
-    if let Some(d) = conv_gz {
-        row("coffer convert (gzip layer)", d);
-    }
-    row("sha256sum (coreutils)", sum);
-    row("sha2, one thread, read+hash", sha2_1t);
-    row("tar -cf (plain repack)", tar_t);
 }
