@@ -715,20 +715,23 @@ impl Coordinator {
 
         // Render before anything is recorded: a workload that cannot get its parameters (e.g. a
         // user-defined secret not set yet) is refused without taking an activation slot.
-        let mut parameters = render_parameters(
-            manifest,
-            &ActivationSource {
-                store: &r.store,
-                workload: &req.workload,
-                specs: &manifest.secrets,
-                fresh: &fresh,
-                instance: req.instance_id,
-                root_der: snap.ca.root_der(),
-                leaf_der: &leaf,
-                intermediate_der: snap.ca.intermediate_der(),
-            },
-            &req.workload,
-        )?;
+        let render = |fresh: &HashMap<String, StoredSecret>| {
+            render_parameters(
+                manifest,
+                &ActivationSource {
+                    store: &r.store,
+                    workload: &req.workload,
+                    specs: &manifest.secrets,
+                    fresh,
+                    instance: req.instance_id,
+                    root_der: snap.ca.root_der(),
+                    leaf_der: &leaf,
+                    intermediate_der: snap.ca.intermediate_der(),
+                },
+                &req.workload,
+            )
+        };
+        let mut parameters = render(&fresh)?;
         let outcome = r
             .writer
             .submit(Job {
@@ -747,20 +750,7 @@ impl Coordinator {
             Outcome::Existing if !fresh.is_empty() => {
                 // A concurrent first activation of this UUID won: use its stored values.
                 fresh.clear();
-                parameters = render_parameters(
-                    manifest,
-                    &ActivationSource {
-                        store: &r.store,
-                        workload: &req.workload,
-                        specs: &manifest.secrets,
-                        fresh: &fresh,
-                        instance: req.instance_id,
-                        root_der: snap.ca.root_der(),
-                        leaf_der: &leaf,
-                        intermediate_der: snap.ca.intermediate_der(),
-                    },
-                    &req.workload,
-                )?;
+                parameters = render(&fresh)?;
             }
             Outcome::Existing | Outcome::New | Outcome::Applied => {}
         }
