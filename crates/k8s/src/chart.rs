@@ -1,0 +1,1 @@
+//! The Helm chart and `coffer k8s render` (being built).

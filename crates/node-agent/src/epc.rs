@@ -1,0 +1,1 @@
+//! EPC capacity from CPUID leaf 0x12 (being built).
