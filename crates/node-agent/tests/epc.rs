@@ -416,3 +416,147 @@ async fn published_epc_reads_the_capacity_back() {
         assert_eq!(got, expected, "{answer:?}");
     }
 }
+
+// ---- the agent's run loop, against kube's mock service ----
+
+mod agent_loop {
+    use super::*;
+    use coffer_node_agent::agent::{self, AgentConfig};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn config(cpu: RecordedCpuid, dev_root: &Path) -> AgentConfig {
+        let mut cfg = AgentConfig::with_cpuid("sgx-node-1", Arc::new(cpu));
+        cfg.dev_root = dev_root.to_path_buf();
+        cfg.plugin_dir = dev_root.join("device-plugins");
+        cfg.check_interval = Duration::from_millis(1);
+        cfg.retry_initial = Duration::from_millis(1);
+        cfg.retry_max = Duration::from_millis(2);
+        cfg.republish_interval = Duration::from_secs(3600);
+        cfg
+    }
+
+    fn dev_root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for dev in [agent::ENCLAVE_DEVICE, agent::PROVISION_DEVICE] {
+            std::fs::write(dir.path().join(dev), b"").expect("fake device node");
+        }
+        dir
+    }
+
+    fn answer(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("response")
+    }
+
+    /// Publish refused (403) → retried; published; read back; capacity reset by the kubelet →
+    /// re-published. Only the order of requests is checked, never a duration.
+    #[tokio::test]
+    async fn retries_then_repairs_a_reset_capacity() {
+        let dev = dev_root();
+        let cfg = config(recorded("coffee-lake-128m.txt"), dev.path());
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(svc, "default");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let forbidden = serde_json::to_vec(&serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "forbidden", "reason": "Forbidden", "code": 403
+            }))
+            .unwrap_or_default();
+            let patch_body =
+                r#"[{"op":"add","path":"/status/capacity/sgx.intel.com~1epc","value":"98041856"}]"#;
+            let mut log = Vec::new();
+            let mut stop_tx = Some(stop_tx);
+            while let Some((req, send)) = handle.next_request().await {
+                let method = req.method().clone();
+                let path = req.uri().path().to_owned();
+                assert_eq!(path, "/api/v1/nodes/sgx-node-1/status");
+                let body = req.into_body().collect_bytes().await.expect("body");
+                log.push(method.clone());
+                let step = log.len();
+                if method == http::Method::PATCH {
+                    assert_eq!(std::str::from_utf8(&body).expect("utf-8"), patch_body);
+                }
+                match step {
+                    1 => {
+                        assert_eq!(method, http::Method::PATCH);
+                        send.send_response(answer(StatusCode::FORBIDDEN, forbidden.clone()));
+                    }
+                    2 => {
+                        assert_eq!(method, http::Method::PATCH, "retried after 403");
+                        send.send_response(answer(
+                            StatusCode::OK,
+                            node_json("sgx-node-1", Some("98041856")),
+                        ));
+                    }
+                    3 => {
+                        assert_eq!(method, http::Method::GET, "reads the capacity back");
+                        send.send_response(answer(StatusCode::OK, node_json("sgx-node-1", None)));
+                    }
+                    4 => {
+                        assert_eq!(method, http::Method::PATCH, "re-publishes after a reset");
+                        send.send_response(answer(
+                            StatusCode::OK,
+                            node_json("sgx-node-1", Some("98041856")),
+                        ));
+                        if let Some(tx) = stop_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    _ => {
+                        // Until the agent sees the shutdown: the capacity is right, reads only.
+                        assert_eq!(method, http::Method::GET, "no publish while correct");
+                        send.send_response(answer(
+                            StatusCode::OK,
+                            node_json("sgx-node-1", Some("98041856")),
+                        ));
+                    }
+                }
+            }
+            log.len()
+        });
+        let mut server = server;
+        let agent = agent::run_with(cfg, client, async {
+            let _ = stop_rx.await;
+        });
+        // A failed check in the mock server ends it early; the agent would then retry
+        // forever, so whichever ends first decides.
+        tokio::select! {
+            r = agent => r.expect("clean stop"),
+            s = &mut server => panic!("mock server ended before the agent: {s:?}"),
+        }
+        let requests = server.await.expect("mock server checks");
+        assert!(requests >= 4, "{requests} requests");
+    }
+
+    #[tokio::test]
+    async fn missing_enclave_device_is_refused_before_any_request() {
+        let dev = tempfile::tempdir().expect("tempdir");
+        let cfg = config(recorded("coffee-lake-128m.txt"), dev.path());
+        let (client, mut handle) = mock_client();
+        let err = agent::run_with(cfg, client, std::future::pending::<()>())
+            .await
+            .expect_err("no device");
+        match &err {
+            Error::DeviceMissing { path } => assert!(path.ends_with("sgx_enclave"), "{path}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(handle.next_request().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn node_without_sgx_is_refused_before_any_request() {
+        let dev = dev_root();
+        let cfg = config(recorded("no-sgx.txt"), dev.path());
+        let (client, mut handle) = mock_client();
+        let err = agent::run_with(cfg, client, std::future::pending::<()>())
+            .await
+            .expect_err("no SGX");
+        assert!(matches!(err, Error::SgxNotSupported), "{err:?}");
+        assert!(handle.next_request().await.is_none());
+    }
+}
