@@ -62,10 +62,17 @@ pub const MAX_EPC_SUBLEAVES: u32 = 64;
 const _: () = assert!((MAX_EPC_SUBLEAVES as u128) << 52 <= u64::MAX as u128);
 
 /// The largest recorded-CPUID file accepted ([`RecordedCpuid::parse`]), in bytes.
-pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+pub const MAX_RECORD_BYTES: usize = 128 * 1024;
 
 /// The most entries a recorded-CPUID file may hold.
 pub const MAX_RECORD_ENTRIES: usize = 1024;
+
+/// The longest line [`RecordedCpuid::to_text`] writes (six `0x` + 8 digit values, 5 spaces,
+/// a newline) — and the header. Whatever was parsed must render within the parser's own
+/// limit, or a recording could not be saved and reloaded (checked by the `cpuid_epc` fuzz
+/// harness's round trip).
+const RECORD_LINE_MAX: usize = 6 * 10 + 5 + 1;
+const _: () = assert!(MAX_RECORD_ENTRIES * RECORD_LINE_MAX + 64 <= MAX_RECORD_BYTES);
 
 /// The four registers one `CPUID` execution returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

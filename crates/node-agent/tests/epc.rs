@@ -244,6 +244,17 @@ fn recording_round_trips() {
         RecordedCpuid::parse(text.as_bytes()).expect("round trip"),
         r
     );
+    // The widest recording the parser accepts still renders within its size limit.
+    let mut widest = RecordedCpuid::default();
+    for i in 0..epc::MAX_RECORD_ENTRIES as u32 {
+        widest.insert(u32::MAX - i, u32::MAX, regs([u32::MAX; 4]));
+    }
+    let text = widest.to_text();
+    assert!(text.len() <= MAX_RECORD_BYTES, "{} bytes", text.len());
+    assert_eq!(
+        RecordedCpuid::parse(text.as_bytes()).expect("widest"),
+        widest
+    );
 }
 
 #[test]
