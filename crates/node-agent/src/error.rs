@@ -87,6 +87,48 @@ pub enum Error {
         /// The cause.
         source: Box<kube::Error>,
     },
+    // ---- device plugin (device_plugin.rs) ----
+    /// The device plugin configuration cannot work (zero interval, device count out of range,
+    /// a path that is not UTF-8).
+    #[error("device plugin configuration: {reason}")]
+    DevicePluginConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Something other than a Unix socket is where a plugin socket goes: the agent refuses
+    /// to delete it.
+    #[error(
+        "{path} exists and is not a Unix socket: the device plugin will not delete it; remove \
+         it or point the plugin directory elsewhere"
+    )]
+    SocketPathOccupied {
+        /// The socket path.
+        path: String,
+    },
+    /// Registering a resource with the kubelet failed.
+    #[error("registering {resource} with the kubelet at {socket}: {reason}")]
+    Registration {
+        /// The resource name (`sgx.intel.com/enclave`, …).
+        resource: &'static str,
+        /// The kubelet's socket.
+        socket: String,
+        /// The transport error or the kubelet's answer.
+        reason: String,
+    },
+    /// A device plugin gRPC server stopped with an error.
+    #[error("device plugin server for {resource}: {reason}")]
+    DevicePluginServe {
+        /// The resource name.
+        resource: &'static str,
+        /// The cause.
+        reason: String,
+    },
+    /// An agent setting is unusable.
+    #[error("node agent configuration: {reason}")]
+    AgentConfig {
+        /// What is wrong.
+        reason: String,
+    },
     /// An SGX device node the agent serves is missing.
     #[error("{path} does not exist: load the in-kernel SGX driver (Linux 5.11+) or mount the host's /dev")]
     DeviceMissing {
