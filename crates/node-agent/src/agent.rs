@@ -13,19 +13,21 @@
 //!    gives up on the API server, because a DaemonSet pod that exits is only restarted
 //!    later with the same problem.
 //!
-//! The loop stops when the `shutdown` future completes ([`run`] uses SIGTERM/SIGINT).
+//! 4. Beside it, serve the device plugins for `sgx.intel.com/enclave` and
+//!    `sgx.intel.com/provision` ([`crate::device_plugin::run_all`]).
 //!
-//! Not yet wired: the device plugin servers of [`crate::device_plugin`] (see the report of
-//! the session that built this: that module's entry point was not available when this loop
-//! was written), so [`run`] serves only the EPC capacity.
+//! Both stop when the `shutdown` future completes ([`run`] uses SIGTERM/SIGINT); a device
+//! plugin failing stops the EPC loop too and is returned, so the pod restarts as a whole.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::device_plugin::{self, DevicePluginConfig};
 use crate::epc::{self, CpuidSource};
 use crate::Error;
 
@@ -33,17 +35,11 @@ use crate::Error;
 /// (`valueFrom.fieldRef.fieldPath: spec.nodeName`).
 pub const NODE_NAME_ENV: &str = "NODE_NAME";
 
-/// Where the SGX device nodes are by default.
-pub const DEFAULT_DEV_ROOT: &str = "/dev";
-
-/// The kubelet's device plugin directory (its `kubelet.sock` and the plugins' sockets).
-pub const DEFAULT_PLUGIN_DIR: &str = "/var/lib/kubelet/device-plugins";
-
 /// The enclave device (in-kernel driver, Linux 5.11+), relative to the device root.
-pub const ENCLAVE_DEVICE: &str = "sgx_enclave";
+pub const ENCLAVE_DEVICE: &str = device_plugin::ENCLAVE.device;
 
 /// The provisioning device (for quoting enclaves), relative to the device root.
-pub const PROVISION_DEVICE: &str = "sgx_provision";
+pub const PROVISION_DEVICE: &str = device_plugin::PROVISION.device;
 
 /// Everything the agent needs; [`AgentConfig::new`] fills in the defaults.
 #[derive(Clone)]
@@ -53,10 +49,10 @@ pub struct AgentConfig {
     /// Where CPUID values come from: [`epc::NativeCpuid`] in production, a
     /// [`epc::RecordedCpuid`] in tests.
     pub cpuid: Arc<dyn CpuidSource + Send + Sync>,
-    /// The device root (default [`DEFAULT_DEV_ROOT`]).
-    pub dev_root: PathBuf,
-    /// The kubelet device plugin directory (default [`DEFAULT_PLUGIN_DIR`]).
-    pub plugin_dir: PathBuf,
+    /// The device plugins' settings, including the device root (`devices.dev_root`, default
+    /// `/dev`) and the kubelet plugin directory (`devices.plugin_dir`, default
+    /// `/var/lib/kubelet/device-plugins`).
+    pub devices: DevicePluginConfig,
     /// How often the published capacity is read back and repaired (default 60 s).
     pub check_interval: Duration,
     /// How often the capacity is re-published even when it looks right (default 10 min).
@@ -71,8 +67,7 @@ impl std::fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentConfig")
             .field("node_name", &self.node_name)
-            .field("dev_root", &self.dev_root)
-            .field("plugin_dir", &self.plugin_dir)
+            .field("devices", &self.devices)
             .field("check_interval", &self.check_interval)
             .field("republish_interval", &self.republish_interval)
             .field("retry_initial", &self.retry_initial)
@@ -96,8 +91,7 @@ impl AgentConfig {
         Self {
             node_name: node_name.into(),
             cpuid,
-            dev_root: PathBuf::from(DEFAULT_DEV_ROOT),
-            plugin_dir: PathBuf::from(DEFAULT_PLUGIN_DIR),
+            devices: DevicePluginConfig::default(),
             check_interval: Duration::from_secs(60),
             republish_interval: Duration::from_secs(600),
             retry_initial: Duration::from_secs(1),
@@ -133,6 +127,17 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     epc::validate_node_name(&cfg.node_name)?;
+    for (name, d) in [
+        ("check interval", cfg.check_interval),
+        ("first retry wait", cfg.retry_initial),
+    ] {
+        if d.is_zero() {
+            return Err(Error::AgentConfig {
+                reason: format!("the {name} is zero (it would poll the API server in a loop)"),
+            });
+        }
+    }
+    cfg.devices.validate()?;
     let sgx = epc::read_epc(&*cfg.cpuid)?;
     for s in &sgx.sections {
         tracing::info!(
@@ -149,14 +154,51 @@ pub async fn run_with(
         sgx2 = sgx.sgx2,
         "EPC read from CPUID"
     );
-    check_devices(&cfg.dev_root)?;
+    check_devices(&cfg.devices.dev_root)?;
 
+    // One stop signal for both halves: the caller's shutdown, or a device plugin failing.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let plugins = async {
+        let result = device_plugin::run_all(cfg.devices.clone(), stopped(stop_rx.clone())).await;
+        let _ = stop_tx.send(true);
+        result
+    };
+    let publish = publish_loop(&cfg, &client, sgx.total_bytes, stopped(stop_rx.clone()));
+    let work = async { tokio::join!(plugins, publish).0 };
+    let mut work = std::pin::pin!(work);
     let mut shutdown = std::pin::pin!(shutdown);
+    let result = tokio::select! {
+        result = &mut work => result,
+        () = &mut shutdown => {
+            let _ = stop_tx.send(true);
+            work.await
+        }
+    };
+    tracing::info!("node agent stopped");
+    result
+}
+
+/// Keeps the capacity published until `stop` completes (see the [module docs](self)).
+async fn publish_loop(
+    cfg: &AgentConfig,
+    client: &kube::Client,
+    epc_bytes: u64,
+    stop: impl Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
     let mut backoff = cfg.retry_initial;
     let mut last_publish: Option<Instant> = None;
     loop {
         let force = last_publish.is_none_or(|t| t.elapsed() >= cfg.republish_interval);
-        let wait = match sync_capacity(&client, &cfg.node_name, sgx.total_bytes, force).await {
+        // A hanging API call must not hold up shutdown: the round itself races the stop.
+        let round = tokio::select! {
+            () = &mut stop => break,
+            round = sync_capacity(client, &cfg.node_name, epc_bytes, force) => round,
+        };
+        let wait = match round {
             Ok(published) => {
                 if published {
                     last_publish = Some(Instant::now());
@@ -172,12 +214,10 @@ pub async fn run_with(
             }
         };
         tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut stop => break,
             () = tokio::time::sleep(wait) => {}
         }
     }
-    tracing::info!("node agent stopping");
-    Ok(())
 }
 
 /// One round: unless `force`, read the capacity back and stop if it is right; otherwise

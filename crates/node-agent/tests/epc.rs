@@ -438,8 +438,8 @@ mod agent_loop {
 
     fn config(cpu: RecordedCpuid, dev_root: &Path) -> AgentConfig {
         let mut cfg = AgentConfig::with_cpuid("sgx-node-1", Arc::new(cpu));
-        cfg.dev_root = dev_root.to_path_buf();
-        cfg.plugin_dir = dev_root.join("device-plugins");
+        cfg.devices.dev_root = dev_root.to_path_buf();
+        cfg.devices.plugin_dir = dev_root.to_path_buf();
         cfg.check_interval = Duration::from_millis(1);
         cfg.retry_initial = Duration::from_millis(1);
         cfg.retry_max = Duration::from_millis(2);
@@ -569,5 +569,55 @@ mod agent_loop {
             .expect_err("no SGX");
         assert!(matches!(err, Error::SgxNotSupported), "{err:?}");
         assert!(handle.next_request().await.is_none());
+    }
+}
+
+mod agent_config {
+    use super::*;
+    use coffer_node_agent::agent::{self, AgentConfig};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn unusable_settings_are_refused_before_any_request() {
+        let dev = tempfile::tempdir().expect("tempdir");
+        for dev_name in [agent::ENCLAVE_DEVICE, agent::PROVISION_DEVICE] {
+            std::fs::write(dev.path().join(dev_name), b"").expect("fake device node");
+        }
+        let base = || {
+            let mut cfg =
+                AgentConfig::with_cpuid("sgx-node-1", Arc::new(recorded("coffee-lake-128m.txt")));
+            cfg.devices.dev_root = dev.path().to_path_buf();
+            cfg.devices.plugin_dir = dev.path().to_path_buf();
+            cfg
+        };
+        let mut zero_check = base();
+        zero_check.check_interval = Duration::ZERO;
+        let mut zero_devices = base();
+        zero_devices.devices.devices_per_resource = 0;
+        let mut bad_name = base();
+        bad_name.node_name = "Sgx_Node".into();
+        for (cfg, what) in [
+            (zero_check, "check interval"),
+            (zero_devices, "devices per resource"),
+            (bad_name, "Sgx_Node"),
+        ] {
+            let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+            let client = kube::Client::new(svc, "default");
+            let err = agent::run_with(cfg, client, std::future::pending::<()>())
+                .await
+                .expect_err(what);
+            assert!(
+                matches!(
+                    err,
+                    Error::AgentConfig { .. }
+                        | Error::DevicePluginConfig { .. }
+                        | Error::InvalidNodeName { .. }
+                ),
+                "{what}: {err:?}"
+            );
+            assert!(err.to_string().contains(what), "{what}: {err}");
+            assert!(handle.next_request().await.is_none(), "{what}");
+        }
     }
 }
