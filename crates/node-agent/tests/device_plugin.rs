@@ -321,3 +321,58 @@ async fn invalid_config_is_refused() -> TestResult {
     );
     Ok(())
 }
+
+/// A kubelet that refuses every registration, as one does for an unsupported version or a
+/// resource name another plugin holds.
+struct RefusingKubelet;
+
+#[tonic::async_trait]
+impl Registration for RefusingKubelet {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<Empty>, Status> {
+        Err(Status::invalid_argument(format!(
+            "resource {} is already registered",
+            request.get_ref().resource_name
+        )))
+    }
+}
+
+#[tokio::test]
+async fn registration_errors_name_the_cause() -> TestResult {
+    let plugins = tempfile::tempdir()?;
+    let kubelet_socket = plugins.path().join(KUBELET_SOCKET);
+
+    // No kubelet listening.
+    let result = device_plugin::register(plugins.path(), &ENCLAVE, PATIENCE).await;
+    match result {
+        Err(Error::Registration {
+            resource, socket, ..
+        }) => {
+            assert_eq!(resource, "sgx.intel.com/enclave");
+            assert_eq!(socket, kubelet_socket.display().to_string());
+        }
+        other => panic!("expected a Registration error, got {other:?}"),
+    }
+
+    // A kubelet that answers with a refusal: its message is kept.
+    let listener = tokio::net::UnixListener::bind(&kubelet_socket)?;
+    let kubelet = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(RegistrationServer::new(RefusingKubelet))
+            .serve_with_incoming(UnixListenerStream::new(listener)),
+    );
+    let result = device_plugin::register(plugins.path(), &PROVISION, PATIENCE).await;
+    match result {
+        Err(Error::Registration {
+            resource, reason, ..
+        }) => {
+            assert_eq!(resource, "sgx.intel.com/provision");
+            assert!(
+                reason.contains("sgx.intel.com/provision is already registered"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a Registration error, got {other:?}"),
+    }
+    kubelet.abort();
+    Ok(())
+}
