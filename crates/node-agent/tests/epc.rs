@@ -472,6 +472,11 @@ mod agent_loop {
         let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = kube::Client::new(svc, "default");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let sockets: Vec<PathBuf> = coffer_node_agent::device_plugin::RESOURCES
+            .iter()
+            .map(|r| dev.path().join(r.socket_name))
+            .collect();
+        let sockets_in_server = sockets.clone();
         let server = tokio::spawn(async move {
             let forbidden = serde_json::to_vec(&serde_json::json!({
                 "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -514,6 +519,16 @@ mod agent_loop {
                             StatusCode::OK,
                             node_json("sgx-node-1", Some("98041856")),
                         ));
+                        // The device plugins run beside the publisher: their sockets
+                        // appear in the plugin directory (waited for, not timed).
+                        for socket in &sockets_in_server {
+                            let mut waited = 0;
+                            while !socket.exists() && waited < 1000 {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                waited += 1;
+                            }
+                            assert!(socket.exists(), "{} not created", socket.display());
+                        }
                         if let Some(tx) = stop_tx.take() {
                             let _ = tx.send(());
                         }
@@ -542,6 +557,9 @@ mod agent_loop {
         }
         let requests = server.await.expect("mock server checks");
         assert!(requests >= 4, "{requests} requests");
+        for socket in &sockets {
+            assert!(!socket.exists(), "{} left behind", socket.display());
+        }
     }
 
     #[tokio::test]
