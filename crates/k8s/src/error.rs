@@ -11,4 +11,47 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// A chart template uses something outside the evaluator's subset of Helm's template
+    /// language, or refers to a value that does not exist (a defect of the chart, or of a
+    /// value's type).
+    #[error("{template}:{line}: {message}")]
+    Template {
+        /// `coffer/templates/<file>`.
+        template: String,
+        /// 1-based line of the action.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The chart refuses the values it was given (a `fail` in a template).
+    #[error("{template}:{line}: the chart refuses these values: {message}")]
+    ChartRefused {
+        /// `coffer/templates/<file>`.
+        template: String,
+        /// 1-based line of the `fail`.
+        line: usize,
+        /// The chart's reason.
+        message: String,
+    },
+    /// Chart values (`--set`, a values file) are malformed or name an unknown value.
+    #[error("chart values: {0}")]
+    Values(String),
+    /// A template rendered text that is not a Kubernetes object in YAML.
+    #[error("{template}: rendered YAML is invalid: {message}")]
+    RenderedYaml {
+        /// `coffer/templates/<file>`.
+        template: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// The release name or namespace is not a valid Kubernetes name.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidRelease {
+        /// `release name` or `namespace`.
+        what: &'static str,
+        /// The name given (truncated).
+        value: String,
+        /// Why it is invalid.
+        reason: String,
+    },
 }

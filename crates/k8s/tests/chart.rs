@@ -1,0 +1,958 @@
+//! The Helm chart as `coffer k8s render` renders it: every document parsed into its
+//! k8s-openapi type (which checks apiVersion and kind), re-serialised and compared with the
+//! rendered YAML (so a misspelt field, which serde would skip, fails), and the fields that
+//! matter checked. Plus: the chart's template directory is exactly what the renderer embeds,
+//! every template renders for the defaults and each optional branch, and the evaluator refuses
+//! what it does not implement with file:line.
+
+use std::collections::BTreeSet;
+
+use coffer_k8s::chart::{self, Release};
+use coffer_k8s::Error;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    Container, PersistentVolumeClaim, Service, ServiceAccount, Volume,
+};
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde_yaml::Value;
+
+/// One rendered document.
+#[derive(Debug, Clone)]
+struct Doc {
+    source: String,
+    kind: String,
+    name: String,
+    yaml: Value,
+}
+
+/// The rendered objects of one set of values.
+struct Rendered {
+    text: String,
+    docs: Vec<Doc>,
+}
+
+impl Rendered {
+    fn find(&self, kind: &str, name: &str) -> Option<&Doc> {
+        self.docs.iter().find(|d| d.kind == kind && d.name == name)
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, kind: &str, name: &str) -> T {
+        let doc = self
+            .find(kind, name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in\n{}", self.text));
+        serde_yaml::from_value(doc.yaml.clone()).unwrap()
+    }
+
+    fn kinds(&self) -> BTreeSet<(String, String)> {
+        self.docs
+            .iter()
+            .map(|d| (d.kind.clone(), d.name.clone()))
+            .collect()
+    }
+}
+
+fn overrides(sets: &[&str]) -> Value {
+    let mut v = Value::Null;
+    for s in sets {
+        chart::merge_values(&mut v, chart::parse_set(s).unwrap());
+    }
+    v
+}
+
+fn release(ns: &str) -> Release {
+    Release::new("coffer", ns).unwrap()
+}
+
+/// Parses `doc` as `T` and checks that nothing was lost: the typed object, serialised again,
+/// equals the rendered YAML (as JSON, which is what the API server sees).
+fn typed_roundtrip<T>(doc: &Doc)
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed: T = serde_yaml::from_value(doc.yaml.clone())
+        .unwrap_or_else(|e| panic!("{} {} ({}): {e}", doc.kind, doc.name, doc.source));
+    let mut back = serde_json::to_value(&typed).unwrap();
+    // k8s-openapi writes apiVersion/kind into a StatefulSet's PVC templates; the API server
+    // accepts both forms.
+    if let Some(templates) = back.pointer_mut("/spec/volumeClaimTemplates") {
+        for t in templates.as_array_mut().into_iter().flatten() {
+            if let Some(o) = t.as_object_mut() {
+                o.remove("apiVersion");
+                o.remove("kind");
+            }
+        }
+    }
+    let orig = serde_json::to_value(&doc.yaml).unwrap();
+    if let Some(path) = first_difference(&back, &orig, String::new()) {
+        panic!(
+            "{} {} ({}): the typed object differs at {path} (a field its type does not know?)",
+            doc.kind, doc.name, doc.source
+        );
+    }
+}
+
+/// The JSON pointer of the first place where `a` and `b` differ.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value as J;
+    match (a, b) {
+        (J::Object(x), J::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(p), Some(q)) => first_difference(p, q, format!("{at}/{k}")),
+                _ => Some(format!("{at}/{k}")),
+            })
+        }
+        (J::Array(x), J::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (p, q))| first_difference(p, q, format!("{at}/{i}"))),
+        _ if a == b => None,
+        // A quantity written as a YAML number (`cpu: 1`) is read back as the string "1"; the
+        // API server accepts both.
+        (J::String(x), J::Number(y)) if *x == y.to_string() => None,
+        _ => Some(format!("{at} ({a} vs {b})")),
+    }
+}
+
+fn render_with(ns: &str, sets: &[&str]) -> Rendered {
+    let text = chart::render(&release(ns), &overrides(sets))
+        .unwrap_or_else(|e| panic!("render {sets:?}: {e}"));
+    assert!(
+        text.starts_with("---\n# Source: coffer/templates/"),
+        "{text}"
+    );
+    let mut docs = Vec::new();
+    for chunk in text.split("---\n").skip(1) {
+        let (header, body) = chunk.split_once('\n').unwrap();
+        let source = header.strip_prefix("# Source: ").unwrap().to_string();
+        let yaml: Value = serde_yaml::from_str(body).unwrap();
+        let kind = yaml["kind"].as_str().unwrap().to_string();
+        let name = yaml["metadata"]["name"].as_str().unwrap().to_string();
+        let doc = Doc {
+            source,
+            kind,
+            name,
+            yaml,
+        };
+        match doc.kind.as_str() {
+            "Deployment" => typed_roundtrip::<Deployment>(&doc),
+            "DaemonSet" => typed_roundtrip::<DaemonSet>(&doc),
+            "StatefulSet" => typed_roundtrip::<StatefulSet>(&doc),
+            "Service" => typed_roundtrip::<Service>(&doc),
+            "ServiceAccount" => typed_roundtrip::<ServiceAccount>(&doc),
+            "ClusterRole" => typed_roundtrip::<ClusterRole>(&doc),
+            "ClusterRoleBinding" => typed_roundtrip::<ClusterRoleBinding>(&doc),
+            "PersistentVolumeClaim" => typed_roundtrip::<PersistentVolumeClaim>(&doc),
+            "MutatingWebhookConfiguration" => typed_roundtrip::<MutatingWebhookConfiguration>(&doc),
+            "RuntimeClass" => typed_roundtrip::<RuntimeClass>(&doc),
+            // cert-manager's kinds have no k8s-openapi type; their fields are checked by hand.
+            "Issuer" | "Certificate" => {
+                assert_eq!(doc.yaml["apiVersion"], "cert-manager.io/v1")
+            }
+            other => panic!("unexpected kind {other} from {}", doc.source),
+        }
+        docs.push(doc);
+    }
+    Rendered { text, docs }
+}
+
+fn container<'a>(spec: &'a k8s_openapi::api::core::v1::PodSpec, name: &str) -> &'a Container {
+    spec.containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn args(c: &Container) -> Vec<String> {
+    c.args.clone().unwrap_or_default()
+}
+
+/// The value following `flag` in an argument list (clap's `--flag value` form).
+fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn volume<'a>(spec: &'a k8s_openapi::api::core::v1::PodSpec, name: &str) -> &'a Volume {
+    spec.volumes
+        .as_ref()
+        .and_then(|v| v.iter().find(|v| v.name == name))
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+fn q(s: &str) -> Quantity {
+    Quantity(s.to_string())
+}
+
+fn rule(rules: &[PolicyRule], resource: &str) -> PolicyRule {
+    rules
+        .iter()
+        .find(|r| {
+            r.resources
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&resource.to_string())
+        })
+        .unwrap_or_else(|| panic!("no rule for {resource}"))
+        .clone()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn template_directory_is_exactly_what_render_embeds() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/helm/coffer/templates"
+    );
+    let mut on_disk = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        if name == "NOTES.txt" {
+            continue;
+        }
+        let embedded = chart::TEMPLATES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| {
+                panic!("templates/{name} is in the chart but not in chart::TEMPLATES")
+            });
+        assert_eq!(
+            embedded.1, text,
+            "templates/{name} differs from the embedded copy"
+        );
+        on_disk.insert(name);
+    }
+    let embedded: BTreeSet<String> = chart::TEMPLATES
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(on_disk, embedded);
+    let names: Vec<&str> = chart::TEMPLATES.iter().map(|(n, _)| *n).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        names, sorted,
+        "TEMPLATES must be sorted like Helm's file order"
+    );
+}
+
+/// The value sets that between them take every branch of every template.
+const BRANCHES: &[&[&str]] = &[
+    &[],
+    &["store.type=embedded"],
+    &["store.type=embedded,coordinator.replicas=1"],
+    &["coordinator.replicas=3"],
+    &["webhook.certManager.enabled=true"],
+    &["runtimeClasses.tdx.enabled=true,runtimeClasses.snp.enabled=true"],
+    &["simulation=true"],
+    &["etcd.deploy=false,etcd.endpoints={https://etcd-a:2379,https://etcd-b:2379}"],
+    &["nodeAgent.enabled=false"],
+    &["nodeAgent.enabled=false,webhook.certManager.enabled=true"],
+    &["coordinator.tee=none"],
+    &["coordinator.sgx.quoteProvider=self"],
+    &["coordinator.pccsUrl=https://pccs.example:8081"],
+    &[
+        "coordinator.tee=none,coordinator.resources.limits.cpu=1,coordinator.nodeSelector.pool=a",
+        "coordinator.tolerations={}",
+    ],
+    &[
+        "coordinator.nodeSelector.pool=a,coordinator.extraArgs={--cert-hours-extra}",
+        "webhook.resources.limits.memory=64Mi,nodeAgent.resources.limits.memory=32Mi",
+        "etcd.resources.limits.memory=256Mi,etcd.storage.storageClassName=fast",
+        "coordinator.persistence.storageClassName=fast,store.type=embedded",
+    ],
+    &["nodeAgent.nodeSelector=null,nodeAgent.tolerations={}"],
+];
+
+#[test]
+fn every_template_renders_for_defaults_and_each_branch() {
+    for sets in BRANCHES {
+        let o = overrides(sets);
+        for (file, _) in chart::TEMPLATES {
+            chart::render_template(file, &release("coffer"), &o)
+                .unwrap_or_else(|e| panic!("{file} with {sets:?}: {e}"));
+        }
+        chart::render_notes(&release("coffer"), &o).unwrap();
+        // Every document parses into its k8s-openapi type with no unknown field.
+        render_with("coffer", sets);
+    }
+}
+
+#[test]
+fn defaults_deploy_ha_coordinators_on_a_3_member_etcd() {
+    let r = render_with("coffer", &[]);
+    let want: BTreeSet<(String, String)> = [
+        ("ServiceAccount", "coffer-coordinator"),
+        ("ServiceAccount", "coffer-node-agent"),
+        ("ClusterRole", "coffer-node-agent"),
+        ("ClusterRole", "coffer-webhook-cabundle"),
+        ("ClusterRoleBinding", "coffer-node-agent"),
+        ("ClusterRoleBinding", "coffer-webhook-cabundle"),
+        ("Service", "coffer-coordinator"),
+        ("Service", "coffer-webhook"),
+        ("Service", "coffer-etcd"),
+        ("Deployment", "coffer-coordinator"),
+        ("DaemonSet", "coffer-node-agent"),
+        ("StatefulSet", "coffer-etcd"),
+        ("MutatingWebhookConfiguration", "coffer-webhook"),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), n.to_string()))
+    .collect();
+    assert_eq!(r.kinds(), want);
+
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    assert_eq!(d.metadata.namespace.as_deref(), Some("coffer"));
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    assert!(spec.strategy.is_none());
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("coffer-coordinator")
+    );
+    let c = container(&pod, "coordinator");
+    assert_eq!(c.image.as_deref(), Some("ghcr.io/coffer-dev/coffer:0.1.0"));
+    assert_eq!(c.command, Some(strings(&["coffer"])));
+    let a = args(c);
+    assert_eq!(a[0], "coordinator");
+    assert_eq!(flag(&a, "--listen"), Some("0.0.0.0:4433"));
+    assert_eq!(flag(&a, "--data-dir"), Some("/var/lib/coffer"));
+    assert_eq!(flag(&a, "--store"), Some("etcd"));
+    assert_eq!(
+        flag(&a, "--etcd-endpoints"),
+        Some(
+            "http://coffer-etcd-0.coffer-etcd.coffer.svc:2379,\
+             http://coffer-etcd-1.coffer-etcd.coffer.svc:2379,\
+             http://coffer-etcd-2.coffer-etcd.coffer.svc:2379"
+        )
+    );
+    assert_eq!(flag(&a, "--etcd-prefix"), Some("/coffer"));
+    assert_eq!(flag(&a, "--cert-hours"), Some("24"));
+    assert_eq!(flag(&a, "--webhook-cert-dir"), Some("/run/coffer-webhook"));
+    assert_eq!(flag(&a, "--webhook-dns"), Some("coffer-webhook.coffer.svc"));
+    assert!(!a.iter().any(|x| x == "--simulation" || x == "--sim-dir"));
+    // The Coordinator runs in an SGX enclave: EPC, enclave device, aesmd for quotes.
+    let limits = c.resources.as_ref().unwrap().limits.clone().unwrap();
+    assert_eq!(limits.get("sgx.intel.com/epc"), Some(&q("64Mi")));
+    assert_eq!(limits.get("sgx.intel.com/enclave"), Some(&q("1")));
+    assert_eq!(limits.get("sgx.intel.com/provision"), None);
+    let env = c.env.clone().unwrap();
+    assert!(env
+        .iter()
+        .any(|e| e.name == "SGX_AESM_ADDR" && e.value.as_deref() == Some("1")));
+    let aesmd = volume(&pod, "aesmd").host_path.clone().unwrap();
+    assert_eq!(aesmd.path, "/var/run/aesmd");
+    assert!(c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m.name == "aesmd" && m.mount_path == "/var/run/aesmd"));
+    assert_eq!(
+        pod.node_selector
+            .clone()
+            .unwrap()
+            .get("feature.node.kubernetes.io/cpu-security.sgx.enabled"),
+        Some(&"true".to_string())
+    );
+    let tol = &pod.tolerations.clone().unwrap()[0];
+    assert_eq!(
+        (
+            tol.key.as_deref(),
+            tol.operator.as_deref(),
+            tol.effect.as_deref()
+        ),
+        (
+            Some("sgx.intel.com/epc"),
+            Some("Exists"),
+            Some("NoSchedule")
+        )
+    );
+    let probe = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .tcp_socket
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        probe.port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("api".into())
+    );
+    assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 4433);
+    // The etcd store keeps nothing on the pod's disk that must survive it.
+    assert!(volume(&pod, "data").empty_dir.is_some());
+
+    // The webhook: a second container sharing the in-memory certificate directory.
+    let w = container(&pod, "webhook");
+    let wa = args(w);
+    assert_eq!(&wa[..2], &strings(&["k8s", "webhook"])[..]);
+    assert_eq!(flag(&wa, "--listen"), Some("0.0.0.0:8443"));
+    assert_eq!(flag(&wa, "--tls-dir"), Some("/run/coffer-webhook"));
+    assert_eq!(flag(&wa, "--ca-bundle-for"), Some("coffer-webhook"));
+    assert_eq!(
+        flag(&wa, "--coordinator"),
+        Some("coffer-coordinator.coffer.svc:4433")
+    );
+    assert_eq!(flag(&wa, "--default-tee"), Some("sgx"));
+    assert_eq!(flag(&wa, "--default-epc"), Some("10Mi"));
+    assert_eq!(flag(&wa, "--evidence"), None);
+    assert_eq!(w.ports.as_ref().unwrap()[0].container_port, 8443);
+    let tls = volume(&pod, "webhook-tls").empty_dir.clone().unwrap();
+    assert_eq!(tls.medium.as_deref(), Some("Memory"));
+    for c in [c, w] {
+        assert!(c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "webhook-tls" && m.mount_path == "/run/coffer-webhook"));
+    }
+
+    let svc: Service = r.get("Service", "coffer-coordinator");
+    let port = &svc.spec.unwrap().ports.unwrap()[0];
+    assert_eq!(port.port, 4433);
+    let svc: Service = r.get("Service", "coffer-webhook");
+    let spec = svc.spec.unwrap();
+    let port = &spec.ports.unwrap()[0];
+    assert_eq!(port.port, 443);
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("webhook".into()))
+    );
+    assert_eq!(
+        spec.selector.unwrap().get("app.kubernetes.io/component"),
+        Some(&"coordinator".to_string())
+    );
+
+    let m: MutatingWebhookConfiguration = r.get("MutatingWebhookConfiguration", "coffer-webhook");
+    assert!(m.metadata.annotations.is_none());
+    let wh = &m.webhooks.unwrap()[0];
+    assert_eq!(wh.admission_review_versions, strings(&["v1"]));
+    assert_eq!(wh.side_effects, "None");
+    assert_eq!(wh.failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(wh.timeout_seconds, Some(10));
+    let svc_ref = wh.client_config.service.as_ref().unwrap();
+    assert_eq!(
+        (
+            svc_ref.name.as_str(),
+            svc_ref.namespace.as_str(),
+            svc_ref.path.as_deref(),
+            svc_ref.port
+        ),
+        ("coffer-webhook", "coffer", Some("/mutate"), Some(443))
+    );
+    assert!(wh.client_config.ca_bundle.is_none());
+    let rules = wh.rules.as_ref().unwrap();
+    assert_eq!(rules[0].operations, Some(strings(&["CREATE"])));
+    assert_eq!(rules[0].resources, Some(strings(&["pods"])));
+    let sel = &wh
+        .object_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(
+        (sel.key.as_str(), sel.operator.as_str()),
+        ("coffer.dev/workload", "Exists")
+    );
+    let ns = &wh
+        .namespace_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(
+        (ns.key.as_str(), ns.operator.as_str(), ns.values.clone()),
+        (
+            "kubernetes.io/metadata.name",
+            "NotIn",
+            Some(strings(&["kube-system", "coffer"]))
+        )
+    );
+
+    // RBAC: the webhook may patch only its own configuration; the node agent its Node.
+    let cr: ClusterRole = r.get("ClusterRole", "coffer-webhook-cabundle");
+    let rules = cr.rules.unwrap();
+    let mw = rule(&rules, "mutatingwebhookconfigurations");
+    assert_eq!(
+        mw.api_groups,
+        Some(strings(&["admissionregistration.k8s.io"]))
+    );
+    assert_eq!(mw.resource_names, Some(strings(&["coffer-webhook"])));
+    assert_eq!(mw.verbs, strings(&["get", "patch"]));
+    let crb: ClusterRoleBinding = r.get("ClusterRoleBinding", "coffer-webhook-cabundle");
+    let subj = &crb.subjects.unwrap()[0];
+    assert_eq!(
+        (
+            subj.kind.as_str(),
+            subj.name.as_str(),
+            subj.namespace.as_deref()
+        ),
+        ("ServiceAccount", "coffer-coordinator", Some("coffer"))
+    );
+    let cr: ClusterRole = r.get("ClusterRole", "coffer-node-agent");
+    let rules = cr.rules.unwrap();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rule(&rules, "nodes").verbs, strings(&["get"]));
+    assert_eq!(rule(&rules, "nodes/status").verbs, strings(&["patch"]));
+    let crb: ClusterRoleBinding = r.get("ClusterRoleBinding", "coffer-node-agent");
+    assert_eq!(crb.role_ref.name, "coffer-node-agent");
+    assert_eq!(crb.subjects.unwrap()[0].name, "coffer-node-agent");
+}
+
+#[test]
+fn node_agent_daemonset_runs_on_sgx_nodes_with_the_device_plugin_dirs() {
+    let r = render_with("coffer", &[]);
+    let ds: DaemonSet = r.get("DaemonSet", "coffer-node-agent");
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("coffer-node-agent")
+    );
+    assert_eq!(
+        pod.node_selector
+            .clone()
+            .unwrap()
+            .get("feature.node.kubernetes.io/cpu-security.sgx.enabled"),
+        Some(&"true".to_string())
+    );
+    assert_eq!(
+        pod.tolerations.clone().unwrap()[0].key.as_deref(),
+        Some("sgx.intel.com/epc")
+    );
+    let c = container(&pod, "node-agent");
+    assert_eq!(args(c), strings(&["k8s", "node-agent"]));
+    let env = &c.env.as_ref().unwrap()[0];
+    assert_eq!(env.name, "NODE_NAME");
+    let field = env.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+    assert_eq!(field.field_path, "spec.nodeName");
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.privileged, Some(false));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let hp = volume(&pod, "device-plugins").host_path.clone().unwrap();
+    assert_eq!(hp.path, "/var/lib/kubelet/device-plugins");
+    let hp = volume(&pod, "dev").host_path.clone().unwrap();
+    assert_eq!(hp.path, "/dev");
+    let mounts = c.volume_mounts.clone().unwrap();
+    assert!(mounts
+        .iter()
+        .any(|m| m.name == "device-plugins" && m.mount_path == "/var/lib/kubelet/device-plugins"));
+    assert!(mounts
+        .iter()
+        .any(|m| m.name == "dev" && m.mount_path == "/dev" && m.read_only == Some(true)));
+
+    let r = render_with("coffer", &["nodeAgent.enabled=false"]);
+    assert!(r.find("DaemonSet", "coffer-node-agent").is_none());
+    assert!(r.find("ServiceAccount", "coffer-node-agent").is_none());
+    assert!(r.find("ClusterRole", "coffer-node-agent").is_none());
+}
+
+#[test]
+fn etcd_statefulset_builds_initial_cluster_from_the_replica_count() {
+    let r = render_with("prod", &["etcd.replicas=5"]);
+    let ss: StatefulSet = r.get("StatefulSet", "coffer-etcd");
+    let spec = ss.spec.unwrap();
+    assert_eq!(spec.replicas, Some(5));
+    assert_eq!(spec.service_name.as_deref(), Some("coffer-etcd"));
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    let pvc = &spec.volume_claim_templates.unwrap()[0];
+    let req = pvc
+        .spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .clone()
+        .unwrap();
+    assert_eq!(req.get("storage"), Some(&q("1Gi")));
+    let pod = spec.template.spec.unwrap();
+    let c = container(&pod, "etcd");
+    assert_eq!(c.image.as_deref(), Some("registry.k8s.io/etcd:3.5.21-0"));
+    let cmd = c.command.clone().unwrap();
+    let ic = cmd
+        .iter()
+        .find_map(|a| a.strip_prefix("--initial-cluster="))
+        .unwrap();
+    let want: Vec<String> = (0..5)
+        .map(|i| format!("coffer-etcd-{i}=http://coffer-etcd-{i}.coffer-etcd.prod.svc:2380"))
+        .collect();
+    assert_eq!(ic, want.join(","));
+    assert!(cmd.contains(&"--name=$(POD_NAME)".to_string()));
+    assert!(cmd.contains(&"--initial-cluster-state=new".to_string()));
+    assert!(cmd.contains(
+        &"--initial-advertise-peer-urls=http://$(POD_NAME).coffer-etcd.prod.svc:2380".to_string()
+    ));
+    let svc: Service = r.get("Service", "coffer-etcd");
+    let spec = svc.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.publish_not_ready_addresses, Some(true));
+    let ports: Vec<i32> = spec.ports.unwrap().iter().map(|p| p.port).collect();
+    assert_eq!(ports, vec![2379, 2380]);
+
+    // The Coordinator's endpoints follow the same count and namespace.
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let a = args(container(&pod, "coordinator"));
+    let eps: Vec<String> = (0..5)
+        .map(|i| format!("http://coffer-etcd-{i}.coffer-etcd.prod.svc:2379"))
+        .collect();
+    assert_eq!(flag(&a, "--etcd-endpoints"), Some(eps.join(",").as_str()));
+    assert_eq!(flag(&a, "--webhook-dns"), Some("coffer-webhook.prod.svc"));
+}
+
+#[test]
+fn existing_etcd_cluster_is_used_by_its_endpoints() {
+    let r = render_with(
+        "coffer",
+        &["etcd.deploy=false,etcd.endpoints={https://etcd-a:2379,https://etcd-b:2379},etcd.prefix=/c2"],
+    );
+    assert!(r.find("StatefulSet", "coffer-etcd").is_none());
+    assert!(r.find("Service", "coffer-etcd").is_none());
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let a = args(container(&pod, "coordinator"));
+    assert_eq!(
+        flag(&a, "--etcd-endpoints"),
+        Some("https://etcd-a:2379,https://etcd-b:2379")
+    );
+    assert_eq!(flag(&a, "--etcd-prefix"), Some("/c2"));
+
+    let e = chart::render(&release("coffer"), &overrides(&["etcd.deploy=false"])).unwrap_err();
+    assert!(
+        matches!(&e, Error::ChartRefused { message, .. } if message.contains("needs etcd.endpoints")),
+        "{e}"
+    );
+}
+
+#[test]
+fn embedded_store_runs_one_replica_on_a_volume() {
+    let r = render_with("coffer", &["store.type=embedded"]);
+    assert!(r.find("StatefulSet", "coffer-etcd").is_none());
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+    let pod = spec.template.spec.unwrap();
+    let a = args(container(&pod, "coordinator"));
+    assert_eq!(flag(&a, "--data-dir"), Some("/var/lib/coffer"));
+    assert!(!a
+        .iter()
+        .any(|x| x.starts_with("--store") || x.starts_with("--etcd")));
+    let claim = volume(&pod, "data")
+        .persistent_volume_claim
+        .clone()
+        .unwrap();
+    assert_eq!(claim.claim_name, "coffer-coordinator-data");
+    let pvc: PersistentVolumeClaim = r.get("PersistentVolumeClaim", "coffer-coordinator-data");
+    let spec = pvc.spec.unwrap();
+    assert_eq!(spec.access_modes, Some(strings(&["ReadWriteOnce"])));
+    assert_eq!(
+        spec.resources.unwrap().requests.unwrap().get("storage"),
+        Some(&q("1Gi"))
+    );
+    assert!(spec.storage_class_name.is_none());
+
+    // Two writers of one volume would corrupt it: the chart refuses.
+    let e = chart::render(
+        &release("coffer"),
+        &overrides(&["store.type=embedded,coordinator.replicas=2"]),
+    )
+    .unwrap_err();
+    match e {
+        Error::ChartRefused {
+            template,
+            line,
+            message,
+        } => {
+            assert_eq!(template, "coffer/templates/coordinator.yaml");
+            assert_eq!(line, 12);
+            assert!(
+                message.contains("exactly 1 Coordinator replica"),
+                "{message}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn cert_manager_issues_the_webhook_certificate_and_injects_the_ca() {
+    let r = render_with("coffer", &["webhook.certManager.enabled=true"]);
+    let issuer = &r.find("Issuer", "coffer-webhook-selfsigned").unwrap().yaml;
+    assert_eq!(issuer["metadata"]["namespace"], "coffer");
+    assert!(issuer["spec"]["selfSigned"].is_mapping());
+    let cert = &r.find("Certificate", "coffer-webhook").unwrap().yaml;
+    assert_eq!(cert["metadata"]["namespace"], "coffer");
+    assert_eq!(cert["spec"]["secretName"], "coffer-webhook-tls");
+    assert_eq!(cert["spec"]["dnsNames"][0], "coffer-webhook.coffer.svc");
+    assert_eq!(
+        cert["spec"]["issuerRef"]["name"],
+        "coffer-webhook-selfsigned"
+    );
+    assert_eq!(cert["spec"]["issuerRef"]["kind"], "Issuer");
+
+    let m: MutatingWebhookConfiguration = r.get("MutatingWebhookConfiguration", "coffer-webhook");
+    assert_eq!(
+        m.metadata
+            .annotations
+            .unwrap()
+            .get("cert-manager.io/inject-ca-from"),
+        Some(&"coffer/coffer-webhook".to_string())
+    );
+    // cert-manager patches the caBundle: the webhook needs no permission and no flag for it.
+    assert!(r.find("ClusterRole", "coffer-webhook-cabundle").is_none());
+    assert!(r
+        .find("ClusterRoleBinding", "coffer-webhook-cabundle")
+        .is_none());
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let a = args(container(&pod, "coordinator"));
+    assert!(!a.iter().any(|x| x.starts_with("--webhook-")));
+    let wa = args(container(&pod, "webhook"));
+    assert_eq!(flag(&wa, "--ca-bundle-for"), None);
+    assert_eq!(flag(&wa, "--tls-dir"), Some("/run/coffer-webhook"));
+    let secret = volume(&pod, "webhook-tls").secret.clone().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("coffer-webhook-tls"));
+    // cert-manager kinds come after the known kinds, as Helm orders them.
+    let kinds: Vec<&str> = r.docs.iter().map(|d| d.kind.as_str()).collect();
+    assert_eq!(&kinds[kinds.len() - 2..], &["Certificate", "Issuer"]);
+}
+
+#[test]
+fn runtime_classes_for_tdx_and_snp() {
+    let r = render_with("coffer", &[]);
+    assert!(r.docs.iter().all(|d| d.kind != "RuntimeClass"));
+    let r = render_with(
+        "coffer",
+        &[
+            "runtimeClasses.tdx.enabled=true,runtimeClasses.snp.enabled=true",
+            "runtimeClasses.snp.overhead.memory=1Gi",
+        ],
+    );
+    for (name, label, memory) in [
+        (
+            "kata-qemu-tdx",
+            "feature.node.kubernetes.io/cpu-security.tdx.enabled",
+            "2048Mi",
+        ),
+        (
+            "kata-qemu-snp",
+            "feature.node.kubernetes.io/cpu-security.sev.snp.enabled",
+            "1Gi",
+        ),
+    ] {
+        let rc: RuntimeClass = r.get("RuntimeClass", name);
+        assert_eq!(rc.handler, name);
+        let fixed = rc.overhead.unwrap().pod_fixed.unwrap();
+        assert_eq!(fixed.get("memory"), Some(&q(memory)));
+        assert_eq!(fixed.get("cpu"), Some(&q("1")));
+        let sel = rc.scheduling.unwrap().node_selector.unwrap();
+        assert_eq!(sel.len(), 1);
+        assert_eq!(sel.get(label), Some(&"true".to_string()));
+    }
+    let r = render_with("coffer", &["runtimeClasses.snp.enabled=true"]);
+    let names: Vec<&str> = r
+        .docs
+        .iter()
+        .filter(|d| d.kind == "RuntimeClass")
+        .map(|d| d.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["kata-qemu-snp"]);
+}
+
+#[test]
+fn simulation_is_labelled_and_asks_for_no_sgx() {
+    let r = render_with("coffer", &["simulation=true"]);
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    assert!(d
+        .metadata
+        .annotations
+        .unwrap()
+        .get("coffer.dev/simulation")
+        .unwrap()
+        .starts_with("SIMULATION"));
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let c = container(&pod, "coordinator");
+    let a = args(c);
+    assert!(a.contains(&"--simulation".to_string()));
+    assert_eq!(flag(&a, "--sim-dir"), Some("/var/lib/coffer/sim"));
+    assert!(c.resources.is_none());
+    assert_eq!(
+        flag(&args(container(&pod, "webhook")), "--evidence"),
+        Some("sim")
+    );
+    assert!(pod.node_selector.is_none());
+    assert!(pod.volumes.unwrap().iter().all(|v| v.name != "aesmd"));
+    assert!(r.text.contains("# SIMULATION: simulated evidence"));
+    let notes = chart::render_notes(&release("coffer"), &overrides(&["simulation=true"])).unwrap();
+    assert!(notes.contains("*** SIMULATION ***"), "{notes}");
+    let notes = chart::render_notes(&release("coffer"), &Value::Null).unwrap();
+    assert!(!notes.contains("SIMULATION"));
+
+    // Without simulation there is no --simulation anywhere.
+    let r = render_with("coffer", &[]);
+    assert!(!r.text.contains("--simulation"));
+}
+
+#[test]
+fn self_quote_provider_gets_provision_and_no_aesmd() {
+    let r = render_with(
+        "coffer",
+        &["coordinator.sgx.quoteProvider=self,coordinator.sgx.epc=128Mi"],
+    );
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let c = container(&pod, "coordinator");
+    let limits = c.resources.clone().unwrap().limits.unwrap();
+    assert_eq!(limits.get("sgx.intel.com/epc"), Some(&q("128Mi")));
+    assert_eq!(limits.get("sgx.intel.com/provision"), Some(&q("1")));
+    assert!(c.env.is_none());
+    assert!(pod.volumes.unwrap().iter().all(|v| v.name != "aesmd"));
+
+    let e = chart::render(
+        &release("coffer"),
+        &overrides(&["coordinator.sgx.quoteProvider=pccs"]),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::ChartRefused { .. }), "{e}");
+}
+
+#[test]
+fn values_file_then_set_override_in_helm_order() {
+    let mut o = chart::parse_values_file(
+        "my-values.yaml",
+        "store:\n  type: embedded\nimage:\n  tag: \"9.9\"\ncoordinator:\n  pccsUrl: https://a\n",
+    )
+    .unwrap();
+    chart::merge_values(
+        &mut o,
+        chart::parse_set("coordinator.pccsUrl=https://b").unwrap(),
+    );
+    let text = chart::render(&release("coffer"), &o).unwrap();
+    let d: Deployment = serde_yaml::from_str(
+        text.split("---\n")
+            .find(|d| d.contains("kind: Deployment"))
+            .unwrap()
+            .split_once('\n')
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let c = container(&pod, "coordinator");
+    assert_eq!(c.image.as_deref(), Some("ghcr.io/coffer-dev/coffer:9.9"));
+    assert_eq!(flag(&args(c), "--pccs-url"), Some("https://b"));
+    assert_eq!(d.spec.unwrap().replicas, Some(1));
+
+    assert!(matches!(
+        chart::parse_values_file("v.yaml", "- a\n- b\n"),
+        Err(Error::Values(m)) if m.contains("must be a YAML map")
+    ));
+    assert!(matches!(
+        chart::parse_values_file("v.yaml", "a: [\n"),
+        Err(Error::Values(m)) if m.starts_with("v.yaml: not YAML")
+    ));
+}
+
+#[test]
+fn output_is_a_helm_style_stream_in_install_order() {
+    let r = render_with("coffer", &[]);
+    let kinds: Vec<&str> = r.docs.iter().map(|d| d.kind.as_str()).collect();
+    let pos = |k: &str| kinds.iter().position(|x| *x == k).unwrap();
+    assert!(pos("ServiceAccount") < pos("ClusterRole"));
+    assert!(pos("ClusterRoleBinding") < pos("Service"));
+    assert!(pos("Service") < pos("DaemonSet"));
+    assert!(pos("DaemonSet") < pos("Deployment"));
+    assert!(pos("Deployment") < pos("StatefulSet"));
+    assert_eq!(*kinds.last().unwrap(), "MutatingWebhookConfiguration");
+    for d in &r.docs {
+        assert!(d.source.starts_with("coffer/templates/") && d.source.ends_with(".yaml"));
+    }
+    // Same input, same bytes.
+    assert_eq!(
+        chart::render(&release("coffer"), &Value::Null).unwrap(),
+        r.text
+    );
+}
+
+#[test]
+fn evaluator_errors_name_file_and_line() {
+    let rel = release("coffer");
+    let e = chart::render_source(
+        "x.yaml",
+        "a: 1\nb: 2\nc: {{ upper .Release.Name }}\n",
+        &rel,
+        &Value::Null,
+    )
+    .unwrap_err();
+    match e {
+        Error::Template {
+            template,
+            line,
+            message,
+        } => {
+            assert_eq!((template.as_str(), line), ("coffer/templates/x.yaml", 3));
+            assert!(message.contains("unknown function \"upper\""), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+    let e = chart::render_source(
+        "y.yaml",
+        "a:\n  b: {{ .Values.coordinator.replica }}\n",
+        &rel,
+        &Value::Null,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "coffer/templates/y.yaml:2: no value at .Values.coordinator.replica \
+         (a missing key; check the name or values.yaml)"
+    );
+    let e = chart::render_source(
+        "z.yaml",
+        "{{- if .Values.simulation }}\nx: 1\n",
+        &rel,
+        &Value::Null,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "coffer/templates/z.yaml:1: unclosed if: missing {{ end }}"
+    );
+    let e = chart::render_source("w.yaml", "x: 1\n{{- end }}\n", &rel, &Value::Null).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "coffer/templates/w.yaml:2: end without if or range"
+    );
+    let e =
+        chart::render_source("v.yaml", "{{ include \"x\" . }}", &rel, &Value::Null).unwrap_err();
+    assert!(matches!(e, Error::Template { line: 1, .. }), "{e}");
+    // A value of the wrong type is a template error too, never a silent rendering.
+    let e = chart::render(&rel, &overrides(&["etcd.replicas=three"])).unwrap_err();
+    assert!(
+        matches!(&e, Error::Template { template, .. } if template == "coffer/templates/coordinator.yaml"),
+        "{e}"
+    );
+    assert!(matches!(
+        Release::new("coffer", "Not_A_Namespace"),
+        Err(Error::InvalidRelease { .. })
+    ));
+}
