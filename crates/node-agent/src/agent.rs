@@ -229,7 +229,14 @@ async fn sync_capacity(
     force: bool,
 ) -> Result<bool, Error> {
     if !force {
-        let current = epc::published_epc(client.clone(), node).await?;
+        // A failed read is not fatal: publishing is idempotent, so publish instead.
+        let current = match epc::published_epc(client.clone(), node).await {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the Node's EPC capacity back; publishing");
+                None
+            }
+        };
         if current == Some(epc_bytes) {
             return Ok(false);
         }

@@ -525,15 +525,19 @@ pub async fn publish_epc(
 
 /// Reads the Node's current `sgx.intel.com/epc` capacity in bytes: `None` when it is absent
 /// (a re-registered Node has lost it) or not a quantity this crate reads exactly.
+///
+/// `GET /api/v1/nodes/{name}` (the Node object, which carries its status): that needs `get`
+/// on `nodes`, which the chart's ClusterRole grants, where the `status` subresource would need
+/// `get` on `nodes/status` as well.
 pub async fn published_epc(client: kube::Client, node_name: &str) -> Result<Option<u64>, Error> {
     validate_node_name(node_name)?;
     let nodes: Api<Node> = Api::all(client);
     let node = nodes
-        .get_status(node_name)
+        .get(node_name)
         .await
         .map_err(|source| Error::NodeApi {
             node: node_name.to_owned(),
-            action: "reading the status of",
+            action: "reading",
             source: Box::new(source),
         })?;
     Ok(node

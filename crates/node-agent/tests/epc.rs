@@ -412,7 +412,7 @@ async fn published_epc_reads_the_capacity_back() {
         let server = tokio::spawn(async move {
             let (req, send) = handle.next_request().await.expect("one request");
             assert_eq!(req.method(), http::Method::GET);
-            assert_eq!(req.uri().path(), "/api/v1/nodes/sgx-node-1/status");
+            assert_eq!(req.uri().path(), "/api/v1/nodes/sgx-node-1");
             send.send_response(
                 Response::builder()
                     .status(StatusCode::OK)
@@ -464,7 +464,8 @@ mod agent_loop {
     }
 
     /// Publish refused (403) → retried; published; read back; capacity reset by the kubelet →
-    /// re-published. Only the order of requests is checked, never a duration.
+    /// re-published; read-back refused → published anyway. Only the order of requests is
+    /// checked, never a duration.
     #[tokio::test]
     async fn retries_then_repairs_a_reset_capacity() {
         let dev = dev_root();
@@ -490,7 +491,12 @@ mod agent_loop {
             while let Some((req, send)) = handle.next_request().await {
                 let method = req.method().clone();
                 let path = req.uri().path().to_owned();
-                assert_eq!(path, "/api/v1/nodes/sgx-node-1/status");
+                let expected = if method == http::Method::GET {
+                    "/api/v1/nodes/sgx-node-1"
+                } else {
+                    "/api/v1/nodes/sgx-node-1/status"
+                };
+                assert_eq!(path, expected, "{method}");
                 let body = req.into_body().collect_bytes().await.expect("body");
                 log.push(method.clone());
                 let step = log.len();
@@ -515,6 +521,17 @@ mod agent_loop {
                     }
                     4 => {
                         assert_eq!(method, http::Method::PATCH, "re-publishes after a reset");
+                        send.send_response(answer(
+                            StatusCode::OK,
+                            node_json("sgx-node-1", Some("98041856")),
+                        ));
+                    }
+                    5 => {
+                        assert_eq!(method, http::Method::GET);
+                        send.send_response(answer(StatusCode::FORBIDDEN, forbidden.clone()));
+                    }
+                    6 => {
+                        assert_eq!(method, http::Method::PATCH, "publishes when reading fails");
                         send.send_response(answer(
                             StatusCode::OK,
                             node_json("sgx-node-1", Some("98041856")),
@@ -556,7 +573,7 @@ mod agent_loop {
             s = &mut server => panic!("mock server ended before the agent: {s:?}"),
         }
         let requests = server.await.expect("mock server checks");
-        assert!(requests >= 4, "{requests} requests");
+        assert!(requests >= 6, "{requests} requests");
         for socket in &sockets {
             assert!(!socket.exists(), "{} left behind", socket.display());
         }
