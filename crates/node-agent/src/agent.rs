@@ -7,12 +7,12 @@
 //!    enclaves need it).
 //! 3. Keep the Node's `sgx.intel.com/epc` capacity published: publish at start, then every
 //!    [`AgentConfig::check_interval`] read it back and re-publish when it is missing or
-//!    different (the kubelet re-registering a Node, or someone editing it, resets it), and
-//!    re-publish unconditionally every [`AgentConfig::republish_interval`]. API errors are
-//!    retried with exponential backoff up to [`AgentConfig::retry_max`]; the agent never
-//!    gives up on the API server, because a DaemonSet pod that exits is only restarted
-//!    later with the same problem.
-//!
+//!    different (a kubelet that re-registers its Node zeroes extended resources; a deleted
+//!    and re-created Node has none; someone may edit it), and re-publish unconditionally
+//!    every [`AgentConfig::republish_interval`]. A failed read-back publishes anyway (the
+//!    patch is idempotent). API errors are retried with exponential backoff up to
+//!    [`AgentConfig::retry_max`]; the agent never gives up on the API server, because a
+//!    DaemonSet pod that exits is only restarted later with the same problem.
 //! 4. Beside it, serve the device plugins for `sgx.intel.com/enclave` and
 //!    `sgx.intel.com/provision` ([`crate::device_plugin::run_all`]).
 //!
