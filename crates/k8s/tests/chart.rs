@@ -250,13 +250,14 @@ fn template_directory_is_exactly_what_render_embeds() {
 /// The value sets that between them take every branch of every template.
 const BRANCHES: &[&[&str]] = &[
     &[],
-    &["store.type=embedded"],
     &["store.type=embedded,coordinator.replicas=1"],
-    &["coordinator.replicas=3"],
+    &["store.type=etcd"],
+    &["store.type=etcd,coordinator.replicas=3"],
     &["webhook.certManager.enabled=true"],
+    &["store.type=etcd,webhook.certManager.enabled=true,simulation=true"],
     &["runtimeClasses.tdx.enabled=true,runtimeClasses.snp.enabled=true"],
     &["simulation=true"],
-    &["etcd.deploy=false,etcd.endpoints={https://etcd-a:2379,https://etcd-b:2379}"],
+    &["store.type=etcd,etcd.deploy=false,etcd.endpoints={https://etcd-a:2379,https://etcd-b:2379}"],
     &["nodeAgent.enabled=false"],
     &["nodeAgent.enabled=false,webhook.certManager.enabled=true"],
     &["coordinator.tee=none"],
@@ -269,9 +270,9 @@ const BRANCHES: &[&[&str]] = &[
     &[
         "coordinator.nodeSelector.pool=a,coordinator.extraArgs={--cert-hours-extra}",
         "webhook.resources.limits.memory=64Mi,nodeAgent.resources.limits.memory=32Mi",
-        "etcd.resources.limits.memory=256Mi,etcd.storage.storageClassName=fast",
-        "coordinator.persistence.storageClassName=fast,store.type=embedded",
+        "coordinator.persistence.storageClassName=fast",
     ],
+    &["store.type=etcd,etcd.resources.limits.memory=256Mi,etcd.storage.storageClassName=fast"],
     &["nodeAgent.nodeSelector=null,nodeAgent.tolerations={}"],
 ];
 
@@ -290,8 +291,8 @@ fn every_template_renders_for_defaults_and_each_branch() {
 }
 
 #[test]
-fn defaults_deploy_ha_coordinators_on_a_3_member_etcd() {
-    let r = render_with("coffer", &[]);
+fn etcd_store_deploys_ha_coordinators_on_a_3_member_etcd() {
+    let r = render_with("coffer", &["store.type=etcd"]);
     let want: BTreeSet<(String, String)> = [
         ("ServiceAccount", "coffer-coordinator"),
         ("ServiceAccount", "coffer-node-agent"),
@@ -564,7 +565,7 @@ fn node_agent_daemonset_runs_on_sgx_nodes_with_the_device_plugin_dirs() {
 
 #[test]
 fn etcd_statefulset_builds_initial_cluster_from_the_replica_count() {
-    let r = render_with("prod", &["etcd.replicas=5"]);
+    let r = render_with("prod", &["store.type=etcd,etcd.replicas=5"]);
     let ss: StatefulSet = r.get("StatefulSet", "coffer-etcd");
     let spec = ss.spec.unwrap();
     assert_eq!(spec.replicas, Some(5));
@@ -621,7 +622,7 @@ fn etcd_statefulset_builds_initial_cluster_from_the_replica_count() {
 fn existing_etcd_cluster_is_used_by_its_endpoints() {
     let r = render_with(
         "coffer",
-        &["etcd.deploy=false,etcd.endpoints={https://etcd-a:2379,https://etcd-b:2379},etcd.prefix=/c2"],
+        &["store.type=etcd,etcd.deploy=false,etcd.endpoints={https://etcd-a:2379,https://etcd-b:2379},etcd.prefix=/c2"],
     );
     assert!(r.find("StatefulSet", "coffer-etcd").is_none());
     assert!(r.find("Service", "coffer-etcd").is_none());
@@ -635,7 +636,11 @@ fn existing_etcd_cluster_is_used_by_its_endpoints() {
     );
     assert_eq!(flag(&a, "--etcd-prefix"), Some("/c2"));
 
-    let e = chart::render(&release("coffer"), &overrides(&["etcd.deploy=false"])).unwrap_err();
+    let e = chart::render(
+        &release("coffer"),
+        &overrides(&["store.type=etcd,etcd.deploy=false"]),
+    )
+    .unwrap_err();
     assert!(
         matches!(&e, Error::ChartRefused { message, .. } if message.contains("needs etcd.endpoints")),
         "{e}"
@@ -644,7 +649,10 @@ fn existing_etcd_cluster_is_used_by_its_endpoints() {
 
 #[test]
 fn embedded_store_runs_one_replica_on_a_volume() {
-    let r = render_with("coffer", &["store.type=embedded"]);
+    // The default store.
+    assert_eq!(chart::default_values()["store"]["type"], "embedded");
+    let r = render_with("coffer", &[]);
+    assert_eq!(r.text, render_with("coffer", &["store.type=embedded"]).text);
     assert!(r.find("StatefulSet", "coffer-etcd").is_none());
     let d: Deployment = r.get("Deployment", "coffer-coordinator");
     let spec = d.spec.unwrap();
@@ -874,7 +882,7 @@ fn values_file_then_set_override_in_helm_order() {
 
 #[test]
 fn output_is_a_helm_style_stream_in_install_order() {
-    let r = render_with("coffer", &[]);
+    let r = render_with("coffer", &["store.type=etcd"]);
     let kinds: Vec<&str> = r.docs.iter().map(|d| d.kind.as_str()).collect();
     let pos = |k: &str| kinds.iter().position(|x| *x == k).unwrap();
     assert!(pos("ServiceAccount") < pos("ClusterRole"));
@@ -887,10 +895,8 @@ fn output_is_a_helm_style_stream_in_install_order() {
         assert!(d.source.starts_with("coffer/templates/") && d.source.ends_with(".yaml"));
     }
     // Same input, same bytes.
-    assert_eq!(
-        chart::render(&release("coffer"), &Value::Null).unwrap(),
-        r.text
-    );
+    let again = chart::render(&release("coffer"), &overrides(&["store.type=etcd"])).unwrap();
+    assert!(again == r.text, "two renders differ");
 }
 
 #[test]
@@ -946,7 +952,7 @@ fn evaluator_errors_name_file_and_line() {
         chart::render_source("v.yaml", "{{ include \"x\" . }}", &rel, &Value::Null).unwrap_err();
     assert!(matches!(e, Error::Template { line: 1, .. }), "{e}");
     // A value of the wrong type is a template error too, never a silent rendering.
-    let e = chart::render(&rel, &overrides(&["etcd.replicas=three"])).unwrap_err();
+    let e = chart::render(&rel, &overrides(&["store.type=etcd,etcd.replicas=three"])).unwrap_err();
     assert!(
         matches!(&e, Error::Template { template, .. } if template == "coffer/templates/coordinator.yaml"),
         "{e}"
