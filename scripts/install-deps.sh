@@ -4,10 +4,12 @@
 #   skopeo umoci  independent OCI tools the conversion tests check our images with
 #   busybox-static  a real, unmodified static program for demo and test images
 #   protobuf-compiler  `protoc`, for the kubelet device plugin and etcd gRPC protocols
+#   libprotobuf-dev  google/protobuf/*.proto that etcd-client's protos import (not pulled in
+#                    by protoc with --no-install-recommends)
 #   libssl-dev pkg-config  to build sgxs-tools (below; test-only)
 #   etcd-server  a real etcd the HA Coordinator tests start as a 3-member cluster on 127.0.0.1
 set -euo pipefail
-packages=(runc skopeo umoci busybox-static protobuf-compiler libssl-dev pkg-config etcd-server)
+packages=(runc skopeo umoci busybox-static protobuf-compiler libprotobuf-dev libssl-dev pkg-config etcd-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

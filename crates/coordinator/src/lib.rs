@@ -10,6 +10,7 @@ pub mod client;
 pub mod core;
 pub mod design;
 pub mod error;
+pub mod etcd;
 pub mod metrics;
 pub mod pki;
 pub mod platform;
