@@ -279,6 +279,26 @@ impl Coordinator {
         self.tls.set(chain, key)
     }
 
+    /// Issues a TLS server certificate for in-cluster services (the admission webhook) with
+    /// `dns_names` as SANs, signed by the root CA, valid 30 days: `coffer coordinator
+    /// --webhook-cert-dir` writes it at start-up and renews it with the daily TLS renewal.
+    /// Refused in recovery mode (the CA is sealed).
+    pub fn issue_service_certificate(
+        &self,
+        dns_names: &[String],
+    ) -> Result<crate::service_cert::ServiceCertificate, Error> {
+        crate::service_cert::validate_dns_names(dns_names)?;
+        let r = self.ready_state()?;
+        let snap = r.snapshot();
+        let key = KeyPair::generate().map_err(|e| Error::Pki(e.to_string()))?;
+        let der = snap.ca.service_cert(&key, dns_names, now_unix())?;
+        Ok(crate::service_cert::ServiceCertificate {
+            chain_pem: pki::pem_encode("CERTIFICATE", &der),
+            key_pem: zeroize::Zeroizing::new(key.serialize_pem()),
+            ca_pem: snap.ca.root_pem().to_string(),
+        })
+    }
+
     /// Metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics

@@ -18,6 +18,7 @@ pub mod recovery;
 pub mod seal;
 pub mod secrets;
 pub mod serve;
+pub mod service_cert;
 pub mod store;
 pub mod tls;
 pub mod writer;

@@ -305,6 +305,31 @@ impl Ca {
             .to_vec())
     }
 
+    /// Issues a plain TLS server certificate (no RA-TLS quote) for in-cluster services such as
+    /// the admission webhook, signed by the root so clients pin the same root as for the
+    /// Coordinator. Valid 30 days from `now`; `dns_names` must be checked by the caller.
+    pub fn service_cert(
+        &self,
+        key: &KeyPair,
+        dns_names: &[String],
+        now: i64,
+    ) -> Result<Vec<u8>, Error> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = dn(dns_names.first().map_or("coffer-service", |s| s.as_str()));
+        p.not_before = odt(now - 60)?;
+        p.not_after = odt(now + 30 * 86400)?;
+        p.serial_number = Some(serial());
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.use_authority_key_identifier_extension = true;
+        let mut sans = Vec::with_capacity(dns_names.len());
+        for n in dns_names {
+            sans.push(SanType::DnsName(n.clone().try_into().map_err(pki)?));
+        }
+        p.subject_alt_names = sans;
+        Ok(p.signed_by(key, &self.root).map_err(pki)?.der().to_vec())
+    }
+
     /// Intermediate certificate, DER.
     pub fn intermediate_der(&self) -> &[u8] {
         &self.material.intermediate_cert

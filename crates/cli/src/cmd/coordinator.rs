@@ -24,7 +24,11 @@ use crate::Global;
         coffer coordinator --listen 0.0.0.0:4433 --data-dir /data --pccs-url https://pccs:8081
 
     Any port (the address is printed on stdout as {\"listening\": ADDR} with --json):
-        coffer --json coordinator --listen 127.0.0.1:0 --simulation --sim-dir ./sim --data-dir ./state")]
+        coffer --json coordinator --listen 127.0.0.1:0 --simulation --sim-dir ./sim --data-dir ./state
+
+    Also issue the admission webhook's TLS certificate (tls.crt, tls.key, ca.crt; renewed daily):
+        coffer coordinator --data-dir /data --collateral-dir /collateral \\
+            --webhook-cert-dir /webhook-tls --webhook-dns coffer-webhook.coffer.svc")]
 pub(crate) struct CoordinatorArgs {
     /// Address to listen on (HTTPS). Port 0 picks a free port; the address is printed.
     #[arg(long, default_value = "127.0.0.1:4433", env = "COFFER_LISTEN")]
@@ -56,6 +60,14 @@ pub(crate) struct CoordinatorArgs {
         env = "COFFER_ATTESTATION_ROOT"
     )]
     attestation_root: PathBuf,
+    /// Write a TLS server certificate for the admission webhook (signed by the Coordinator's
+    /// root CA, 30 days, renewed daily) as `tls.crt`, `tls.key` (0600) and `ca.crt` into DIR.
+    /// Written once the Coordinator is ready (after recovery, if it starts in recovery mode).
+    #[arg(long, value_name = "DIR", requires = "webhook_dns")]
+    webhook_cert_dir: Option<PathBuf>,
+    /// DNS name for the webhook certificate (repeatable), e.g. coffer-webhook.coffer.svc.
+    #[arg(long, value_name = "NAME", requires = "webhook_cert_dir")]
+    webhook_dns: Vec<String>,
 }
 
 /// Runs `coffer coordinator`.
@@ -108,6 +120,10 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
             Sealer::Gramine(args.attestation_root.clone()),
         )
     };
+    if args.webhook_cert_dir.is_some() {
+        coffer_coordinator::service_cert::validate_dns_names(&args.webhook_dns)
+            .map_err(|e| Failure::new("config", format!("--webhook-dns: {e}")))?;
+    }
     let simulation = platform.is_simulation();
     if simulation {
         eprintln!(
@@ -161,12 +177,44 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
                 }
             }
         });
+        if let Some(dir) = args.webhook_cert_dir.clone() {
+            tokio::spawn(webhook_certificates(coordinator.clone(), dir, args.webhook_dns.clone()));
+        }
         let router = coffer_coordinator::router(coordinator);
         coffer_coordinator::serve(listener, Arc::new(tls), router, shutdown_signal()).await?;
         tracing::info!("Coordinator stopped");
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps the webhook's certificate files current: written as soon as the Coordinator is ready
+/// (retried every 10 s while it waits for recovery or on a write error), then renewed daily
+/// (the certificate is valid 30 days).
+async fn webhook_certificates(coordinator: Arc<Coordinator>, dir: PathBuf, names: Vec<String>) {
+    loop {
+        let (c, d, n) = (coordinator.clone(), dir.clone(), names.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            c.issue_service_certificate(&n)
+                .and_then(|cert| cert.write_to_dir(&d))
+        })
+        .await;
+        let wait = match done {
+            Ok(Ok(())) => {
+                tracing::info!(dir = %dir.display(), "webhook TLS certificate written");
+                std::time::Duration::from_secs(24 * 3600)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot write the webhook TLS certificate yet; retrying in 10 s");
+                std::time::Duration::from_secs(10)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "webhook certificate task failed; retrying in 10 s");
+                std::time::Duration::from_secs(10)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
 }
 
 async fn shutdown_signal() {
