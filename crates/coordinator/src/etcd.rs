@@ -61,6 +61,10 @@ pub const LEADER_TTL_SECS: i64 = 5;
 /// How long a blocking call waits for the mirror to catch up before re-syncing.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
+/// Re-reads tried after a transport failure before giving up (about 30 s with the pauses and
+/// per-request timeouts: enough for the client to move off a dead member).
+const RESYNC_ATTEMPTS: usize = 30;
+
 /// Timeout of one etcd request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -129,6 +133,11 @@ pub enum Commit {
     Done(i64),
     /// A guard failed; etcd answered at this revision. Refresh and decide again.
     Conflict(i64),
+    /// The request failed in transport (e.g. the etcd member died): it may or may not have
+    /// committed. The mirror was re-read from a live member; decide again. Safe because every
+    /// decision is guarded: a committed registration is found (instance key present) and an
+    /// audit sequence number is never reused.
+    Retry,
 }
 
 /// The etcd-backed store of one replica: connection, mirror of the prefix, optional state key.
@@ -400,10 +409,22 @@ impl EtcdStore {
         }
         let txn = Txn::new().when(compares).and_then(txn_ops);
         let mut client = self.client.clone();
-        let resp = self
-            .rt()
-            .block_on(async move { client.txn(txn).await })
-            .map_err(|e| etcd_err("transaction", e))?;
+        let resp = match self.rt().block_on(async move { client.txn(txn).await }) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "etcd transaction failed in transport; re-reading");
+                // Bounded: a few re-reads through the other endpoints, then a clear error.
+                let mut last = e.to_string();
+                for _ in 0..RESYNC_ATTEMPTS {
+                    match self.resync() {
+                        Ok(()) => return Ok(Commit::Retry),
+                        Err(e) => last = e.to_string(),
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                return Err(etcd_err("transaction", last));
+            }
+        };
         let rev = resp.header().map_or(0, |h| h.revision());
         if !resp.succeeded() {
             return Ok(Commit::Conflict(rev));
@@ -886,6 +907,7 @@ mod tests {
                                     break;
                                 }
                                 Commit::Conflict(at) => r.refresh_to(at).unwrap(),
+                                Commit::Retry => {}
                             }
                         }
                     }
