@@ -868,6 +868,7 @@ mod tests {
         const MAX: usize = 60;
         let accepted = std::sync::atomic::AtomicUsize::new(0);
         let refused = std::sync::atomic::AtomicUsize::new(0);
+        let started = std::time::Instant::now();
         std::thread::scope(|s| {
             for r in &replicas {
                 let (accepted, refused) = (&accepted, &refused);
@@ -914,6 +915,11 @@ mod tests {
                 });
             }
         });
+        // Printed for BENCHMARKS-style notes only; never asserted.
+        eprintln!(
+            "100 guarded decisions by 2 replicas (1 per transaction): {:?}",
+            started.elapsed()
+        );
         assert_eq!(accepted.load(Ordering::SeqCst), MAX);
         assert_eq!(refused.load(Ordering::SeqCst), 100 - MAX);
         let r = &replicas[0];
