@@ -1,1 +1,1062 @@
-//! The mutating admission webhook (being built).
+//! The mutating admission webhook: turns a pod labelled for Coffer into a confidential one.
+//!
+//! The API server sends every pod CREATE to `POST /mutate` as an `admission.k8s.io/v1`
+//! AdmissionReview; [`review`] answers with an AdmissionReview whose response carries a JSON
+//! Patch (RFC 6902) or a refusal with a message the pod's author sees in `kubectl`. The work is
+//! split so that each part can be tested alone:
+//!
+//! - [`mutate_pod`] is the pure policy: a k8s-openapi [`Pod`] in, the mutated pod (or a
+//!   [`Refusal`]) out. No I/O.
+//! - [`review`] parses the AdmissionReview (bounded by [`MAX_REVIEW_BYTES`]), calls
+//!   [`mutate_pod`] and computes the patch as the *diff* between the pod as received and the
+//!   mutated pod (`json_patch::diff`), so the patch is minimal and always applies to what the API
+//!   server holds.
+//! - [`serve`] is the HTTPS server (rustls, certificates reloaded when their files change) and
+//!   [`patch_ca_bundle`] publishes the CA in the MutatingWebhookConfiguration.
+//!
+//! # What a Coffer pod gets
+//!
+//! A pod is for Coffer when it carries the label [`LABEL_WORKLOAD`] (`coffer.dev/workload`),
+//! whose value is the workload name in the deployment manifest (as Marblerun's `marbletype`).
+//! Pods without it are allowed unchanged. Every container of a Coffer pod (not the init
+//! containers: they run before the app, are not converted images, and an enclave resource on
+//! them would be allocated to a container that never starts an enclave) gets:
+//!
+//! - the launcher environment: `COFFER_COORDINATOR`, `COFFER_WORKLOAD` (the label),
+//!   `COFFER_INSTANCE_ID` (the pod UID through the downward API, stable across container
+//!   restarts, unique per pod) and `COFFER_EVIDENCE`;
+//! - for SGX (annotation [`ANNOTATION_TEE`] absent → the configured default, or `sgx`): limits
+//!   and requests (equal) `sgx.intel.com/epc` (from the container's own value, else the AKS
+//!   legacy `kubernetes.azure.com/sgx_epc_mem_in_MiB` rewritten to `NMi`, else the annotation
+//!   [`ANNOTATION_EPC`], else the configured default) and `sgx.intel.com/enclave: 1`; the
+//!   toleration for SGX nodes; and the quote provider named by
+//!   `sgx.intel.com/quote-provider`: a container of that name gets `sgx.intel.com/provision: 1`;
+//!   otherwise the value `aesmd` mounts the host's `/var/run/aesmd` socket directory in every
+//!   container and sets `SGX_AESM_ADDR=1`;
+//! - for TDX/SNP: `runtimeClassName: kata-qemu-tdx` / `kata-qemu-snp`.
+//!
+//! # Rules for values already in the pod
+//!
+//! The webhook never overwrites what the pod's author wrote; it fills in what is missing and
+//! refuses what contradicts it, so a pod never runs with settings its author did not expect:
+//!
+//! - `COFFER_*` and `SGX_AESM_ADDR` variables belong to the webhook: one already set to the same
+//!   value is kept, one set to a different value is refused (the message names the container
+//!   and the variable). Variables coming from `envFrom` are not visible here; explicit `env`
+//!   takes precedence over them in Kubernetes, so the webhook's values win.
+//! - A container's own `sgx.intel.com/epc` is kept; the annotation and the default only fill it
+//!   in where it is missing (a warning tells the user when the annotation was not applied). The
+//!   AKS resource must agree with both the container's own value and the annotation.
+//! - An existing `runtimeClassName` must be the one the TEE needs.
+//!
+//! Applying the webhook to a pod it already mutated changes nothing (empty patch).
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use std::fmt;
+use std::str::FromStr;
+
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, HostPathVolumeSource, ObjectFieldSelector, Pod,
+    ResourceRequirements, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::DynamicObject;
+
+use crate::error::Error;
+
+mod ca_bundle;
+mod quantity;
+mod server;
+
+pub use ca_bundle::patch_ca_bundle;
+pub use server::{router, serve, TlsFiles, DEFAULT_RELOAD_INTERVAL};
+
+/// Pod label that marks a pod for Coffer; its value is the workload name in the manifest.
+pub const LABEL_WORKLOAD: &str = "coffer.dev/workload";
+/// Pod annotation choosing the TEE: `sgx`, `tdx` or `snp`.
+pub const ANNOTATION_TEE: &str = "coffer.dev/tee";
+/// Pod annotation with the EPC limit per container (a quantity, e.g. `64Mi`).
+pub const ANNOTATION_EPC: &str = "coffer.dev/epc";
+/// Pod annotation the webhook sets when it injects `COFFER_EVIDENCE=sim`, so that
+/// `kubectl describe pod` shows the pod runs on simulated evidence.
+pub const ANNOTATION_SIMULATION: &str = "coffer.dev/simulation";
+/// Pod annotation naming the quote provider (Intel device plugin convention).
+pub const ANNOTATION_QUOTE_PROVIDER: &str = "sgx.intel.com/quote-provider";
+/// Enclave page cache, in bytes (Intel SGX device plugin).
+pub const RESOURCE_EPC: &str = "sgx.intel.com/epc";
+/// Access to `/dev/sgx_enclave` (Intel SGX device plugin).
+pub const RESOURCE_ENCLAVE: &str = "sgx.intel.com/enclave";
+/// Access to `/dev/sgx_provision` (Intel SGX device plugin), for a pod's own quote provider.
+pub const RESOURCE_PROVISION: &str = "sgx.intel.com/provision";
+/// The older AKS resource: EPC in MiB, rewritten to [`RESOURCE_EPC`].
+pub const RESOURCE_AKS_EPC_MIB: &str = "kubernetes.azure.com/sgx_epc_mem_in_MiB";
+/// The aesmd socket directory on SGX nodes (and inside the containers).
+pub const AESMD_DIR: &str = "/var/run/aesmd";
+/// Name of the volume the webhook adds for [`AESMD_DIR`].
+pub const AESMD_VOLUME: &str = "coffer-aesmd";
+/// Largest AdmissionReview accepted: the API server's own limit for an object (3 MiB) plus room
+/// for the review envelope around it.
+pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024 + 64 * 1024;
+/// Largest EPC limit accepted per container (1 TiB, far above any EPC built so far), so that a
+/// typo like `10Ti` is refused rather than leaving the pod unschedulable forever.
+pub const MAX_EPC_BYTES: u128 = 1 << 40;
+/// Longest workload name: a label value has at most 63 characters.
+pub const MAX_WORKLOAD_NAME: usize = 63;
+
+/// The TEE a Coffer pod runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tee {
+    /// An Intel SGX enclave (Gramine), scheduled through the SGX device plugin resources.
+    Sgx,
+    /// An Intel TDX confidential VM through Kata Containers (RuntimeClass `kata-qemu-tdx`).
+    Tdx,
+    /// An AMD SEV-SNP confidential VM through Kata Containers (RuntimeClass `kata-qemu-snp`).
+    Snp,
+}
+
+impl Tee {
+    /// The spelling in the `coffer.dev/tee` annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sgx => "sgx",
+            Self::Tdx => "tdx",
+            Self::Snp => "snp",
+        }
+    }
+
+    /// The RuntimeClass a pod of this TEE must use (`None` for SGX: ordinary runc).
+    pub fn runtime_class(self) -> Option<&'static str> {
+        match self {
+            Self::Sgx => None,
+            Self::Tdx => Some("kata-qemu-tdx"),
+            Self::Snp => Some("kata-qemu-snp"),
+        }
+    }
+}
+
+impl fmt::Display for Tee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Tee {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sgx" => Ok(Self::Sgx),
+            "tdx" => Ok(Self::Tdx),
+            "snp" => Ok(Self::Snp),
+            _ => Err(format!("unknown TEE {s:?}: expected one of sgx, tdx, snp")),
+        }
+    }
+}
+
+/// What the launcher uses as evidence (`COFFER_EVIDENCE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvidenceMode {
+    /// Detect the TEE at start (the launcher refuses to start when none is found).
+    Auto,
+    /// Gramine's `/dev/attestation` (SGX).
+    Gramine,
+    /// The Linux configfs-tsm report interface (TDX, SNP).
+    Tsm,
+    /// SIMULATION: quotes from the simulated platform, accepted only by a Coordinator started
+    /// with `--simulation`. Pods get the [`ANNOTATION_SIMULATION`] annotation and every
+    /// admission answer carries a warning, so users see it.
+    Sim,
+}
+
+impl EvidenceMode {
+    /// The value of `COFFER_EVIDENCE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Gramine => "gramine",
+            Self::Tsm => "tsm",
+            Self::Sim => "sim",
+        }
+    }
+}
+
+impl fmt::Display for EvidenceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EvidenceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "gramine" => Ok(Self::Gramine),
+            "tsm" => Ok(Self::Tsm),
+            "sim" => Ok(Self::Sim),
+            _ => Err(format!(
+                "unknown evidence mode {s:?}: expected one of auto, gramine, tsm, sim"
+            )),
+        }
+    }
+}
+
+/// The webhook's settings (from `coffer k8s webhook` flags or the chart's values).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Address of the Coordinator's activation endpoint as the pods reach it (`host:port`,
+    /// e.g. `coffer-coordinator.coffer.svc:4433`), injected as `COFFER_COORDINATOR`.
+    pub coordinator: String,
+    /// TEE for Coffer pods without a `coffer.dev/tee` annotation (normally [`Tee::Sgx`]).
+    pub default_tee: Tee,
+    /// EPC limit per container for SGX pods without `coffer.dev/epc` and without their own
+    /// limit, as a Kubernetes quantity (normally `10Mi`).
+    pub default_epc: String,
+    /// Injected as `COFFER_EVIDENCE` (normally [`EvidenceMode::Auto`]).
+    pub evidence: EvidenceMode,
+    /// Tolerations added to every Coffer pod besides the SGX one (e.g. the taint of a
+    /// confidential node pool); each is added only when an equal one is not already there.
+    pub extra_tolerations: Vec<Toleration>,
+}
+
+impl WebhookConfig {
+    /// The defaults: SGX, `10Mi` of EPC, `COFFER_EVIDENCE=auto`, no extra tolerations.
+    pub fn new(coordinator: impl Into<String>) -> Self {
+        Self {
+            coordinator: coordinator.into(),
+            default_tee: Tee::Sgx,
+            default_epc: "10Mi".to_string(),
+            evidence: EvidenceMode::Auto,
+            extra_tolerations: Vec::new(),
+        }
+    }
+
+    /// Checks the settings, so that a bad flag stops the webhook at start-up rather than
+    /// refusing every pod later. [`serve`] calls it.
+    pub fn validate(&self) -> Result<(), Error> {
+        let (host, port) = self.coordinator.rsplit_once(':').ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "coordinator address {:?} is not host:port",
+                self.coordinator
+            ))
+        })?;
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':')
+            });
+        if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(Error::InvalidConfig(format!(
+                "coordinator address {:?} is not host:port",
+                self.coordinator
+            )));
+        }
+        parse_epc(&self.default_epc)
+            .map_err(|e| Error::InvalidConfig(format!("default EPC {e}")))?;
+        Ok(())
+    }
+}
+
+/// Why a Coffer pod was refused; the message is what the pod's author sees in `kubectl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+fn refuse<T>(msg: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(msg.into()))
+}
+
+/// The result of [`mutate_pod`].
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    /// The pod as it must be created (equal to the input when nothing applies).
+    pub pod: Pod,
+    /// Messages for the user (sent as admission warnings, shown by `kubectl`).
+    pub warnings: Vec<String>,
+}
+
+/// An EPC size: the bytes it means, and the string as written.
+#[derive(Debug, Clone)]
+struct Epc {
+    bytes: u128,
+    text: String,
+}
+
+fn parse_epc(s: &str) -> Result<Epc, String> {
+    let bytes = quantity::parse_whole(s).map_err(|e| format!("{s:?} {e}"))?;
+    if bytes == 0 {
+        return Err(format!("{s:?} is zero"));
+    }
+    if bytes > MAX_EPC_BYTES {
+        return Err(format!("{s:?} is larger than 1Ti"));
+    }
+    Ok(Epc {
+        bytes,
+        text: s.to_string(),
+    })
+}
+
+/// Checks a workload name: it must be a label value and a manifest workload name at once.
+pub fn validate_workload_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.len() > MAX_WORKLOAD_NAME {
+        return Err(format!("is longer than {MAX_WORKLOAD_NAME} characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err("may contain only letters, digits, '_', '.' and '-'".into());
+    }
+    let first = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric());
+    let last = name
+        .bytes()
+        .last()
+        .is_some_and(|b| b.is_ascii_alphanumeric());
+    if !first || !last {
+        return Err("must begin and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// What an environment variable must hold.
+enum EnvWant<'a> {
+    Value(&'a str),
+    PodUid,
+}
+
+fn env_matches(e: &EnvVar, want: &EnvWant<'_>) -> bool {
+    match want {
+        EnvWant::Value(v) => e.value.as_deref() == Some(*v) && e.value_from.is_none(),
+        EnvWant::PodUid => {
+            e.value.as_deref().is_none_or(str::is_empty)
+                && e.value_from.as_ref().is_some_and(|s| {
+                    s.field_ref.as_ref().is_some_and(|f| {
+                        f.field_path == "metadata.uid"
+                            && f.api_version.as_deref().is_none_or(|v| v == "v1")
+                    }) && s.config_map_key_ref.is_none()
+                        && s.secret_key_ref.is_none()
+                        && s.resource_field_ref.is_none()
+                })
+        }
+    }
+}
+
+fn ensure_env(c: &mut Container, name: &str, want: EnvWant<'_>) -> Result<(), Refusal> {
+    let env = c.env.get_or_insert_with(Vec::new);
+    let mut found = false;
+    for e in env.iter().filter(|e| e.name == name) {
+        if !env_matches(e, &want) {
+            let expected = match want {
+                EnvWant::Value(v) => format!("{v:?}"),
+                EnvWant::PodUid => "the pod UID (fieldRef metadata.uid)".to_string(),
+            };
+            return refuse(format!(
+                "container {:?} sets env {name} to another value than the Coffer webhook's \
+                 ({expected}); remove it from the pod spec: the webhook sets it",
+                c.name
+            ));
+        }
+        found = true;
+    }
+    if !found {
+        env.push(match want {
+            EnvWant::Value(v) => EnvVar {
+                name: name.to_string(),
+                value: Some(v.to_string()),
+                value_from: None,
+            },
+            EnvWant::PodUid => EnvVar {
+                name: name.to_string(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        api_version: Some("v1".to_string()),
+                        field_path: "metadata.uid".to_string(),
+                    }),
+                    ..Default::default()
+                }),
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Reads one resource of a container from limits and requests; both must agree.
+fn read_resource(
+    c: &Container,
+    key: &str,
+    parse: impl Fn(&str) -> Result<u128, String>,
+) -> Result<Option<(u128, String)>, Refusal> {
+    let res = c.resources.as_ref();
+    let get =
+        |m: Option<&BTreeMap<String, Quantity>>| m.and_then(|m| m.get(key)).map(|q| q.0.clone());
+    let limit = get(res.and_then(|r| r.limits.as_ref()));
+    let request = get(res.and_then(|r| r.requests.as_ref()));
+    let parse_named = |which: &str, s: &str| {
+        parse(s).map_err(|e| Refusal(format!("container {:?}: {which} {key}: {e}", c.name)))
+    };
+    match (limit, request) {
+        (None, None) => Ok(None),
+        (Some(l), None) => Ok(Some((parse_named("limit", &l)?, l))),
+        (None, Some(r)) => Ok(Some((parse_named("request", &r)?, r))),
+        (Some(l), Some(r)) => {
+            let lb = parse_named("limit", &l)?;
+            let rb = parse_named("request", &r)?;
+            if lb != rb {
+                return refuse(format!(
+                    "container {:?}: limit {key} {l:?} and request {r:?} differ; an extended \
+                     resource needs equal limit and request",
+                    c.name
+                ));
+            }
+            Ok(Some((lb, l)))
+        }
+    }
+}
+
+/// Sets `key` in limits and requests of `c` when missing (the existing string is kept).
+fn set_resource(c: &mut Container, key: &str, value: &str) {
+    let res = c
+        .resources
+        .get_or_insert_with(ResourceRequirements::default);
+    for map in [&mut res.limits, &mut res.requests] {
+        map.get_or_insert_with(BTreeMap::new)
+            .entry(key.to_string())
+            .or_insert_with(|| Quantity(value.to_string()));
+    }
+}
+
+fn remove_resource(c: &mut Container, key: &str) {
+    if let Some(res) = c.resources.as_mut() {
+        for m in [&mut res.limits, &mut res.requests].into_iter().flatten() {
+            m.remove(key);
+        }
+    }
+}
+
+fn parse_count(s: &str) -> Result<u128, String> {
+    quantity::parse_whole(s).map_err(|e| format!("{s:?} {e}"))
+}
+
+/// Requires `key` to be absent or exactly 1 in `c`, then sets it to 1.
+fn ensure_one_device(c: &mut Container, key: &str) -> Result<(), Refusal> {
+    if let Some((n, text)) = read_resource(c, key, parse_count)? {
+        if n != 1 {
+            return refuse(format!(
+                "container {:?} asks for {key} {text:?}; a Coffer container uses exactly 1",
+                c.name
+            ));
+        }
+    }
+    set_resource(c, key, "1");
+    Ok(())
+}
+
+fn parse_aks_mib(s: &str) -> Result<u128, String> {
+    let mib = parse_count(s)?;
+    if mib == 0 {
+        return Err(format!("{s:?} is zero"));
+    }
+    let bytes = mib
+        .checked_mul(1 << 20)
+        .filter(|b| *b <= MAX_EPC_BYTES)
+        .ok_or_else(|| format!("{s:?} MiB is larger than 1Ti"))?;
+    Ok(bytes)
+}
+
+fn is_sgx_resource(key: &str) -> bool {
+    key.starts_with("sgx.intel.com/") || key == RESOURCE_AKS_EPC_MIB
+}
+
+fn toleration_covers(t: &Toleration, want: &Toleration) -> bool {
+    if t == want {
+        return true;
+    }
+    let exists = t.operator.as_deref() == Some("Exists");
+    let key_ok = t.key.is_none() || t.key == want.key;
+    let effect_ok = t.effect.is_none() || t.effect == want.effect;
+    exists
+        && key_ok
+        && effect_ok
+        && t.toleration_seconds.is_none()
+        && want.operator.as_deref() == Some("Exists")
+}
+
+fn ensure_toleration(tolerations: &mut Option<Vec<Toleration>>, want: &Toleration) {
+    let list = tolerations.get_or_insert_with(Vec::new);
+    if !list.iter().any(|t| toleration_covers(t, want)) {
+        list.push(want.clone());
+    }
+}
+
+/// The toleration of the taint Intel's and AKS's SGX node pools carry.
+pub fn sgx_toleration() -> Toleration {
+    Toleration {
+        key: Some(RESOURCE_EPC.to_string()),
+        operator: Some("Exists".to_string()),
+        effect: Some("NoSchedule".to_string()),
+        value: None,
+        toleration_seconds: None,
+    }
+}
+
+/// The quote provider of an SGX pod.
+enum QuoteProvider {
+    None,
+    /// A container of the pod (by index).
+    Container(usize),
+    /// The node's aesmd, through the host socket directory.
+    Aesmd,
+}
+
+/// Applies the Coffer policy to `pod`. Pods without [`LABEL_WORKLOAD`] come back unchanged.
+///
+/// Pure and deterministic; applying it to its own output gives the same pod back.
+pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
+    let mut warnings = Vec::new();
+    let labels = pod.metadata.labels.as_ref();
+    let Some(workload) = labels.and_then(|l| l.get(LABEL_WORKLOAD)) else {
+        return Ok(Mutation {
+            pod: pod.clone(),
+            warnings,
+        });
+    };
+    validate_workload_name(workload).map_err(|e| {
+        Refusal(format!(
+            "label {LABEL_WORKLOAD} {workload:?} is not a workload name: it {e}"
+        ))
+    })?;
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let tee = match annotations.get(ANNOTATION_TEE) {
+        None => cfg.default_tee,
+        Some(t) => t
+            .parse::<Tee>()
+            .map_err(|e| Refusal(format!("annotation {ANNOTATION_TEE}: {e}")))?,
+    };
+    let mut out = pod.clone();
+    let Some(spec) = out.spec.as_mut() else {
+        return refuse("the pod has no spec");
+    };
+    if spec.containers.is_empty() {
+        return refuse("the pod has no containers");
+    }
+
+    for c in &mut spec.containers {
+        ensure_env(c, "COFFER_COORDINATOR", EnvWant::Value(&cfg.coordinator))?;
+        ensure_env(c, "COFFER_WORKLOAD", EnvWant::Value(workload))?;
+        ensure_env(c, "COFFER_INSTANCE_ID", EnvWant::PodUid)?;
+        ensure_env(c, "COFFER_EVIDENCE", EnvWant::Value(cfg.evidence.as_str()))?;
+    }
+
+    match tee {
+        Tee::Sgx => {
+            let annotation_epc = match annotations.get(ANNOTATION_EPC) {
+                None => None,
+                Some(s) => Some(
+                    parse_epc(s)
+                        .map_err(|e| Refusal(format!("annotation {ANNOTATION_EPC}: {e}")))?,
+                ),
+            };
+            let default_epc = parse_epc(&cfg.default_epc).map_err(|e| {
+                Refusal(format!(
+                    "the Coffer webhook's default EPC {e}; ask the cluster operator to fix it"
+                ))
+            })?;
+            if let Some(rc) = spec.runtime_class_name.as_deref() {
+                if rc == "kata-qemu-tdx" || rc == "kata-qemu-snp" {
+                    return refuse(format!(
+                        "runtimeClassName {rc:?} runs the pod in a confidential VM, but the pod \
+                         asks for TEE sgx; set annotation {ANNOTATION_TEE} to tdx or snp"
+                    ));
+                }
+            }
+            let provider = match annotations
+                .get(ANNOTATION_QUOTE_PROVIDER)
+                .map(String::as_str)
+            {
+                None => QuoteProvider::None,
+                Some(name) => match spec.containers.iter().position(|c| c.name == name) {
+                    Some(i) => QuoteProvider::Container(i),
+                    None if name == "aesmd" => QuoteProvider::Aesmd,
+                    None => {
+                        return refuse(format!(
+                            "annotation {ANNOTATION_QUOTE_PROVIDER} {name:?} is neither \"aesmd\" \
+                             nor the name of a container of this pod"
+                        ))
+                    }
+                },
+            };
+            for (i, c) in spec.containers.iter_mut().enumerate() {
+                let own = read_resource(c, RESOURCE_EPC, |s| parse_epc(s).map(|e| e.bytes))?;
+                let aks = read_resource(c, RESOURCE_AKS_EPC_MIB, parse_aks_mib)?;
+                let epc_text = match (&own, &aks) {
+                    (Some((b, text)), aks) => {
+                        if let Some((ab, atext)) = aks {
+                            if ab != b {
+                                return refuse(format!(
+                                    "container {:?}: conflicting EPC: {RESOURCE_EPC} {text:?} \
+                                     but {RESOURCE_AKS_EPC_MIB} {atext:?} ({atext}Mi); keep only \
+                                     {RESOURCE_EPC}",
+                                    c.name
+                                ));
+                            }
+                        }
+                        if let Some(a) = &annotation_epc {
+                            if a.bytes != *b {
+                                warnings.push(format!(
+                                    "container {:?} keeps its own {RESOURCE_EPC} {text:?}; \
+                                     annotation {ANNOTATION_EPC} {:?} applies only to containers \
+                                     without one",
+                                    c.name, a.text
+                                ));
+                            }
+                        }
+                        text.clone()
+                    }
+                    (None, Some((ab, atext))) => {
+                        if let Some(a) = &annotation_epc {
+                            if a.bytes != *ab {
+                                return refuse(format!(
+                                    "container {:?}: conflicting EPC: annotation {ANNOTATION_EPC} \
+                                     {:?} but {RESOURCE_AKS_EPC_MIB} {atext:?} ({atext}Mi)",
+                                    c.name, a.text
+                                ));
+                            }
+                        }
+                        format!("{}Mi", ab >> 20)
+                    }
+                    (None, None) => annotation_epc.as_ref().unwrap_or(&default_epc).text.clone(),
+                };
+                remove_resource(c, RESOURCE_AKS_EPC_MIB);
+                set_resource(c, RESOURCE_EPC, &epc_text);
+                ensure_one_device(c, RESOURCE_ENCLAVE)?;
+                match provider {
+                    QuoteProvider::Container(p) if p == i => {
+                        ensure_one_device(c, RESOURCE_PROVISION)?;
+                    }
+                    QuoteProvider::Aesmd => {
+                        ensure_aesmd_mount(c, spec.volumes.as_deref())?;
+                        ensure_env(c, "SGX_AESM_ADDR", EnvWant::Value("1"))?;
+                    }
+                    _ => {}
+                }
+            }
+            if matches!(provider, QuoteProvider::Aesmd) {
+                ensure_aesmd_volume(&mut spec.volumes)?;
+            }
+            ensure_toleration(&mut spec.tolerations, &sgx_toleration());
+        }
+        Tee::Tdx | Tee::Snp => {
+            let Some(want) = tee.runtime_class() else {
+                return refuse("internal: no runtime class for a VM TEE");
+            };
+            for a in [ANNOTATION_EPC, ANNOTATION_QUOTE_PROVIDER] {
+                if annotations.contains_key(a) {
+                    return refuse(format!(
+                        "annotation {a} is for SGX pods, but the pod asks for TEE {tee}; remove it"
+                    ));
+                }
+            }
+            let all = spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten());
+            for c in all {
+                let res = c.resources.as_ref();
+                let keys = res
+                    .and_then(|r| r.limits.as_ref())
+                    .into_iter()
+                    .chain(res.and_then(|r| r.requests.as_ref()))
+                    .flat_map(|m| m.keys());
+                for k in keys {
+                    if is_sgx_resource(k) {
+                        return refuse(format!(
+                            "container {:?} asks for SGX resource {k}, but the pod asks for TEE \
+                             {tee} (a Kata confidential VM without SGX); remove the resource or \
+                             set annotation {ANNOTATION_TEE} to sgx",
+                            c.name
+                        ));
+                    }
+                }
+            }
+            match spec.runtime_class_name.as_deref() {
+                None => spec.runtime_class_name = Some(want.to_string()),
+                Some(rc) if rc == want => {}
+                Some(rc) => {
+                    return refuse(format!(
+                        "the pod names runtimeClassName {rc:?}, but TEE {tee} needs {want:?}; \
+                         remove runtimeClassName from the pod spec"
+                    ))
+                }
+            }
+        }
+    }
+
+    for t in &cfg.extra_tolerations {
+        ensure_toleration(&mut spec.tolerations, t);
+    }
+    if cfg.evidence == EvidenceMode::Sim {
+        let text = simulation_notice();
+        out.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(ANNOTATION_SIMULATION.to_string(), text.clone());
+        warnings.push(text);
+    }
+    Ok(Mutation { pod: out, warnings })
+}
+
+fn simulation_notice() -> String {
+    "SIMULATION: COFFER_EVIDENCE=sim, this pod's evidence is simulated, not from a TEE".to_string()
+}
+
+fn aesmd_volume() -> Volume {
+    Volume {
+        name: AESMD_VOLUME.to_string(),
+        host_path: Some(HostPathVolumeSource {
+            path: AESMD_DIR.to_string(),
+            type_: Some("Directory".to_string()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn is_aesmd_host_path(v: &Volume) -> bool {
+    v.host_path
+        .as_ref()
+        .is_some_and(|h| h.path.trim_end_matches('/') == AESMD_DIR)
+}
+
+fn ensure_aesmd_volume(volumes: &mut Option<Vec<Volume>>) -> Result<(), Refusal> {
+    let list = volumes.get_or_insert_with(Vec::new);
+    match list.iter().find(|v| v.name == AESMD_VOLUME) {
+        Some(v) if is_aesmd_host_path(v) => Ok(()),
+        Some(_) => refuse(format!(
+            "the pod has a volume named {AESMD_VOLUME:?} that is not the host's {AESMD_DIR}; \
+             rename it (the webhook adds that volume for the aesmd quote provider)"
+        )),
+        None => {
+            list.push(aesmd_volume());
+            Ok(())
+        }
+    }
+}
+
+fn ensure_aesmd_mount(c: &mut Container, volumes: Option<&[Volume]>) -> Result<(), Refusal> {
+    let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
+    let existing = mounts
+        .iter()
+        .find(|m| m.mount_path.trim_end_matches('/') == AESMD_DIR);
+    match existing {
+        Some(m) if m.name == AESMD_VOLUME => Ok(()),
+        Some(m) => {
+            let user_host_path = volumes
+                .into_iter()
+                .flatten()
+                .any(|v| v.name == m.name && is_aesmd_host_path(v));
+            if user_host_path {
+                Ok(())
+            } else {
+                refuse(format!(
+                    "container {:?} mounts volume {:?} at {AESMD_DIR}, where the aesmd quote \
+                     provider's socket goes; remove that mount",
+                    c.name, m.name
+                ))
+            }
+        }
+        None => {
+            mounts.push(VolumeMount {
+                name: AESMD_VOLUME.to_string(),
+                mount_path: AESMD_DIR.to_string(),
+                ..Default::default()
+            });
+            Ok(())
+        }
+    }
+}
+
+/// Answers one admission request (already parsed) with a response: allowed with the patch,
+/// allowed unchanged, or refused with the message of a [`Refusal`].
+///
+/// Only pod CREATEs are mutated: a pod's spec is immutable afterwards, so an UPDATE (or a
+/// request for another kind, from a misconfigured webhook) is allowed unchanged.
+pub fn review_request(
+    req: &AdmissionRequest<DynamicObject>,
+    cfg: &WebhookConfig,
+) -> AdmissionResponse {
+    let resp = AdmissionResponse::from(req);
+    let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
+    if req.operation != Operation::Create || !is_pod || req.sub_resource.is_some() {
+        return resp;
+    }
+    let Some(object) = req.object.as_ref() else {
+        return resp.deny("the AdmissionReview request has no object");
+    };
+    let original = match serde_json::to_value(object).and_then(serde_json::from_value::<Pod>) {
+        Ok(p) => p,
+        Err(e) => return resp.deny(format!("the pod object is malformed: {e}")),
+    };
+    let mutation = match mutate_pod(&original, cfg) {
+        Ok(m) => m,
+        Err(r) => {
+            tracing::info!(uid = %req.uid, reason = %r, "pod refused");
+            let mut resp = resp.deny(format!("Coffer: {r}"));
+            resp.result.code = 400;
+            resp.result.reason = "BadRequest".to_string();
+            return resp;
+        }
+    };
+    let (left, right) = match (
+        serde_json::to_value(&original),
+        serde_json::to_value(&mutation.pod),
+    ) {
+        (Ok(l), Ok(r)) => (l, r),
+        (Err(e), _) | (_, Err(e)) => {
+            return resp.deny(format!("internal: cannot encode the pod: {e}"))
+        }
+    };
+    let patch = json_patch::diff(&left, &right);
+    let mut resp = resp;
+    if !mutation.warnings.is_empty() {
+        resp.warnings = Some(mutation.warnings);
+    }
+    if patch.0.is_empty() {
+        return resp;
+    }
+    match resp.clone().with_patch(patch) {
+        Ok(r) => r,
+        Err(e) => resp.deny(format!("internal: cannot encode the patch: {e}")),
+    }
+}
+
+/// Answers an AdmissionReview body (JSON, as the API server POSTs it) with the response body.
+///
+/// `Err` means the body is not an `admission.k8s.io/v1` AdmissionReview with a request at all
+/// (the server answers HTTP 400 or 413); a review of an unacceptable pod is an `Ok` answer with
+/// `allowed: false` and the reason. Never panics, whatever the bytes.
+pub fn review(body: &[u8], cfg: &WebhookConfig) -> Result<Vec<u8>, Error> {
+    if body.len() > MAX_REVIEW_BYTES {
+        return Err(Error::BodyTooLarge {
+            limit: MAX_REVIEW_BYTES,
+        });
+    }
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| Error::MalformedReview(e.to_string()))?;
+    if review.types.api_version != kube::core::admission::META_API_VERSION_V1
+        || review.types.kind != kube::core::admission::META_KIND
+    {
+        return Err(Error::MalformedReview(format!(
+            "expected apiVersion {} kind {}, got apiVersion {:?} kind {:?}",
+            kube::core::admission::META_API_VERSION_V1,
+            kube::core::admission::META_KIND,
+            review.types.api_version,
+            review.types.kind
+        )));
+    }
+    let req: AdmissionRequest<DynamicObject> = review
+        .try_into()
+        .map_err(|_| Error::MalformedReview("no request in the AdmissionReview".into()))?;
+    let mut resp = review_request(&req, cfg);
+    // kube-core serialises `patch` (a Vec<u8>) as an array of numbers; the API documents (and
+    // Go's []byte encodes) a base64 string, so the patch is written in that canonical form.
+    let patch = resp.patch.take();
+    let mut value = serde_json::to_value(resp.into_review())
+        .map_err(|e| Error::MalformedReview(format!("cannot encode the response: {e}")))?;
+    if let (Some(p), Some(obj)) = (
+        patch,
+        value.get_mut("response").and_then(|r| r.as_object_mut()),
+    ) {
+        obj.insert(
+            "patch".to_string(),
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(p)),
+        );
+    }
+    serde_json::to_vec(&value)
+        .map_err(|e| Error::MalformedReview(format!("cannot encode the response: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).expect("test pod")
+    }
+
+    fn coffer_pod(annotations: serde_json::Value, containers: serde_json::Value) -> Pod {
+        pod(json!({
+            "metadata": {"name": "p", "labels": {"coffer.dev/workload": "web"}, "annotations": annotations},
+            "spec": {"containers": containers}
+        }))
+    }
+
+    fn cfg() -> WebhookConfig {
+        WebhookConfig::new("coffer-coordinator.coffer.svc:4433")
+    }
+
+    fn limit(p: &Pod, i: usize, key: &str) -> Option<String> {
+        p.spec
+            .as_ref()?
+            .containers
+            .get(i)?
+            .resources
+            .as_ref()?
+            .limits
+            .as_ref()?
+            .get(key)
+            .map(|q| q.0.clone())
+    }
+
+    #[test]
+    fn workload_names() {
+        assert!(validate_workload_name("web-1.a_b").is_ok());
+        assert_eq!(validate_workload_name(""), Err("is empty".into()));
+        assert!(validate_workload_name(&"a".repeat(64)).is_err());
+        assert!(validate_workload_name(&"a".repeat(63)).is_ok());
+        assert!(validate_workload_name("-web").is_err());
+        assert!(validate_workload_name("we b").is_err());
+        assert!(validate_workload_name("web/x").is_err());
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(cfg().validate().is_ok());
+        let mut c = cfg();
+        c.coordinator = "nohost".into();
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig(m)) if m.contains("host:port")));
+        let mut c = cfg();
+        c.default_epc = "0".into();
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig(m)) if m.contains("is zero")));
+    }
+
+    #[test]
+    fn unlabelled_pod_is_unchanged() {
+        let p = pod(json!({"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a"}]}}));
+        let m = mutate_pod(&p, &cfg()).expect("allowed");
+        assert_eq!(m.pod, p);
+    }
+
+    #[test]
+    fn epc_sources_in_order() {
+        let p = coffer_pod(
+            json!({"coffer.dev/epc": "64Mi"}),
+            json!([
+                {"name": "own", "resources": {"limits": {"sgx.intel.com/epc": "8Mi"}}},
+                {"name": "aks", "resources": {"limits": {"kubernetes.azure.com/sgx_epc_mem_in_MiB": "64"}}},
+                {"name": "none"}
+            ]),
+        );
+        let m = mutate_pod(&p, &cfg()).expect("allowed");
+        assert_eq!(limit(&m.pod, 0, RESOURCE_EPC).as_deref(), Some("8Mi"));
+        assert_eq!(limit(&m.pod, 1, RESOURCE_EPC).as_deref(), Some("64Mi"));
+        assert_eq!(limit(&m.pod, 1, RESOURCE_AKS_EPC_MIB), None);
+        assert_eq!(limit(&m.pod, 2, RESOURCE_EPC).as_deref(), Some("64Mi"));
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        assert!(m.warnings[0].contains("keeps its own"));
+        let again = mutate_pod(&m.pod, &cfg()).expect("allowed");
+        assert_eq!(again.pod, m.pod);
+    }
+
+    #[test]
+    fn enclave_count_other_than_one_is_refused() {
+        let p = coffer_pod(
+            json!({}),
+            json!([{"name": "a", "resources": {"limits": {"sgx.intel.com/enclave": "2"}}}]),
+        );
+        let r = mutate_pod(&p, &cfg()).expect_err("refused");
+        assert!(r.0.contains("exactly 1"), "{r}");
+    }
+
+    #[test]
+    fn limit_and_request_must_agree() {
+        let p = coffer_pod(
+            json!({}),
+            json!([{"name": "a", "resources": {"limits": {"sgx.intel.com/epc": "8Mi"}, "requests": {"sgx.intel.com/epc": "4Mi"}}}]),
+        );
+        let r = mutate_pod(&p, &cfg()).expect_err("refused");
+        assert!(r.0.contains("differ"), "{r}");
+    }
+
+    #[test]
+    fn env_conflict_is_refused_and_equal_env_kept() {
+        let p = coffer_pod(
+            json!({}),
+            json!([{"name": "a", "env": [{"name": "COFFER_WORKLOAD", "value": "other"}]}]),
+        );
+        let r = mutate_pod(&p, &cfg()).expect_err("refused");
+        assert!(
+            r.0.contains("COFFER_WORKLOAD") && r.0.contains("\"a\""),
+            "{r}"
+        );
+        let p = coffer_pod(
+            json!({}),
+            json!([{"name": "a", "env": [{"name": "COFFER_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}]}]),
+        );
+        let m = mutate_pod(&p, &cfg()).expect("allowed");
+        let env = m
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers[0].env.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            env.iter()
+                .filter(|e| e.name == "COFFER_INSTANCE_ID")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn sim_is_labelled() {
+        let mut c = cfg();
+        c.evidence = EvidenceMode::Sim;
+        let p = coffer_pod(json!({}), json!([{"name": "a"}]));
+        let m = mutate_pod(&p, &c).expect("allowed");
+        let ann = m.pod.metadata.annotations.clone().unwrap_or_default();
+        assert!(ann
+            .get(ANNOTATION_SIMULATION)
+            .is_some_and(|v| v.starts_with("SIMULATION")));
+        assert!(m.warnings.iter().any(|w| w.starts_with("SIMULATION")));
+    }
+
+    #[test]
+    fn existing_broad_toleration_is_enough() {
+        let p = pod(json!({
+            "metadata": {"labels": {"coffer.dev/workload": "web"}},
+            "spec": {"containers": [{"name": "a"}], "tolerations": [{"operator": "Exists"}]}
+        }));
+        let m = mutate_pod(&p, &cfg()).expect("allowed");
+        assert_eq!(
+            m.pod.spec.and_then(|s| s.tolerations).map(|t| t.len()),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn review_rejects_garbage_and_wrong_version() {
+        assert!(matches!(
+            review(b"{", &cfg()),
+            Err(Error::MalformedReview(_))
+        ));
+        let body = json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"});
+        let e = review(body.to_string().as_bytes(), &cfg()).expect_err("refused");
+        assert!(e.to_string().contains("v1beta1"), "{e}");
+    }
+}
