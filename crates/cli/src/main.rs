@@ -78,6 +78,9 @@ enum Command {
     Secret(cmd::client::SecretCmd),
     /// Bring a Coordinator in recovery mode back with a recovery private key.
     Recover(cmd::client::RecoverArgs),
+    /// Kubernetes: render the Helm chart, serve the admission webhook, run the node agent.
+    #[command(subcommand)]
+    K8s(cmd::k8s::K8sCmd),
 }
 
 /// Options every command can read.
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cmd::client::status(a, global),
         Command::Secret(c) => cmd::client::secret(c, global),
         Command::Recover(a) => cmd::client::recover(a, global),
+        Command::K8s(c) => cmd::k8s::run(c, global),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,7 @@ pub(crate) mod convert;
 pub(crate) mod coordinator;
 pub(crate) mod demo;
 pub(crate) mod evidence;
+pub(crate) mod k8s;
 pub(crate) mod manifest;
 pub(crate) mod run;
 pub(crate) mod sgx;

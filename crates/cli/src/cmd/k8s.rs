@@ -1,0 +1,395 @@
+//! `coffer k8s`: Coffer on Kubernetes — render the chart, serve the admission webhook, run the
+//! node agent, show this machine's EPC.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use coffer_k8s::chart;
+use coffer_k8s::webhook::{self, EvidenceMode, Tee, TlsFiles, WebhookConfig};
+use coffer_node_agent::agent::{self, AgentConfig};
+use coffer_node_agent::device_plugin;
+use coffer_node_agent::epc::{self, CpuidSource, NativeCpuid, RecordedCpuid};
+
+use crate::output::{print_json, Failure};
+use crate::Global;
+
+/// Kubernetes subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum K8sCmd {
+    /// Render the Helm chart's objects without Helm (same output as `helm template`).
+    #[command(after_help = "EXAMPLES:
+    The chart with its defaults (SGX hardware, embedded store), into namespace `coffer`:
+        coffer k8s render > coffer.yaml && kubectl apply -n coffer -f coffer.yaml
+
+    Three Coordinators on a 3-member etcd the chart deploys:
+        coffer k8s render --set store.type=etcd --set coordinator.replicas=3
+
+    The webhook certificate from cert-manager, values from a file:
+        coffer k8s render -f my-values.yaml --set webhook.certManager.enabled=true
+
+    The same objects with Helm:
+        helm template coffer deploy/helm/coffer --namespace coffer")]
+    Render(RenderArgs),
+    /// Serve the mutating admission webhook that makes pods labelled for Coffer confidential.
+    #[command(after_help = "EXAMPLES:
+    Certificate written by the Coordinator (`--webhook-cert-dir`), CA bundle patched in:
+        coffer k8s webhook --tls-dir /run/coffer-webhook --ca-bundle-for coffer-webhook \\
+            --coordinator coffer-coordinator.coffer.svc:4433
+
+    Certificate from a cert-manager Secret mounted at /tls:
+        coffer k8s webhook --tls-dir /tls --coordinator coffer-coordinator.coffer.svc:4433
+
+WHAT IT INJECTS (pods with the label coffer.dev/workload=<name>):
+    COFFER_COORDINATOR, COFFER_WORKLOAD, COFFER_INSTANCE_ID (the pod UID), COFFER_EVIDENCE;
+    SGX: sgx.intel.com/epc (annotation coffer.dev/epc or --default-epc), sgx.intel.com/enclave,
+    sgx.intel.com/provision for the container named by sgx.intel.com/quote-provider, or the
+    aesmd socket when that annotation is `aesmd`, and the SGX node toleration;
+    TDX/SNP (annotation coffer.dev/tee): runtimeClassName kata-qemu-tdx / kata-qemu-snp.")]
+    Webhook(WebhookArgs),
+    /// Run the node agent: publish the EPC capacity and serve the SGX devices to the kubelet.
+    #[command(after_help = "EXAMPLES:
+    As the chart's DaemonSet runs it (NODE_NAME from the downward API):
+        NODE_NAME=worker-1 coffer k8s node-agent
+
+    With other kubelet and device directories:
+        coffer k8s node-agent --node-name worker-1 --plugin-dir /var/lib/kubelet/device-plugins \\
+            --dev-root /dev")]
+    NodeAgent(NodeAgentArgs),
+    /// Show this machine's SGX EPC sections as read from CPUID leaf 0x12.
+    #[command(after_help = "EXAMPLES:
+    This machine:
+        coffer k8s epc
+
+    A CPUID dump recorded on another machine (lines `leaf subleaf eax ebx ecx edx`, hex):
+        coffer k8s epc --cpuid-file server.cpuid --json
+
+    Record this machine's CPUID values for a bug report:
+        coffer k8s epc --record > this-machine.cpuid")]
+    Epc(EpcArgs),
+}
+
+/// `coffer k8s render` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct RenderArgs {
+    /// Namespace the objects go to (Helm's `--namespace`).
+    #[arg(long, short = 'n', default_value = "coffer")]
+    namespace: String,
+    /// Release name (Helm's first argument).
+    #[arg(long, default_value = "coffer")]
+    release: String,
+    /// A values file, as `helm -f`; may be repeated, later files win.
+    #[arg(long = "values", short = 'f', value_name = "FILE")]
+    values: Vec<PathBuf>,
+    /// A value, as `helm --set a.b=c`; may be repeated, applied after the files.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    set: Vec<String>,
+    /// Write to this file instead of standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+}
+
+/// `coffer k8s webhook` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct WebhookArgs {
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: String,
+    /// Directory with `tls.crt` and `tls.key` (and `ca.crt` for --ca-bundle-for), as written
+    /// by the Coordinator's `--webhook-cert-dir` or mounted from a cert-manager Secret.
+    /// The files are re-read when they change.
+    #[arg(long)]
+    tls_dir: PathBuf,
+    /// Patch `caBundle` of this MutatingWebhookConfiguration with `ca.crt` at start-up.
+    #[arg(long, value_name = "NAME")]
+    ca_bundle_for: Option<String>,
+    /// The Coordinator's address as pods reach it, injected as COFFER_COORDINATOR.
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: String,
+    /// TEE for pods without the coffer.dev/tee annotation: sgx, tdx or snp.
+    #[arg(long, default_value = "sgx")]
+    default_tee: String,
+    /// EPC limit for SGX containers without coffer.dev/epc or their own limit.
+    #[arg(long, default_value = "10Mi")]
+    default_epc: String,
+    /// Injected as COFFER_EVIDENCE: auto, gramine, tsm, or sim (SIMULATION, development only).
+    #[arg(long, default_value = "auto")]
+    evidence: String,
+    /// How long to wait for the certificate files to appear (the Coordinator writes them once
+    /// it has started).
+    #[arg(long, default_value_t = 300)]
+    wait_secs: u64,
+}
+
+/// `coffer k8s node-agent` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct NodeAgentArgs {
+    /// This node's name (the chart sets NODE_NAME from `spec.nodeName`).
+    #[arg(long, env = agent::NODE_NAME_ENV)]
+    node_name: String,
+    /// Where `sgx_enclave` and `sgx_provision` are.
+    #[arg(long, default_value = device_plugin::DEFAULT_DEV_ROOT)]
+    dev_root: PathBuf,
+    /// The kubelet's device plugin directory (with `kubelet.sock`).
+    #[arg(long, default_value = device_plugin::DEFAULT_PLUGIN_DIR)]
+    plugin_dir: PathBuf,
+    /// Device IDs advertised per resource: how many containers may use the shared SGX
+    /// devices at once (the kubelet's default pod limit is 110).
+    #[arg(long, default_value_t = device_plugin::DEFAULT_DEVICES_PER_RESOURCE,
+          value_parser = clap::value_parser!(u32).range(1..=device_plugin::MAX_DEVICES_PER_RESOURCE as i64))]
+    devices_per_resource: u32,
+}
+
+/// `coffer k8s epc` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct EpcArgs {
+    /// Read CPUID values from this recorded file instead of this processor.
+    #[arg(long, conflicts_with = "record")]
+    cpuid_file: Option<PathBuf>,
+    /// Print this processor's CPUID values in the recorded-file format instead.
+    #[arg(long)]
+    record: bool,
+}
+
+/// Runs a `coffer k8s` subcommand.
+pub(crate) fn run(cmd: K8sCmd, global: Global) -> anyhow::Result<ExitCode> {
+    match cmd {
+        K8sCmd::Render(a) => render(a),
+        K8sCmd::Webhook(a) => runtime()?.block_on(serve_webhook(a, global)),
+        K8sCmd::NodeAgent(a) => runtime()?.block_on(node_agent(a)),
+        K8sCmd::Epc(a) => show_epc(a, global),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    let release = chart::Release::new(&args.release, &args.namespace)
+        .map_err(|e| Failure::new("invalid-argument", e.to_string()))?;
+    let mut overrides = serde_yaml::Value::Mapping(Default::default());
+    for path in &args.values {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading values file {}", path.display()))?;
+        let v = chart::parse_values_file(&path.display().to_string(), &text)
+            .map_err(|e| Failure::new("invalid-values", e.to_string()))?;
+        chart::merge_values(&mut overrides, v);
+    }
+    for expr in &args.set {
+        let v = chart::parse_set(expr)
+            .map_err(|e| Failure::new("invalid-values", format!("--set {expr}: {e}")))?;
+        chart::merge_values(&mut overrides, v);
+    }
+    let yaml = chart::render(&release, &overrides).map_err(|e| {
+        Failure::new(
+            "render",
+            format!("{e}; check the values you set against deploy/helm/coffer/values.yaml"),
+        )
+    })?;
+    match &args.output {
+        Some(path) => write_atomically(path, yaml.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{yaml}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it: never a partial file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+async fn serve_webhook(args: WebhookArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let tee: Tee = args
+        .default_tee
+        .parse()
+        .map_err(|e: String| Failure::new("invalid-argument", format!("--default-tee: {e}")))?;
+    let evidence: EvidenceMode = args
+        .evidence
+        .parse()
+        .map_err(|e: String| Failure::new("invalid-argument", format!("--evidence: {e}")))?;
+    if evidence == EvidenceMode::Sim {
+        tracing::warn!("SIMULATION: Coffer pods get COFFER_EVIDENCE=sim and prove nothing");
+        eprintln!("warning: SIMULATION: pods will use simulated evidence (development only)");
+    }
+    let mut cfg = WebhookConfig::new(args.coordinator);
+    cfg.default_tee = tee;
+    cfg.default_epc = args.default_epc;
+    cfg.evidence = evidence;
+    cfg.validate()
+        .map_err(|e| Failure::new("invalid-argument", e.to_string()))?;
+
+    let tls = TlsFiles::new(args.tls_dir.join("tls.crt"), args.tls_dir.join("tls.key"));
+    let mut wanted = vec![tls.cert_path.clone(), tls.key_path.clone()];
+    let ca_path = args.tls_dir.join("ca.crt");
+    if args.ca_bundle_for.is_some() {
+        wanted.push(ca_path.clone());
+    }
+    wait_for_files(&wanted, Duration::from_secs(args.wait_secs)).await?;
+    if let Some(name) = &args.ca_bundle_for {
+        let ca =
+            std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
+        let client = kube::Client::try_default().await.map_err(|e| {
+            Failure::new(
+                "kubernetes",
+                format!("no Kubernetes client configuration ({e}); run inside the cluster or set KUBECONFIG, or drop --ca-bundle-for"),
+            )
+        })?;
+        let changed = webhook::patch_ca_bundle(client, name, &ca)
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    "kubernetes",
+                    format!("patching the CA bundle of {name}: {e}"),
+                )
+            })?;
+        tracing::info!(webhook_configuration = %name, changed, "CA bundle in place");
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    if global.json {
+        // One line, so a supervisor or test can read the address before anything else.
+        println!(
+            "{}",
+            serde_json::json!({ "listening": addr.to_string(), "path": "/mutate" })
+        );
+    } else {
+        println!("coffer webhook: serving https://{addr}/mutate");
+    }
+    webhook::serve(listener, tls, cfg, shutdown_signal())
+        .await
+        .map_err(|e| Failure::new("webhook", e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until every file in `paths` exists, or fails after `limit` naming the missing ones.
+async fn wait_for_files(paths: &[PathBuf], limit: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let missing: Vec<String> = paths
+            .iter()
+            .filter(|p| !p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::new(
+                "tls",
+                format!(
+                    "{} still missing after {} s; start the Coordinator with --webhook-cert-dir, or mount the cert-manager Secret there",
+                    missing.join(", "),
+                    limit.as_secs()
+                ),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn node_agent(args: NodeAgentArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = AgentConfig::new(args.node_name);
+    cfg.devices.dev_root = args.dev_root;
+    cfg.devices.plugin_dir = args.plugin_dir;
+    cfg.devices.devices_per_resource = args.devices_per_resource;
+    agent::run(cfg)
+        .await
+        .map_err(|e| Failure::new("node-agent", e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_epc(args: EpcArgs, global: Global) -> anyhow::Result<ExitCode> {
+    if args.record {
+        print!("{}", RecordedCpuid::record(&NativeCpuid).to_text());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let source: Arc<dyn CpuidSource + Send + Sync> = match &args.cpuid_file {
+        Some(path) => Arc::new(
+            RecordedCpuid::load(path).map_err(|e| Failure::new("invalid-input", e.to_string()))?,
+        ),
+        None => Arc::new(NativeCpuid),
+    };
+    let found = epc::read_epc(source.as_ref()).map_err(|e| {
+        use coffer_node_agent::Error as E;
+        let kind = match e {
+            E::SgxNotSupported | E::SgxLeafAbsent { .. } | E::SgxDisabled | E::NoEpcSections => {
+                "no-sgx"
+            }
+            _ => "malformed-cpuid",
+        };
+        Failure::new(kind, e.to_string())
+    })?;
+    if global.json {
+        let sections: Vec<_> = found
+            .sections
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "subleaf": s.subleaf,
+                    "base": format!("{:#x}", s.base),
+                    "size": s.size,
+                    "protection": s.protection.to_string(),
+                })
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "sgx2": found.sgx2,
+            "max_enclave_size_64_log2": found.max_enclave_size_64_log2,
+            "sections": sections,
+            "total_bytes": found.total_bytes,
+            "resource": epc::EPC_RESOURCE,
+        }))?;
+    } else {
+        println!(
+            "SGX{} with {} EPC section(s), {} bytes in all ({} = {}):",
+            if found.sgx2 { "2" } else { "1" },
+            found.sections.len(),
+            found.total_bytes,
+            epc::EPC_RESOURCE,
+            found.total_bytes
+        );
+        for s in &found.sections {
+            println!(
+                "  sub-leaf {:>2}: base {:#014x}, {:>14} bytes, {}",
+                s.subleaf, s.base, s.size, s.protection
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
