@@ -217,7 +217,8 @@ async fn webhook_certificates(coordinator: Arc<Coordinator>, dir: PathBuf, names
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM (how Kubernetes stops a container) or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => {

@@ -828,7 +828,7 @@ fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
 
 /// Writes `bytes` to `path` via a temporary file and a rename, so a failure never leaves a
 /// partial file. `private` files get mode 0600.
-fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

@@ -1,7 +1,7 @@
 //! `coffer k8s`: Coffer on Kubernetes — render the chart, serve the admission webhook, run the
 //! node agent, show this machine's EPC.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use coffer_node_agent::agent::{self, AgentConfig};
 use coffer_node_agent::device_plugin;
 use coffer_node_agent::epc::{self, CpuidSource, NativeCpuid, RecordedCpuid};
 
+use super::coordinator::shutdown_signal;
 use crate::output::{print_json, Failure};
 use crate::Global;
 
@@ -194,24 +195,10 @@ fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     match &args.output {
-        Some(path) => write_atomically(path, yaml.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => super::evidence::write_atomic(path, yaml.as_bytes(), false)?,
         None => print!("{yaml}"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it: never a partial file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 async fn serve_webhook(args: WebhookArgs, global: Global) -> anyhow::Result<ExitCode> {
@@ -305,21 +292,6 @@ async fn wait_for_files(paths: &[PathBuf], limit: Duration) -> anyhow::Result<()
             .into());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn shutdown_signal() {
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    match term {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 
