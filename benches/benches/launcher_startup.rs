@@ -117,6 +117,7 @@ fn main() {
             Config {
                 data_dir: dir.path().join("data"),
                 cert_hours: 24,
+                store: coffer_coordinator::StoreConfig::Embedded,
             },
             Platform::Simulated {
                 sim: Box::new(SimPlatform::from_seed(seed)),

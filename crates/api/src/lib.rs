@@ -196,6 +196,20 @@ pub struct StatusResponse {
     pub simulation: bool,
     /// Coordinator software version.
     pub version: String,
+    /// This replica, when several Coordinators share an etcd store (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaStatus>,
+}
+
+/// A Coordinator replica sharing an etcd store with others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// The replica's name (`--replica-name`; the pod name in Kubernetes).
+    pub name: String,
+    /// Whether it holds the leader lease (it alone initialises a new state).
+    pub leader: bool,
+    /// The shared store (`etcd`).
+    pub store: String,
 }
 
 /// Answer to `POST /api/v1/manifest` and `POST /api/v1/manifest/update`.

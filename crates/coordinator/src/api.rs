@@ -322,6 +322,7 @@ mod tests {
                 crate::Config {
                     data_dir: dir.join("data"),
                     cert_hours: 4,
+                    store: crate::StoreConfig::Embedded,
                 },
                 Platform::Simulated {
                     sim: Box::new(sim),

@@ -13,15 +13,19 @@ use coffer_api::{
 };
 use coffer_manifest::{Action, Manifest, MeasurementClaims, ResourceKind, SecretKind, Target, Tee};
 use rcgen::KeyPair;
+use sha2::Digest;
 
 use crate::error::Error;
+use crate::etcd::Guard;
+use crate::keyjoin::{self, Joiner, GRANT_PREFIX, JOIN_PREFIX};
 use crate::metrics::{ActivationLabels, Metrics};
 use crate::pki::{self, Ca, CaMaterial};
 use crate::platform::{EvidenceVerifier, Platform};
 use crate::recovery::{self, Envelope, Session};
+use crate::replica::StoreConfig;
 use crate::seal::Sealer;
 use crate::secrets::{self, ActivationSource, StoredSecret};
-use crate::store::{RawStore, StateKey, Store, WriteOp};
+use crate::store::{Initialised, RawStore, StateKey, Store, WriteOp};
 use crate::tls::CertSlot;
 use crate::writer::{instance_key, Job, Outcome, Register, Writer};
 
@@ -32,6 +36,19 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Lifetime of workload certificates, hours.
     pub cert_hours: u32,
+    /// Embedded (one Coordinator) or etcd (replicas sharing one state).
+    pub store: StoreConfig,
+}
+
+impl Config {
+    /// `meta` name of this Coordinator's sealed copy of the state key: one per replica with
+    /// etcd, since each node has its own sealing key.
+    fn sealed_name(&self) -> String {
+        match self.store.replica() {
+            None => M_SEALED.into(),
+            Some(r) => format!("{M_SEALED_PREFIX}{r}"),
+        }
+    }
 }
 
 /// Store file name inside the data directory.
@@ -42,6 +59,7 @@ pub const SEALING_KEY_FILE: &str = "sealing.key";
 const K_CA: &str = "ca";
 const K_MANIFEST: &str = "manifest";
 const M_SEALED: &str = "sealed_state_key";
+const M_SEALED_PREFIX: &str = "sealed/";
 const M_RECOVERY: &str = "recovery";
 
 /// The manifest in force with what is derived from it.
@@ -58,6 +76,20 @@ pub struct Snapshot {
     pub ca: Arc<Ca>,
     /// The manifest, once set.
     pub manifest: Option<Arc<LoadedManifest>>,
+    /// etcd mod revisions of the manifest and CA values this snapshot was built from (0 with
+    /// the embedded store): decisions made on it are guarded by them, and a replica reloads
+    /// when another one changed them.
+    revisions: (i64, i64),
+}
+
+impl Snapshot {
+    /// Guards that hold only while the manifest and CA are still those of this snapshot.
+    fn guards(&self) -> Vec<Guard> {
+        vec![
+            Guard::KvRevision(K_MANIFEST.into(), self.revisions.0),
+            Guard::KvRevision(K_CA.into(), self.revisions.1),
+        ]
+    }
 }
 
 struct Ready {
@@ -88,6 +120,20 @@ pub struct Coordinator {
     tls: Arc<CertSlot>,
     /// Serialises manifest set/update and recovery (rare, multi-step changes).
     change_lock: tokio::sync::Mutex<()>,
+    /// This Coordinator's own measurement (etcd: key joins compare against it); computed once.
+    own_claims: std::sync::OnceLock<MeasurementClaims>,
+    /// Join requests already refused (by content hash), so each is refused and audited once.
+    refused_joins: Mutex<std::collections::HashSet<[u8; 32]>>,
+}
+
+/// How long a replica waits for the state to be initialised by the leader, or for another
+/// replica to answer its key join, before giving up.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What start-up found.
+enum Unlocked {
+    Ready(Store),
+    Recovery(RawStore, Envelope, Error),
 }
 
 /// Current Unix time in seconds (the server is the edge that reads the clock).
@@ -134,67 +180,46 @@ impl Coordinator {
     ) -> Result<Self, Error> {
         create_private_dir(&config.data_dir)?;
         let now = now_unix();
-        let raw = RawStore::open(&config.data_dir.join(STORE_FILE))?;
-        let simulation = platform.is_simulation();
-        let mode = if !raw.is_initialised()? {
-            let key = StateKey::generate();
-            let ca = Ca::generate(now)?;
-            let sealed = sealer.seal(&key)?;
-            let mut rec = record("initialise", "accepted");
-            rec.detail = Some("new state, new root CA".into());
-            let store = raw.initialise(
-                key,
-                vec![
-                    WriteOp::PutMeta(M_SEALED.into(), sealed),
-                    WriteOp::Put(
-                        K_CA.into(),
-                        serde_json::to_vec(ca.material())
-                            .map_err(|e| Error::Store(e.to_string()))?,
-                    ),
-                    audit_op(&rec),
-                ],
-            )?;
-            tracing::info!("initialised a new state with a new root CA");
-            Mode::Ready(Arc::new(Self::ready(store)?))
-        } else {
-            let sealed = raw.meta(M_SEALED)?;
-            let unsealed = sealed
-                .ok_or_else(|| Error::Unseal("the store has no sealed state key".into()))
-                .and_then(|b| sealer.unseal(&b));
-            match unsealed {
-                Ok(key) => Mode::Ready(Arc::new(Self::ready(raw.unlock(key)?)?)),
-                Err(e) => {
-                    let envelope: Envelope = match raw.meta(M_RECOVERY)? {
-                        Some(b) => serde_json::from_slice(&b).map_err(|e| Error::Store(format!("recovery envelope: {e}")))?,
-                        None => {
-                            return Err(Error::Unseal(format!(
-                                "{e}; the manifest had no recovery keys, so this state cannot be recovered. \
-                                 Start with an empty --data-dir to begin a new deployment"
-                            )))
-                        }
-                    };
-                    tracing::warn!(error = %e, "state key cannot be unsealed: starting in RECOVERY mode");
-                    let key = KeyPair::generate().map_err(|e| Error::Pki(e.to_string()))?;
-                    let quote =
-                        platform.quote(coffer_api::workload_report_data(&pki::key_spki(&key)))?;
-                    let cert = pki::self_signed_server_cert(&key, &quote, simulation, now)?;
-                    let slot_key = key.serialize_der();
-                    let rec = Recovering {
-                        raw: Mutex::new(Some(raw)),
-                        session: Mutex::new(Session::new(envelope)),
-                        self_cert: cert.clone(),
-                    };
-                    let tls = CertSlot::new(vec![cert], slot_key)?;
-                    return Ok(Self::assemble(
-                        config,
-                        platform,
-                        verifier,
-                        sealer,
-                        Mode::Recovery(Arc::new(rec)),
-                        tls,
-                        simulation,
-                    ));
+        let raw = match &config.store {
+            StoreConfig::Embedded => RawStore::open(&config.data_dir.join(STORE_FILE))?,
+            StoreConfig::Etcd {
+                endpoints,
+                prefix,
+                replica,
+            } => {
+                crate::replica::validate_name(replica)?;
+                let raw = RawStore::open_etcd(endpoints, prefix)?;
+                if let Some(e) = raw.etcd() {
+                    e.start_campaign(replica);
                 }
+                raw
+            }
+        };
+        let simulation = platform.is_simulation();
+        let mode = match Self::unlock_state(&config, &platform, &verifier, &sealer, raw)? {
+            Unlocked::Ready(store) => Mode::Ready(Arc::new(Self::ready(store)?)),
+            Unlocked::Recovery(raw, envelope, e) => {
+                tracing::warn!(error = %e, "state key cannot be unsealed: starting in RECOVERY mode");
+                let key = KeyPair::generate().map_err(|e| Error::Pki(e.to_string()))?;
+                let quote =
+                    platform.quote(coffer_api::workload_report_data(&pki::key_spki(&key)))?;
+                let cert = pki::self_signed_server_cert(&key, &quote, simulation, now)?;
+                let slot_key = key.serialize_der();
+                let rec = Recovering {
+                    raw: Mutex::new(Some(raw)),
+                    session: Mutex::new(Session::new(envelope)),
+                    self_cert: cert.clone(),
+                };
+                let tls = CertSlot::new(vec![cert], slot_key)?;
+                return Ok(Self::assemble(
+                    config,
+                    platform,
+                    verifier,
+                    sealer,
+                    Mode::Recovery(Arc::new(rec)),
+                    tls,
+                    simulation,
+                ));
             }
         };
         let tls = {
@@ -208,6 +233,278 @@ impl Coordinator {
         Ok(Self::assemble(
             config, platform, verifier, sealer, mode, tls, simulation,
         ))
+    }
+
+    /// Finds the state key: initialises a new state (only the etcd leader does), else unseals
+    /// this replica's sealed copy or any other it can open, else (etcd) asks another replica
+    /// through a key join, else recovery mode if the manifest had recovery keys.
+    fn unlock_state(
+        config: &Config,
+        platform: &Platform,
+        verifier: &EvidenceVerifier,
+        sealer: &Sealer,
+        mut raw: RawStore,
+    ) -> Result<Unlocked, Error> {
+        let own = config.sealed_name();
+        if !raw.is_initialised()? && Self::may_initialise(&raw)? {
+            let now = now_unix();
+            let key = StateKey::generate();
+            let ca = Ca::generate(now)?;
+            let sealed = sealer.seal(&key)?;
+            let mut rec = record("initialise", "accepted");
+            rec.detail = Some(match config.store.replica() {
+                None => "new state, new root CA".into(),
+                Some(r) => format!("new state, new root CA (replica {r})"),
+            });
+            let ops = vec![
+                WriteOp::PutMeta(own.clone(), sealed),
+                WriteOp::Put(
+                    K_CA.into(),
+                    serde_json::to_vec(ca.material()).map_err(|e| Error::Store(e.to_string()))?,
+                ),
+                audit_op(&rec),
+            ];
+            match raw.initialise(key, ops)? {
+                Initialised::Created(store) => {
+                    tracing::info!("initialised a new state with a new root CA");
+                    return Ok(Unlocked::Ready(store));
+                }
+                Initialised::Lost(r) => raw = r,
+            }
+        }
+        // This replica's copy first, then any other this platform can open (same machine).
+        let mut copies: Vec<(String, Vec<u8>)> = raw
+            .meta(&own)?
+            .map(|b| (own.clone(), b))
+            .into_iter()
+            .collect();
+        if config.store.replica().is_some() {
+            copies.extend(
+                raw.meta_scan(M_SEALED_PREFIX)?
+                    .into_iter()
+                    .filter(|(n, _)| *n != own),
+            );
+        }
+        let mut reason =
+            Error::Unseal("the store has no sealed state key for this Coordinator".into());
+        for (name, blob) in copies {
+            match sealer.unseal(&blob) {
+                Ok(key) if raw.key_matches(&key)? => {
+                    if name != own {
+                        raw.apply_meta(&[WriteOp::PutMeta(own, sealer.seal(&key)?)])?;
+                    }
+                    return Ok(Unlocked::Ready(raw.unlock(key)?));
+                }
+                Ok(_) => {
+                    reason = Error::Unseal(format!(
+                        "the key sealed in `{name}` does not open this store"
+                    ))
+                }
+                Err(e) => reason = e,
+            }
+        }
+        if let Some(replica) = config.store.replica() {
+            match Self::join(&raw, replica, platform, verifier) {
+                Ok(key) => {
+                    raw.apply_meta(&[
+                        WriteOp::PutMeta(own, sealer.seal(&key)?),
+                        WriteOp::DeleteMeta(format!("{JOIN_PREFIX}{replica}")),
+                        WriteOp::DeleteMeta(format!("{GRANT_PREFIX}{replica}")),
+                    ])?;
+                    tracing::info!(
+                        replica,
+                        "state key obtained from another replica (key join) and sealed"
+                    );
+                    return Ok(Unlocked::Ready(raw.unlock(key)?));
+                }
+                Err(e) => reason = e,
+            }
+        }
+        match raw.meta(M_RECOVERY)? {
+            Some(b) => {
+                let envelope = serde_json::from_slice(&b)
+                    .map_err(|e| Error::Store(format!("recovery envelope: {e}")))?;
+                Ok(Unlocked::Recovery(raw, envelope, reason))
+            }
+            None => Err(Error::Unseal(format!(
+                "{reason}; the manifest had no recovery keys, so this state cannot be recovered. \
+                 Start with an empty --data-dir (or a new --etcd-prefix) to begin a new deployment"
+            ))),
+        }
+    }
+
+    /// Whether this process may create a new state: always with the embedded store; with etcd
+    /// only the elected leader, after waiting for the election (or for the leader's state).
+    fn may_initialise(raw: &RawStore) -> Result<bool, Error> {
+        let Some(e) = raw.etcd() else {
+            return Ok(true);
+        };
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        while Instant::now() < deadline {
+            if raw.is_initialised()? {
+                return Ok(false);
+            }
+            if e.is_leader() {
+                return Ok(true);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Err(Error::Store(format!(
+            "etcd: neither elected leader nor given an initialised state within {} s (leader: {})",
+            JOIN_TIMEOUT.as_secs(),
+            e.leader().unwrap_or_else(|| "none".into())
+        )))
+    }
+
+    /// Key join, joiner side: publish a request and wait for a replica's grant.
+    fn join(
+        raw: &RawStore,
+        replica: &str,
+        platform: &Platform,
+        verifier: &EvidenceVerifier,
+    ) -> Result<StateKey, Error> {
+        let own = own_measurement(platform, verifier)?;
+        let (joiner, request) = Joiner::request(replica, |rd| platform.quote(rd))?;
+        let grant_name = format!("{GRANT_PREFIX}{replica}");
+        raw.apply_meta(&[
+            WriteOp::DeleteMeta(grant_name.clone()),
+            WriteOp::PutMeta(
+                format!("{JOIN_PREFIX}{replica}"),
+                serde_json::to_vec(&request).map_err(|e| Error::Store(e.to_string()))?,
+            ),
+        ])?;
+        tracing::info!(
+            replica,
+            "no sealed copy of the state key opens here: asked the other replicas (key join)"
+        );
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(grant) = raw.meta(&grant_name)? {
+                let key = joiner.accept(&grant, &own, |q| verify_quote(verifier, q))?;
+                if !raw.key_matches(&key)? {
+                    return Err(Error::Unseal(
+                        "the key granted by another replica does not open this store".into(),
+                    ));
+                }
+                return Ok(key);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Err(Error::Unseal(format!(
+            "no other replica answered this replica's key join within {} s (is one running and unlocked?)",
+            JOIN_TIMEOUT.as_secs()
+        )))
+    }
+
+    /// Key join, granter side: answers every pending join request of replicas running the same
+    /// Coordinator code, in one guarded write each (audited). Blocking (etcd): call it from a
+    /// plain thread, as [`Coordinator::start_replica_tasks`] does. Returns how many it granted.
+    pub fn answer_key_joins(&self) -> Result<usize, Error> {
+        let Some(replica) = self.config.store.replica() else {
+            return Ok(0);
+        };
+        let Mode::Ready(r) = &*self.mode() else {
+            return Ok(0);
+        };
+        let mut granted = 0;
+        for (name, request) in r.store.meta_scan(JOIN_PREFIX)? {
+            let joiner = name
+                .strip_prefix(JOIN_PREFIX)
+                .unwrap_or_default()
+                .to_string();
+            let grant_name = format!("{GRANT_PREFIX}{joiner}");
+            if r.store.meta(&grant_name)?.is_some() {
+                continue;
+            }
+            let digest: [u8; 32] = sha2::Sha256::digest(&request).into();
+            if self
+                .refused_joins
+                .lock()
+                .map(|s| s.contains(&digest))
+                .unwrap_or(true)
+            {
+                continue;
+            }
+            let own = match self.own_claims.get() {
+                Some(c) => c.clone(),
+                None => {
+                    let c = own_measurement(&self.platform, &self.verifier)?;
+                    self.own_claims.get_or_init(|| c).clone()
+                }
+            };
+            let now = now_unix();
+            let result = keyjoin::grant(
+                replica,
+                &request,
+                r.store.state_key(),
+                &own,
+                |q| verify_quote(&self.verifier, q),
+                |rd| self.platform.quote(rd),
+            );
+            let mut rec = record("key-join", "accepted");
+            rec.time = now;
+            let (ops, guards) = match result {
+                Ok((who, grant)) if who == joiner => {
+                    rec.detail = Some(format!(
+                        "state key granted to replica `{who}` by `{replica}`"
+                    ));
+                    (
+                        vec![
+                            WriteOp::PutMeta(
+                                grant_name.clone(),
+                                serde_json::to_vec(&grant)
+                                    .map_err(|e| Error::Store(e.to_string()))?,
+                            ),
+                            audit_op(&rec),
+                        ],
+                        vec![Guard::MetaAbsent(grant_name)],
+                    )
+                }
+                other => {
+                    let reason = match other {
+                        Ok((who, _)) => format!("request under `{joiner}` names replica `{who}`"),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::warn!(joiner = %joiner, %reason, "key join refused");
+                    if let Ok(mut s) = self.refused_joins.lock() {
+                        s.insert(digest);
+                    }
+                    rec.outcome = "refused".into();
+                    rec.detail = Some(format!("replica `{joiner}`: {reason}"));
+                    (vec![audit_op(&rec)], Vec::new())
+                }
+            };
+            let accepted = !guards.is_empty();
+            if let crate::etcd::Commit::Done(_) = r.store.apply_guarded(&ops, &guards)? {
+                if accepted {
+                    tracing::info!(joiner = %joiner, "state key granted (key join)");
+                    granted += 1;
+                }
+            }
+        }
+        Ok(granted)
+    }
+
+    /// With etcd: answers key joins in the background (a plain thread, every 500 ms) for as
+    /// long as the Coordinator lives.
+    pub fn start_replica_tasks(self: &Arc<Self>) -> Result<(), Error> {
+        if self.config.store.replica().is_none() {
+            return Ok(());
+        }
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("coffer-key-join".into())
+            .spawn(move || {
+                while let Some(c) = weak.upgrade() {
+                    if let Err(e) = c.answer_key_joins() {
+                        tracing::warn!(error = %e, "cannot answer key joins");
+                    }
+                    drop(c);
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            })
+            .map_err(Error::Io)?;
+        Ok(())
     }
 
     fn assemble(
@@ -228,39 +525,19 @@ impl Coordinator {
             metrics: Metrics::new(simulation),
             tls,
             change_lock: tokio::sync::Mutex::new(()),
+            own_claims: std::sync::OnceLock::new(),
+            refused_joins: Mutex::new(Default::default()),
         }
     }
 
     fn ready(store: Store) -> Result<Ready, Error> {
-        let ca_bytes = store.get(K_CA)?;
-        let ca = match ca_bytes {
-            Some(b) => Ca::load(
-                serde_json::from_slice::<CaMaterial>(&b)
-                    .map_err(|e| Error::Store(format!("CA: {e}")))?,
-            )?,
-            None => return Err(Error::Store("the store has no CA (corrupt state)".into())),
-        };
-        let manifest = match store.get(K_MANIFEST)? {
-            Some(b) => {
-                let m = Manifest::parse(&b).map_err(|e| {
-                    Error::Store(format!("stored manifest no longer validates: {e:?}"))
-                })?;
-                Some(Arc::new(LoadedManifest {
-                    hash: m.hash_hex(),
-                    manifest: m,
-                }))
-            }
-            None => None,
-        };
+        let snapshot = load_snapshot(&store)?;
         let store = Arc::new(store);
         let writer = Writer::start(store.clone())?;
         Ok(Ready {
             store,
             writer,
-            snapshot: RwLock::new(Arc::new(Snapshot {
-                ca: Arc::new(ca),
-                manifest,
-            })),
+            snapshot: RwLock::new(Arc::new(snapshot)),
         })
     }
 
@@ -338,6 +615,22 @@ impl Coordinator {
             manifest_hash,
             simulation: self.is_simulation(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            replica: self.config.store.replica().map(|name| {
+                let leader = match &*self.mode() {
+                    Mode::Ready(r) => r.store.etcd().is_some_and(|e| e.is_leader()),
+                    Mode::Recovery(r) => r
+                        .raw
+                        .lock()
+                        .ok()
+                        .and_then(|g| g.as_ref().and_then(|raw| raw.etcd().map(|e| e.is_leader())))
+                        .unwrap_or(false),
+                };
+                coffer_api::ReplicaStatus {
+                    name: name.to_string(),
+                    leader,
+                    store: "etcd".into(),
+                }
+            }),
         }
     }
 
@@ -481,6 +774,8 @@ impl Coordinator {
         let now = now_unix();
         let ca = snap.ca.rotated(now)?;
         let mut ops = Vec::new();
+        // With etcd: refused if another replica changed the manifest or CA meanwhile.
+        let mut guards = snap.guards();
         // Shared generated secrets that do not exist yet (existing values are kept).
         for (name, spec) in manifest.secrets.iter() {
             if spec.kind == SecretKind::UserDefined || !spec.is_shared() {
@@ -494,6 +789,7 @@ impl Coordinator {
                     secrets::shared_key(name),
                     v.to_bytes().to_vec(),
                 ));
+                guards.push(Guard::KvAbsent(secrets::shared_key(name)));
             }
         }
         // Recovery envelope for the new recovery keys.
@@ -541,6 +837,7 @@ impl Coordinator {
         r.writer
             .submit(Job {
                 ops,
+                guards,
                 ..Job::default()
             })
             .await?;
@@ -552,6 +849,8 @@ impl Coordinator {
                     manifest,
                     hash: hash.clone(),
                 })),
+                // The writer returns once this replica's mirror has seen the commit.
+                revisions: (r.store.kv_revision(K_MANIFEST), r.store.kv_revision(K_CA)),
             });
         }
         Ok(coffer_api::ManifestResponse {
@@ -588,7 +887,18 @@ impl Coordinator {
             .filter(|m| m.manifest.workloads.contains_key(&req.workload))
             .map(|_| req.workload.clone())
             .unwrap_or_else(|| "_unknown".into());
-        let result = self.activate_inner(&r, &snap, &req).await;
+        let mut snap = snap;
+        let mut result = self.activate_inner(&r, &snap, &req).await;
+        // etcd: another replica changed the manifest while this was decided; decide again on
+        // the new one (bounded: manifest changes are rare).
+        for _ in 0..3 {
+            let newer = r.snapshot();
+            if !matches!(result, Err(Error::Conflict(_))) || Arc::ptr_eq(&newer, &snap) {
+                break;
+            }
+            snap = newer;
+            result = self.activate_inner(&r, &snap, &req).await;
+        }
         let label = match &result {
             Ok(_) => "accepted".to_string(),
             Err(e) => kind_label(&e.kind().1),
@@ -763,6 +1073,7 @@ impl Coordinator {
                     instance: req.instance_id,
                     max: workload.max_activations,
                 }),
+                guards: snap.guards(),
             })
             .await?;
         match outcome {
@@ -1055,8 +1366,18 @@ impl Coordinator {
         arec.detail = Some(format!(
             "state key recovered with {accepted} recovery key(s) and re-sealed"
         ));
-        store.apply(&[WriteOp::PutMeta(M_SEALED.into(), sealed), audit_op(&arec)])?;
         let ready = Self::ready(store)?;
+        // Through the writer: with etcd, blocking store calls stay off the async runtime.
+        ready
+            .writer
+            .submit(Job {
+                ops: vec![
+                    WriteOp::PutMeta(self.config.sealed_name(), sealed),
+                    audit_op(&arec),
+                ],
+                ..Job::default()
+            })
+            .await?;
         let (chain, tls_key) = server_cert(&self.platform, &ready.snapshot().ca, now_unix())?;
         self.tls.set(chain, tls_key)?;
         let state = if ready.snapshot().manifest.is_some() {
@@ -1077,12 +1398,87 @@ impl Coordinator {
 }
 
 impl Ready {
+    /// The snapshot in force. With etcd, rebuilt first if another replica changed the manifest
+    /// or CA (a cheap revision check against the mirror on every call).
     fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
+        let current = self
+            .snapshot
             .read()
             .map(|g| g.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        if self.store.etcd().is_none() {
+            return current;
+        }
+        let revisions = (
+            self.store.kv_revision(K_MANIFEST),
+            self.store.kv_revision(K_CA),
+        );
+        if revisions == current.revisions {
+            return current;
+        }
+        match load_snapshot(&self.store) {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                if let Ok(mut g) = self.snapshot.write() {
+                    *g = fresh.clone();
+                }
+                tracing::info!("manifest or CA changed on another replica: snapshot reloaded");
+                fresh
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reload the snapshot; serving the previous one");
+                current
+            }
+        }
     }
+}
+
+/// Builds a snapshot from the store (revisions read first: a value newer than its recorded
+/// revision only causes one more reload, never a stale snapshot taken for current).
+fn load_snapshot(store: &Store) -> Result<Snapshot, Error> {
+    let revisions = (store.kv_revision(K_MANIFEST), store.kv_revision(K_CA));
+    let ca = match store.get(K_CA)? {
+        Some(b) => Ca::load(
+            serde_json::from_slice::<CaMaterial>(&b)
+                .map_err(|e| Error::Store(format!("CA: {e}")))?,
+        )?,
+        None => return Err(Error::Store("the store has no CA (corrupt state)".into())),
+    };
+    let manifest = match store.get(K_MANIFEST)? {
+        Some(b) => {
+            let m = Manifest::parse(&b)
+                .map_err(|e| Error::Store(format!("stored manifest no longer validates: {e:?}")))?;
+            Some(Arc::new(LoadedManifest {
+                hash: m.hash_hex(),
+                manifest: m,
+            }))
+        }
+        None => None,
+    };
+    Ok(Snapshot {
+        ca: Arc::new(ca),
+        manifest,
+        revisions,
+    })
+}
+
+/// Verifies a quote for a key join: its measurement and report data.
+fn verify_quote(
+    verifier: &EvidenceVerifier,
+    quote: &[u8],
+) -> Result<(MeasurementClaims, [u8; 64]), Error> {
+    let v = verifier.verify(quote, now_unix())?;
+    Ok((claims_of(&v), v.report_data))
+}
+
+/// This Coordinator's own measurement, as another replica would see it: its own quote,
+/// verified like any other.
+fn own_measurement(
+    platform: &Platform,
+    verifier: &EvidenceVerifier,
+) -> Result<MeasurementClaims, Error> {
+    let quote = platform.quote(keyjoin::report_data("self", "", &[], &[]))?;
+    Ok(verify_quote(verifier, &quote)?.0)
 }
 
 fn render_parameters(

@@ -1,5 +1,5 @@
 //! The etcd v3 backend for several Coordinator replicas sharing one sealed state
-//! (building block; NOT yet wired into `Coordinator`/`coffer coordinator`).
+//! (`coffer coordinator --store etcd`; used through [`crate::store::Store`]).
 //!
 //! # Why this shape
 //! Activations read the state (manifest, secrets, instance index) on every request and must
@@ -124,6 +124,8 @@ pub enum Guard {
     KvAbsent(String),
     /// The `kv` key must still have this mod revision (0 = absent).
     KvRevision(String, i64),
+    /// The plaintext `meta` key must not exist (e.g. the key check of a new state).
+    MetaAbsent(String),
 }
 
 /// What a commit did.
@@ -246,6 +248,38 @@ impl EtcdStore {
     pub fn meta(&self, name: &str) -> Option<Vec<u8>> {
         let k = self.full("meta", name);
         self.shared.lock().entries.get(&k).map(|i| i.value.clone())
+    }
+
+    /// Plaintext `meta` entries whose name starts with `prefix`, in name order.
+    pub fn meta_scan(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        let start = self.full("meta", prefix);
+        let base = self.full("meta", "").len();
+        self.shared
+            .lock()
+            .entries
+            .range(start.clone()..)
+            .take_while(|(k, _)| k.starts_with(&start))
+            .map(|(k, v)| {
+                let name = String::from_utf8_lossy(k.get(base..).unwrap_or_default());
+                (name.into_owned(), v.value.clone())
+            })
+            .collect()
+    }
+
+    /// How many `kv` keys start with `prefix` (nothing is decrypted).
+    pub fn kv_count(&self, prefix: &str) -> usize {
+        let start = self.full("kv", prefix);
+        self.shared
+            .lock()
+            .entries
+            .range(start.clone()..)
+            .take_while(|(k, _)| k.starts_with(&start))
+            .count()
+    }
+
+    /// Whether this store has a state key set (see [`EtcdStore::set_state_key`]).
+    pub fn is_unlocked(&self) -> bool {
+        self.key.is_some()
     }
 
     /// The mod revision of a `kv` key in the mirror (0 if absent), for a [`Guard`].
@@ -371,6 +405,7 @@ impl EtcdStore {
                 Guard::KvRevision(n, r) => {
                     Compare::mod_revision(self.full("kv", n), CompareOp::Equal, *r)
                 }
+                Guard::MetaAbsent(n) => Compare::version(self.full("meta", n), CompareOp::Equal, 0),
             });
         }
         let mut seq = self.next_audit_seq();

@@ -11,6 +11,9 @@
 //! value moved to another key or table fails to decrypt instead of being served in the wrong
 //! place.
 //!
+//! With `--store etcd` the same sealed values live in etcd instead (see [`crate::etcd`]); this
+//! module hides the difference behind [`Store`] and [`RawStore`].
+//!
 //! Durability: redb commits with `Durability::Immediate` (fsync before `commit` returns) and
 //! its copy-on-write B-trees switch atomically, so a `kill -9` at any moment leaves either the
 //! old or the new committed state, never a half one. Every write the API acknowledges has been
@@ -26,6 +29,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::Error;
+use crate::etcd::{Commit, EtcdStore, Guard};
 
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const KV: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("kv");
@@ -128,15 +132,30 @@ impl std::fmt::Debug for WriteOp {
 /// A decrypted `kv` entry: name and value.
 pub type Entry = (String, Zeroizing<Vec<u8>>);
 
-/// The redb database with the state key. Cheap to share behind an `Arc`.
+/// Where the sealed values live: one redb file (one Coordinator) or etcd (replicas sharing one
+/// state, see [`crate::etcd`]). Both hold byte-identical sealed values under the same names.
+enum Backend {
+    Embedded(Database),
+    Etcd(Box<EtcdStore>),
+}
+
+/// The sealed store with the state key. Cheap to share behind an `Arc`.
 pub struct Store {
-    db: Database,
+    backend: Backend,
     key: StateKey,
 }
 
-/// The raw database before the state key is known (plaintext `meta` only).
+/// The store before the state key is known (plaintext `meta` only).
 pub struct RawStore {
-    db: Database,
+    backend: Backend,
+}
+
+/// What [`RawStore::initialise`] did.
+pub enum Initialised {
+    /// This process created the state.
+    Created(Store),
+    /// Another replica created it first (etcd only): unseal theirs instead.
+    Lost(RawStore),
 }
 
 impl RawStore {
@@ -151,39 +170,105 @@ impl RawStore {
             tx.open_table(AUDIT).map_err(store_err)?;
         }
         tx.commit().map_err(store_err)?;
-        Ok(Self { db })
+        Ok(Self {
+            backend: Backend::Embedded(db),
+        })
+    }
+
+    /// Connects to etcd and mirrors everything under `prefix`. Blocking: call it outside any
+    /// tokio runtime.
+    pub fn open_etcd(endpoints: &[String], prefix: &str) -> Result<Self, Error> {
+        Ok(Self {
+            backend: Backend::Etcd(Box::new(EtcdStore::connect(endpoints, prefix)?)),
+        })
+    }
+
+    /// The etcd connection, if this store is shared.
+    pub fn etcd(&self) -> Option<&EtcdStore> {
+        self.backend.etcd()
     }
 
     /// Reads a plaintext `meta` value.
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
-        let tx = self.db.begin_read().map_err(store_err)?;
-        let t = tx.open_table(META).map_err(store_err)?;
-        Ok(t.get(name).map_err(store_err)?.map(|v| v.value().to_vec()))
+        self.backend.meta(name)
+    }
+
+    /// Plaintext `meta` values whose name starts with `prefix`.
+    pub fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        self.backend.meta_scan(prefix)
+    }
+
+    /// Writes plaintext `meta` values (nothing secret), e.g. a key-join request.
+    pub fn apply_meta(&self, ops: &[WriteOp]) -> Result<(), Error> {
+        if ops
+            .iter()
+            .any(|o| !matches!(o, WriteOp::PutMeta(..) | WriteOp::DeleteMeta(..)))
+        {
+            return Err(Error::Store(
+                "only meta values can be written before the store is unlocked".into(),
+            ));
+        }
+        match &self.backend {
+            Backend::Embedded(db) => apply_embedded(db, None, ops),
+            Backend::Etcd(e) => apply_etcd_unguarded(e, ops),
+        }
     }
 
     /// Whether the store was initialised (has a key-check value).
     pub fn is_initialised(&self) -> Result<bool, Error> {
-        Ok(self.meta("key_check")?.is_some())
+        Ok(self.meta(M_KEY_CHECK)?.is_some())
     }
 
     /// Whether `key` is this store's state key (decrypts the key-check value).
     pub fn key_matches(&self, key: &StateKey) -> Result<bool, Error> {
-        let Some(check) = self.meta("key_check")? else {
+        let Some(check) = self.meta(M_KEY_CHECK)? else {
             return Ok(false);
         };
         Ok(open_value(key.as_bytes(), b"meta\0key_check", &check)
             .is_some_and(|p| p.as_slice() == KEY_CHECK_PLAIN))
     }
 
-    /// Initialises a fresh store with `key` (writes the key-check value) and returns it.
-    /// `ops` are written in the same transaction, so a crash leaves either nothing or all.
-    pub fn initialise(self, key: StateKey, ops: Vec<WriteOp>) -> Result<Store, Error> {
+    /// Initialises a fresh store with `key` (writes the key-check value). `ops` are written in
+    /// the same transaction, so a crash leaves either nothing or all. With etcd the write is
+    /// guarded by the key check's absence: of two replicas racing, exactly one creates the state.
+    pub fn initialise(self, key: StateKey, ops: Vec<WriteOp>) -> Result<Initialised, Error> {
         let check = seal_value(key.as_bytes(), b"meta\0key_check", KEY_CHECK_PLAIN);
-        let store = Store { db: self.db, key };
-        let mut all = vec![WriteOp::PutMeta("key_check".into(), check)];
+        let mut all = vec![WriteOp::PutMeta(M_KEY_CHECK.into(), check)];
         all.extend(ops);
-        store.apply(&all)?;
-        Ok(store)
+        match self.backend {
+            Backend::Embedded(db) => {
+                apply_embedded(&db, Some(&key), &all)?;
+                Ok(Initialised::Created(Store {
+                    backend: Backend::Embedded(db),
+                    key,
+                }))
+            }
+            Backend::Etcd(mut e) => {
+                e.set_state_key(key.clone());
+                for _ in 0..MAX_ETCD_ATTEMPTS {
+                    match e.apply(&all, &[Guard::MetaAbsent(M_KEY_CHECK.into())])? {
+                        Commit::Done(_) => {
+                            return Ok(Initialised::Created(Store {
+                                backend: Backend::Etcd(e),
+                                key,
+                            }))
+                        }
+                        Commit::Conflict(rev) => {
+                            e.refresh_to(rev)?;
+                            if e.meta(M_KEY_CHECK).is_some() {
+                                return Ok(Initialised::Lost(RawStore {
+                                    backend: Backend::Etcd(e),
+                                }));
+                            }
+                        }
+                        Commit::Retry => {}
+                    }
+                }
+                Err(Error::Store(
+                    "etcd: could not initialise the state (too many conflicts)".into(),
+                ))
+            }
+        }
     }
 
     /// Opens the store with a key already checked by [`RawStore::key_matches`].
@@ -193,12 +278,79 @@ impl RawStore {
                 "the state key does not open this store".into(),
             ));
         }
-        Ok(Store { db: self.db, key })
+        let backend = match self.backend {
+            Backend::Etcd(mut e) => {
+                e.set_state_key(key.clone());
+                Backend::Etcd(e)
+            }
+            b => b,
+        };
+        Ok(Store { backend, key })
     }
 }
 
+/// Name of the key-check value in `meta`.
+const M_KEY_CHECK: &str = "key_check";
+
+/// Guarded etcd writes tried before giving up on contention.
+const MAX_ETCD_ATTEMPTS: usize = 50;
+
 fn store_err(e: impl std::fmt::Display) -> Error {
     Error::Store(e.to_string())
+}
+
+impl Backend {
+    fn etcd(&self) -> Option<&EtcdStore> {
+        match self {
+            Backend::Etcd(e) => Some(e),
+            Backend::Embedded(_) => None,
+        }
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        match self {
+            Backend::Embedded(db) => {
+                let tx = db.begin_read().map_err(store_err)?;
+                let t = tx.open_table(META).map_err(store_err)?;
+                Ok(t.get(name).map_err(store_err)?.map(|v| v.value().to_vec()))
+            }
+            Backend::Etcd(e) => Ok(e.meta(name)),
+        }
+    }
+
+    fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        match self {
+            Backend::Embedded(db) => {
+                let tx = db.begin_read().map_err(store_err)?;
+                let t = tx.open_table(META).map_err(store_err)?;
+                let mut out = Vec::new();
+                for item in t.range(prefix..).map_err(store_err)? {
+                    let (k, v) = item.map_err(store_err)?;
+                    if !k.value().starts_with(prefix) {
+                        break;
+                    }
+                    out.push((k.value().to_string(), v.value().to_vec()));
+                }
+                Ok(out)
+            }
+            Backend::Etcd(e) => Ok(e.meta_scan(prefix)),
+        }
+    }
+}
+
+/// Writes `ops` to etcd without decision guards (meta values, sealed copies), retrying on
+/// transport failures and on audit-sequence races.
+fn apply_etcd_unguarded(e: &EtcdStore, ops: &[WriteOp]) -> Result<(), Error> {
+    for _ in 0..MAX_ETCD_ATTEMPTS {
+        match e.apply(ops, &[])? {
+            Commit::Done(_) => return Ok(()),
+            Commit::Conflict(rev) => e.refresh_to(rev)?,
+            Commit::Retry => {}
+        }
+    }
+    Err(Error::Store(
+        "etcd: write abandoned after too many conflicts".into(),
+    ))
 }
 
 impl Store {
@@ -207,9 +359,24 @@ impl Store {
         &self.key
     }
 
+    /// The etcd connection, if this store is shared by several replicas.
+    pub fn etcd(&self) -> Option<&EtcdStore> {
+        self.backend.etcd()
+    }
+
+    /// The mod revision of a `kv` value as this replica last saw it (etcd; 0 if absent or
+    /// embedded). Decisions carry it as a [`Guard`] so a stale decision is refused.
+    pub fn kv_revision(&self, name: &str) -> i64 {
+        self.etcd().map_or(0, |e| e.kv_revision(name))
+    }
+
     /// Reads and decrypts a `kv` value.
     pub fn get(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
-        let tx = self.db.begin_read().map_err(store_err)?;
+        let db = match &self.backend {
+            Backend::Embedded(db) => db,
+            Backend::Etcd(e) => return e.get(name),
+        };
+        let tx = db.begin_read().map_err(store_err)?;
         let t = tx.open_table(KV).map_err(store_err)?;
         match t.get(name).map_err(store_err)? {
             None => Ok(None),
@@ -225,14 +392,21 @@ impl Store {
 
     /// Reads a plaintext `meta` value.
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
-        let tx = self.db.begin_read().map_err(store_err)?;
-        let t = tx.open_table(META).map_err(store_err)?;
-        Ok(t.get(name).map_err(store_err)?.map(|v| v.value().to_vec()))
+        self.backend.meta(name)
+    }
+
+    /// Plaintext `meta` values whose name starts with `prefix`.
+    pub fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        self.backend.meta_scan(prefix)
     }
 
     /// Names in `kv` starting with `prefix`, with decrypted values.
     pub fn scan(&self, prefix: &str) -> Result<Vec<Entry>, Error> {
-        let tx = self.db.begin_read().map_err(store_err)?;
+        let db = match &self.backend {
+            Backend::Embedded(db) => db,
+            Backend::Etcd(e) => return e.scan(prefix),
+        };
+        let tx = db.begin_read().map_err(store_err)?;
         let t = tx.open_table(KV).map_err(store_err)?;
         let mut out = Vec::new();
         for item in t.range(prefix..).map_err(store_err)? {
@@ -254,7 +428,11 @@ impl Store {
 
     /// The last `limit` audit records after sequence `after` (decrypted JSON bytes).
     pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, Error> {
-        let tx = self.db.begin_read().map_err(store_err)?;
+        let db = match &self.backend {
+            Backend::Embedded(db) => db,
+            Backend::Etcd(e) => return e.audit(after, limit),
+        };
+        let tx = db.begin_read().map_err(store_err)?;
         let t = tx.open_table(AUDIT).map_err(store_err)?;
         let mut out = Vec::new();
         for item in t.range(after.saturating_add(1)..).map_err(store_err)? {
@@ -274,53 +452,75 @@ impl Store {
         Ok(out)
     }
 
-    /// Applies `ops` in one durable transaction: all or nothing.
+    /// Applies `ops` in one durable transaction: all or nothing. With etcd this is unguarded
+    /// (it retries until committed); decisions go through [`Store::apply_guarded`]. Blocking.
     pub fn apply(&self, ops: &[WriteOp]) -> Result<(), Error> {
-        let mut tx = self.db.begin_write().map_err(store_err)?;
-        tx.set_durability(redb::Durability::Immediate);
-        {
-            let mut kv = tx.open_table(KV).map_err(store_err)?;
-            let mut meta = tx.open_table(META).map_err(store_err)?;
-            let mut audit = tx.open_table(AUDIT).map_err(store_err)?;
-            let mut next_seq = audit
-                .last()
-                .map_err(store_err)?
-                .map(|(k, _)| k.value() + 1)
-                .unwrap_or(1);
-            for op in ops {
-                match op {
-                    WriteOp::Put(name, plain) => {
-                        let sealed = seal_value(self.key.as_bytes(), &aad("kv", name), plain);
-                        kv.insert(name.as_str(), sealed.as_slice())
-                            .map_err(store_err)?;
-                    }
-                    WriteOp::Delete(name) => {
-                        kv.remove(name.as_str()).map_err(store_err)?;
-                    }
-                    WriteOp::PutMeta(name, value) => {
-                        meta.insert(name.as_str(), value.as_slice())
-                            .map_err(store_err)?;
-                    }
-                    WriteOp::DeleteMeta(name) => {
-                        meta.remove(name.as_str()).map_err(store_err)?;
-                    }
-                    WriteOp::Audit(plain) => {
-                        let sealed = seal_value(
-                            self.key.as_bytes(),
-                            &aad("audit", &next_seq.to_string()),
-                            plain,
-                        );
-                        audit
-                            .insert(next_seq, sealed.as_slice())
-                            .map_err(store_err)?;
-                        next_seq += 1;
-                    }
+        match &self.backend {
+            Backend::Embedded(db) => apply_embedded(db, Some(&self.key), ops),
+            Backend::Etcd(e) => apply_etcd_unguarded(e, ops),
+        }
+    }
+
+    /// Applies `ops` only if every guard holds (etcd). The embedded store has a single writer,
+    /// so its guards hold by construction and it always commits. Blocking.
+    pub fn apply_guarded(&self, ops: &[WriteOp], guards: &[Guard]) -> Result<Commit, Error> {
+        match &self.backend {
+            Backend::Embedded(db) => {
+                apply_embedded(db, Some(&self.key), ops)?;
+                Ok(Commit::Done(0))
+            }
+            Backend::Etcd(e) => e.apply(ops, guards),
+        }
+    }
+}
+
+/// One durable redb transaction. `key` is needed for encrypted values (`None` before unlock).
+fn apply_embedded(db: &Database, key: Option<&StateKey>, ops: &[WriteOp]) -> Result<(), Error> {
+    let sealing_key = || key.ok_or_else(|| Error::Store("the store is not unlocked".into()));
+    let mut tx = db.begin_write().map_err(store_err)?;
+    tx.set_durability(redb::Durability::Immediate);
+    {
+        let mut kv = tx.open_table(KV).map_err(store_err)?;
+        let mut meta = tx.open_table(META).map_err(store_err)?;
+        let mut audit = tx.open_table(AUDIT).map_err(store_err)?;
+        let mut next_seq = audit
+            .last()
+            .map_err(store_err)?
+            .map(|(k, _)| k.value() + 1)
+            .unwrap_or(1);
+        for op in ops {
+            match op {
+                WriteOp::Put(name, plain) => {
+                    let sealed = seal_value(sealing_key()?.as_bytes(), &aad("kv", name), plain);
+                    kv.insert(name.as_str(), sealed.as_slice())
+                        .map_err(store_err)?;
+                }
+                WriteOp::Delete(name) => {
+                    kv.remove(name.as_str()).map_err(store_err)?;
+                }
+                WriteOp::PutMeta(name, value) => {
+                    meta.insert(name.as_str(), value.as_slice())
+                        .map_err(store_err)?;
+                }
+                WriteOp::DeleteMeta(name) => {
+                    meta.remove(name.as_str()).map_err(store_err)?;
+                }
+                WriteOp::Audit(plain) => {
+                    let sealed = seal_value(
+                        sealing_key()?.as_bytes(),
+                        &aad("audit", &next_seq.to_string()),
+                        plain,
+                    );
+                    audit
+                        .insert(next_seq, sealed.as_slice())
+                        .map_err(store_err)?;
+                    next_seq += 1;
                 }
             }
         }
-        tx.commit().map_err(store_err)?;
-        Ok(())
     }
+    tx.commit().map_err(store_err)?;
+    Ok(())
 }
 
 impl Drop for StateKey {
@@ -337,7 +537,10 @@ mod tests {
     fn values_round_trip_and_bind_their_name() {
         let dir = tempfile::tempdir().unwrap();
         let raw = RawStore::open(&dir.path().join("s.redb")).unwrap();
-        let store = raw.initialise(StateKey::generate(), vec![]).unwrap();
+        let Initialised::Created(store) = raw.initialise(StateKey::generate(), vec![]).unwrap()
+        else {
+            panic!("a fresh file is initialised here")
+        };
         store
             .apply(&[
                 WriteOp::Put("a".into(), b"one".to_vec()),
@@ -356,11 +559,12 @@ mod tests {
     fn wrong_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let store = RawStore::open(&path)
+        let created = RawStore::open(&path)
             .unwrap()
             .initialise(StateKey::generate(), vec![])
             .unwrap();
-        drop(store);
+        assert!(matches!(created, Initialised::Created(_)));
+        drop(created);
         let raw = RawStore::open(&path).unwrap();
         assert!(raw.is_initialised().unwrap());
         let err = raw.unlock(StateKey::generate()).err().unwrap();

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use coffer_coordinator::platform::{self, CollateralSource, EvidenceVerifier, Platform};
 use coffer_coordinator::seal::Sealer;
-use coffer_coordinator::{Config, Coordinator};
+use coffer_coordinator::{Config, Coordinator, StoreConfig};
 
 use crate::output::Failure;
 use crate::Global;
@@ -25,6 +25,13 @@ use crate::Global;
 
     Any port (the address is printed on stdout as {\"listening\": ADDR} with --json):
         coffer --json coordinator --listen 127.0.0.1:0 --simulation --sim-dir ./sim --data-dir ./state
+
+    Several replicas sharing one state in etcd (high availability; each replica keeps only its
+    own sealing key in --data-dir; the first one initialises, the others get the state key from
+    a running replica after attesting to it):
+        coffer coordinator --data-dir /data --collateral-dir /collateral --store etcd \
+            --etcd-endpoints http://etcd-0:2379,http://etcd-1:2379,http://etcd-2:2379 \
+            --etcd-prefix /coffer --replica-name coordinator-0
 
     Also issue the admission webhook's TLS certificate (tls.crt, tls.key, ca.crt; renewed daily):
         coffer coordinator --data-dir /data --collateral-dir /collateral \\
@@ -68,6 +75,42 @@ pub(crate) struct CoordinatorArgs {
     /// DNS name for the webhook certificate (repeatable), e.g. coffer-webhook.coffer.svc.
     #[arg(long, value_name = "NAME", requires = "webhook_cert_dir")]
     webhook_dns: Vec<String>,
+    /// Where the sealed state lives: `embedded` (a redb file in --data-dir; one Coordinator)
+    /// or `etcd` (shared by several replicas with leader election; etcd only sees ciphertext).
+    #[arg(long, value_enum, default_value = "embedded", env = "COFFER_STORE")]
+    store: StoreKind,
+    /// etcd client URLs, comma-separated (with --store etcd).
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        env = "COFFER_ETCD_ENDPOINTS",
+        required_if_eq("store", "etcd")
+    )]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix of this deployment in etcd (with --store etcd).
+    #[arg(long, default_value = "/coffer", env = "COFFER_ETCD_PREFIX")]
+    etcd_prefix: String,
+    /// This replica's name among those sharing the etcd store (default: the host name, which
+    /// is the pod name in Kubernetes).
+    #[arg(long, value_name = "NAME", env = "COFFER_REPLICA_NAME")]
+    replica_name: Option<String>,
+}
+
+/// `--store` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// One redb file in --data-dir.
+    Embedded,
+    /// etcd v3, shared by replicas.
+    Etcd,
+}
+
+/// The host name (the pod name in Kubernetes), for the default replica name.
+fn host_name() -> anyhow::Result<String> {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("cannot read the host name; pass --replica-name")?;
+    Ok(raw.trim().to_string())
 }
 
 /// Runs `coffer coordinator`.
@@ -134,17 +177,42 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
             "SIMULATION mode: simulated evidence accepted, state sealed with a key file"
         );
     }
+    let store = match args.store {
+        StoreKind::Embedded => StoreConfig::Embedded,
+        StoreKind::Etcd => {
+            let replica = match &args.replica_name {
+                Some(n) => n.clone(),
+                None => host_name()?,
+            };
+            coffer_coordinator::replica::validate_name(&replica)
+                .map_err(|e| Failure::new("config", format!("--replica-name: {e}")))?;
+            coffer_coordinator::etcd::validate_prefix(&args.etcd_prefix)
+                .map_err(|e| Failure::new("config", format!("--etcd-prefix: {e}")))?;
+            StoreConfig::Etcd {
+                endpoints: args.etcd_endpoints.clone(),
+                prefix: args.etcd_prefix.clone(),
+                replica,
+            }
+        }
+    };
     let config = Config {
         data_dir: args.data_dir.clone(),
         cert_hours: args.cert_hours,
+        store,
     };
+    // Opened before the async runtime exists: with etcd, start-up makes blocking calls (and
+    // may wait for the leader or for another replica to answer a key join).
+    let coordinator = Arc::new(
+        Coordinator::open(config, platform, verifier, sealer)
+            .map_err(|e| Failure::new("start", e.to_string()))?,
+    );
+    coordinator
+        .start_replica_tasks()
+        .map_err(|e| Failure::new("start", e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let coordinator = Arc::new(
-            Coordinator::open(config, platform, verifier, sealer).map_err(|e| Failure::new("start", e.to_string()))?,
-        );
         let tls = coffer_coordinator::tls::server_config(coordinator.tls_slot())?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await

@@ -577,6 +577,7 @@ pub fn real_coordinator(
             Config {
                 data_dir: dir.path().join("data"),
                 cert_hours: 1,
+                store: coffer_coordinator::StoreConfig::Embedded,
             },
             Platform::Simulated {
                 sim: Box::new(SimPlatform::from_seed(seed)),
