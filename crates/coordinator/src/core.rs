@@ -186,9 +186,10 @@ impl Coordinator {
                 endpoints,
                 prefix,
                 replica,
+                tls,
             } => {
                 crate::replica::validate_name(replica)?;
-                let raw = RawStore::open_etcd(endpoints, prefix)?;
+                let raw = RawStore::open_etcd(endpoints, prefix, tls.as_ref())?;
                 if let Some(e) = raw.etcd() {
                     e.start_campaign(replica);
                 }

@@ -47,8 +47,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use zeroize::Zeroizing;
 
@@ -165,10 +165,51 @@ fn not_in_async() -> Result<(), Error> {
     Ok(())
 }
 
+/// TLS towards etcd: the CA that signed the members' certificates and, for etcd's
+/// `--client-cert-auth`, this client's certificate and key (all PEM). rustls with ring.
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// CA certificate(s) of the etcd members, PEM.
+    pub ca_pem: Vec<u8>,
+    /// Client certificate chain and private key, PEM.
+    pub identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl EtcdStore {
-    /// Connects to `endpoints`, reads everything under `prefix` and starts the watch.
-    /// Blocking: call it outside any tokio runtime (or from `spawn_blocking`).
+    /// Connects to `endpoints` over plain HTTP, reads everything under `prefix` and starts
+    /// the watch. Blocking: call it outside any tokio runtime.
     pub fn connect(endpoints: &[String], prefix: &str) -> Result<Self, Error> {
+        Self::connect_with(endpoints, prefix, None)
+    }
+
+    /// As [`EtcdStore::connect`], with TLS when `tls` is given (`https://` endpoints).
+    pub fn connect_with(
+        endpoints: &[String],
+        prefix: &str,
+        tls: Option<&EtcdTls>,
+    ) -> Result<Self, Error> {
+        for e in endpoints {
+            let https = e.starts_with("https://");
+            if !https && !e.starts_with("http://") {
+                return Err(Error::BadRequest(format!(
+                    "etcd endpoint `{e}` must start with http:// or https://"
+                )));
+            }
+            if https != tls.is_some() {
+                return Err(Error::BadRequest(format!(
+                    "etcd endpoint `{e}`: use https:// together with an etcd CA (--etcd-ca), \
+                     http:// without"
+                )));
+            }
+        }
         validate_prefix(prefix)?;
         if endpoints.is_empty() {
             return Err(Error::BadRequest("no etcd endpoint given".into()));
@@ -180,10 +221,17 @@ impl EtcdStore {
             .enable_all()
             .build()
             .map_err(Error::Io)?;
-        let opts = ConnectOptions::new()
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        if let Some(tls) = tls {
+            let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.identity {
+                t = t.identity(Identity::from_pem(cert, key.as_slice()));
+            }
+            opts = opts.with_tls(t);
+        }
         let client = rt
             .block_on(Client::connect(endpoints, Some(opts)))
             .map_err(|e| etcd_err("connect", e))?;
@@ -767,6 +815,64 @@ mod tests {
     }
 
     fn etcd() -> Option<Etcd> {
+        etcd_with(None)
+    }
+
+    /// Files of a test PKI for etcd over mutual TLS.
+    struct TestPki {
+        dir: tempfile::TempDir,
+        client: EtcdTls,
+    }
+
+    impl TestPki {
+        fn path(&self, name: &str) -> std::path::PathBuf {
+            self.dir.path().join(name)
+        }
+    }
+
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate (rcgen).
+    fn test_pki() -> TestPki {
+        use rcgen::{CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |ip: bool| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            if ip {
+                p.subject_alt_names
+                    .push(SanType::IpAddress([127, 0, 0, 1].into()));
+            }
+            let cert = p.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(true);
+        let (client_cert, client_key) = leaf(false);
+        for (name, body) in [
+            ("ca.crt", ca_cert.pem()),
+            ("server.crt", server_cert),
+            ("server.key", server_key),
+        ] {
+            std::fs::write(dir.path().join(name), body).unwrap();
+        }
+        TestPki {
+            dir,
+            client: EtcdTls {
+                ca_pem: ca_cert.pem().into_bytes(),
+                identity: Some((
+                    client_cert.into_bytes(),
+                    Zeroizing::new(client_key.into_bytes()),
+                )),
+            },
+        }
+    }
+
+    /// A single-member etcd; with `tls`, clients must use https and present a certificate
+    /// signed by the test CA (`--client-cert-auth`).
+    fn etcd_with(tls: Option<&TestPki>) -> Option<Etcd> {
         if !std::path::Path::new("/usr/bin/etcd").exists() {
             assert!(
                 std::env::var_os("COFFER_REQUIRE_ETCD").is_none(),
@@ -779,9 +885,20 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let (c, p) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{c}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{c}");
         let peer = format!("http://127.0.0.1:{p}");
-        let child = Command::new("/usr/bin/etcd")
+        let mut cmd = Command::new("/usr/bin/etcd");
+        if let Some(pki) = tls {
+            cmd.arg("--cert-file")
+                .arg(pki.path("server.crt"))
+                .arg("--key-file")
+                .arg(pki.path("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(pki.path("ca.crt"))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "m0", "--data-dir"])
             .arg(dir.path().join("m0"))
             .args([
@@ -809,7 +926,8 @@ mod tests {
         };
         // Wait (generously) until it answers.
         for _ in 0..300 {
-            if EtcdStore::connect(std::slice::from_ref(&e.url), "/probe").is_ok() {
+            let tls = tls.map(|p| &p.client);
+            if EtcdStore::connect_with(std::slice::from_ref(&e.url), "/probe", tls).is_ok() {
                 return Some(e);
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -962,6 +1080,37 @@ mod tests {
         assert_eq!(r.scan("instance/w/").unwrap().len(), MAX);
         let seqs: Vec<u64> = r.audit(0, 1000).unwrap().iter().map(|a| a.0).collect();
         assert_eq!(seqs, (1..=100).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn mutual_tls_is_used_and_required() {
+        let pki = test_pki();
+        let Some(e) = etcd_with(Some(&pki)) else {
+            return;
+        };
+        let urls = std::slice::from_ref(&e.url);
+        let key = StateKey::generate();
+        let mut s = EtcdStore::connect_with(urls, "/coffer-tls", Some(&pki.client)).unwrap();
+        s.set_state_key(key);
+        let c = s
+            .apply(&[WriteOp::Put("k".into(), b"v".to_vec())], &[])
+            .unwrap();
+        assert!(matches!(c, Commit::Done(_)), "{c:?}");
+        assert_eq!(s.get("k").unwrap().unwrap().as_slice(), b"v");
+        // Without a client certificate etcd refuses the connection.
+        let anonymous = EtcdTls {
+            identity: None,
+            ..pki.client.clone()
+        };
+        let err = EtcdStore::connect_with(urls, "/coffer-tls", Some(&anonymous)).unwrap_err();
+        assert!(matches!(err, Error::Store(_)), "{err}");
+        // A client trusting another CA refuses the server.
+        let other = test_pki();
+        let err = EtcdStore::connect_with(urls, "/coffer-tls", Some(&other.client)).unwrap_err();
+        assert!(matches!(err, Error::Store(_)), "{err}");
+        // Plain http to a TLS endpoint, or https without a CA, is a configuration error.
+        let err = EtcdStore::connect(urls, "/coffer-tls").unwrap_err();
+        assert!(matches!(err, Error::BadRequest(m) if m.contains("https://")));
     }
 
     #[test]

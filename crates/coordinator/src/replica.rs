@@ -3,7 +3,7 @@
 use crate::error::Error;
 
 /// Where the Coordinator keeps its sealed state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum StoreConfig {
     /// One redb file in the data directory: a single Coordinator.
     Embedded,
@@ -15,6 +15,8 @@ pub enum StoreConfig {
         prefix: String,
         /// This replica's name (unique among the replicas; the pod name in Kubernetes).
         replica: String,
+        /// TLS towards etcd (`https://` endpoints).
+        tls: Option<crate::etcd::EtcdTls>,
     },
 }
 

@@ -177,9 +177,13 @@ impl RawStore {
 
     /// Connects to etcd and mirrors everything under `prefix`. Blocking: call it outside any
     /// tokio runtime.
-    pub fn open_etcd(endpoints: &[String], prefix: &str) -> Result<Self, Error> {
+    pub fn open_etcd(
+        endpoints: &[String],
+        prefix: &str,
+        tls: Option<&crate::etcd::EtcdTls>,
+    ) -> Result<Self, Error> {
         Ok(Self {
-            backend: Backend::Etcd(Box::new(EtcdStore::connect(endpoints, prefix)?)),
+            backend: Backend::Etcd(Box::new(EtcdStore::connect_with(endpoints, prefix, tls)?)),
         })
     }
 

@@ -33,6 +33,10 @@ use crate::Global;
             --etcd-endpoints http://etcd-0:2379,http://etcd-1:2379,http://etcd-2:2379 \
             --etcd-prefix /coffer --replica-name coordinator-0
 
+    The same over mutual TLS to etcd:
+        coffer coordinator ... --store etcd --etcd-endpoints https://etcd-0:2379 \
+            --etcd-ca /etcd-tls/ca.crt --etcd-cert /etcd-tls/tls.crt --etcd-key /etcd-tls/tls.key
+
     Also issue the admission webhook's TLS certificate (tls.crt, tls.key, ca.crt; renewed daily):
         coffer coordinator --data-dir /data --collateral-dir /collateral \\
             --webhook-cert-dir /webhook-tls --webhook-dns coffer-webhook.coffer.svc")]
@@ -95,6 +99,37 @@ pub(crate) struct CoordinatorArgs {
     /// is the pod name in Kubernetes).
     #[arg(long, value_name = "NAME", env = "COFFER_REPLICA_NAME")]
     replica_name: Option<String>,
+    /// CA certificate (PEM) of the etcd members: enables TLS (use https:// endpoints).
+    #[arg(long, value_name = "FILE", env = "COFFER_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth (with --etcd-key).
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_key", "etcd_ca"], env = "COFFER_ETCD_CERT")]
+    etcd_cert: Option<PathBuf>,
+    /// Client private key (PEM) for --etcd-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "etcd_cert",
+        env = "COFFER_ETCD_KEY"
+    )]
+    etcd_key: Option<PathBuf>,
+}
+
+/// Reads the etcd TLS files named on the command line.
+fn etcd_tls(args: &CoordinatorArgs) -> anyhow::Result<Option<coffer_coordinator::etcd::EtcdTls>> {
+    let read =
+        |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let Some(ca) = &args.etcd_ca else {
+        return Ok(None);
+    };
+    let identity = match (&args.etcd_cert, &args.etcd_key) {
+        (Some(c), Some(k)) => Some((read(c)?, zeroize::Zeroizing::new(read(k)?))),
+        _ => None,
+    };
+    Ok(Some(coffer_coordinator::etcd::EtcdTls {
+        ca_pem: read(ca)?,
+        identity,
+    }))
 }
 
 /// `--store` values.
@@ -192,6 +227,7 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
                 endpoints: args.etcd_endpoints.clone(),
                 prefix: args.etcd_prefix.clone(),
                 replica,
+                tls: etcd_tls(&args)?,
             }
         }
     };
