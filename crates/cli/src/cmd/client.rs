@@ -346,6 +346,14 @@ pub(crate) fn status(args: StatusArgs, global: Global) -> anyhow::Result<ExitCod
             "version     {} (protocol {})",
             s.version, s.protocol_version
         );
+        if let Some(r) = &s.replica {
+            println!(
+                "replica     {} ({} store, {})",
+                r.name,
+                r.store,
+                if r.leader { "leader" } else { "follower" }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
