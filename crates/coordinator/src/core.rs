@@ -102,6 +102,8 @@ struct Recovering {
     raw: Mutex<Option<RawStore>>,
     session: Mutex<Session>,
     self_cert: Vec<u8>,
+    /// etcd: the key join this replica keeps open while it waits in recovery mode.
+    joiner: Mutex<Option<Joiner>>,
 }
 
 enum Mode {
@@ -125,10 +127,6 @@ pub struct Coordinator {
     /// Join requests already refused (by content hash), so each is refused and audited once.
     refused_joins: Mutex<std::collections::HashSet<[u8; 32]>>,
 }
-
-/// How long a replica waits for the state to be initialised by the leader, or for another
-/// replica to answer its key join, before giving up.
-const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What start-up found.
 enum Unlocked {
@@ -187,6 +185,7 @@ impl Coordinator {
                 prefix,
                 replica,
                 tls,
+                ..
             } => {
                 crate::replica::validate_name(replica)?;
                 let raw = RawStore::open_etcd(endpoints, prefix, tls.as_ref())?;
@@ -210,6 +209,7 @@ impl Coordinator {
                     raw: Mutex::new(Some(raw)),
                     session: Mutex::new(Session::new(envelope)),
                     self_cert: cert.clone(),
+                    joiner: Mutex::new(None),
                 };
                 let tls = CertSlot::new(vec![cert], slot_key)?;
                 return Ok(Self::assemble(
@@ -247,7 +247,7 @@ impl Coordinator {
         mut raw: RawStore,
     ) -> Result<Unlocked, Error> {
         let own = config.sealed_name();
-        if !raw.is_initialised()? && Self::may_initialise(&raw)? {
+        if !raw.is_initialised()? && Self::may_initialise(&raw, config.store.join_timeout())? {
             let now = now_unix();
             let key = StateKey::generate();
             let ca = Ca::generate(now)?;
@@ -305,7 +305,13 @@ impl Coordinator {
             }
         }
         if let Some(replica) = config.store.replica() {
-            match Self::join(&raw, replica, platform, verifier) {
+            match Self::join(
+                &raw,
+                replica,
+                platform,
+                verifier,
+                config.store.join_timeout(),
+            ) {
                 Ok(key) => {
                     raw.apply_meta(&[
                         WriteOp::PutMeta(own, sealer.seal(&key)?),
@@ -336,11 +342,11 @@ impl Coordinator {
 
     /// Whether this process may create a new state: always with the embedded store; with etcd
     /// only the elected leader, after waiting for the election (or for the leader's state).
-    fn may_initialise(raw: &RawStore) -> Result<bool, Error> {
+    fn may_initialise(raw: &RawStore, timeout: std::time::Duration) -> Result<bool, Error> {
         let Some(e) = raw.etcd() else {
             return Ok(true);
         };
-        let deadline = Instant::now() + JOIN_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if raw.is_initialised()? {
                 return Ok(false);
@@ -352,7 +358,7 @@ impl Coordinator {
         }
         Err(Error::Store(format!(
             "etcd: neither elected leader nor given an initialised state within {} s (leader: {})",
-            JOIN_TIMEOUT.as_secs(),
+            timeout.as_secs(),
             e.leader().unwrap_or_else(|| "none".into())
         )))
     }
@@ -363,38 +369,117 @@ impl Coordinator {
         replica: &str,
         platform: &Platform,
         verifier: &EvidenceVerifier,
+        timeout: std::time::Duration,
     ) -> Result<StateKey, Error> {
         let own = own_measurement(platform, verifier)?;
-        let (joiner, request) = Joiner::request(replica, |rd| platform.quote(rd))?;
-        let grant_name = format!("{GRANT_PREFIX}{replica}");
-        raw.apply_meta(&[
-            WriteOp::DeleteMeta(grant_name.clone()),
-            WriteOp::PutMeta(
-                format!("{JOIN_PREFIX}{replica}"),
-                serde_json::to_vec(&request).map_err(|e| Error::Store(e.to_string()))?,
-            ),
-        ])?;
-        tracing::info!(
-            replica,
-            "no sealed copy of the state key opens here: asked the other replicas (key join)"
-        );
-        let deadline = Instant::now() + JOIN_TIMEOUT;
+        let joiner = publish_join(raw, replica, platform)?;
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(grant) = raw.meta(&grant_name)? {
-                let key = joiner.accept(&grant, &own, |q| verify_quote(verifier, q))?;
-                if !raw.key_matches(&key)? {
-                    return Err(Error::Unseal(
-                        "the key granted by another replica does not open this store".into(),
-                    ));
-                }
+            if let Some(key) = poll_grant(raw, replica, &joiner, &own, verifier)? {
                 return Ok(key);
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         Err(Error::Unseal(format!(
             "no other replica answered this replica's key join within {} s (is one running and unlocked?)",
-            JOIN_TIMEOUT.as_secs()
+            timeout.as_secs()
         )))
+    }
+
+    /// This Coordinator's measurement, computed once.
+    fn own_claims(&self) -> Result<MeasurementClaims, Error> {
+        if let Some(c) = self.own_claims.get() {
+            return Ok(c.clone());
+        }
+        let c = own_measurement(&self.platform, &self.verifier)?;
+        Ok(self.own_claims.get_or_init(|| c).clone())
+    }
+
+    /// etcd, in recovery mode: keeps a key join open, so a replica that started while no other
+    /// could answer leaves recovery by itself once one serves. One short step per call.
+    fn retry_join(&self) -> Result<(), Error> {
+        let Some(replica) = self.config.store.replica() else {
+            return Ok(());
+        };
+        let Mode::Recovery(rec) = &*self.mode() else {
+            return Ok(());
+        };
+        let poisoned = || Error::Recovery("lock poisoned".into());
+        let key = {
+            let raw = rec.raw.lock().map_err(|_| poisoned())?;
+            let Some(raw) = raw.as_ref() else {
+                return Ok(());
+            };
+            let mut joiner = rec.joiner.lock().map_err(|_| poisoned())?;
+            let Some(j) = joiner.as_ref() else {
+                *joiner = Some(publish_join(raw, replica, &self.platform)?);
+                return Ok(());
+            };
+            match poll_grant(raw, replica, j, &self.own_claims()?, &self.verifier) {
+                Ok(Some(key)) => key,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    *joiner = None; // Ask again with a fresh key.
+                    return Err(e);
+                }
+            }
+        };
+        // Like a successful recovery, and exclusive with one.
+        let _g = self.change_lock.blocking_lock();
+        let Some(raw) = rec.raw.lock().map_err(|_| poisoned())?.take() else {
+            return Ok(());
+        };
+        let mut arec = record("key-join", "accepted");
+        arec.detail = Some(format!(
+            "replica `{replica}` left recovery mode with the state key from another replica"
+        ));
+        let (ready, ops) = self.unlocked(raw, key, arec)?;
+        ready.writer.submit_blocking(Job {
+            ops,
+            ..Job::default()
+        })?;
+        self.serve_ready(ready)?;
+        tracing::warn!(
+            replica,
+            "state key obtained from another replica: serving again"
+        );
+        Ok(())
+    }
+
+    /// The state opened with `key`: the Ready state and the ops that record this replica's
+    /// sealed copy (and clear its key join) with `audit`.
+    fn unlocked(
+        &self,
+        raw: RawStore,
+        key: StateKey,
+        audit: AuditRecord,
+    ) -> Result<(Ready, Vec<WriteOp>), Error> {
+        let sealed = self.sealer.seal(&key)?;
+        let ready = Self::ready(raw.unlock(key)?)?;
+        let mut ops = vec![
+            WriteOp::PutMeta(self.config.sealed_name(), sealed),
+            audit_op(&audit),
+        ];
+        if let Some(r) = self.config.store.replica() {
+            ops.push(WriteOp::DeleteMeta(format!("{JOIN_PREFIX}{r}")));
+            ops.push(WriteOp::DeleteMeta(format!("{GRANT_PREFIX}{r}")));
+        }
+        Ok((ready, ops))
+    }
+
+    /// Switches from recovery to serving `ready` (new TLS certificate under its CA).
+    fn serve_ready(&self, ready: Ready) -> Result<CoordinatorState, Error> {
+        let snap = ready.snapshot();
+        let (chain, tls_key) = server_cert(&self.platform, &snap.ca, now_unix())?;
+        self.tls.set(chain, tls_key)?;
+        if let Ok(mut g) = self.mode.write() {
+            *g = Arc::new(Mode::Ready(Arc::new(ready)));
+        }
+        Ok(if snap.manifest.is_some() {
+            CoordinatorState::Ready
+        } else {
+            CoordinatorState::AwaitingManifest
+        })
     }
 
     /// Key join, granter side: answers every pending join request of replicas running the same
@@ -426,13 +511,7 @@ impl Coordinator {
             {
                 continue;
             }
-            let own = match self.own_claims.get() {
-                Some(c) => c.clone(),
-                None => {
-                    let c = own_measurement(&self.platform, &self.verifier)?;
-                    self.own_claims.get_or_init(|| c).clone()
-                }
-            };
+            let own = self.own_claims()?;
             let now = now_unix();
             let result = keyjoin::grant(
                 replica,
@@ -487,7 +566,7 @@ impl Coordinator {
     }
 
     /// With etcd: answers key joins in the background (a plain thread, every 500 ms) for as
-    /// long as the Coordinator lives.
+    /// long as the Coordinator lives, and in recovery mode keeps asking for the key itself.
     pub fn start_replica_tasks(self: &Arc<Self>) -> Result<(), Error> {
         if self.config.store.replica().is_none() {
             return Ok(());
@@ -499,6 +578,9 @@ impl Coordinator {
                 while let Some(c) = weak.upgrade() {
                     if let Err(e) = c.answer_key_joins() {
                         tracing::warn!(error = %e, "cannot answer key joins");
+                    }
+                    if let Err(e) = c.retry_join() {
+                        tracing::warn!(error = %e, "key join from recovery mode failed; asking again");
                     }
                     drop(c);
                     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -1361,34 +1443,20 @@ impl Coordinator {
             ));
         }
         self.sealer.reset()?;
-        let sealed = self.sealer.seal(&key)?;
-        let store = raw.unlock(key)?;
         let mut arec = record("recovery", "accepted");
         arec.detail = Some(format!(
             "state key recovered with {accepted} recovery key(s) and re-sealed"
         ));
-        let ready = Self::ready(store)?;
+        let (ready, ops) = self.unlocked(raw, key, arec)?;
         // Through the writer: with etcd, blocking store calls stay off the async runtime.
         ready
             .writer
             .submit(Job {
-                ops: vec![
-                    WriteOp::PutMeta(self.config.sealed_name(), sealed),
-                    audit_op(&arec),
-                ],
+                ops,
                 ..Job::default()
             })
             .await?;
-        let (chain, tls_key) = server_cert(&self.platform, &ready.snapshot().ca, now_unix())?;
-        self.tls.set(chain, tls_key)?;
-        let state = if ready.snapshot().manifest.is_some() {
-            CoordinatorState::Ready
-        } else {
-            CoordinatorState::AwaitingManifest
-        };
-        if let Ok(mut g) = self.mode.write() {
-            *g = Arc::new(Mode::Ready(Arc::new(ready)));
-        }
+        let state = self.serve_ready(ready)?;
         tracing::warn!("state recovered and re-sealed; serving again");
         Ok(coffer_api::RecoverResponse {
             state,
@@ -1461,6 +1529,43 @@ fn load_snapshot(store: &Store) -> Result<Snapshot, Error> {
         manifest,
         revisions,
     })
+}
+
+/// Publishes this replica's key-join request (replacing an old grant).
+fn publish_join(raw: &RawStore, replica: &str, platform: &Platform) -> Result<Joiner, Error> {
+    let (joiner, request) = Joiner::request(replica, |rd| platform.quote(rd))?;
+    raw.apply_meta(&[
+        WriteOp::DeleteMeta(format!("{GRANT_PREFIX}{replica}")),
+        WriteOp::PutMeta(
+            format!("{JOIN_PREFIX}{replica}"),
+            serde_json::to_vec(&request).map_err(|e| Error::Store(e.to_string()))?,
+        ),
+    ])?;
+    tracing::info!(
+        replica,
+        "no sealed copy of the state key opens here: asked the other replicas (key join)"
+    );
+    Ok(joiner)
+}
+
+/// The state key from a grant for `joiner`, once one is there (checked against the store).
+fn poll_grant(
+    raw: &RawStore,
+    replica: &str,
+    joiner: &Joiner,
+    own: &MeasurementClaims,
+    verifier: &EvidenceVerifier,
+) -> Result<Option<StateKey>, Error> {
+    let Some(grant) = raw.meta(&format!("{GRANT_PREFIX}{replica}"))? else {
+        return Ok(None);
+    };
+    let key = joiner.accept(&grant, own, |q| verify_quote(verifier, q))?;
+    if !raw.key_matches(&key)? {
+        return Err(Error::Unseal(
+            "the key granted by another replica does not open this store".into(),
+        ));
+    }
+    Ok(Some(key))
 }
 
 /// Verifies a quote for a key join: its measurement and report data.

@@ -17,10 +17,21 @@ pub enum StoreConfig {
         replica: String,
         /// TLS towards etcd (`https://` endpoints).
         tls: Option<crate::etcd::EtcdTls>,
+        /// How long start-up waits for the leader's new state or for another replica to
+        /// answer a key join (then recovery mode, where the key join stays open).
+        join_timeout: std::time::Duration,
     },
 }
 
 impl StoreConfig {
+    /// How long start-up waits for other replicas (zero with the embedded store).
+    pub fn join_timeout(&self) -> std::time::Duration {
+        match self {
+            StoreConfig::Embedded => std::time::Duration::ZERO,
+            StoreConfig::Etcd { join_timeout, .. } => *join_timeout,
+        }
+    }
+
     /// The replica name, with etcd.
     pub fn replica(&self) -> Option<&str> {
         match self {

@@ -116,20 +116,37 @@ impl Writer {
 
     /// Submits `job` and waits until it is durably committed.
     pub async fn submit(&self, job: Job) -> Result<Outcome, Error> {
+        let rx = self.send(job)?;
+        answer(rx.await)
+    }
+
+    /// As [`Writer::submit`], from a plain thread (outside any async runtime).
+    pub fn submit_blocking(&self, job: Job) -> Result<Outcome, Error> {
+        let rx = self.send(job)?;
+        answer(rx.blocking_recv())
+    }
+
+    fn send(&self, job: Job) -> Result<oneshot::Receiver<Result<Outcome, Failure>>, Error> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((job, tx))
             .map_err(|_| Error::Store("the store writer stopped".into()))?;
-        match rx.await {
-            Err(_) => Err(Error::Store("the store writer stopped".into())),
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(Failure::Store(e))) => Err(Error::Store(e)),
-            Ok(Err(Failure::Stale)) => Err(Error::Conflict(
-                "the state changed on another Coordinator replica while this request was \
-                 decided; nothing was written. Read the current state and try again"
-                    .into(),
-            )),
-        }
+        Ok(rx)
+    }
+}
+
+fn answer(
+    reply: Result<Result<Outcome, Failure>, oneshot::error::RecvError>,
+) -> Result<Outcome, Error> {
+    match reply {
+        Err(_) => Err(Error::Store("the store writer stopped".into())),
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(Failure::Store(e))) => Err(Error::Store(e)),
+        Ok(Err(Failure::Stale)) => Err(Error::Conflict(
+            "the state changed on another Coordinator replica while this request was decided; \
+             nothing was written. Read the current state and try again"
+                .into(),
+        )),
     }
 }
 

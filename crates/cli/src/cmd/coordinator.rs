@@ -99,6 +99,10 @@ pub(crate) struct CoordinatorArgs {
     /// is the pod name in Kubernetes).
     #[arg(long, value_name = "NAME", env = "COFFER_REPLICA_NAME")]
     replica_name: Option<String>,
+    /// With --store etcd: seconds start-up waits for the leader's new state or for another
+    /// replica to hand over the state key (key join) before recovery mode.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    join_timeout: u64,
     /// CA certificate (PEM) of the etcd members: enables TLS (use https:// endpoints).
     #[arg(long, value_name = "FILE", env = "COFFER_ETCD_CA")]
     etcd_ca: Option<PathBuf>,
@@ -228,6 +232,7 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
                 prefix: args.etcd_prefix.clone(),
                 replica,
                 tls: etcd_tls(&args)?,
+                join_timeout: std::time::Duration::from_secs(args.join_timeout),
             }
         }
     };
