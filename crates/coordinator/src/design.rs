@@ -48,6 +48,19 @@
 //! shares over GF(256)). redb commits are durable and atomic, and the API answers only after the
 //! commit, so `kill -9` loses nothing acknowledged. The initial state (key check, sealed key, CA) is one transaction.
 //!
+//! ## Several replicas (`--store etcd`)
+//! The same sealed values live in etcd ([`crate::etcd`]); each replica reads from a watched
+//! local mirror and writes through its writer as one etcd transaction per batch, guarded by
+//! what the batch's decisions read: instance keys absent, the workload's instance counter
+//! unchanged, the manifest and CA revisions the request was decided on, the audit head. A
+//! failed guard makes the writer refresh and decide again; a request decided on a manifest
+//! another replica has since replaced is refused with `conflict` (activations are re-decided
+//! on the new manifest). Each replica rebuilds its snapshot when the manifest or CA revision
+//! in its mirror moves. Only the leader (etcd lease, [`crate::etcd::LEADER_TTL_SECS`]) creates
+//! a new state. Each replica seals its own copy of the state key (`meta/sealed/<replica>`); a
+//! replica that can open none gets the key by an attested key join ([`crate::keyjoin`]), and
+//! keeps that join open in recovery mode.
+//!
 //! ## RA-TLS
 //! The TLS server certificate is signed by the root CA and carries the Coordinator's quote in
 //! Gramine's RA-TLS extension [`crate::pki::RATLS_QUOTE_OID`] (report data = SHA-256 of the

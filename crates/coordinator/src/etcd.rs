@@ -11,14 +11,18 @@
 //! the mirror's revision are skipped, so a re-sync racing with old events cannot go backwards.
 //!
 //! # Key layout (values exactly as in the embedded store)
-//! - `<prefix>/meta/<name>`: plaintext meta values (sealed state key copies, recovery
-//!   envelope, key check) — nothing secret.
+//! - `<prefix>/meta/<name>`: plaintext meta values — nothing secret: `key_check`, `recovery`
+//!   (envelope), `sealed/<replica>` (each replica's copy of the state key, sealed to its own
+//!   platform), `join/<replica>` and `grant/<replica>` (key join messages, see
+//!   [`crate::keyjoin`]).
 //! - `<prefix>/kv/<name>`: `nonce ‖ AES-256-GCM(ciphertext ‖ tag)` under the state key with
 //!   AAD = `kv ‖ 0 ‖ name`, the same format and AAD as [`crate::store`]. etcd only ever sees
 //!   ciphertext.
 //! - `<prefix>/audit/<20-digit seq>`: audit records, AAD = `audit ‖ 0 ‖ seq` (decimal, as in
 //!   the embedded store). Zero padding keeps etcd's byte order equal to the numeric order.
 //! - `<prefix>/leader`: the elected replica's name, attached to its lease (plaintext).
+//! - `kv/instance-count/<workload>` (sealed, etcd only) is bumped with every new instance:
+//!   its revision guards the activation-limit decisions of concurrent replicas.
 //!
 //! # Writes: optimistic concurrency
 //! A batch becomes ONE etcd transaction whose compares are the [`Guard`]s of what its
