@@ -7,7 +7,9 @@
 //! is answered. Launcher-side work (key generation, CSR, quote) is done before the clock starts.
 //!
 //! Run: `cargo bench -p coffer-benches --bench coordinator_load`
-//! Tunables (env): `COFFER_BENCH_ACTIVATIONS` (default 20000), `COFFER_BENCH_CLIENTS` (64).
+//! Tunables (env): `COFFER_BENCH_ACTIVATIONS` (default 20000), `COFFER_BENCH_CLIENTS` (64),
+//! `COFFER_BENCH_ETCD` (comma-separated etcd client URLs: use the shared etcd store instead of
+//! the embedded one, under a fresh prefix).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +54,16 @@ fn main() {
             Config {
                 data_dir: dir.path().join("data"),
                 cert_hours: 24,
-                store: coffer_coordinator::StoreConfig::Embedded,
+                store: match std::env::var("COFFER_BENCH_ETCD") {
+                    Ok(urls) => coffer_coordinator::StoreConfig::Etcd {
+                        endpoints: urls.split(',').map(str::to_string).collect(),
+                        prefix: format!("/coffer-bench-{}", uuid::Uuid::new_v4().simple()),
+                        replica: "bench".into(),
+                        tls: None,
+                        join_timeout: Duration::from_secs(30),
+                    },
+                    Err(_) => coffer_coordinator::StoreConfig::Embedded,
+                },
             },
             Platform::Simulated {
                 sim: Box::new(SimPlatform::from_seed(seed)),
@@ -161,8 +172,9 @@ fn main() {
         lat.sort();
         let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
         println!(
-            "coordinator_load: {} activations, {clients} concurrent clients, {:.2} s, {:.0} activations/s, \
+            "coordinator_load ({} store): {} activations, {clients} concurrent clients, {:.2} s, {:.0} activations/s, \
              p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {errors}",
+            if std::env::var_os("COFFER_BENCH_ETCD").is_some() { "etcd" } else { "embedded" },
             lat.len(),
             elapsed.as_secs_f64(),
             lat.len() as f64 / elapsed.as_secs_f64(),

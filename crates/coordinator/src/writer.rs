@@ -272,14 +272,21 @@ fn decide_shared(store: &Store, batch: &[Pending]) -> Decided {
         // Every limit decision reads the workload's count: guard it with the counter.
         if let (Some(r), Outcome::New | Outcome::LimitReached) = (&job.register, outcome) {
             let counter = format!("{COUNT_PREFIX}{}", r.workload);
-            let g = Guard::KvRevision(counter.clone(), store.kv_revision(&counter));
-            if !guards.contains(&g) {
-                guards.push(g);
-            }
+            guards.push(Guard::KvRevision(
+                counter.clone(),
+                store.kv_revision(&counter),
+            ));
         }
         ops_for(job, outcome, &mut ops);
         outcomes.push(outcome);
     }
+    let mut unique: Vec<Guard> = Vec::with_capacity(guards.len());
+    for g in guards {
+        if !unique.contains(&g) {
+            unique.push(g);
+        }
+    }
+    let guards = unique;
     for (workload, ids) in added {
         if !ids.is_empty() {
             let prefix = format!("{INSTANCE_PREFIX}{workload}/");
@@ -300,48 +307,78 @@ fn decide_shared(store: &Store, batch: &[Pending]) -> Decided {
 /// Conflicts (or transport retries) after which a batch is abandoned with an error.
 const MAX_ATTEMPTS: usize = 100;
 
+/// etcd refuses a transaction with more than 128 compares or operations (`--max-txn-ops`
+/// default): a batch whose decision exceeds this is split.
+const MAX_TXN_OPS: usize = 128;
+
+/// Most jobs grouped into one etcd transaction (an activation adds about three operations).
+const MAX_SHARED_BATCH: usize = 32;
+
 fn run_shared(store: Arc<Store>, rx: mpsc::Receiver<Pending>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = collect(first, &rx);
-        let mut attempts = 0;
-        loop {
-            // Jobs whose own decision went stale are answered and leave the batch.
-            let (live, stale): (Vec<Pending>, Vec<Pending>) = batch
-                .into_iter()
-                .partition(|(job, _)| job.guards.iter().all(|g| holds(&store, g)));
-            for (_, reply) in stale {
-                let _ = reply.send(Err(Failure::Stale));
+    let mut waiting: std::collections::VecDeque<Pending> = Default::default();
+    loop {
+        if waiting.is_empty() {
+            match rx.recv() {
+                Ok(p) => waiting.push_back(p),
+                Err(_) => return,
             }
-            batch = live;
-            if batch.is_empty() {
-                break;
+        }
+        while let Ok(p) = rx.try_recv() {
+            waiting.push_back(p);
+        }
+        let take = waiting.len().min(MAX_SHARED_BATCH);
+        let batch: Vec<Pending> = waiting.drain(..take).collect();
+        commit_shared(&store, batch);
+    }
+}
+
+/// Decides and commits one batch, refreshing and deciding again on conflicts; a batch too
+/// large for one etcd transaction is split in halves.
+fn commit_shared(store: &Store, mut batch: Vec<Pending>) {
+    let mut attempts = 0;
+    loop {
+        // Jobs whose own decision went stale are answered and leave the batch.
+        let (live, stale): (Vec<Pending>, Vec<Pending>) = batch
+            .into_iter()
+            .partition(|(job, _)| job.guards.iter().all(|g| holds(store, g)));
+        for (_, reply) in stale {
+            let _ = reply.send(Err(Failure::Stale));
+        }
+        batch = live;
+        if batch.is_empty() {
+            return;
+        }
+        let decided = decide_shared(store, &batch);
+        // + 1: the audit-head compare the store adds.
+        let too_large = decided.ops.len() > MAX_TXN_OPS || decided.guards.len() + 1 > MAX_TXN_OPS;
+        if too_large && batch.len() > 1 {
+            let second = batch.split_off(batch.len() / 2);
+            commit_shared(store, batch);
+            commit_shared(store, second);
+            return;
+        }
+        let failure = match store.apply_guarded(&decided.ops, &decided.guards) {
+            Ok(Commit::Done(_)) => {
+                for ((_, reply), outcome) in batch.into_iter().zip(decided.outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+                return;
             }
-            let decided = decide_shared(&store, &batch);
-            let failure = match store.apply_guarded(&decided.ops, &decided.guards) {
-                Ok(Commit::Done(_)) => {
-                    for ((_, reply), outcome) in batch.into_iter().zip(decided.outcomes) {
-                        let _ = reply.send(Ok(outcome));
-                    }
-                    break;
-                }
-                Ok(Commit::Conflict(rev)) => {
-                    store.etcd().map(|e| e.refresh_to(rev)).transpose().err()
-                }
-                Ok(Commit::Retry) => None,
-                Err(e) => Some(e),
-            };
-            attempts += 1;
-            let failure = failure.map(|e| e.to_string()).or_else(|| {
-                (attempts >= MAX_ATTEMPTS)
-                    .then(|| format!("etcd: gave up after {MAX_ATTEMPTS} conflicting attempts"))
-            });
-            if let Some(e) = failure {
-                tracing::error!(error = %e, jobs = batch.len(), "etcd commit failed; nothing of this batch was written");
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(Failure::Store(e.clone())));
-                }
-                break;
+            Ok(Commit::Conflict(rev)) => store.etcd().and_then(|e| e.refresh_to(rev).err()),
+            Ok(Commit::Retry) => None,
+            Err(e) => Some(e),
+        };
+        attempts += 1;
+        let failure = failure.map(|e| e.to_string()).or_else(|| {
+            (attempts >= MAX_ATTEMPTS)
+                .then(|| format!("etcd: gave up after {MAX_ATTEMPTS} conflicting attempts"))
+        });
+        if let Some(e) = failure {
+            tracing::error!(error = %e, jobs = batch.len(), "etcd commit failed; nothing of this batch was written");
+            for (_, reply) in batch {
+                let _ = reply.send(Err(Failure::Store(e.clone())));
             }
+            return;
         }
     }
 }
