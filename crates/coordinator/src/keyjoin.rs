@@ -152,6 +152,17 @@ fn wrapping_key(
     k
 }
 
+/// A fresh ephemeral P-256 key and its SEC1 uncompressed public point.
+fn ephemeral() -> (EphemeralSecret, Vec<u8>) {
+    let secret = EphemeralSecret::random(&mut rand::rngs::OsRng);
+    let public = secret
+        .public_key()
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec();
+    (secret, public)
+}
+
 fn grant_aad(replica: &str) -> Vec<u8> {
     [b"coffer key grant v1\0".as_slice(), replica.as_bytes()].concat()
 }
@@ -162,12 +173,7 @@ impl Joiner {
         replica: &str,
         quote: impl FnOnce([u8; 64]) -> Result<Vec<u8>, Error>,
     ) -> Result<(Self, JoinRequest), Error> {
-        let secret = EphemeralSecret::random(&mut rand::rngs::OsRng);
-        let public = secret
-            .public_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec();
+        let (secret, public) = ephemeral();
         let evidence = quote(report_data("join", replica, &public, &[]))?;
         let request = JoinRequest {
             version: 1,
@@ -254,12 +260,7 @@ pub fn grant(
             req.replica
         )));
     }
-    let secret = EphemeralSecret::random(&mut rand::rngs::OsRng);
-    let public = secret
-        .public_key()
-        .to_encoded_point(false)
-        .as_bytes()
-        .to_vec();
+    let (secret, public) = ephemeral();
     let evidence = quote(report_data("grant", &req.replica, &joiner_pub, &public))?;
     let shared = secret.diffie_hellman(&joiner_key);
     let wrap = wrapping_key(&shared, &req.replica, &joiner_pub, &public);
