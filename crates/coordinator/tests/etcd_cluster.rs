@@ -185,3 +185,176 @@ fn two_replicas_keep_the_limit_exact_while_a_member_dies() {
     let seqs: Vec<u64> = r.audit(0, 1000).unwrap().iter().map(|a| a.0).collect();
     assert_eq!(seqs, (1..=(2 * EACH) as u64).collect::<Vec<u64>>());
 }
+
+mod coordinators {
+    //! Two `Coordinator`s (the library `coffer coordinator` runs) sharing the 3-member
+    //! cluster: the second gets the state key by the attested key join, both serve one state,
+    //! the activation limit holds across them, and a manifest race has exactly one winner.
+
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use base64::Engine;
+    use coffer_api::{ActivationRequest, Evidence, EvidenceFormat};
+    use coffer_coordinator::platform::{CollateralSource, EvidenceVerifier, Platform};
+    use coffer_coordinator::seal::Sealer;
+    use coffer_coordinator::{Config, Coordinator, Error, StoreConfig};
+    use coffer_evidence::sim::{SgxQuoteSpec, SimPlatform};
+
+    const SEED: [u8; 32] = [3; 32];
+    const MR: [u8; 32] = [0x5a; 32];
+    const MAX: usize = 60;
+    const EACH: usize = 50;
+
+    fn open(dir: &Path, name: &str, urls: &[String]) -> Coordinator {
+        let data = dir.join(name);
+        Coordinator::open(
+            Config {
+                data_dir: data.clone(),
+                cert_hours: 1,
+                store: StoreConfig::Etcd {
+                    endpoints: urls.to_vec(),
+                    prefix: "/coffer-coordinators".into(),
+                    replica: name.into(),
+                    tls: None,
+                    join_timeout: Duration::from_secs(30),
+                },
+            },
+            Platform::Simulated {
+                sim: Box::new(SimPlatform::from_seed(SEED)),
+                mrenclave: [1; 32],
+            },
+            EvidenceVerifier::new(
+                SimPlatform::from_seed(SEED).trust_anchors(),
+                CollateralSource::Simulated {
+                    sim: Box::new(SimPlatform::from_seed(SEED)),
+                    cache: Default::default(),
+                },
+            ),
+            Sealer::KeyFile(data.join("sealing.key")),
+        )
+        .unwrap()
+    }
+
+    fn request(instance: uuid::Uuid) -> ActivationRequest {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let report_data =
+            coffer_api::workload_report_data(&coffer_coordinator::pki::key_spki(&key));
+        let quote = SimPlatform::from_seed(SEED).sgx_quote(&SgxQuoteSpec {
+            mrenclave: MR,
+            report_data,
+            ..SgxQuoteSpec::default()
+        });
+        ActivationRequest {
+            protocol_version: coffer_api::PROTOCOL_VERSION,
+            workload: "w".into(),
+            instance_id: instance,
+            csr_pem: coffer_coordinator::pki::make_csr(&key, "w").unwrap(),
+            evidence: Evidence {
+                format: EvidenceFormat::DcapQuote,
+                data: base64::engine::general_purpose::STANDARD.encode(quote),
+            },
+        }
+    }
+
+    fn manifest(max: usize) -> Vec<u8> {
+        let mr: String = MR.iter().map(|b| format!("{b:02x}")).collect();
+        serde_json::to_vec(&serde_json::json!({
+            "packages": {"app": {"tee": "sgx", "mrenclave": mr}},
+            "workloads": {"w": {"package": "app", "max_activations": max, "parameters": {
+                "env": {
+                    "SHARED": "{{ secrets.shared.key.hex }}",
+                    "MINE": "{{ secrets.mine.key.hex }}"
+                }
+            }}},
+            "secrets": {
+                "shared": {"type": "symmetric", "size": 256, "shared": true},
+                "mine": {"type": "symmetric", "size": 256}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn env(r: &coffer_api::ActivationResponse, name: &str) -> String {
+        r.parameters.env.get(name).cloned().unwrap()
+    }
+
+    #[test]
+    fn two_coordinators_serve_one_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((_members, urls)) = super::cluster(dir.path()) else {
+            return;
+        };
+        super::connect(&urls, &coffer_coordinator::store::StateKey::generate());
+        let a = Arc::new(open(dir.path(), "a", &urls));
+        a.start_replica_tasks().unwrap();
+        // b has its own sealing key: it can open no sealed copy and must join.
+        let b = Arc::new(open(dir.path(), "b", &urls));
+        b.start_replica_tasks().unwrap();
+        let root = |c: &Coordinator| c.quote(None).unwrap().root_ca_pem;
+        assert_eq!(root(&a), root(&b), "b serves the same root CA");
+        let status = b.status();
+        assert_eq!(status.replica.as_ref().map(|r| r.name.as_str()), Some("b"));
+        assert!(
+            a.status().replica.unwrap().leader && !status.replica.unwrap().leader,
+            "a initialised the state as leader"
+        );
+
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            // Both set the first manifest at once: exactly one wins, the other is told.
+            let body = manifest(MAX);
+            let (ra, rb) = tokio::join!(a.set_manifest(&body), b.set_manifest(&body));
+            assert!(
+                ra.is_ok() != rb.is_ok(),
+                "exactly one first manifest: {ra:?} / {rb:?}"
+            );
+            let lost = ra.err().or(rb.err()).unwrap();
+            assert!(matches!(lost, Error::Conflict(_)), "{lost}");
+            assert_eq!(a.status().manifest_hash, b.status().manifest_hash);
+
+            // 2 × 50 distinct instances against a limit of 60, half on each replica.
+            let mut tasks = Vec::new();
+            for c in [a.clone(), b.clone()] {
+                tasks.push(tokio::spawn(async move {
+                    let mut outcomes = Vec::new();
+                    for _ in 0..EACH {
+                        let id = uuid::Uuid::new_v4();
+                        outcomes.push((id, c.activate(request(id)).await));
+                    }
+                    outcomes
+                }));
+            }
+            let mut accepted = Vec::new();
+            let mut refused = 0;
+            for t in tasks {
+                for (id, result) in t.await.unwrap() {
+                    match result {
+                        Ok(r) => accepted.push((id, r)),
+                        Err(Error::ActivationLimit(_)) => refused += 1,
+                        Err(e) => panic!("unexpected refusal: {e}"),
+                    }
+                }
+            }
+            assert_eq!(accepted.len(), MAX);
+            assert_eq!(refused, 2 * EACH - MAX);
+            // Every accepted instance restarts on the other replica with its own secret and
+            // the one shared secret.
+            let shared = env(&accepted[0].1, "SHARED");
+            for (id, first) in accepted.iter().take(10) {
+                let again_a = a.activate(request(*id)).await.unwrap();
+                let again_b = b.activate(request(*id)).await.unwrap();
+                for again in [again_a, again_b] {
+                    assert_eq!(env(&again, "MINE"), env(first, "MINE"));
+                    assert_eq!(env(&again, "SHARED"), shared);
+                }
+            }
+            // The limit still holds for a new instance on either replica.
+            for c in [&a, &b] {
+                let err = c.activate(request(uuid::Uuid::new_v4())).await.unwrap_err();
+                assert!(matches!(err, Error::ActivationLimit(_)), "{err}");
+            }
+        });
+    }
+}
