@@ -276,6 +276,20 @@ impl EtcdStore {
         self.rt().block_on(resync)
     }
 
+    /// [`EtcdStore::resync`], retried while the client moves off a dead member (bounded:
+    /// [`RESYNC_ATTEMPTS`] tries, 300 ms apart).
+    fn resync_retrying(&self) -> Result<(), Error> {
+        let mut last = None;
+        for _ in 0..RESYNC_ATTEMPTS {
+            match self.resync() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Err(last.unwrap_or_else(|| Error::Store("etcd: re-sync failed".into())))
+    }
+
     /// Uses `key` for `kv`/`audit` values from now on (after it was checked or unsealed).
     pub fn set_state_key(&mut self, key: StateKey) {
         self.key = Some(key);
@@ -500,16 +514,10 @@ impl EtcdStore {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "etcd transaction failed in transport; re-reading");
-                // Bounded: a few re-reads through the other endpoints, then a clear error.
-                let mut last = e.to_string();
-                for _ in 0..RESYNC_ATTEMPTS {
-                    match self.resync() {
-                        Ok(()) => return Ok(Commit::Retry),
-                        Err(e) => last = e.to_string(),
-                    }
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-                return Err(etcd_err("transaction", last));
+                return match self.resync_retrying() {
+                    Ok(()) => Ok(Commit::Retry),
+                    Err(last) => Err(etcd_err("transaction", last)),
+                };
             }
         };
         let rev = resp.header().map_or(0, |h| h.revision());
@@ -536,7 +544,7 @@ impl EtcdStore {
             }
         }
         // The watch did not deliver (other keys moved the revision, or it broke): re-read.
-        self.resync()
+        self.resync_retrying()
     }
 
     /// Starts campaigning for leadership as `name` in the background (lease + guarded put).

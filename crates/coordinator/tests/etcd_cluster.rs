@@ -189,7 +189,8 @@ fn two_replicas_keep_the_limit_exact_while_a_member_dies() {
 mod coordinators {
     //! Two `Coordinator`s (the library `coffer coordinator` runs) sharing the 3-member
     //! cluster: the second gets the state key by the attested key join, both serve one state,
-    //! the activation limit holds across them, and a manifest race has exactly one winner.
+    //! the activation limit holds across them while an etcd member dies, and a manifest race
+    //! has exactly one winner.
 
     use std::path::Path;
     use std::sync::Arc;
@@ -283,7 +284,7 @@ mod coordinators {
     #[test]
     fn two_coordinators_serve_one_state() {
         let dir = tempfile::tempdir().unwrap();
-        let Some((_members, urls)) = super::cluster(dir.path()) else {
+        let Some((mut members, urls)) = super::cluster(dir.path()) else {
             return;
         };
         super::connect(&urls, &coffer_coordinator::store::StateKey::generate());
@@ -314,18 +315,28 @@ mod coordinators {
             assert!(matches!(lost, Error::Conflict(_)), "{lost}");
             assert_eq!(a.status().manifest_hash, b.status().manifest_hash);
 
-            // 2 × 50 distinct instances against a limit of 60, half on each replica.
+            // 2 × 50 distinct instances against a limit of 60, half on each replica; one etcd
+            // member is SIGKILLed mid-stream.
+            let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let mut tasks = Vec::new();
             for c in [a.clone(), b.clone()] {
+                let done = done.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut outcomes = Vec::new();
                     for _ in 0..EACH {
                         let id = uuid::Uuid::new_v4();
                         outcomes.push((id, c.activate(request(id)).await));
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                     outcomes
                 }));
             }
+            while done.load(std::sync::atomic::Ordering::SeqCst) < EACH / 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut victim = members.remove(0);
+            victim.child.kill().unwrap();
+            victim.child.wait().unwrap();
             let mut accepted = Vec::new();
             let mut refused = 0;
             for t in tasks {
