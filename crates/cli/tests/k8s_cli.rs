@@ -108,15 +108,26 @@ fn render_applies_values_files_then_set_and_writes_the_output_file() {
     assert_eq!(args[epc + 1], "64Mi", "--set wins over -f: {args:?}");
     assert!(text.contains("coffer-coordinator.confidential.svc:4433"));
 
-    // HA on etcd is refused until the Coordinator can use the etcd store.
-    let (ok, out, _) = coffer(&["--json", "k8s", "render", "--set", "store.type=etcd"]);
+    // HA: Coordinators on the chart's etcd, which the Coordinator command accepts.
+    let (ok, out, _) = coffer(&["k8s", "render", "--set", "store.type=etcd"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("kind: StatefulSet") && out.contains("name: coffer-etcd"));
+    assert!(out.contains("- --store\n") && out.contains("- etcd\n"));
+    // In simulation the replicas need a shared simulated platform; the error says how.
+    let (ok, out, _) = coffer(&[
+        "--json",
+        "k8s",
+        "render",
+        "--set",
+        "store.type=etcd,simulation=true",
+    ]);
     assert!(!ok);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("store.type=embedded"),
+            .contains("simulationPlatformSecret"),
         "{v}"
     );
 

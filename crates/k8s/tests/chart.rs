@@ -252,7 +252,13 @@ const BRANCHES: &[&[&str]] = &[
     &[],
     &["store.type=embedded,coordinator.replicas=1"],
     &["webhook.certManager.enabled=true"],
+    &["store.type=etcd"],
+    &["store.type=etcd,coordinator.replicas=3"],
     &["webhook.certManager.enabled=true,simulation=true"],
+    &["store.type=etcd,webhook.certManager.enabled=true,simulation=true,simulationPlatformSecret=coffer-sim"],
+    &["store.type=etcd,etcd.deploy=false,etcd.endpoints={https://etcd-a:2379,https://etcd-b:2379}"],
+    &["store.type=etcd,etcd.deploy=false,etcd.endpoints={https://etcd-a:2379},etcd.clientTLSSecret=etcd-client"],
+    &["store.type=etcd,etcd.resources.limits.memory=256Mi,etcd.storage.storageClassName=fast"],
     &["runtimeClasses.tdx.enabled=true,runtimeClasses.snp.enabled=true"],
     &["simulation=true"],
     &["nodeAgent.enabled=false"],
@@ -549,21 +555,233 @@ fn default_chart_deploys_the_coordinator_webhook_and_node_agent() {
 }
 
 #[test]
-fn etcd_store_is_refused_until_the_coordinator_can_use_it() {
-    // The etcd storage layer exists (crates/coordinator/src/etcd.rs) but `coffer coordinator`
-    // has no `--store etcd` yet: a chart that rendered HA Coordinators would crash-loop, so it
-    // refuses, naming the working alternative.
-    for sets in [
-        &["store.type=etcd"][..],
-        &["store.type=etcd,etcd.deploy=false,etcd.endpoints={https://etcd-a:2379}"][..],
+fn etcd_store_deploys_ha_coordinators_on_a_3_member_etcd() {
+    let r = render_with("coffer", &["store.type=etcd"]);
+    let kinds = r.kinds();
+    for (k, n) in [
+        ("StatefulSet", "coffer-etcd"),
+        ("Service", "coffer-etcd"),
+        ("Deployment", "coffer-coordinator"),
+        ("MutatingWebhookConfiguration", "coffer-webhook"),
     ] {
-        let e = chart::render(&release("coffer"), &overrides(sets)).unwrap_err();
-        assert!(
-            matches!(&e, Error::ChartRefused { message, .. }
-                if message.contains("store.type=etcd") && message.contains("store.type=embedded")),
-            "{e}"
-        );
+        assert!(kinds.contains(&(k.to_string(), n.to_string())), "{k} {n}");
     }
+    // No volume claim: the state lives in etcd.
+    assert!(r
+        .find("PersistentVolumeClaim", "coffer-coordinator-data")
+        .is_none());
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    assert!(spec.strategy.is_none(), "rolling updates: replicas overlap");
+    let pod = spec.template.spec.unwrap();
+    let c = container(&pod, "coordinator");
+    let a = args(c);
+    assert_eq!(a[0], "coordinator");
+    assert_eq!(flag(&a, "--store"), Some("etcd"));
+    assert_eq!(
+        flag(&a, "--etcd-endpoints"),
+        Some(
+            "http://coffer-etcd-0.coffer-etcd.coffer.svc:2379,\
+             http://coffer-etcd-1.coffer-etcd.coffer.svc:2379,\
+             http://coffer-etcd-2.coffer-etcd.coffer.svc:2379"
+        )
+    );
+    assert_eq!(flag(&a, "--etcd-prefix"), Some("/coffer"));
+    // The replica name is the host name, which is the pod name.
+    assert_eq!(flag(&a, "--replica-name"), None);
+    assert_eq!(flag(&a, "--etcd-ca"), None);
+    assert!(!a.iter().any(|x| x == "--simulation" || x == "--sim-dir"));
+    // The directory holds only this replica's local files.
+    assert!(volume(&pod, "data").empty_dir.is_some());
+    // A joining replica listens only once it has the state key: start-up gets 150 s.
+    let startup = c.startup_probe.as_ref().unwrap();
+    assert_eq!(
+        startup.period_seconds.unwrap() * startup.failure_threshold.unwrap(),
+        150
+    );
+    // Replicas prefer different nodes.
+    let anti = pod
+        .affinity
+        .as_ref()
+        .unwrap()
+        .pod_anti_affinity
+        .as_ref()
+        .unwrap()
+        .preferred_during_scheduling_ignored_during_execution
+        .clone()
+        .unwrap();
+    assert_eq!(
+        anti[0].pod_affinity_term.topology_key,
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        anti[0]
+            .pod_affinity_term
+            .label_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()
+            .get("app.kubernetes.io/component"),
+        Some(&"coordinator".to_string())
+    );
+    // An explicit replica count is kept.
+    let r = render_with("coffer", &["store.type=etcd,coordinator.replicas=3"]);
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    assert_eq!(d.spec.unwrap().replicas, Some(3));
+}
+
+#[test]
+fn simulated_replicas_share_one_platform_from_a_secret() {
+    // Without the Secret the replicas could not attest each other: refused, with the fix.
+    let e = chart::render(
+        &release("coffer"),
+        &overrides(&["store.type=etcd,simulation=true"]),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::ChartRefused { message, .. }
+            if message.contains("simulationPlatformSecret") && message.contains("kubectl create secret")),
+        "{e}"
+    );
+    let r = render_with(
+        "coffer",
+        &["store.type=etcd,simulation=true,simulationPlatformSecret=coffer-sim"],
+    );
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let c = container(&pod, "coordinator");
+    let a = args(c);
+    assert!(a.iter().any(|x| x == "--simulation"));
+    assert_eq!(flag(&a, "--sim-dir"), Some("/var/lib/coffer-sim"));
+    let secret = volume(&pod, "sim-platform").secret.clone().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("coffer-sim"));
+    assert!(c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m.name == "sim-platform"
+            && m.mount_path == "/var/lib/coffer-sim"
+            && m.read_only == Some(true)));
+    // One Coordinator in simulation keeps its simulated platform beside its state.
+    let r = render_with("coffer", &["simulation=true"]);
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let a = args(container(&pod, "coordinator"));
+    assert_eq!(flag(&a, "--sim-dir"), Some("/var/lib/coffer/sim"));
+}
+
+#[test]
+fn etcd_over_tls_mounts_the_client_secret() {
+    let r = render_with(
+        "coffer",
+        &["store.type=etcd,etcd.deploy=false,etcd.endpoints={https://etcd-a:2379},etcd.clientTLSSecret=etcd-client"],
+    );
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let c = container(&pod, "coordinator");
+    let a = args(c);
+    assert_eq!(flag(&a, "--etcd-ca"), Some("/etc/coffer/etcd-tls/ca.crt"));
+    assert_eq!(
+        flag(&a, "--etcd-cert"),
+        Some("/etc/coffer/etcd-tls/tls.crt")
+    );
+    assert_eq!(flag(&a, "--etcd-key"), Some("/etc/coffer/etcd-tls/tls.key"));
+    let secret = volume(&pod, "etcd-tls").secret.clone().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("etcd-client"));
+    assert!(c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m.name == "etcd-tls" && m.read_only == Some(true)));
+}
+
+#[test]
+fn etcd_statefulset_builds_initial_cluster_from_the_replica_count() {
+    let r = render_with("prod", &["store.type=etcd,etcd.replicas=5"]);
+    let ss: StatefulSet = r.get("StatefulSet", "coffer-etcd");
+    let spec = ss.spec.unwrap();
+    assert_eq!(spec.replicas, Some(5));
+    assert_eq!(spec.service_name.as_deref(), Some("coffer-etcd"));
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    let pvc = &spec.volume_claim_templates.unwrap()[0];
+    let req = pvc
+        .spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .clone()
+        .unwrap();
+    assert_eq!(req.get("storage"), Some(&q("1Gi")));
+    let pod = spec.template.spec.unwrap();
+    let c = container(&pod, "etcd");
+    assert_eq!(c.image.as_deref(), Some("registry.k8s.io/etcd:3.5.21-0"));
+    let cmd = c.command.clone().unwrap();
+    let ic = cmd
+        .iter()
+        .find_map(|a| a.strip_prefix("--initial-cluster="))
+        .unwrap();
+    let want: Vec<String> = (0..5)
+        .map(|i| format!("coffer-etcd-{i}=http://coffer-etcd-{i}.coffer-etcd.prod.svc:2380"))
+        .collect();
+    assert_eq!(ic, want.join(","));
+    assert!(cmd.contains(&"--name=$(POD_NAME)".to_string()));
+    assert!(cmd.contains(&"--initial-cluster-state=new".to_string()));
+    assert!(cmd.contains(
+        &"--initial-advertise-peer-urls=http://$(POD_NAME).coffer-etcd.prod.svc:2380".to_string()
+    ));
+    let svc: Service = r.get("Service", "coffer-etcd");
+    let spec = svc.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.publish_not_ready_addresses, Some(true));
+    let ports: Vec<i32> = spec.ports.unwrap().iter().map(|p| p.port).collect();
+    assert_eq!(ports, vec![2379, 2380]);
+
+    // The Coordinator's endpoints follow the same count and namespace.
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let a = args(container(&pod, "coordinator"));
+    let eps: Vec<String> = (0..5)
+        .map(|i| format!("http://coffer-etcd-{i}.coffer-etcd.prod.svc:2379"))
+        .collect();
+    assert_eq!(flag(&a, "--etcd-endpoints"), Some(eps.join(",").as_str()));
+    assert_eq!(flag(&a, "--webhook-dns"), Some("coffer-webhook.prod.svc"));
+}
+
+#[test]
+fn existing_etcd_cluster_is_used_by_its_endpoints() {
+    let r = render_with(
+        "coffer",
+        &["store.type=etcd,etcd.deploy=false,etcd.endpoints={https://etcd-a:2379,https://etcd-b:2379},etcd.prefix=/c2"],
+    );
+    assert!(r.find("StatefulSet", "coffer-etcd").is_none());
+    assert!(r.find("Service", "coffer-etcd").is_none());
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let a = args(container(&pod, "coordinator"));
+    assert_eq!(
+        flag(&a, "--etcd-endpoints"),
+        Some("https://etcd-a:2379,https://etcd-b:2379")
+    );
+    assert_eq!(flag(&a, "--etcd-prefix"), Some("/c2"));
+
+    let e = chart::render(
+        &release("coffer"),
+        &overrides(&["store.type=etcd,etcd.deploy=false"]),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::ChartRefused { message, .. } if message.contains("needs etcd.endpoints")),
+        "{e}"
+    );
 }
 
 #[test]
