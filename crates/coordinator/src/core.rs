@@ -188,7 +188,19 @@ impl Coordinator {
                 ..
             } => {
                 crate::replica::validate_name(replica)?;
-                let raw = RawStore::open_etcd(endpoints, prefix, tls.as_ref())?;
+                // etcd may still be starting (a new cluster, a rescheduled pod): keep trying
+                // for the join timeout, then fail with etcd's own error.
+                let deadline = Instant::now() + config.store.join_timeout();
+                let raw = loop {
+                    match RawStore::open_etcd(endpoints, prefix, tls.as_ref()) {
+                        Ok(raw) => break raw,
+                        Err(Error::Store(e)) if Instant::now() < deadline => {
+                            tracing::warn!(error = %e, "etcd not reachable yet; retrying");
+                            std::thread::sleep(std::time::Duration::from_millis(500));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
                 if let Some(e) = raw.etcd() {
                     e.start_campaign(replica);
                 }
