@@ -113,6 +113,11 @@ fn render_applies_values_files_then_set_and_writes_the_output_file() {
     assert!(ok, "{out}");
     assert!(out.contains("kind: StatefulSet") && out.contains("name: coffer-etcd"));
     assert!(out.contains("- --store\n") && out.contains("- etcd\n"));
+    assert!(
+        out.contains("- --replica-name\n            - $(POD_NAME)\n"),
+        "{out}"
+    );
+    assert!(out.contains("kind: PodDisruptionBudget"));
     // In simulation the replicas need a shared simulated platform; the error says how.
     let (ok, out, _) = coffer(&[
         "--json",
@@ -127,7 +132,7 @@ fn render_applies_values_files_then_set_and_writes_the_output_file() {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("simulationPlatformSecret"),
+            .contains("kubectl create secret generic coffer-sim -n coffer"),
         "{v}"
     );
 

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
     Container, PersistentVolumeClaim, Service, ServiceAccount, Volume,
 };
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_yaml::Value;
@@ -149,6 +150,7 @@ fn render_with(ns: &str, sets: &[&str]) -> Rendered {
             "PersistentVolumeClaim" => typed_roundtrip::<PersistentVolumeClaim>(&doc),
             "MutatingWebhookConfiguration" => typed_roundtrip::<MutatingWebhookConfiguration>(&doc),
             "RuntimeClass" => typed_roundtrip::<RuntimeClass>(&doc),
+            "PodDisruptionBudget" => typed_roundtrip::<PodDisruptionBudget>(&doc),
             // cert-manager's kinds have no k8s-openapi type; their fields are checked by hand.
             "Issuer" | "Certificate" => {
                 assert_eq!(doc.yaml["apiVersion"], "cert-manager.io/v1")
@@ -254,6 +256,9 @@ const BRANCHES: &[&[&str]] = &[
     &["webhook.certManager.enabled=true"],
     &["store.type=etcd"],
     &["store.type=etcd,coordinator.replicas=3"],
+    &["store.type=etcd,etcd.replicas=1,coordinator.replicas=1"],
+    &["store.type=etcd,coordinator.sgx.quoteProvider=self"],
+    &["store.type=etcd,coordinator.tee=none"],
     &["webhook.certManager.enabled=true,simulation=true"],
     &["store.type=etcd,webhook.certManager.enabled=true,simulation=true,simulationPlatformSecret=coffer-sim"],
     &["store.type=etcd,etcd.deploy=false,etcd.endpoints={https://etcd-a:2379,https://etcd-b:2379}"],
@@ -573,11 +578,44 @@ fn etcd_store_deploys_ha_coordinators_on_a_3_member_etcd() {
     let d: Deployment = r.get("Deployment", "coffer-coordinator");
     let spec = d.spec.unwrap();
     assert_eq!(spec.replicas, Some(2));
-    assert!(spec.strategy.is_none(), "rolling updates: replicas overlap");
+    // Rolling updates where an old replica (which holds the state key and can hand it to a
+    // joining one) stops only once a new one is ready.
+    let strategy = spec.strategy.clone().unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let ru = strategy.rolling_update.unwrap();
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    assert_eq!(ru.max_unavailable, Some(IntOrString::Int(0)));
+    assert_eq!(ru.max_surge, Some(IntOrString::Int(1)));
     let pod = spec.template.spec.unwrap();
     let c = container(&pod, "coordinator");
     let a = args(c);
-    assert_eq!(a[0], "coordinator");
+    // The exact command line of `coffer coordinator` on the chart's etcd.
+    assert_eq!(
+        a,
+        strings(&[
+            "coordinator",
+            "--listen",
+            "0.0.0.0:4433",
+            "--data-dir",
+            "/var/lib/coffer",
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            "http://coffer-etcd-0.coffer-etcd.coffer.svc:2379,\
+             http://coffer-etcd-1.coffer-etcd.coffer.svc:2379,\
+             http://coffer-etcd-2.coffer-etcd.coffer.svc:2379",
+            "--etcd-prefix",
+            "/coffer",
+            "--replica-name",
+            "$(POD_NAME)",
+            "--cert-hours",
+            "24",
+            "--webhook-cert-dir",
+            "/run/coffer-webhook",
+            "--webhook-dns",
+            "coffer-webhook.coffer.svc",
+        ])
+    );
     assert_eq!(flag(&a, "--store"), Some("etcd"));
     assert_eq!(
         flag(&a, "--etcd-endpoints"),
@@ -588,8 +626,23 @@ fn etcd_store_deploys_ha_coordinators_on_a_3_member_etcd() {
         )
     );
     assert_eq!(flag(&a, "--etcd-prefix"), Some("/coffer"));
-    // The replica name is the host name, which is the pod name.
-    assert_eq!(flag(&a, "--replica-name"), None);
+    // The replica name is the pod name, from the downward API (Kubernetes expands
+    // $(POD_NAME) in args from the container's env).
+    assert_eq!(flag(&a, "--replica-name"), Some("$(POD_NAME)"));
+    let env = c.env.clone().unwrap();
+    let pod_name = env.iter().find(|e| e.name == "POD_NAME").unwrap();
+    let field = pod_name
+        .value_from
+        .as_ref()
+        .unwrap()
+        .field_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(field.field_path, "metadata.name");
+    // SGX through aesmd (the default) still gets its socket address beside it.
+    assert!(env
+        .iter()
+        .any(|e| e.name == "SGX_AESM_ADDR" && e.value.as_deref() == Some("1")));
     assert_eq!(flag(&a, "--etcd-ca"), None);
     assert!(!a.iter().any(|x| x == "--simulation" || x == "--sim-dir"));
     // The directory holds only this replica's local files.
@@ -627,10 +680,40 @@ fn etcd_store_deploys_ha_coordinators_on_a_3_member_etcd() {
             .get("app.kubernetes.io/component"),
         Some(&"coordinator".to_string())
     );
+    // Node drains evict one Coordinator and one etcd member at a time.
+    for (name, component) in [
+        ("coffer-coordinator", "coordinator"),
+        ("coffer-etcd", "etcd"),
+    ] {
+        let pdb: PodDisruptionBudget = r.get("PodDisruptionBudget", name);
+        let spec = pdb.spec.unwrap();
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)), "{name}");
+        assert_eq!(spec.min_available, None, "{name}");
+        let sel = spec.selector.unwrap().match_labels.unwrap();
+        assert_eq!(
+            sel.get("app.kubernetes.io/component"),
+            Some(&component.to_string())
+        );
+        assert_eq!(
+            sel.get("app.kubernetes.io/instance"),
+            Some(&"coffer".into())
+        );
+    }
+    // Helm's install order: budgets before the workloads they guard.
+    let pos = |k: &str| r.docs.iter().position(|d| d.kind == k).unwrap();
+    assert!(pos("PodDisruptionBudget") < pos("Deployment"));
+    assert!(pos("PodDisruptionBudget") < pos("StatefulSet"));
     // An explicit replica count is kept.
     let r = render_with("coffer", &["store.type=etcd,coordinator.replicas=3"]);
     let d: Deployment = r.get("Deployment", "coffer-coordinator");
     assert_eq!(d.spec.unwrap().replicas, Some(3));
+    // Without SGX through aesmd the pod name is the only env.
+    let r = render_with("coffer", &["store.type=etcd,coordinator.tee=none"]);
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let env = container(&pod, "coordinator").env.clone().unwrap();
+    let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["POD_NAME"]);
 }
 
 #[test]
@@ -643,7 +726,20 @@ fn simulated_replicas_share_one_platform_from_a_secret() {
     .unwrap_err();
     assert!(
         matches!(&e, Error::ChartRefused { message, .. }
-            if message.contains("simulationPlatformSecret") && message.contains("kubectl create secret")),
+            if message.contains("simulationPlatformSecret")
+                && message.contains("coffer evidence sim-platform --dir ./sim")
+                && message.contains("`kubectl create secret generic coffer-sim -n coffer \
+                    --from-file=sim-platform.json=./sim/sim-platform.json`")),
+        "{e}"
+    );
+    // The command names the release's namespace.
+    let e = chart::render(
+        &release("prod"),
+        &overrides(&["store.type=etcd,simulation=true"]),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("coffer-sim -n prod --from-file"),
         "{e}"
     );
     let r = render_with(
@@ -658,6 +754,23 @@ fn simulated_replicas_share_one_platform_from_a_secret() {
     assert_eq!(flag(&a, "--sim-dir"), Some("/var/lib/coffer-sim"));
     let secret = volume(&pod, "sim-platform").secret.clone().unwrap();
     assert_eq!(secret.secret_name.as_deref(), Some("coffer-sim"));
+    // Only the platform file, so a Secret without that key fails at mount, naming it.
+    let items = secret.items.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].key, "sim-platform.json");
+    assert_eq!(items[0].path, "sim-platform.json");
+    // Each replica's own sealing key stays in its own (not shared) data directory.
+    assert_eq!(flag(&a, "--data-dir"), Some("/var/lib/coffer"));
+    assert!(volume(&pod, "data").empty_dir.is_some());
+    // No SGX in simulation: the pod name is the only env.
+    let names: Vec<&str> = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["POD_NAME"]);
     assert!(c
         .volume_mounts
         .as_ref()
@@ -763,6 +876,10 @@ fn existing_etcd_cluster_is_used_by_its_endpoints() {
     );
     assert!(r.find("StatefulSet", "coffer-etcd").is_none());
     assert!(r.find("Service", "coffer-etcd").is_none());
+    assert!(r.find("PodDisruptionBudget", "coffer-etcd").is_none());
+    assert!(r
+        .find("PodDisruptionBudget", "coffer-coordinator")
+        .is_some());
     let d: Deployment = r.get("Deployment", "coffer-coordinator");
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
     let pod = d.spec.unwrap().template.spec.unwrap();

@@ -16,8 +16,8 @@
 //! - pipelines `x | f a` (the piped value is the last argument);
 //! - `if` / `else if` / `else` / `end`; `range [$i [, $e] :=] pipeline` / `else` / `end` with
 //!   Go's rebinding of `.` to the element;
-//! - functions `eq ne lt not and or` (text/template), `quote toYaml nindent indent int until
-//!   join` (Sprig) and `fail` (Helm).
+//! - functions `eq ne lt not and or printf` (text/template; `printf` with the verbs `%s %v %d
+//!   %q %%` only), `quote toYaml nindent indent int until join` (Sprig) and `fail` (Helm).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -496,7 +496,7 @@ fn lex(src: &str, line: usize) -> Result<Vec<Tok>> {
 /// Functions this evaluator implements; any other name is refused at parse time.
 const FUNCS: &[&str] = &[
     "eq", "ne", "lt", "not", "and", "or", "quote", "toYaml", "nindent", "indent", "int", "until",
-    "join", "fail",
+    "join", "fail", "printf",
 ];
 
 struct PipeParser<'a> {
@@ -884,6 +884,63 @@ fn equal(a: &Val, b: &Val, line: usize) -> Result<bool> {
 }
 
 /// Go's `strconv.Quote` (Sprig's `quote` uses `%q`).
+/// Go's `fmt.Sprintf` for the verbs `%s` (strings), `%v` (scalars, printed as `print` does),
+/// `%d` (integers), `%q` (strings, quoted as `quote` does) and `%%`, without flags or widths.
+/// Where Go would print an error marker into the text (`%!s(MISSING)`, `%!(EXTRA …)`,
+/// `%!d(string=…)`) or a verb is not implemented, this is a template error instead.
+fn go_sprintf(format: &str, args: &[Val], line: usize) -> Result<String> {
+    let mut out = String::with_capacity(format.len());
+    let mut next = args.iter();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(verb) = chars.next() else {
+            return Err(TplError::new(line, "printf: the format ends in a lone %"));
+        };
+        if verb == '%' {
+            out.push('%');
+            continue;
+        }
+        if !matches!(verb, 's' | 'v' | 'd' | 'q') {
+            return Err(TplError::new(
+                line,
+                format!("printf: %{verb} is not implemented here (only %s %v %d %q %%)"),
+            ));
+        }
+        let Some(arg) = next.next() else {
+            return Err(TplError::new(
+                line,
+                format!("printf: no argument left for %{verb}"),
+            ));
+        };
+        match (verb, arg) {
+            ('s', Val::Str(s)) => out.push_str(s),
+            ('q', Val::Str(s)) => out.push_str(&go_quote(s)),
+            ('d', Val::Int(i)) => {
+                let _ = write!(out, "{i}");
+            }
+            ('v', v) => out.push_str(&v.print(line)?),
+            (verb, other) => {
+                return Err(TplError::new(
+                    line,
+                    format!("printf: %{verb} of a {}", other.kind()),
+                ))
+            }
+        }
+    }
+    let extra = next.count();
+    if extra > 0 {
+        return Err(TplError::new(
+            line,
+            format!("printf: {extra} argument(s) more than the format uses"),
+        ));
+    }
+    Ok(out)
+}
+
 fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -1169,6 +1226,13 @@ impl Eval<'_> {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Val::Str(parts.join(sep)))
             }
+            "printf" => {
+                let Some((format, rest)) = args.split_first() else {
+                    return Err(TplError::new(line, "printf wants a format string"));
+                };
+                let format = want_str(format, name, line)?;
+                Ok(Val::Str(go_sprintf(format, rest, line)?))
+            }
             "fail" => {
                 arity(1)?;
                 let msg = want_str(&args[0], name, line)?;
@@ -1250,6 +1314,38 @@ mod tests {
         );
         assert_eq!(run("{{ join \",\" .l }}", "l: [a, b, 3]").unwrap(), "a,b,3");
         assert_eq!(run("{{ .m | toYaml | indent 1 }}", "m: {}").unwrap(), " {}");
+    }
+
+    #[test]
+    fn printf_formats_like_go_and_refuses_what_go_would_mark() {
+        assert_eq!(
+            run(
+                "{{ printf \"%s -n %s: %d%% %v %q\" .a .b (int .n) .t .a }}",
+                "a: x\nb: ns\nn: 3\nt: true"
+            )
+            .unwrap(),
+            "x -n ns: 3% true \"x\""
+        );
+        assert_eq!(
+            run("{{ .ns | printf \"in %s\" }}", "ns: coffer").unwrap(),
+            "in coffer"
+        );
+        // Go would print %!s(MISSING), %!(EXTRA …), %!s(int=3) or %!d(string=x) into the
+        // text; here each is an error naming the problem.
+        let e = run("{{ printf \"%s %s\" .a }}", "a: x").unwrap_err();
+        assert!(e.message.contains("no argument left for %s"), "{e:?}");
+        let e = run("{{ printf \"%s\" .a .a }}", "a: x").unwrap_err();
+        assert!(e.message.contains("1 argument(s) more"), "{e:?}");
+        let e = run("{{ printf \"%s\" 3 }}", "{}").unwrap_err();
+        assert!(e.message.contains("%s of a int"), "{e:?}");
+        let e = run("{{ printf \"%d\" .a }}", "a: x").unwrap_err();
+        assert!(e.message.contains("%d of a string"), "{e:?}");
+        let e = run("{{ printf \"%5s\" .a }}", "a: x").unwrap_err();
+        assert!(e.message.contains("%5 is not implemented"), "{e:?}");
+        let e = run("{{ printf \"50%\" }}", "{}").unwrap_err();
+        assert!(e.message.contains("lone %"), "{e:?}");
+        let e = run("{{ printf }}", "{}").unwrap_err();
+        assert!(e.message.contains("wants a format string"), "{e:?}");
     }
 
     #[test]
