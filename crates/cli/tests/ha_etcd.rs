@@ -119,7 +119,8 @@ fn replica(dir: &Path, name: &str, urls: &[String]) -> (Proc, String) {
         .args(["--store", "etcd", "--etcd-prefix", "/coffer-ha"])
         .args(["--etcd-endpoints", &urls.join(","), "--replica-name", name])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // Kept in the temp dir: what the replica logged, should the test fail.
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -301,9 +302,17 @@ async fn two_replicas_serve_one_state_through_failures() {
             out
         }));
     }
-    while done.load(std::sync::atomic::Ordering::SeqCst) < EACH / 2 {
+    // Bounded: streams that hang fail the test instead of hanging it.
+    for _ in 0..6000 {
+        if done.load(std::sync::atomic::Ordering::SeqCst) >= EACH / 2 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert!(
+        done.load(std::sync::atomic::Ordering::SeqCst) >= EACH / 2,
+        "the activation streams made no progress in 30 s"
+    );
     drop(members.remove(0)); // SIGKILL
     let mut accepted = Vec::new();
     let mut limited = 0;
@@ -370,6 +379,18 @@ async fn two_replicas_serve_one_state_through_failures() {
         .filter(|r| r.event == "manifest-update" && r.outcome == "accepted")
         .count();
     assert_eq!(updates, won.len());
+    // The manifest in force is the one the last accepted update installed.
+    let last = audit
+        .records
+        .iter()
+        .rev()
+        .find(|r| r.event == "manifest-update" && r.outcome == "accepted")
+        .unwrap();
+    let hash = sa.manifest_hash.as_deref().unwrap();
+    assert!(
+        last.detail.as_deref().unwrap().contains(hash),
+        "{last:?} / {hash}"
+    );
 
     // a dies; b keeps serving with the same CA and secrets, and becomes the leader.
     drop(a);
