@@ -29,7 +29,7 @@ const MR: [u8; 32] = [0xa1; 32];
 const LIMIT: usize = 40;
 const EACH: usize = 30;
 
-/// A child process killed on drop.
+/// A Coordinator process, killed on drop.
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -37,69 +37,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A 3-member etcd cluster; its members and client URLs.
-fn cluster(dir: &Path) -> Option<(Vec<Proc>, Vec<String>)> {
-    if !Path::new("/usr/bin/etcd").exists() {
-        assert!(
-            std::env::var_os("COFFER_REQUIRE_ETCD").is_none(),
-            "COFFER_REQUIRE_ETCD is set but /usr/bin/etcd is missing"
-        );
-        eprintln!(
-            "\n*** SKIPPED: /usr/bin/etcd is not installed (apt-get install etcd-server) ***\n"
-        );
-        return None;
-    }
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let initial = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut members = Vec::new();
-    let mut urls = Vec::new();
-    for (i, (c, p)) in ports.iter().enumerate() {
-        let url = format!("http://127.0.0.1:{c}");
-        let peer = format!("http://127.0.0.1:{p}");
-        let child = Command::new("/usr/bin/etcd")
-            .args(["--name", &format!("m{i}"), "--data-dir"])
-            .arg(dir.join(format!("etcd-m{i}")))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args([
-                "--initial-cluster",
-                &initial,
-                "--initial-cluster-state",
-                "new",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        members.push(Proc(child));
-        urls.push(url);
-    }
-    Some((members, urls))
 }
 
 /// A Coordinator replica; returns the process and its address once it listens.
@@ -245,7 +182,9 @@ fn env(r: &ActivationResponse, name: &str) -> String {
 async fn two_replicas_serve_one_state_through_failures() {
     let tmp = tempfile::tempdir().unwrap();
     let dir: PathBuf = tmp.path().to_path_buf();
-    let Some((mut members, urls)) = cluster(&dir) else {
+    let Some(coffer_test_etcd::Cluster { mut members, urls }) =
+        coffer_test_etcd::start(&dir, 3, None)
+    else {
         return;
     };
     sim(&dir); // One simulated platform for both replicas (their sealing keys differ).
@@ -313,7 +252,7 @@ async fn two_replicas_serve_one_state_through_failures() {
         done.load(std::sync::atomic::Ordering::SeqCst) >= EACH / 2,
         "the activation streams made no progress in 30 s"
     );
-    drop(members.remove(0)); // SIGKILL
+    members.remove(0).kill();
     let mut accepted = Vec::new();
     let mut limited = 0;
     for s in streams {

@@ -343,11 +343,6 @@ impl EtcdStore {
             .count()
     }
 
-    /// Whether this store has a state key set (see [`EtcdStore::set_state_key`]).
-    pub fn is_unlocked(&self) -> bool {
-        self.key.is_some()
-    }
-
     /// The mod revision of a `kv` key in the mirror (0 if absent), for a [`Guard`].
     pub fn kv_revision(&self, name: &str) -> i64 {
         let k = self.full("kv", name);
@@ -789,7 +784,6 @@ pub fn instance_guard(workload: &str, instance: &uuid::Uuid) -> Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Child, Command, Stdio};
 
     #[test]
     fn prefixes_are_validated() {
@@ -804,26 +798,11 @@ mod tests {
         }
     }
 
-    /// A real single-member etcd on free ports in a temp dir (killed on drop).
+    /// A real single-member etcd in a temp dir (killed on drop).
     struct Etcd {
-        child: Child,
+        _cluster: coffer_test_etcd::Cluster,
         url: String,
         _dir: tempfile::TempDir,
-    }
-
-    impl Drop for Etcd {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
     }
 
     fn etcd() -> Option<Etcd> {
@@ -885,55 +864,16 @@ mod tests {
     /// A single-member etcd; with `tls`, clients must use https and present a certificate
     /// signed by the test CA (`--client-cert-auth`).
     fn etcd_with(tls: Option<&TestPki>) -> Option<Etcd> {
-        if !std::path::Path::new("/usr/bin/etcd").exists() {
-            assert!(
-                std::env::var_os("COFFER_REQUIRE_ETCD").is_none(),
-                "COFFER_REQUIRE_ETCD is set but /usr/bin/etcd is missing"
-            );
-            eprintln!(
-                "\n*** SKIPPED: /usr/bin/etcd is not installed (apt-get install etcd-server) ***\n"
-            );
-            return None;
-        }
         let dir = tempfile::tempdir().unwrap();
-        let (c, p) = (free_port(), free_port());
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://127.0.0.1:{c}");
-        let peer = format!("http://127.0.0.1:{p}");
-        let mut cmd = Command::new("/usr/bin/etcd");
-        if let Some(pki) = tls {
-            cmd.arg("--cert-file")
-                .arg(pki.path("server.crt"))
-                .arg("--key-file")
-                .arg(pki.path("server.key"))
-                .arg("--trusted-ca-file")
-                .arg(pki.path("ca.crt"))
-                .arg("--client-cert-auth");
-        }
-        let child = cmd
-            .args(["--name", "m0", "--data-dir"])
-            .arg(dir.path().join("m0"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("m0={peer}")])
-            .args(["--initial-cluster-state", "new"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let server = tls.map(|p| coffer_test_etcd::ServerTls {
+            cert: p.path("server.crt"),
+            key: p.path("server.key"),
+            ca: p.path("ca.crt"),
+        });
+        let cluster = coffer_test_etcd::start(dir.path(), 1, server.as_ref())?;
         let e = Etcd {
-            child,
-            url,
+            url: cluster.urls[0].clone(),
+            _cluster: cluster,
             _dir: dir,
         };
         // Wait (generously) until it answers.

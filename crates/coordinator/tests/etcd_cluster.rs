@@ -5,82 +5,15 @@
 //!
 //! Skips (loudly) only if /usr/bin/etcd is absent and COFFER_REQUIRE_ETCD is unset.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use coffer_coordinator::etcd::{instance_guard, Commit, EtcdStore, Guard};
 use coffer_coordinator::store::{StateKey, WriteOp};
 
-struct Member {
-    child: Child,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts a 3-member cluster; returns the members and their client URLs.
-fn cluster(dir: &std::path::Path) -> Option<(Vec<Member>, Vec<String>)> {
-    if !std::path::Path::new("/usr/bin/etcd").exists() {
-        assert!(
-            std::env::var_os("COFFER_REQUIRE_ETCD").is_none(),
-            "COFFER_REQUIRE_ETCD is set but /usr/bin/etcd is missing"
-        );
-        eprintln!(
-            "\n*** SKIPPED: /usr/bin/etcd is not installed (apt-get install etcd-server) ***\n"
-        );
-        return None;
-    }
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let initial = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut members = Vec::new();
-    let mut urls = Vec::new();
-    for (i, (c, p)) in ports.iter().enumerate() {
-        let url = format!("http://127.0.0.1:{c}");
-        let peer = format!("http://127.0.0.1:{p}");
-        let child = Command::new("/usr/bin/etcd")
-            .args(["--name", &format!("m{i}"), "--data-dir"])
-            .arg(dir.join(format!("m{i}")))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &initial])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", "coffer-test"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        members.push(Member { child });
-        urls.push(url);
-    }
-    Some((members, urls))
+/// Starts a 3-member cluster (`None`: etcd is not installed; the test skips).
+fn cluster(dir: &std::path::Path) -> Option<(Vec<coffer_test_etcd::Member>, Vec<String>)> {
+    coffer_test_etcd::start(dir, 3, None).map(|c| (c.members, c.urls))
 }
 
 fn connect(urls: &[String], key: &StateKey) -> EtcdStore {
@@ -169,9 +102,7 @@ fn two_replicas_keep_the_limit_exact_while_a_member_dies() {
         while done.load(Ordering::SeqCst) < EACH / 2 {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let mut victim = members.remove(0);
-        victim.child.kill().unwrap();
-        victim.child.wait().unwrap();
+        members.remove(0).kill();
     });
     eprintln!(
         "transactions retried after a transport failure: {}",
@@ -334,9 +265,7 @@ mod coordinators {
             while done.load(std::sync::atomic::Ordering::SeqCst) < EACH / 2 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            let mut victim = members.remove(0);
-            victim.child.kill().unwrap();
-            victim.child.wait().unwrap();
+            members.remove(0).kill();
             let mut accepted = Vec::new();
             let mut refused = 0;
             for t in tasks {
