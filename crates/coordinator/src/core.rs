@@ -325,11 +325,7 @@ impl Coordinator {
                 config.store.join_timeout(),
             ) {
                 Ok(key) => {
-                    raw.apply_meta(&[
-                        WriteOp::PutMeta(own, sealer.seal(&key)?),
-                        WriteOp::DeleteMeta(format!("{JOIN_PREFIX}{replica}")),
-                        WriteOp::DeleteMeta(format!("{GRANT_PREFIX}{replica}")),
-                    ])?;
+                    raw.apply_meta(&sealed_copy_ops(config, sealer.seal(&key)?))?;
                     tracing::info!(
                         replica,
                         "state key obtained from another replica (key join) and sealed"
@@ -466,16 +462,9 @@ impl Coordinator {
         key: StateKey,
         audit: AuditRecord,
     ) -> Result<(Ready, Vec<WriteOp>), Error> {
-        let sealed = self.sealer.seal(&key)?;
+        let mut ops = sealed_copy_ops(&self.config, self.sealer.seal(&key)?);
+        ops.push(audit_op(&audit));
         let ready = Self::ready(raw.unlock(key)?)?;
-        let mut ops = vec![
-            WriteOp::PutMeta(self.config.sealed_name(), sealed),
-            audit_op(&audit),
-        ];
-        if let Some(r) = self.config.store.replica() {
-            ops.push(WriteOp::DeleteMeta(format!("{JOIN_PREFIX}{r}")));
-            ops.push(WriteOp::DeleteMeta(format!("{GRANT_PREFIX}{r}")));
-        }
         Ok((ready, ops))
     }
 
@@ -1541,6 +1530,16 @@ fn load_snapshot(store: &Store) -> Result<Snapshot, Error> {
         manifest,
         revisions,
     })
+}
+
+/// Records this replica's sealed copy of the state key and, with etcd, clears its key join.
+fn sealed_copy_ops(config: &Config, sealed: Vec<u8>) -> Vec<WriteOp> {
+    let mut ops = vec![WriteOp::PutMeta(config.sealed_name(), sealed)];
+    if let Some(r) = config.store.replica() {
+        ops.push(WriteOp::DeleteMeta(format!("{JOIN_PREFIX}{r}")));
+        ops.push(WriteOp::DeleteMeta(format!("{GRANT_PREFIX}{r}")));
+    }
+    ops
 }
 
 /// Publishes this replica's key-join request (replacing an old grant).
