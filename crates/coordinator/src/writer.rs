@@ -245,27 +245,28 @@ fn decide_shared(store: &Store, batch: &[Pending]) -> Decided {
     let mut ops = Vec::new();
     let mut guards = Vec::new();
     let mut outcomes = Vec::with_capacity(batch.len());
-    // Instances this batch registers, per workload (counted with the mirror's).
-    let mut added: HashMap<&str, HashSet<uuid::Uuid>> = HashMap::new();
+    // Per workload: its instances in the mirror (counted once per batch, not per job) and
+    // those this batch registers.
+    let mut added: HashMap<&str, (usize, HashSet<uuid::Uuid>)> = HashMap::new();
     for (job, _) in batch {
         guards.extend(job.guards.iter().cloned());
         let outcome = match &job.register {
             None => Outcome::Applied,
             Some(r) => {
                 let key = instance_key(&r.workload, &r.instance);
-                let mine = added.entry(r.workload.as_str()).or_default();
-                if mine.contains(&r.instance) || store.kv_revision(&key) != 0 {
-                    Outcome::Existing
-                } else {
+                let (known, mine) = added.entry(r.workload.as_str()).or_insert_with(|| {
                     let prefix = format!("{INSTANCE_PREFIX}{}/", r.workload);
                     let known = store.etcd().map_or(0, |e| e.kv_count(&prefix));
-                    if r.max.is_some_and(|m| (known + mine.len()) as u64 >= m) {
-                        Outcome::LimitReached
-                    } else {
-                        mine.insert(r.instance);
-                        guards.push(Guard::KvAbsent(key));
-                        Outcome::New
-                    }
+                    (known, HashSet::new())
+                });
+                if mine.contains(&r.instance) || store.kv_revision(&key) != 0 {
+                    Outcome::Existing
+                } else if r.max.is_some_and(|m| (*known + mine.len()) as u64 >= m) {
+                    Outcome::LimitReached
+                } else {
+                    mine.insert(r.instance);
+                    guards.push(Guard::KvAbsent(key));
+                    Outcome::New
                 }
             }
         };
@@ -287,13 +288,11 @@ fn decide_shared(store: &Store, batch: &[Pending]) -> Decided {
         }
     }
     let guards = unique;
-    for (workload, ids) in added {
+    for (workload, (known, ids)) in added {
         if !ids.is_empty() {
-            let prefix = format!("{INSTANCE_PREFIX}{workload}/");
-            let total = store.etcd().map_or(0, |e| e.kv_count(&prefix)) + ids.len();
             ops.push(WriteOp::Put(
                 format!("{COUNT_PREFIX}{workload}"),
-                total.to_string().into_bytes(),
+                (known + ids.len()).to_string().into_bytes(),
             ));
         }
     }
