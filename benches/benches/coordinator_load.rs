@@ -117,7 +117,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let root = {
-            let q = coordinator.quote(None).expect("quote");
+            let q = coordinator.quote(None, false).expect("quote");
             coffer_coordinator::pki::pem_decode(&q.root_ca_pem, "CERTIFICATE").expect("root")
         };
         let router = coffer_coordinator::router(coordinator.clone());

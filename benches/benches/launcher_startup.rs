@@ -145,7 +145,7 @@ fn main() {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let q = coordinator.quote(None).expect("quote");
+        let q = coordinator.quote(None, false).expect("quote");
         let root =
             coffer_coordinator::pki::pem_decode(&q.root_ca_pem, "CERTIFICATE").expect("root");
         let router = coffer_coordinator::router(coordinator.clone());

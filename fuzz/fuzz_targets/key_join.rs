@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 
 use coffer_coordinator::keyjoin::{grant, Joiner};
-use coffer_coordinator::store::StateKey;
+use coffer_coordinator::state::StateKey;
 use coffer_coordinator::Error;
 use coffer_manifest::{MeasurementClaims, Tee};
 use libfuzzer_sys::fuzz_target;

@@ -16,6 +16,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod chain;
+
+pub use chain::{
+    coordinator_report_data_bound, history_extends, verify_audit, verify_history, AuditCheck,
+    AuditVerifier, ChainError, HistoryEntry, HistoryResponse, StateSummary,
+};
+
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The oldest protocol version this build still accepts.
@@ -169,6 +176,10 @@ pub struct QuoteResponse {
     pub intermediate_ca_pem: String,
     /// True when the Coordinator runs on the simulated platform.
     pub simulation: bool,
+    /// With `state=1`: the state the quote binds (its report data is then
+    /// [`coordinator_report_data_bound`], else [`coordinator_report_data`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateSummary>,
 }
 
 /// Lifecycle state of a Coordinator.
@@ -181,6 +192,10 @@ pub enum CoordinatorState {
     Ready,
     /// The state key could not be unsealed; waiting for `POST /api/v1/recover`.
     Recovery,
+    /// The stored state does not match its authenticated head (the host edited, deleted or
+    /// rolled back part of it). Nothing is served until the recovery-key holders
+    /// re-authenticate it with `POST /api/v1/recover`.
+    Tampered,
 }
 
 /// `GET /api/v1/status`.
@@ -196,9 +211,24 @@ pub struct StatusResponse {
     pub simulation: bool,
     /// Coordinator software version.
     pub version: String,
+    /// The heads of the authenticated state (absent in recovery and tampered mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_head: Option<StateSummary>,
+    /// What was found, in tampered mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tamper: Option<TamperReport>,
     /// This replica, when several Coordinators share an etcd store (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<ReplicaStatus>,
+}
+
+/// Why a Coordinator refuses to serve its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TamperReport {
+    /// Unix seconds of the detection.
+    pub detected_at: i64,
+    /// Each finding, e.g. "value `manifest` is missing".
+    pub findings: Vec<String>,
 }
 
 /// A Coordinator replica sharing an etcd store with others.
@@ -299,6 +329,10 @@ pub struct RecoveryStatus {
     pub entries: Vec<RecoveryEntry>,
     /// Fingerprints of keys that have uploaded so far.
     pub accepted: Vec<String>,
+    /// In tampered mode: what was found. Uploads then re-authenticate the state as it is and
+    /// must say so ([`RecoverRequest::reauthenticate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tamper: Option<TamperReport>,
 }
 
 /// One upload in `POST /api/v1/recover`.
@@ -330,6 +364,10 @@ pub struct RecoverRequest {
     pub protocol_version: u32,
     /// The uploads.
     pub shares: Vec<RecoveryShare>,
+    /// The key owner accepts the tampered state as it is now (tampered mode only; refused
+    /// without it, so nobody re-authenticates a state by accident).
+    #[serde(default)]
+    pub reauthenticate: bool,
 }
 
 /// Answer to `POST /api/v1/recover`.
@@ -343,12 +381,15 @@ pub struct RecoverResponse {
     pub threshold: usize,
 }
 
-/// One audit log record.
+/// One audit log record. Records form a hash chain ([`AuditRecord::chain_hash`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Sequence number (increasing, starts at 1).
     #[serde(default)]
     pub seq: u64,
+    /// Chain hash of record `seq - 1` (zeros for record 1), hex.
+    #[serde(with = "hex::serde", default)]
+    pub prev: chain::Hash,
     /// Unix seconds.
     pub time: i64,
     /// `activation`, `manifest-set`, `manifest-update`, `secrets-set`, `secrets-read`, `recovery`.
@@ -367,6 +408,11 @@ pub struct AuditRecord {
     /// Why (refusals) or what (changes); never secret values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Only in `state-reauthenticated` records: where the chain before it was broken (the
+    /// sequence numbers of the first records after each break), as the recovery-key holders
+    /// accepted it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain_breaks: Vec<u64>,
 }
 
 /// Answer to `GET /api/v1/audit?after=N&limit=M`.
@@ -415,6 +461,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The Coordinator is in recovery mode.
     RecoveryMode,
+    /// The Coordinator found its stored state tampered with and serves nothing from it.
+    Tampered,
     /// Something went wrong inside the Coordinator; details are in its log, never here.
     Internal,
 }

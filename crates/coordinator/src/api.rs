@@ -27,6 +27,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/manifest"),
     ("post", "/api/v1/manifest"),
     ("post", "/api/v1/manifest/update"),
+    ("get", "/api/v1/manifest/history"),
     ("post", "/api/v1/activate"),
     ("get", "/api/v1/secrets"),
     ("put", "/api/v1/secrets"),
@@ -50,6 +51,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/quote", get(quote))
         .route("/api/v1/manifest", get(get_manifest).post(set_manifest))
         .route("/api/v1/manifest/update", post(update_manifest))
+        .route("/api/v1/manifest/history", get(manifest_history))
         .route("/api/v1/activate", post(activate))
         .route("/api/v1/secrets", get(get_secrets).put(set_secrets))
         .route("/api/v1/audit", get(audit))
@@ -124,6 +126,8 @@ async fn status(State(c): State<AppState>) -> Json<coffer_api::StatusResponse> {
 #[derive(Deserialize)]
 struct QuoteQuery {
     nonce: Option<String>,
+    /// `1`: bind the state head too (needs a nonce).
+    state: Option<u8>,
 }
 
 /// Largest client nonce, bytes.
@@ -147,8 +151,19 @@ async fn quote(
             Some(n)
         }
     };
+    let bind_state = match q.state {
+        None | Some(0) => false,
+        Some(1) if nonce.is_some() => true,
+        Some(1) => {
+            return Err(Error::BadRequest(
+                "state=1 needs a nonce: the binding is fresh or useless".into(),
+            )
+            .into())
+        }
+        Some(_) => return Err(Error::BadRequest("state must be 0 or 1".into()).into()),
+    };
     let c2 = c.clone();
-    let r = tokio::task::spawn_blocking(move || c2.quote(nonce.as_deref()))
+    let r = tokio::task::spawn_blocking(move || c2.quote(nonce.as_deref(), bind_state))
         .await
         .map_err(|e| Error::Platform(e.to_string()))??;
     Ok(Json(r))
@@ -164,6 +179,12 @@ async fn get_manifest(State(c): State<AppState>) -> Result<Response, ApiError> {
         bytes,
     )
         .into_response())
+}
+
+async fn manifest_history(
+    State(c): State<AppState>,
+) -> Result<Json<coffer_api::HistoryResponse>, ApiError> {
+    Ok(Json(c.manifest_history()?))
 }
 
 async fn set_manifest(

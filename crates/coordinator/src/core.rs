@@ -16,7 +16,6 @@ use rcgen::KeyPair;
 use sha2::Digest;
 
 use crate::error::Error;
-use crate::etcd::Guard;
 use crate::keyjoin::{self, Joiner, GRANT_PREFIX, JOIN_PREFIX};
 use crate::metrics::{ActivationLabels, Metrics};
 use crate::pki::{self, Ca, CaMaterial};
@@ -25,9 +24,11 @@ use crate::recovery::{self, Envelope, Session};
 use crate::replica::StoreConfig;
 use crate::seal::Sealer;
 use crate::secrets::{self, ActivationSource, StoredSecret};
-use crate::store::{Initialised, RawStore, StateKey, Store, WriteOp};
+use crate::state::writer::{instance_key, Job, Outcome, Register, Writer};
+use crate::state::{
+    describe, Commit, Guard, Initialised, RawStore, StateKey, Store, TamperedStore, WriteOp,
+};
 use crate::tls::CertSlot;
-use crate::writer::{instance_key, Job, Outcome, Register, Writer};
 
 /// Start-up settings.
 #[derive(Debug, Clone)]
@@ -57,7 +58,7 @@ pub const STORE_FILE: &str = "state.redb";
 pub const SEALING_KEY_FILE: &str = "sealing.key";
 
 const K_CA: &str = "ca";
-const K_MANIFEST: &str = "manifest";
+const K_MANIFEST: &str = crate::state::head::K_MANIFEST;
 const M_SEALED: &str = "sealed_state_key";
 const M_SEALED_PREFIX: &str = "sealed/";
 const M_RECOVERY: &str = "recovery";
@@ -106,9 +107,30 @@ struct Recovering {
     joiner: Mutex<Option<Joiner>>,
 }
 
+/// A state that does not match its authenticated head: nothing of it is served.
+struct Tampered {
+    /// What was found, and when.
+    report: coffer_api::TamperReport,
+    /// The state, for the recovery-key holders' re-authentication.
+    state: Mutex<Option<TamperedState>>,
+    /// Their upload session (`None` when the manifest had no recovery keys).
+    session: Option<Mutex<Session>>,
+    /// The attested self-signed TLS certificate (the CA is in the untrusted state).
+    self_cert: Vec<u8>,
+}
+
+/// Where a tampered state was found.
+enum TamperedState {
+    /// At start-up: the store never opened.
+    Opened(Box<TamperedStore>),
+    /// While serving: the store that stopped verifying.
+    Running(Arc<Store>),
+}
+
 enum Mode {
     Ready(Arc<Ready>),
     Recovery(Arc<Recovering>),
+    Tampered(Arc<Tampered>),
 }
 
 /// The Coordinator.
@@ -128,10 +150,28 @@ pub struct Coordinator {
     refused_joins: Mutex<std::collections::HashSet<[u8; 32]>>,
 }
 
+/// A state opened with a key from recovery or a key join.
+enum Reopened {
+    /// It verifies: serve it after writing these ops.
+    Ready(Ready, Vec<WriteOp>),
+    /// It does not: tampered mode was entered.
+    Tampered,
+}
+
 /// What start-up found.
 enum Unlocked {
     Ready(Store),
     Recovery(RawStore, Envelope, Error),
+    Tampered(TamperedStore),
+}
+
+impl From<crate::state::Unlocked> for Unlocked {
+    fn from(u: crate::state::Unlocked) -> Self {
+        match u {
+            crate::state::Unlocked::Verified(s) => Unlocked::Ready(s),
+            crate::state::Unlocked::Tampered(t) => Unlocked::Tampered(t),
+        }
+    }
 }
 
 /// Current Unix time in seconds (the server is the edge that reads the clock).
@@ -143,12 +183,14 @@ pub fn now_unix() -> i64 {
 }
 
 fn audit_op(rec: &AuditRecord) -> WriteOp {
-    WriteOp::Audit(serde_json::to_vec(rec).unwrap_or_default())
+    WriteOp::Audit(rec.clone())
 }
 
 fn record(event: &str, outcome: &str) -> AuditRecord {
     AuditRecord {
         seq: 0,
+        prev: [0; 32],
+        chain_breaks: Vec::new(),
         time: now_unix(),
         event: event.into(),
         outcome: outcome.into(),
@@ -208,15 +250,13 @@ impl Coordinator {
             }
         };
         let simulation = platform.is_simulation();
+        let self_signed = || self_signed_cert(&platform, now);
+        let metrics = Metrics::new(simulation);
         let mode = match Self::unlock_state(&config, &platform, &verifier, &sealer, raw)? {
-            Unlocked::Ready(store) => Mode::Ready(Arc::new(Self::ready(store)?)),
+            Unlocked::Ready(store) => Mode::Ready(Arc::new(Self::ready(Arc::new(store))?)),
             Unlocked::Recovery(raw, envelope, e) => {
                 tracing::warn!(error = %e, "state key cannot be unsealed: starting in RECOVERY mode");
-                let key = KeyPair::generate().map_err(|e| Error::Pki(e.to_string()))?;
-                let quote =
-                    platform.quote(coffer_api::workload_report_data(&pki::key_spki(&key)))?;
-                let cert = pki::self_signed_server_cert(&key, &quote, simulation, now)?;
-                let slot_key = key.serialize_der();
+                let (cert, slot_key) = self_signed()?;
                 let rec = Recovering {
                     raw: Mutex::new(Some(raw)),
                     session: Mutex::new(Session::new(envelope)),
@@ -231,7 +271,38 @@ impl Coordinator {
                     sealer,
                     Mode::Recovery(Arc::new(rec)),
                     tls,
-                    simulation,
+                    metrics,
+                ));
+            }
+            Unlocked::Tampered(mut ts) => {
+                let findings = describe(ts.findings());
+                let mut rec = record("tamper-detected", "refused");
+                rec.detail = Some(format!("at start-up: {}", findings.join("; ")));
+                match ts.record(rec) {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        "the tamper finding is not in the audit log: the stored head cannot be read"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "cannot record the tamper finding"),
+                }
+                let session = Self::recovery_session(ts.meta(M_RECOVERY)?)?;
+                let (cert, slot_key) = self_signed()?;
+                let t = Self::tampered_mode(
+                    &metrics,
+                    findings,
+                    TamperedState::Opened(Box::new(ts)),
+                    session,
+                    cert.clone(),
+                );
+                let tls = CertSlot::new(vec![cert], slot_key)?;
+                return Ok(Self::assemble(
+                    config,
+                    platform,
+                    verifier,
+                    sealer,
+                    Mode::Tampered(t),
+                    tls,
+                    metrics,
                 ));
             }
         };
@@ -244,8 +315,46 @@ impl Coordinator {
             CertSlot::new(chain, key)?
         };
         Ok(Self::assemble(
-            config, platform, verifier, sealer, mode, tls, simulation,
+            config, platform, verifier, sealer, mode, tls, metrics,
         ))
+    }
+
+    /// The recovery-key holders' upload session for a stored envelope (if any).
+    fn recovery_session(envelope: Option<Vec<u8>>) -> Result<Option<Mutex<Session>>, Error> {
+        envelope
+            .map(|b| {
+                serde_json::from_slice::<Envelope>(&b)
+                    .map(|e| Mutex::new(Session::new(e)))
+                    .map_err(|e| Error::Store(format!("recovery envelope: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Logs and counts a tamper finding, and builds the mode that serves nothing.
+    fn tampered_mode(
+        metrics: &Metrics,
+        findings: Vec<String>,
+        state: TamperedState,
+        session: Option<Mutex<Session>>,
+        self_cert: Vec<u8>,
+    ) -> Arc<Tampered> {
+        tracing::error!(
+            findings = ?findings,
+            "the stored state does not match its authenticated head: it was TAMPERED with. \
+             Serving nothing from it; the recovery-key holders can re-authenticate it with \
+             `coffer recover --reauthenticate`"
+        );
+        metrics.tamper_detected.inc();
+        metrics.tampered.set(1);
+        Arc::new(Tampered {
+            report: coffer_api::TamperReport {
+                detected_at: now_unix(),
+                findings,
+            },
+            state: Mutex::new(Some(state)),
+            session,
+            self_cert,
+        })
     }
 
     /// Finds the state key: initialises a new state (only the etcd leader does), else unseals
@@ -306,7 +415,7 @@ impl Coordinator {
                     if name != own {
                         raw.apply_meta(&[WriteOp::PutMeta(own, sealer.seal(&key)?)])?;
                     }
-                    return Ok(Unlocked::Ready(raw.unlock(key)?));
+                    return Ok(raw.unlock(key, 0)?.into());
                 }
                 Ok(_) => {
                     reason = Error::Unseal(format!(
@@ -330,7 +439,7 @@ impl Coordinator {
                         replica,
                         "state key obtained from another replica (key join) and sealed"
                     );
-                    return Ok(Unlocked::Ready(raw.unlock(key)?));
+                    return Ok(raw.unlock(key, 0)?.into());
                 }
                 Err(e) => reason = e,
             }
@@ -441,31 +550,104 @@ impl Coordinator {
         arec.detail = Some(format!(
             "replica `{replica}` left recovery mode with the state key from another replica"
         ));
-        let (ready, ops) = self.unlocked(raw, key, arec)?;
-        ready.writer.submit_blocking(Job {
-            ops,
-            ..Job::default()
-        })?;
-        self.serve_ready(ready)?;
-        tracing::warn!(
-            replica,
-            "state key obtained from another replica: serving again"
-        );
+        if let Reopened::Ready(ready, ops) = self.unlocked(raw, key, arec)? {
+            ready.writer.submit_blocking(Job {
+                ops,
+                ..Job::default()
+            })?;
+            self.serve_ready(ready)?;
+            tracing::warn!(
+                replica,
+                "state key obtained from another replica: serving again"
+            );
+        }
         Ok(())
     }
 
-    /// The state opened with `key`: the Ready state and the ops that record this replica's
-    /// sealed copy (and clear its key join) with `audit`.
+    /// The state opened with a key from recovery or a key join: if it verifies, the Ready
+    /// state and the ops that record this replica's sealed copy (and clear its key join) with
+    /// `audit`; if not, tampered mode (entered here).
     fn unlocked(
         &self,
         raw: RawStore,
         key: StateKey,
         audit: AuditRecord,
-    ) -> Result<(Ready, Vec<WriteOp>), Error> {
-        let mut ops = sealed_copy_ops(&self.config, self.sealer.seal(&key)?);
-        ops.push(audit_op(&audit));
-        let ready = Self::ready(raw.unlock(key)?)?;
-        Ok((ready, ops))
+    ) -> Result<Reopened, Error> {
+        let sealed_ops = sealed_copy_ops(&self.config, self.sealer.seal(&key)?);
+        match raw.unlock(key, 0)? {
+            crate::state::Unlocked::Verified(store) => {
+                let mut ops = sealed_ops;
+                ops.push(audit_op(&audit));
+                Ok(Reopened::Ready(Self::ready(Arc::new(store))?, ops))
+            }
+            crate::state::Unlocked::Tampered(mut ts) => {
+                ts.apply_meta(&sealed_ops)?;
+                let findings = describe(ts.findings());
+                let mut rec = record("tamper-detected", "refused");
+                rec.detail = Some(format!("after {}: {}", audit.event, findings.join("; ")));
+                if let Err(e) = ts.record(rec) {
+                    tracing::warn!(error = %e, "cannot record the tamper finding");
+                }
+                let session = Self::recovery_session(ts.meta(M_RECOVERY)?)?;
+                self.enter_tampered(findings, TamperedState::Opened(Box::new(ts)), session)?;
+                Ok(Reopened::Tampered)
+            }
+        }
+    }
+
+    /// Switches to tampered mode (attested self-signed TLS certificate, nothing served).
+    fn enter_tampered(
+        &self,
+        findings: Vec<String>,
+        state: TamperedState,
+        session: Option<Mutex<Session>>,
+    ) -> Result<(), Error> {
+        let (cert, key) = self_signed_cert(&self.platform, now_unix())?;
+        let t = Self::tampered_mode(&self.metrics, findings, state, session, cert.clone());
+        self.tls.set(vec![cert], key)?;
+        if let Ok(mut g) = self.mode.write() {
+            *g = Arc::new(Mode::Tampered(t));
+        }
+        Ok(())
+    }
+
+    /// Whether the serving state stopped verifying (etcd: a change the watch brought; either
+    /// store: an audit record that failed its check); if so, switches to tampered mode once,
+    /// records the finding in the audit chain of the last verified head (off the async
+    /// workers) and returns the error every request then gets.
+    fn check_tampered(&self, r: &Arc<Ready>) -> Result<(), Error> {
+        let Some(findings) = r.store.tampered() else {
+            return Ok(());
+        };
+        let findings = describe(&findings);
+        let err = Error::Tampered(findings.clone());
+        // Only the first request that sees it switches.
+        let still_ready = matches!(&*self.mode(), Mode::Ready(cur) if Arc::ptr_eq(cur, r));
+        if !still_ready {
+            return Err(err);
+        }
+        let session = match r.store.meta(M_RECOVERY) {
+            Ok(b) => Self::recovery_session(b).ok().flatten(),
+            Err(_) => None,
+        };
+        let store = r.store.clone();
+        if let Err(e) = self.enter_tampered(
+            findings.clone(),
+            TamperedState::Running(store.clone()),
+            session,
+        ) {
+            tracing::error!(error = %e, "cannot switch to tampered mode");
+        }
+        let mut rec = record("tamper-detected", "refused");
+        rec.detail = Some(format!("while serving: {}", findings.join("; ")));
+        let _ = std::thread::Builder::new()
+            .name("coffer-tamper-record".into())
+            .spawn(move || {
+                if let Err(e) = store.record_tamper(rec) {
+                    tracing::warn!(error = %e, "the tamper finding is not in the audit log");
+                }
+            });
+        Err(err)
     }
 
     /// Switches from recovery to serving `ready` (new TLS certificate under its CA).
@@ -476,6 +658,7 @@ impl Coordinator {
         if let Ok(mut g) = self.mode.write() {
             *g = Arc::new(Mode::Ready(Arc::new(ready)));
         }
+        self.metrics.tampered.set(0);
         Ok(if snap.manifest.is_some() {
             CoordinatorState::Ready
         } else {
@@ -556,7 +739,8 @@ impl Coordinator {
                 }
             };
             let accepted = !guards.is_empty();
-            if let crate::etcd::Commit::Done(_) = r.store.apply_guarded(&ops, &guards)? {
+            let base = r.store.head_revision();
+            if let Commit::Done(_) = r.store.apply_guarded(&ops, &guards, base)? {
                 if accepted {
                     tracing::info!(joiner = %joiner, "state key granted (key join)");
                     granted += 1;
@@ -577,6 +761,10 @@ impl Coordinator {
             .name("coffer-key-join".into())
             .spawn(move || {
                 while let Some(c) = weak.upgrade() {
+                    if let Mode::Ready(r) = &*c.mode() {
+                        // A change another party made in etcd is found without a request.
+                        let _ = c.check_tampered(r);
+                    }
                     if let Err(e) = c.answer_key_joins() {
                         tracing::warn!(error = %e, "cannot answer key joins");
                     }
@@ -598,7 +786,7 @@ impl Coordinator {
         sealer: Sealer,
         mode: Mode,
         tls: Arc<CertSlot>,
-        simulation: bool,
+        metrics: Metrics,
     ) -> Self {
         Self {
             config,
@@ -606,7 +794,7 @@ impl Coordinator {
             verifier,
             sealer,
             mode: RwLock::new(Arc::new(mode)),
-            metrics: Metrics::new(simulation),
+            metrics,
             tls,
             change_lock: tokio::sync::Mutex::new(()),
             own_claims: std::sync::OnceLock::new(),
@@ -614,9 +802,8 @@ impl Coordinator {
         }
     }
 
-    fn ready(store: Store) -> Result<Ready, Error> {
+    fn ready(store: Arc<Store>) -> Result<Ready, Error> {
         let snapshot = load_snapshot(&store)?;
-        let store = Arc::new(store);
         let writer = Writer::start(store.clone())?;
         Ok(Ready {
             store,
@@ -677,21 +864,41 @@ impl Coordinator {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// The serving state, checked for tampering first.
     fn ready_state(&self) -> Result<Arc<Ready>, Error> {
         match &*self.mode() {
-            Mode::Ready(r) => Ok(r.clone()),
+            Mode::Ready(r) => {
+                self.check_tampered(r)?;
+                Ok(r.clone())
+            }
             Mode::Recovery(_) => Err(Error::RecoveryMode),
+            Mode::Tampered(t) => Err(Error::Tampered(t.report.findings.clone())),
         }
     }
 
     /// Lifecycle state and manifest hash.
     pub fn status(&self) -> coffer_api::StatusResponse {
-        let (state, manifest_hash) = match &*self.mode() {
-            Mode::Recovery(_) => (CoordinatorState::Recovery, None),
-            Mode::Ready(r) => match &r.snapshot().manifest {
-                Some(m) => (CoordinatorState::Ready, Some(m.hash.clone())),
-                None => (CoordinatorState::AwaitingManifest, None),
-            },
+        let mode = self.mode();
+        if let Mode::Ready(r) = &*mode {
+            // A tampered etcd state shows up in the status even before a request touches it.
+            let _ = self.check_tampered(r);
+        }
+        let mode = self.mode();
+        let (state, manifest_hash, state_head, tamper) = match &*mode {
+            Mode::Recovery(_) => (CoordinatorState::Recovery, None, None, None),
+            Mode::Tampered(t) => (
+                CoordinatorState::Tampered,
+                None,
+                None,
+                Some(t.report.clone()),
+            ),
+            Mode::Ready(r) => {
+                let head = r.store.head().ok().map(|h| h.summary());
+                match &r.snapshot().manifest {
+                    Some(m) => (CoordinatorState::Ready, Some(m.hash.clone()), head, None),
+                    None => (CoordinatorState::AwaitingManifest, None, head, None),
+                }
+            }
         };
         coffer_api::StatusResponse {
             protocol_version: coffer_api::PROTOCOL_VERSION,
@@ -699,8 +906,10 @@ impl Coordinator {
             manifest_hash,
             simulation: self.is_simulation(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            state_head,
+            tamper,
             replica: self.config.store.replica().map(|name| {
-                let leader = match &*self.mode() {
+                let leader = match &*mode {
                     Mode::Ready(r) => r.store.etcd().is_some_and(|e| e.is_leader()),
                     Mode::Recovery(r) => r
                         .raw
@@ -708,6 +917,7 @@ impl Coordinator {
                         .ok()
                         .and_then(|g| g.as_ref().and_then(|raw| raw.etcd().map(|e| e.is_leader())))
                         .unwrap_or(false),
+                    Mode::Tampered(_) => false,
                 };
                 coffer_api::ReplicaStatus {
                     name: name.to_string(),
@@ -718,22 +928,41 @@ impl Coordinator {
         }
     }
 
-    /// The Coordinator's evidence over its root CA key and the client's nonce.
-    pub fn quote(&self, nonce: Option<&[u8]>) -> Result<coffer_api::QuoteResponse, Error> {
-        let (root_der, intermediate_pem) = match &*self.mode() {
+    /// The Coordinator's evidence over its root CA key and the client's nonce. With
+    /// `bind_state` (and a nonce) the quote also binds the state head, brought up to date
+    /// first (etcd: every commit acknowledged before this call is included). Blocking.
+    pub fn quote(
+        &self,
+        nonce: Option<&[u8]>,
+        bind_state: bool,
+    ) -> Result<coffer_api::QuoteResponse, Error> {
+        let mode = self.mode();
+        let (root_der, intermediate_pem, state) = match &*mode {
             Mode::Ready(r) => {
+                let state = match (bind_state, nonce) {
+                    (true, Some(_)) => {
+                        r.store.sync()?;
+                        self.check_tampered(r)?;
+                        Some(r.store.head()?.summary())
+                    }
+                    _ => None,
+                };
                 let s = r.snapshot();
                 (
                     s.ca.root_der().to_vec(),
                     s.ca.intermediate_pem().to_string(),
+                    state,
                 )
             }
-            Mode::Recovery(rec) => (rec.self_cert.clone(), String::new()),
+            Mode::Recovery(rec) => (rec.self_cert.clone(), String::new(), None),
+            Mode::Tampered(t) => (t.self_cert.clone(), String::new(), None),
         };
         let spki = pki::cert_spki(&root_der)?;
-        let quote = self
-            .platform
-            .quote(coffer_api::coordinator_report_data(&spki, nonce))?;
+        let report_data = match (&state, nonce) {
+            (Some(st), Some(n)) => coffer_api::coordinator_report_data_bound(&spki, n, st),
+            _ => coffer_api::coordinator_report_data(&spki, nonce),
+        };
+        let quote = self.platform.quote(report_data)?;
         Ok(coffer_api::QuoteResponse {
             protocol_version: coffer_api::PROTOCOL_VERSION,
             evidence: coffer_api::Evidence {
@@ -743,6 +972,16 @@ impl Coordinator {
             root_ca_pem: pki::pem_encode("CERTIFICATE", &root_der),
             intermediate_ca_pem: intermediate_pem,
             simulation: self.is_simulation(),
+            state,
+        })
+    }
+
+    /// The manifest history, version 1 first (public, like the manifest).
+    pub fn manifest_history(&self) -> Result<coffer_api::HistoryResponse, Error> {
+        let r = self.ready_state()?;
+        Ok(coffer_api::HistoryResponse {
+            protocol_version: coffer_api::PROTOCOL_VERSION,
+            entries: r.store.history()?,
         })
     }
 
@@ -762,6 +1001,18 @@ impl Coordinator {
         let _g = self.change_lock.lock().await;
         let r = self.ready_state()?;
         let snap = r.snapshot();
+        // A verified state never has a history without a manifest (that is tampering), but
+        // this is the one path back to an unset manifest: check it here too.
+        let cleared = r
+            .store
+            .history()?
+            .last()
+            .is_none_or(|e| e.manifest_hash == coffer_api::chain::NO_MANIFEST);
+        if snap.manifest.is_none() && !cleared {
+            return Err(Error::Tampered(vec![
+                "the manifest is missing although one was set".into(),
+            ]));
+        }
         if snap.manifest.is_some() {
             return Err(Error::Conflict(
                 "a manifest is already set; change it with `coffer manifest update` as a user whose role allows it".into(),
@@ -899,6 +1150,14 @@ impl Coordinator {
         }
         let hash = manifest.hash_hex();
         ops.push(WriteOp::Put(K_MANIFEST.into(), manifest.canonical_json()));
+        ops.push(WriteOp::History(coffer_api::HistoryEntry {
+            version: 0, // set by the store: the next version
+            manifest_hash: hash.clone(),
+            prev: [0; 32], // set by the store: the previous entry's hash
+            author: user.clone(),
+            time: now,
+            changes: changes.clone(),
+        }));
         ops.push(WriteOp::Put(
             K_CA.into(),
             serde_json::to_vec(ca.material()).map_err(|e| Error::Store(e.to_string()))?,
@@ -1346,25 +1605,35 @@ impl Coordinator {
                 "user `{user}` may not read the audit log"
             )));
         }
-        let mut records = Vec::new();
-        for (seq, bytes) in r.store.audit(after, limit.clamp(1, 1000))? {
-            let mut rec: AuditRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Store(format!("audit record {seq}: {e}")))?;
-            rec.seq = seq;
-            records.push(rec);
-        }
+        let records = r
+            .store
+            .audit(after, limit.clamp(1, coffer_api::chain::MAX_PAGE))?;
         Ok(coffer_api::AuditResponse { records })
     }
 
-    /// Recovery status (challenge and entries), in recovery mode only.
+    /// The upload session of recovery or tampered mode.
+    fn session<'a>(&self, mode: &'a Mode) -> Result<&'a Mutex<Session>, Error> {
+        match mode {
+            Mode::Recovery(rec) => Ok(&rec.session),
+            Mode::Tampered(t) => t.session.as_ref().ok_or_else(|| {
+                Error::Conflict(
+                    "the state was tampered with and the manifest had no recovery keys: it \
+                     cannot be re-authenticated. Start a new deployment (empty --data-dir or a \
+                     new --etcd-prefix)"
+                        .into(),
+                )
+            }),
+            Mode::Ready(_) => Err(Error::Conflict(
+                "the Coordinator is neither in recovery nor in tampered mode".into(),
+            )),
+        }
+    }
+
+    /// Recovery status (challenge and entries), in recovery and tampered mode.
     pub fn recovery_status(&self) -> Result<coffer_api::RecoveryStatus, Error> {
-        let Mode::Recovery(rec) = &*self.mode() else {
-            return Err(Error::Conflict(
-                "the Coordinator is not in recovery mode".into(),
-            ));
-        };
-        let s = rec
-            .session
+        let mode = self.mode();
+        let s = self
+            .session(&mode)?
             .lock()
             .map_err(|_| Error::Recovery("session lock poisoned".into()))?;
         Ok(coffer_api::RecoveryStatus {
@@ -1382,27 +1651,37 @@ impl Coordinator {
                 })
                 .collect(),
             accepted: s.accepted(),
+            tamper: match &*mode {
+                Mode::Tampered(t) => Some(t.report.clone()),
+                _ => None,
+            },
         })
     }
 
-    /// Takes recovery uploads; once the threshold is met and the key opens the store, re-seals
-    /// it to this platform and serves again.
+    /// Takes recovery uploads. Recovery mode: once the threshold is met and the key opens the
+    /// store, re-seals it to this platform and serves again. Tampered mode: the uploads must
+    /// say `reauthenticate`; once the threshold is met and the key is the state's own, the
+    /// state is re-authenticated as it is (see [`TamperedStore::reauthenticate`]).
     pub async fn recover(
         &self,
         req: coffer_api::RecoverRequest,
     ) -> Result<coffer_api::RecoverResponse, Error> {
         check_version(req.protocol_version)?;
         let _g = self.change_lock.lock().await;
-        let Mode::Recovery(rec) = &*self.mode() else {
+        let mode = self.mode();
+        if matches!(&*mode, Mode::Tampered(_)) && !req.reauthenticate {
             return Err(Error::Conflict(
-                "the Coordinator is not in recovery mode".into(),
+                "the Coordinator found its state TAMPERED with; an upload now re-authenticates \
+                 the state as it is. Read the findings (`coffer status`), then upload with \
+                 `coffer recover --reauthenticate` if the state is to be kept"
+                    .into(),
             ));
-        };
+        }
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut candidate = None;
         let (accepted, threshold) = {
-            let mut s = rec
-                .session
+            let mut s = self
+                .session(&mode)?
                 .lock()
                 .map_err(|_| Error::Recovery("session lock poisoned".into()))?;
             for share in &req.shares {
@@ -1419,13 +1698,32 @@ impl Coordinator {
             }
             (s.accepted().len(), s.envelope.threshold)
         };
-        let Some(key) = candidate else {
-            return Ok(coffer_api::RecoverResponse {
-                state: CoordinatorState::Recovery,
-                accepted,
-                threshold,
-            });
+        let pending = |state| coffer_api::RecoverResponse {
+            state,
+            accepted,
+            threshold,
         };
+        let Some(key) = candidate else {
+            return Ok(pending(match &*mode {
+                Mode::Tampered(_) => CoordinatorState::Tampered,
+                _ => CoordinatorState::Recovery,
+            }));
+        };
+        let state = match &*mode {
+            Mode::Recovery(rec) => self.finish_recovery(rec, key, accepted).await?,
+            Mode::Tampered(t) => self.reauthenticate(t, key, accepted).await?,
+            Mode::Ready(_) => return Err(Error::Conflict("recovery already finished".into())),
+        };
+        Ok(pending(state))
+    }
+
+    /// Recovery mode, threshold met: the key must open the store; it is re-sealed here.
+    async fn finish_recovery(
+        &self,
+        rec: &Recovering,
+        key: StateKey,
+        accepted: usize,
+    ) -> Result<CoordinatorState, Error> {
         let raw = rec
             .raw
             .lock()
@@ -1448,22 +1746,90 @@ impl Coordinator {
         arec.detail = Some(format!(
             "state key recovered with {accepted} recovery key(s) and re-sealed"
         ));
-        let (ready, ops) = self.unlocked(raw, key, arec)?;
-        // Through the writer: with etcd, blocking store calls stay off the async runtime.
-        ready
-            .writer
-            .submit(Job {
-                ops,
-                ..Job::default()
-            })
-            .await?;
-        let state = self.serve_ready(ready)?;
-        tracing::warn!("state recovered and re-sealed; serving again");
-        Ok(coffer_api::RecoverResponse {
-            state,
-            accepted,
-            threshold,
+        match self.unlocked(raw, key, arec)? {
+            Reopened::Ready(ready, ops) => {
+                ready
+                    .writer
+                    .submit(Job {
+                        ops,
+                        ..Job::default()
+                    })
+                    .await?;
+                let state = self.serve_ready(ready)?;
+                tracing::warn!("state recovered and re-sealed; serving again");
+                Ok(state)
+            }
+            Reopened::Tampered => Ok(CoordinatorState::Tampered),
+        }
+    }
+
+    /// Tampered mode, threshold met: the key must be the state's own; the state is
+    /// re-authenticated as it is and served again.
+    async fn reauthenticate(
+        &self,
+        t: &Tampered,
+        key: StateKey,
+        accepted: usize,
+    ) -> Result<CoordinatorState, Error> {
+        let state = t
+            .state
+            .lock()
+            .map_err(|_| Error::Recovery("lock poisoned".into()))?
+            .take()
+            .ok_or_else(|| Error::Recovery("re-authentication already finished".into()))?;
+        let own = match &state {
+            TamperedState::Opened(ts) => ts.state_key().as_bytes() == key.as_bytes(),
+            TamperedState::Running(store) => store.state_key().as_bytes() == key.as_bytes(),
+        };
+        if !own {
+            if let Some(s) = &t.session {
+                if let Ok(mut s) = s.lock() {
+                    s.clear();
+                }
+            }
+            if let Ok(mut g) = t.state.lock() {
+                *g = Some(state);
+            }
+            return Err(Error::Recovery(
+                "the uploaded key material is not this state's key; uploads were cleared, start again"
+                    .into(),
+            ));
+        }
+        let mut rec = record(coffer_api::chain::REAUTHENTICATED_EVENT, "accepted");
+        rec.detail = Some(format!(
+            "the state was re-authenticated as it is by {accepted} recovery key(s) after: {}",
+            t.report.findings.join("; ")
+        ));
+        let reset = |name: &str| {
+            name.starts_with("secret/")
+                || name.starts_with("user/")
+                || name.starts_with(crate::state::writer::INSTANCE_PREFIX)
+        };
+        // Blocking store work (a whole-store check, an etcd transaction) off the async workers.
+        let sealed_copy = sealed_copy_ops(&self.config, self.sealer.seal(&key)?);
+        let (store, info) = tokio::task::spawn_blocking(move || match state {
+            TamperedState::Opened(ts) => {
+                ts.apply_meta(&sealed_copy)?;
+                (*ts)
+                    .reauthenticate(rec, reset)
+                    .map(|(s, i)| (Arc::new(s), i))
+            }
+            TamperedState::Running(store) => {
+                store.apply_meta(&sealed_copy)?;
+                let info = store.reauthenticate(rec, reset)?;
+                Ok((store, info))
+            }
         })
+        .await
+        .map_err(|e| Error::Store(format!("re-authentication task: {e}")))??;
+        tracing::warn!(
+            dropped = ?info.dropped,
+            breaks = ?info.breaks,
+            manifest = info.manifest_present,
+            "the tampered state was RE-AUTHENTICATED by the recovery-key holders; serving it again"
+        );
+        let ready = Self::ready(store)?;
+        self.serve_ready(ready)
     }
 }
 
@@ -1720,6 +2086,15 @@ pub fn claims_of(v: &coffer_evidence::Verified) -> MeasurementClaims {
             mrconfigid: Some(m.mrconfigid),
         },
     }
+}
+
+/// A fresh TLS key and an attested self-signed certificate, for the modes in which the CA is
+/// not available (recovery) or not trusted (tampered): (certificate DER, PKCS#8 key).
+fn self_signed_cert(platform: &Platform, now: i64) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let key = KeyPair::generate().map_err(|e| Error::Pki(e.to_string()))?;
+    let quote = platform.quote(coffer_api::workload_report_data(&pki::key_spki(&key)))?;
+    let cert = pki::self_signed_server_cert(&key, &quote, platform.is_simulation(), now)?;
+    Ok((cert, key.serialize_der()))
 }
 
 /// A fresh TLS key and RA-TLS server certificate signed by the root: (chain DER, PKCS#8 key).

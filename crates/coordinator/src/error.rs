@@ -70,6 +70,9 @@ pub enum Error {
     /// The store failed (I/O, corruption).
     #[error("store: {0}")]
     Store(String),
+    /// The stored state does not match its authenticated head: nothing of it is served.
+    #[error("the Coordinator's stored state was TAMPERED with ({}); it serves nothing until the recovery-key holders re-authenticate it with `coffer recover --reauthenticate`", .0.join("; "))]
+    Tampered(Vec<String>),
     /// Certificate or key handling failed.
     #[error("pki: {0}")]
     Pki(String),
@@ -119,6 +122,7 @@ impl Error {
             Error::Conflict(_) => (StatusCode::CONFLICT, K::Conflict),
             Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, K::PayloadTooLarge),
             Error::RecoveryMode => (StatusCode::SERVICE_UNAVAILABLE, K::RecoveryMode),
+            Error::Tampered(_) => (StatusCode::SERVICE_UNAVAILABLE, K::Tampered),
             Error::CollateralUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, K::CollateralUnavailable)
             }

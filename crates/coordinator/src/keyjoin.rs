@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::store::{open_value, seal_value, StateKey};
+use crate::state::{open_value, seal_value, StateKey};
 
 /// `meta` name prefix of join requests.
 pub const JOIN_PREFIX: &str = "join/";

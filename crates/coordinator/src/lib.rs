@@ -10,7 +10,6 @@ pub mod client;
 pub mod core;
 pub mod design;
 pub mod error;
-pub mod etcd;
 pub mod keyjoin;
 pub mod metrics;
 pub mod pki;
@@ -21,9 +20,8 @@ pub mod seal;
 pub mod secrets;
 pub mod serve;
 pub mod service_cert;
-pub mod store;
+pub mod state;
 pub mod tls;
-pub mod writer;
 
 pub use crate::api::router;
 pub use crate::core::{Config, Coordinator};

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub latency: Histogram,
     /// 1 when running on the simulated platform.
     pub simulation: Gauge,
+    /// Times the stored state was found tampered with.
+    pub tamper_detected: Counter,
+    /// 1 while the Coordinator refuses to serve a tampered state.
+    pub tampered: Gauge,
 }
 
 impl Metrics {
@@ -53,11 +57,25 @@ impl Metrics {
             "1 if the Coordinator runs on the simulated platform (no protection)",
             sim.clone(),
         );
+        let tamper_detected = Counter::default();
+        registry.register(
+            "tamper_detected",
+            "Times the stored state did not match its authenticated head",
+            tamper_detected.clone(),
+        );
+        let tampered = Gauge::default();
+        registry.register(
+            "tampered",
+            "1 while the Coordinator serves nothing because its state was tampered with",
+            tampered.clone(),
+        );
         Self {
             registry,
             activations,
             latency,
             simulation: sim,
+            tamper_detected,
+            tampered,
         }
     }
 

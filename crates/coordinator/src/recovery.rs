@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::store::StateKey;
+use crate::state::StateKey;
 
 /// Domain separator of recovery signatures.
 pub const RECOVERY_SIGNATURE_CONTEXT: &[u8] = b"coffer-recover-v1\0";
@@ -510,12 +510,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         drop(
-            crate::store::RawStore::open(&path)
+            crate::state::RawStore::open(&path)
                 .unwrap()
                 .initialise(StateKey::from_slice(sk.as_bytes()).unwrap(), vec![])
                 .unwrap(),
         );
-        let raw = crate::store::RawStore::open(&path).unwrap();
+        let raw = crate::state::RawStore::open(&path).unwrap();
         let (s1, sig1) = client_answer(&ks[1].1, &env.entries[1].ciphertext, &s.challenge).unwrap();
         assert!(s
             .upload(&fp0, &flipped, &sign(&ks[0].1, &s.challenge, &flipped))

@@ -16,7 +16,7 @@ pub enum StoreConfig {
         /// This replica's name (unique among the replicas; the pod name in Kubernetes).
         replica: String,
         /// TLS towards etcd (`https://` endpoints).
-        tls: Option<crate::etcd::EtcdTls>,
+        tls: Option<crate::state::etcd::EtcdTls>,
         /// How long start-up waits for the leader's new state or for another replica to
         /// answer a key join (then recovery mode, where the key join stays open).
         join_timeout: std::time::Duration,

@@ -17,7 +17,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::store::{open_value, seal_value, StateKey};
+use crate::state::{open_value, seal_value, StateKey};
 
 const SEAL_AAD: &[u8] = b"coffer sealed state key v1";
 

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::pki::Ca;
-use crate::store::Store;
+use crate::state::Store;
 
 /// A secret as stored (serialised as JSON inside the encrypted store).
 #[derive(Clone, Serialize, Deserialize)]

@@ -8,23 +8,63 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use coffer_coordinator::etcd::{instance_guard, Commit, EtcdStore, Guard};
-use coffer_coordinator::store::{StateKey, WriteOp};
+use coffer_coordinator::state::writer::instance_key;
+use coffer_coordinator::state::{
+    Commit, Guard, Initialised, RawStore, StateKey, Store, Unlocked, WriteOp,
+};
 
 /// Starts a 3-member cluster (`None`: etcd is not installed; the test skips).
 fn cluster(dir: &std::path::Path) -> Option<(Vec<coffer_test_etcd::Member>, Vec<String>)> {
     coffer_test_etcd::start(dir, 3, None).map(|c| (c.members, c.urls))
 }
 
-fn connect(urls: &[String], key: &StateKey) -> EtcdStore {
+/// The shared state under `/coffer` with `key`: created by the first caller, opened by the
+/// others (waiting until the cluster answers).
+fn connect(urls: &[String], key: &StateKey) -> Store {
     for _ in 0..300 {
-        if let Ok(mut s) = EtcdStore::connect(urls, "/coffer") {
-            s.set_state_key(key.clone());
-            return s;
+        if let Ok(raw) = RawStore::open_etcd(urls, "/coffer", None) {
+            let raw = if raw.is_initialised().unwrap() {
+                raw
+            } else {
+                match raw.initialise(key.clone(), vec![]).unwrap() {
+                    Initialised::Created(s) => return s,
+                    Initialised::Lost(r) => r,
+                }
+            };
+            match raw.unlock(key.clone(), 0).unwrap() {
+                Unlocked::Verified(s) => return s,
+                Unlocked::Tampered(t) => panic!("tampered: {:?}", t.findings()),
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("the etcd cluster never answered");
+}
+
+/// Waits until the cluster answers.
+fn wait_for(urls: &[String]) {
+    for _ in 0..300 {
+        if RawStore::open_etcd(urls, "/probe", None).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the etcd cluster never answered");
+}
+
+fn audit(event: &str) -> WriteOp {
+    WriteOp::Audit(coffer_api::AuditRecord {
+        seq: 0,
+        prev: [0; 32],
+        time: 1,
+        event: event.into(),
+        outcome: "accepted".into(),
+        workload: None,
+        instance: None,
+        user: None,
+        detail: None,
+        chain_breaks: vec![],
+    })
 }
 
 #[test]
@@ -51,31 +91,24 @@ fn two_replicas_keep_the_limit_exact_while_a_member_dies() {
                     loop {
                         tries += 1;
                         assert!(tries < 500, "no progress");
-                        let counter = "count/w".to_string();
-                        let rev = r.kv_revision(&counter);
-                        let n: usize = r
-                            .get(&counter)
-                            .unwrap()
-                            .map(|v| std::str::from_utf8(&v).unwrap().parse().unwrap())
-                            .unwrap_or(0);
+                        // Decide on one state head; the commit is guarded by it.
+                        let base = r.head_revision();
+                        let name = instance_key("w", &id);
                         // A retried batch whose first attempt did commit finds its instance.
-                        let name = format!("instance/w/{id}");
                         if r.get(&name).unwrap().is_some() {
                             accepted.fetch_add(1, Ordering::SeqCst);
                             break;
                         }
-                        let mut guards = vec![Guard::KvRevision(counter.clone(), rev)];
-                        let ops = if n >= MAX {
-                            vec![WriteOp::Audit(b"refused".to_vec())]
+                        let n = r.count("instance/w/").unwrap();
+                        let (ops, guards) = if n >= MAX {
+                            (vec![audit("refused")], vec![])
                         } else {
-                            guards.push(instance_guard("w", &id));
-                            vec![
-                                WriteOp::Put(counter.clone(), (n + 1).to_string().into_bytes()),
-                                WriteOp::Put(name.clone(), vec![1]),
-                                WriteOp::Audit(b"accepted".to_vec()),
-                            ]
+                            (
+                                vec![WriteOp::Put(name.clone(), vec![1]), audit("accepted")],
+                                vec![Guard::KvAbsent(name)],
+                            )
                         };
-                        match r.apply(&ops, &guards) {
+                        match r.apply_guarded(&ops, &guards, base) {
                             Ok(Commit::Done(_)) => {
                                 if n >= MAX {
                                     refused.fetch_add(1, Ordering::SeqCst);
@@ -85,7 +118,7 @@ fn two_replicas_keep_the_limit_exact_while_a_member_dies() {
                                 break;
                             }
                             Ok(Commit::Conflict(at)) => {
-                                let _ = r.refresh_to(at);
+                                let _ = r.etcd().unwrap().refresh_to(at);
                             }
                             Ok(Commit::Retry) => {
                                 // The member this request went to died; the mirror was re-read.
@@ -111,10 +144,22 @@ fn two_replicas_keep_the_limit_exact_while_a_member_dies() {
     assert_eq!(accepted.load(Ordering::SeqCst), MAX);
     assert_eq!(refused.load(Ordering::SeqCst), 2 * EACH - MAX);
     let r = &replicas[0];
-    r.refresh_to(replicas[1].revision()).unwrap();
+    r.etcd()
+        .unwrap()
+        .refresh_to(replicas[1].etcd().unwrap().revision())
+        .unwrap();
+    assert!(r.tampered().is_none());
     assert_eq!(r.scan("instance/w/").unwrap().len(), MAX);
-    let seqs: Vec<u64> = r.audit(0, 1000).unwrap().iter().map(|a| a.0).collect();
-    assert_eq!(seqs, (1..=(2 * EACH) as u64).collect::<Vec<u64>>());
+    // The audit chain is whole: one linked record per decision, ending in the head.
+    let records = r.audit(0, 1000).unwrap();
+    assert_eq!(
+        records.iter().map(|a| a.seq).collect::<Vec<u64>>(),
+        (1..=(2 * EACH) as u64).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        coffer_api::verify_audit(&records).unwrap().head,
+        r.head().unwrap().audit_head
+    );
 }
 
 mod coordinators {
@@ -218,13 +263,14 @@ mod coordinators {
         let Some((mut members, urls)) = super::cluster(dir.path()) else {
             return;
         };
-        super::connect(&urls, &coffer_coordinator::store::StateKey::generate());
+        // Wait until the cluster answers (a throwaway prefix).
+        super::wait_for(&urls);
         let a = Arc::new(open(dir.path(), "a", &urls));
         a.start_replica_tasks().unwrap();
         // b has its own sealing key: it can open no sealed copy and must join.
         let b = Arc::new(open(dir.path(), "b", &urls));
         b.start_replica_tasks().unwrap();
-        let root = |c: &Coordinator| c.quote(None).unwrap().root_ca_pem;
+        let root = |c: &Coordinator| c.quote(None, false).unwrap().root_ca_pem;
         assert_eq!(root(&a), root(&b), "b serves the same root CA");
         let status = b.status();
         assert_eq!(status.replica.as_ref().map(|r| r.name.as_str()), Some("b"));

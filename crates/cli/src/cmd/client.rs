@@ -493,11 +493,20 @@ pub(crate) fn secret(cmd: SecretCmd, global: Global) -> anyhow::Result<ExitCode>
     After the sealed state key was lost (new hardware), each recovery key owner runs:
         coffer recover --key recovery-key.pem --coordinator 10.0.0.5:4433 --collateral-dir ./collateral
     Development:
-        coffer recover --key recovery-key.pem --allow-simulation --sim-dir ./sim")]
+        coffer recover --key recovery-key.pem --allow-simulation --sim-dir ./sim
+
+    A Coordinator that found its stored state TAMPERED with serves nothing. Read what it found
+    (`coffer status`); to keep the state as it is now, each recovery key owner runs:
+        coffer recover --key recovery-key.pem --reauthenticate --root-ca root-ca.pem")]
 pub(crate) struct RecoverArgs {
     /// The recovery private key (PEM, PKCS#8 or PKCS#1 RSA).
     #[arg(long)]
     key: PathBuf,
+    /// Accept a TAMPERED state as it is now (values that fail authentication are dropped;
+    /// the audit log records what was found). Needed only when the Coordinator reports
+    /// `tampered`.
+    #[arg(long)]
+    reauthenticate: bool,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -514,6 +523,20 @@ pub(crate) fn recover(args: RecoverArgs, global: Global) -> anyhow::Result<ExitC
     let resp: coffer_api::RecoverResponse = rt.block_on(async {
         let mut c = connect(&args.connect, None).await?;
         let st: coffer_api::RecoveryStatus = c.get("/api/v1/recover").await.map_err(remote)?;
+        if let Some(t) = &st.tamper {
+            if !args.reauthenticate {
+                return Err(Failure::new(
+                    "tampered",
+                    format!(
+                        "the Coordinator found its stored state TAMPERED with:\n  - {}\nUploading \
+                         your key now re-authenticates the state as it is. If that is what you \
+                         want, run again with --reauthenticate",
+                        t.findings.join("\n  - ")
+                    ),
+                )
+                .into());
+            }
+        }
         let entry = st
             .entries
             .iter()
@@ -539,6 +562,7 @@ pub(crate) fn recover(args: RecoverArgs, global: Global) -> anyhow::Result<ExitC
                 secret: b64.encode(&*secret),
                 signature: b64.encode(sig),
             }],
+            reauthenticate: args.reauthenticate,
         };
         c.call(Method::POST, "/api/v1/recover", Some(&req))
             .await
@@ -546,7 +570,10 @@ pub(crate) fn recover(args: RecoverArgs, global: Global) -> anyhow::Result<ExitC
     })?;
     if global.json {
         print_json(&resp)?;
-    } else if resp.state == coffer_api::CoordinatorState::Recovery {
+    } else if matches!(
+        resp.state,
+        coffer_api::CoordinatorState::Recovery | coffer_api::CoordinatorState::Tampered
+    ) {
         println!(
             "upload accepted: {} of {} recovery keys; the others must run `coffer recover` too",
             resp.accepted, resp.threshold

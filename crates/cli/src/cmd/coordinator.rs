@@ -120,7 +120,9 @@ pub(crate) struct CoordinatorArgs {
 }
 
 /// Reads the etcd TLS files named on the command line.
-fn etcd_tls(args: &CoordinatorArgs) -> anyhow::Result<Option<coffer_coordinator::etcd::EtcdTls>> {
+fn etcd_tls(
+    args: &CoordinatorArgs,
+) -> anyhow::Result<Option<coffer_coordinator::state::etcd::EtcdTls>> {
     let read =
         |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
     let Some(ca) = &args.etcd_ca else {
@@ -130,7 +132,7 @@ fn etcd_tls(args: &CoordinatorArgs) -> anyhow::Result<Option<coffer_coordinator:
         (Some(c), Some(k)) => Some((read(c)?, zeroize::Zeroizing::new(read(k)?))),
         _ => None,
     };
-    Ok(Some(coffer_coordinator::etcd::EtcdTls {
+    Ok(Some(coffer_coordinator::state::etcd::EtcdTls {
         ca_pem: read(ca)?,
         identity,
     }))
@@ -225,7 +227,7 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
             };
             coffer_coordinator::replica::validate_name(&replica)
                 .map_err(|e| Failure::new("config", format!("--replica-name: {e}")))?;
-            coffer_coordinator::etcd::validate_prefix(&args.etcd_prefix)
+            coffer_coordinator::state::etcd::validate_prefix(&args.etcd_prefix)
                 .map_err(|e| Failure::new("config", format!("--etcd-prefix: {e}")))?;
             StoreConfig::Etcd {
                 endpoints: args.etcd_endpoints.clone(),

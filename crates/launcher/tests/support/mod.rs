@@ -603,7 +603,7 @@ pub fn real_coordinator(
         let tls = coffer_coordinator::tls::server_config(coordinator.tls_slot()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let q = coordinator.quote(None).unwrap();
+        let q = coordinator.quote(None, false).unwrap();
         let root = coffer_coordinator::pki::pem_decode(&q.root_ca_pem, "CERTIFICATE").unwrap();
         let router = coffer_coordinator::router(coordinator.clone());
         tokio::spawn(coffer_coordinator::serve(

@@ -1,5 +1,5 @@
 //! The etcd v3 backend for several Coordinator replicas sharing one sealed state
-//! (`coffer coordinator --store etcd`; used through [`crate::store::Store`]).
+//! (`coffer coordinator --store etcd`; used through [`crate::state::Store`]).
 //!
 //! # Why this shape
 //! Activations read the state (manifest, secrets, instance index) on every request and must
@@ -11,28 +11,34 @@
 //! the mirror's revision are skipped, so a re-sync racing with old events cannot go backwards.
 //!
 //! # Key layout (values exactly as in the embedded store)
-//! - `<prefix>/meta/<name>`: plaintext meta values — nothing secret: `key_check`, `recovery`
-//!   (envelope), `sealed/<replica>` (each replica's copy of the state key, sealed to its own
-//!   platform), `join/<replica>` and `grant/<replica>` (key join messages, see
-//!   [`crate::keyjoin`]).
+//! - `<prefix>/meta/<name>`: meta values — nothing secret: `key_check`, `head` (the sealed
+//!   state head, [`crate::state::head`]), `recovery` (envelope), `sealed/<replica>` (each
+//!   replica's copy of the state key, sealed to its own platform), `join/<replica>` and
+//!   `grant/<replica>` (key join messages, see [`crate::keyjoin`]).
 //! - `<prefix>/kv/<name>`: `nonce ‖ AES-256-GCM(ciphertext ‖ tag)` under the state key with
-//!   AAD = `kv ‖ 0 ‖ name`, the same format and AAD as [`crate::store`]. etcd only ever sees
+//!   AAD = `kv ‖ 0 ‖ name`, the same format and AAD as the embedded store. etcd only ever sees
 //!   ciphertext.
 //! - `<prefix>/audit/<20-digit seq>`: audit records, AAD = `audit ‖ 0 ‖ seq` (decimal, as in
 //!   the embedded store). Zero padding keeps etcd's byte order equal to the numeric order.
 //! - `<prefix>/leader`: the elected replica's name, attached to its lease (plaintext).
-//! - `kv/instance-count/<workload>` (sealed, etcd only) is bumped with every new instance:
-//!   its revision guards the activation-limit decisions of concurrent replicas.
+//!
+//! # Authentication of what the watch brings
+//! etcd is as untrusted as a disk: whoever runs it can put, delete or restore any key. Once the
+//! store is unlocked, the mirror carries an [`Auth`]: every watch answer (which holds all events
+//! of the revisions it covers, never part of one) is folded into the set digest, and the state
+//! head it brings must match what the mirror now holds, be newer than the last verified one,
+//! and continue the audit chain. Anything else marks the state tampered, atomically with the
+//! change (under the mirror's lock), so no read ever returns an unverified value. A re-sync
+//! (range read) is checked in full against the last verified generation.
 //!
 //! # Writes: optimistic concurrency
-//! A batch becomes ONE etcd transaction whose compares are the [`Guard`]s of what its
-//! decisions read from the mirror (an instance key's absence, a per-workload counter's mod
-//! revision, the manifest/CA keys' mod revisions) plus the absence of the first audit key it
-//! appends (so two replicas can never both write audit record `n`: sequence numbers stay unique
-//! and increasing). If a compare fails, the caller gets [`Commit::Conflict`] with the revision
-//! etcd answered at; [`EtcdStore::refresh_to`] brings the mirror to at least that revision, and
-//! the caller decides the batch again on the newer state. After a successful commit the call
-//! returns only once the mirror has seen the commit (read-your-writes on this replica).
+//! Every commit of the authenticated state writes a new head, so a batch becomes ONE etcd
+//! transaction whose compare is the head's mod revision as the batch's decisions saw it (plus
+//! the absence of `meta` keys a decision relies on, such as a key-join grant). If another
+//! replica committed first, the caller gets [`Commit::Conflict`] with the revision etcd answered
+//! at; [`EtcdStore::refresh_to`] brings the mirror to at least that revision, and the caller
+//! decides the batch again on the newer state. After a successful commit the call returns only
+//! once the mirror has seen (and verified) the commit (read-your-writes on this replica).
 //!
 //! # Threads
 //! The backend owns a small tokio runtime. Blocking calls (`apply`, `refresh_to`, `connect`)
@@ -56,8 +62,9 @@ use etcd_client::{
 };
 use zeroize::Zeroizing;
 
+use super::head::{self, Auth, Keys, Stored, Verdict};
+use super::value::{Commit, Sealed, M_HEAD};
 use crate::error::Error;
-use crate::store::{open_value, seal_value, StateKey, WriteOp};
 
 /// TTL of the leader lease, in seconds.
 pub const LEADER_TTL_SECS: i64 = 5;
@@ -101,13 +108,175 @@ struct Item {
     mod_revision: i64,
 }
 
-#[derive(Default)]
-struct Mirror {
+/// The replica's copy of everything under the prefix, and (once unlocked) its authentication.
+pub(crate) struct Mirror {
     entries: BTreeMap<Vec<u8>, Item>,
     /// Every change up to this revision is reflected in `entries`.
     revision: i64,
     /// Set when the watch broke; cleared by a re-sync.
     stale: bool,
+    /// `<prefix>/`.
+    prefix: String,
+    /// Set once the state key is known: every later change is checked against the head.
+    auth: Option<Auth>,
+    /// The mod revision of the head `auth` last verified.
+    verified_head: i64,
+}
+
+/// Which part of the layout a key belongs to.
+enum Section<'a> {
+    Kv(&'a str),
+    Audit(u64),
+    Head,
+    Other,
+}
+
+/// The section of a full etcd `key` under `prefix` (`<prefix>/`).
+fn classify<'a>(prefix: &str, key: &'a [u8]) -> Section<'a> {
+    let Some(rest) = key
+        .strip_prefix(prefix.as_bytes())
+        .and_then(|r| std::str::from_utf8(r).ok())
+    else {
+        return Section::Other;
+    };
+    if let Some(name) = rest.strip_prefix("kv/") {
+        Section::Kv(name)
+    } else if let Some(seq) = rest.strip_prefix("audit/") {
+        // A malformed audit key is host-made: it counts as record 0, which never exists.
+        Section::Audit(seq.parse().unwrap_or(0))
+    } else if rest.strip_prefix("meta/") == Some(M_HEAD) {
+        Section::Head
+    } else {
+        Section::Other
+    }
+}
+
+impl Mirror {
+    fn full(&self, section: &str, name: &str) -> Vec<u8> {
+        format!("{}{section}/{name}", self.prefix).into_bytes()
+    }
+
+    /// The sealed `kv` value of `name`.
+    pub(crate) fn kv(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .get(&self.full("kv", name))
+            .map(|i| i.value.as_slice())
+    }
+
+    /// Sealed `kv` values whose name starts with `prefix`, in name order.
+    pub(crate) fn kv_scan(&self, prefix: &str) -> Vec<(String, &[u8])> {
+        let start = self.full("kv", prefix);
+        let base = self.full("kv", "").len();
+        self.entries
+            .range(start.clone()..)
+            .take_while(|(k, _)| k.starts_with(&start))
+            .map(|(k, v)| {
+                let name = String::from_utf8_lossy(k.get(base..).unwrap_or_default());
+                (name.into_owned(), v.value.as_slice())
+            })
+            .collect()
+    }
+
+    /// Sealed audit records from sequence number `from`, at most `limit`.
+    pub(crate) fn audit(&self, from: u64, limit: usize) -> Vec<(u64, Vec<u8>)> {
+        let start = self.full("audit", &format!("{from:020}"));
+        let base = self.full("audit", "");
+        self.entries
+            .range(start..)
+            .take_while(|(k, _)| k.starts_with(&base))
+            .take(limit)
+            .filter_map(|(k, v)| {
+                let seq = std::str::from_utf8(k.get(base.len()..)?)
+                    .ok()?
+                    .parse()
+                    .ok()?;
+                Some((seq, v.value.clone()))
+            })
+            .collect()
+    }
+
+    /// The mod revision of the state head (0: none).
+    pub(crate) fn head_revision(&self) -> i64 {
+        self.entries
+            .get(&self.full("meta", M_HEAD))
+            .map_or(0, |i| i.mod_revision)
+    }
+
+    /// The authentication, once unlocked.
+    pub(crate) fn auth(&self) -> Option<&Auth> {
+        self.auth.as_ref()
+    }
+
+    /// Every change up to this revision is reflected here.
+    pub(crate) fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The mod revision of a `kv` value (0: absent).
+    pub(crate) fn kv_revision(&self, name: &str) -> i64 {
+        self.entries
+            .get(&self.full("kv", name))
+            .map_or(0, |i| i.mod_revision)
+    }
+
+    /// The sealed state head as stored now.
+    pub(crate) fn head_sealed(&self) -> Option<Vec<u8>> {
+        self.entries
+            .get(&self.full("meta", M_HEAD))
+            .map(|i| i.value.clone())
+    }
+
+    /// The mod revision of the last head that verified.
+    pub(crate) fn verified_head_revision(&self) -> i64 {
+        self.verified_head
+    }
+
+    /// Checks the whole mirror against its head (see [`head::verify`]).
+    fn verify(&self, keys: &Keys, seen_generation: u64) -> Verdict {
+        let kv_base = self.full("kv", "");
+        let kv_end = self.full("kv0", "");
+        let audit_base = self.full("audit", "");
+        let head = self.entries.get(&self.full("meta", M_HEAD));
+        let kv = self
+            .entries
+            .range(kv_base.clone()..kv_end)
+            .filter_map(|(k, v)| {
+                let name = std::str::from_utf8(k.get(kv_base.len()..)?).ok()?;
+                Some((name, v.value.as_slice()))
+            });
+        let audit = self
+            .entries
+            .range(audit_base.clone()..)
+            .take_while(|(k, _)| k.starts_with(&audit_base))
+            .map(|(k, v)| {
+                let seq = std::str::from_utf8(k.get(audit_base.len()..).unwrap_or_default())
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                (seq, v.value.clone())
+            });
+        head::verify(
+            keys,
+            Stored {
+                head: head.map(|i| i.value.as_slice()),
+                kv,
+                audit,
+            },
+            seen_generation,
+        )
+    }
+
+    /// Whether anything of a state is stored (the key check, the head, values or records).
+    fn has_state(&self) -> bool {
+        let any = |section: &str| {
+            let p = self.full(section, "");
+            self.entries
+                .range(p.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&p))
+        };
+        any("kv") || any("audit") || self.entries.contains_key(&self.full("meta", M_HEAD))
+    }
 }
 
 struct Shared {
@@ -121,38 +290,12 @@ impl Shared {
     }
 }
 
-/// A compare of one transaction: what a decision read from the mirror.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Guard {
-    /// The `kv` key must not exist (e.g. a new instance).
-    KvAbsent(String),
-    /// The `kv` key must still have this mod revision (0 = absent).
-    KvRevision(String, i64),
-    /// The plaintext `meta` key must not exist (e.g. the key check of a new state).
-    MetaAbsent(String),
-}
-
-/// What a commit did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Commit {
-    /// Committed at this revision; the mirror has seen it.
-    Done(i64),
-    /// A guard failed; etcd answered at this revision. Refresh and decide again.
-    Conflict(i64),
-    /// The request failed in transport (e.g. the etcd member died): it may or may not have
-    /// committed. The mirror was re-read from a live member; decide again. Safe because every
-    /// decision is guarded: a committed registration is found (instance key present) and an
-    /// audit sequence number is never reused.
-    Retry,
-}
-
 /// The etcd-backed store of one replica: connection, mirror of the prefix, optional state key.
 pub struct EtcdStore {
     rt: Option<tokio::runtime::Runtime>,
     client: Client,
     prefix: String,
     shared: Arc<Shared>,
-    key: Option<StateKey>,
     leader: Arc<AtomicBool>,
 }
 
@@ -240,7 +383,14 @@ impl EtcdStore {
             .block_on(Client::connect(endpoints, Some(opts)))
             .map_err(|e| etcd_err("connect", e))?;
         let shared = Arc::new(Shared {
-            mirror: Mutex::new(Mirror::default()),
+            mirror: Mutex::new(Mirror {
+                entries: BTreeMap::new(),
+                revision: 0,
+                stale: false,
+                prefix: format!("{prefix}/"),
+                auth: None,
+                verified_head: 0,
+            }),
             changed: Condvar::new(),
         });
         let store = Self {
@@ -248,7 +398,6 @@ impl EtcdStore {
             client,
             prefix: format!("{prefix}/"),
             shared,
-            key: None,
             leader: Arc::new(AtomicBool::new(false)),
         };
         store.resync()?;
@@ -290,15 +439,29 @@ impl EtcdStore {
         Err(last.unwrap_or_else(|| Error::Store("etcd: re-sync failed".into())))
     }
 
-    /// Uses `key` for `kv`/`audit` values from now on (after it was checked or unsealed).
-    pub fn set_state_key(&mut self, key: StateKey) {
-        self.key = Some(key);
+    /// The mirror, locked: reads that must see one consistent state go through it.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Mirror> {
+        self.shared.lock()
     }
 
-    fn state_key(&self) -> Result<&StateKey, Error> {
-        self.key
-            .as_ref()
-            .ok_or_else(|| Error::Store("the etcd store is not unlocked yet".into()))
+    /// Checks the mirror against its head with `keys` and, if it verifies, keeps checking
+    /// every later change (see the module docs). `seen_generation`: the newest generation this
+    /// process verified before.
+    pub(crate) fn unlock(&self, keys: &Keys, seen_generation: u64) -> Result<(), head::Rejected> {
+        let mut m = self.shared.lock();
+        match m.verify(keys, seen_generation) {
+            Verdict::Verified(auth) => {
+                m.auth = Some(auth);
+                m.verified_head = m.head_revision();
+                Ok(())
+            }
+            Verdict::Tampered(f, h) => Err(Box::new((f, h))),
+        }
+    }
+
+    /// Whether anything of a state is stored.
+    pub(crate) fn has_state(&self) -> bool {
+        self.shared.lock().has_state()
     }
 
     /// The mirror's revision: every change up to it is visible here.
@@ -343,7 +506,7 @@ impl EtcdStore {
             .count()
     }
 
-    /// The mod revision of a `kv` key in the mirror (0 if absent), for a [`Guard`].
+    /// The mod revision of a `kv` key in the mirror (0 if absent), for a guard.
     pub fn kv_revision(&self, name: &str) -> i64 {
         let k = self.full("kv", name);
         self.shared
@@ -353,155 +516,52 @@ impl EtcdStore {
             .map_or(0, |i| i.mod_revision)
     }
 
-    /// Reads and decrypts a `kv` value from the mirror.
-    pub fn get(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
-        let key = self.state_key()?;
-        let k = self.full("kv", name);
-        let item = self.shared.lock().entries.get(&k).cloned();
-        match item {
-            None => Ok(None),
-            Some(i) => open_value(key.as_bytes(), &aad("kv", name), &i.value)
-                .map(Some)
-                .ok_or_else(|| {
-                    Error::Store(format!(
-                        "value `{name}` fails authentication (tampered store?)"
-                    ))
-                }),
-        }
+    /// The mod revision of the state head in the mirror (0: none): what a decision taken now
+    /// is guarded by.
+    pub fn head_revision(&self) -> i64 {
+        self.shared.lock().head_revision()
     }
 
-    /// `kv` names starting with `prefix`, decrypted, in name order.
-    pub fn scan(&self, prefix: &str) -> Result<Vec<crate::store::Entry>, Error> {
-        let key = self.state_key()?;
-        let start = self.full("kv", prefix);
-        let base = self.full("kv", "").len();
-        let items: Vec<(Vec<u8>, Item)> = {
-            let m = self.shared.lock();
-            m.entries
-                .range(start.clone()..)
-                .take_while(|(k, _)| k.starts_with(&start))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (k, i) in items {
-            let name = String::from_utf8_lossy(k.get(base..).unwrap_or_default()).into_owned();
-            let plain =
-                open_value(key.as_bytes(), &aad("kv", &name), &i.value).ok_or_else(|| {
-                    Error::Store(format!(
-                        "value `{name}` fails authentication (tampered store?)"
-                    ))
-                })?;
-            out.push((name, plain));
-        }
-        Ok(out)
-    }
-
-    /// Audit records after `after` (at most `limit`), decrypted.
-    pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, Error> {
-        let key = self.state_key()?;
-        let start = self.full("audit", &format!("{:020}", after.saturating_add(1)));
-        let base = self.full("audit", "");
-        let items: Vec<(Vec<u8>, Item)> = {
-            let m = self.shared.lock();
-            m.entries
-                .range(start..)
-                .take_while(|(k, _)| k.starts_with(&base))
-                .take(limit)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (k, i) in items {
-            let seq: u64 = std::str::from_utf8(k.get(base.len()..).unwrap_or_default())
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Error::Store("malformed audit key in etcd".into()))?;
-            let plain = open_value(key.as_bytes(), &aad("audit", &seq.to_string()), &i.value)
-                .ok_or_else(|| Error::Store(format!("audit record {seq} fails authentication")))?;
-            out.push((seq, plain.to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// The next audit sequence number according to the mirror.
-    fn next_audit_seq(&self) -> u64 {
-        let base = self.full("audit", "");
-        let m = self.shared.lock();
-        let mut end = base.clone();
-        if let Some(last) = end.last_mut() {
-            *last += 1; // `/` + 1 = `0`: the first key after every `audit/…` key.
-        }
-        m.entries
-            .range(base.clone()..end)
-            .next_back()
-            .and_then(|(k, _)| {
-                std::str::from_utf8(k.get(base.len()..)?)
-                    .ok()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(1, |s| s + 1)
-    }
-
-    /// Applies `ops` in one etcd transaction if every guard still holds. Blocking (writer
-    /// thread only). Values are sealed here, exactly as in the embedded store.
-    pub fn apply(&self, ops: &[WriteOp], guards: &[Guard]) -> Result<Commit, Error> {
+    /// Writes `writes` (and the new head `head`) in one etcd transaction, if the state head
+    /// still has mod revision `base` (`None`: no head guard) and every `meta` key in
+    /// `meta_absent` is absent. Blocking (writer thread only).
+    pub(crate) fn commit(
+        &self,
+        writes: &[Sealed],
+        head: Option<&[u8]>,
+        base: Option<i64>,
+        meta_absent: &[String],
+    ) -> Result<Commit, Error> {
         not_in_async()?;
-        let needs_key = ops
-            .iter()
-            .any(|o| matches!(o, WriteOp::Put(..) | WriteOp::Audit(..)));
-        let key = if needs_key {
-            Some(self.state_key()?)
-        } else {
-            None
-        };
         let mut compares = Vec::new();
-        for g in guards {
-            compares.push(match g {
-                Guard::KvAbsent(n) => Compare::version(self.full("kv", n), CompareOp::Equal, 0),
-                Guard::KvRevision(n, 0) => {
-                    Compare::version(self.full("kv", n), CompareOp::Equal, 0)
-                }
-                Guard::KvRevision(n, r) => {
-                    Compare::mod_revision(self.full("kv", n), CompareOp::Equal, *r)
-                }
-                Guard::MetaAbsent(n) => Compare::version(self.full("meta", n), CompareOp::Equal, 0),
+        if let Some(base) = base {
+            let key = self.full("meta", M_HEAD);
+            compares.push(if base == 0 {
+                Compare::version(key, CompareOp::Equal, 0)
+            } else {
+                Compare::mod_revision(key, CompareOp::Equal, base)
             });
         }
-        let mut seq = self.next_audit_seq();
-        let mut first_audit = true;
-        let mut txn_ops = Vec::with_capacity(ops.len());
-        for op in ops {
-            match op {
-                WriteOp::Put(name, plain) => {
-                    let k = key.ok_or_else(|| Error::Store("no state key".into()))?;
-                    let sealed = seal_value(k.as_bytes(), &aad("kv", name), plain);
-                    txn_ops.push(TxnOp::put(self.full("kv", name), sealed, None));
+        for n in meta_absent {
+            compares.push(Compare::version(self.full("meta", n), CompareOp::Equal, 0));
+        }
+        let mut txn_ops = Vec::with_capacity(writes.len() + 1);
+        for w in writes {
+            txn_ops.push(match w {
+                Sealed::Kv(n, Some(v)) => TxnOp::put(self.full("kv", n), v.clone(), None),
+                Sealed::Kv(n, None) => TxnOp::delete(self.full("kv", n), None),
+                Sealed::Meta(n, Some(v)) => TxnOp::put(self.full("meta", n), v.clone(), None),
+                Sealed::Meta(n, None) => TxnOp::delete(self.full("meta", n), None),
+                Sealed::Audit(seq, Some(v)) => {
+                    TxnOp::put(self.full("audit", &format!("{seq:020}")), v.clone(), None)
                 }
-                WriteOp::Delete(name) => txn_ops.push(TxnOp::delete(self.full("kv", name), None)),
-                WriteOp::PutMeta(name, v) => {
-                    txn_ops.push(TxnOp::put(self.full("meta", name), v.clone(), None))
+                Sealed::Audit(seq, None) => {
+                    TxnOp::delete(self.full("audit", &format!("{seq:020}")), None)
                 }
-                WriteOp::DeleteMeta(name) => {
-                    txn_ops.push(TxnOp::delete(self.full("meta", name), None))
-                }
-                WriteOp::Audit(plain) => {
-                    let k = key.ok_or_else(|| Error::Store("no state key".into()))?;
-                    let name = format!("{seq:020}");
-                    if first_audit {
-                        compares.push(Compare::version(
-                            self.full("audit", &name),
-                            CompareOp::Equal,
-                            0,
-                        ));
-                        first_audit = false;
-                    }
-                    let sealed = seal_value(k.as_bytes(), &aad("audit", &seq.to_string()), plain);
-                    txn_ops.push(TxnOp::put(self.full("audit", &name), sealed, None));
-                    seq += 1;
-                }
-            }
+            });
+        }
+        if let Some(h) = head {
+            txn_ops.push(TxnOp::put(self.full("meta", M_HEAD), h.to_vec(), None));
         }
         let txn = Txn::new().when(compares).and_then(txn_ops);
         let mut client = self.client.clone();
@@ -521,6 +581,27 @@ impl EtcdStore {
         }
         self.refresh_to(rev)?;
         Ok(Commit::Done(rev))
+    }
+
+    /// Brings the mirror to etcd's current revision (a linearizable read of the revision, then
+    /// waiting for the watch): afterwards this replica has seen every commit acknowledged
+    /// before the call. Blocking.
+    pub fn sync(&self) -> Result<(), Error> {
+        not_in_async()?;
+        let mut client = self.client.clone();
+        let key = self.full("meta", M_HEAD);
+        let resp = self
+            .rt()
+            .block_on(async move {
+                tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    client.get(key, Some(GetOptions::new().with_count_only())),
+                )
+                .await
+            })
+            .map_err(|_| etcd_err("sync", "timed out"))?
+            .map_err(|e| etcd_err("sync", e))?;
+        self.refresh_to(resp.header().map_or(0, |h| h.revision()))
     }
 
     /// Blocks until the mirror reflects revision `rev` (waiting for the watch, then re-syncing
@@ -583,17 +664,8 @@ impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdStore")
             .field("prefix", &self.prefix)
-            .field("unlocked", &self.key.is_some())
             .finish_non_exhaustive()
     }
-}
-
-fn aad(table: &str, key: &str) -> Vec<u8> {
-    let mut a = Vec::with_capacity(table.len() + 1 + key.len());
-    a.extend_from_slice(table.as_bytes());
-    a.push(0);
-    a.extend_from_slice(key.as_bytes());
-    a
 }
 
 async fn resync(mut client: Client, shared: Arc<Shared>, prefix: String) -> Result<(), Error> {
@@ -624,6 +696,26 @@ async fn resync(mut client: Client, shared: Arc<Shared>, prefix: String) -> Resu
         .collect();
     m.revision = rev;
     m.stale = false;
+    // A re-sync replaces everything at once: check all of it, never going below the
+    // generation already verified.
+    if let Some(auth) = &m.auth {
+        if auth.tampered().is_none() {
+            let keys = auth.keys().clone();
+            let seen = auth.head().generation;
+            match m.verify(&keys, seen) {
+                Verdict::Verified(fresh) => {
+                    m.auth = Some(fresh);
+                    m.verified_head = m.head_revision();
+                }
+                Verdict::Tampered(findings, _) => {
+                    tracing::error!(findings = ?head::describe(&findings), "etcd re-sync: the state was TAMPERED with");
+                    if let Some(a) = m.auth.as_mut() {
+                        a.mark_tampered(findings);
+                    }
+                }
+            }
+        }
+    }
     shared.changed.notify_all();
     Ok(())
 }
@@ -675,31 +767,65 @@ async fn watch_loop(client: Client, shared: Arc<Shared>, prefix: String) {
 }
 
 fn apply_events(shared: &Shared, resp: &etcd_client::WatchResponse) {
-    let mut m = shared.lock();
+    let mut guard = shared.lock();
+    let m = &mut *guard;
     // All events of one revision (one transaction) arrive in the same response, so what was
     // in the mirror before this response is the line below which events are already applied.
     let base = m.revision;
+    let mut touched = false;
     for ev in resp.events() {
         let Some(kv) = ev.kv() else { continue };
         let rev = kv.mod_revision();
         if rev <= base {
             continue; // Already in the mirror through a re-sync.
         }
-        match ev.event_type() {
-            EventType::Put => {
-                m.entries.insert(
-                    kv.key().to_vec(),
-                    Item {
-                        value: kv.value().to_vec(),
-                        mod_revision: rev,
-                    },
-                );
-            }
-            EventType::Delete => {
-                m.entries.remove(kv.key());
-            }
+        let new = match ev.event_type() {
+            EventType::Put => Some(kv.value()),
+            EventType::Delete => None,
+        };
+        let old = match new {
+            Some(v) => m.entries.insert(
+                kv.key().to_vec(),
+                Item {
+                    value: v.to_vec(),
+                    mod_revision: rev,
+                },
+            ),
+            None => m.entries.remove(kv.key()),
+        };
+        if let Some(auth) = m.auth.as_mut() {
+            touched |= match classify(&m.prefix, kv.key()) {
+                Section::Kv(name) => {
+                    auth.on_kv(name, old.as_ref().map(|i| i.value.as_slice()), new);
+                    true
+                }
+                Section::Audit(seq) => {
+                    auth.on_audit(seq, old.is_some(), new);
+                    true
+                }
+                Section::Head => {
+                    auth.on_head(new);
+                    true
+                }
+                Section::Other => false,
+            };
         }
         m.revision = m.revision.max(rev);
+    }
+    if touched {
+        let head_rev = m.head_revision();
+        if let Some(auth) = m.auth.as_mut() {
+            let was_trusted = auth.tampered().is_none();
+            if auth.settle() {
+                m.verified_head = head_rev;
+            } else if was_trusted {
+                tracing::error!(
+                    findings = ?auth.tampered().map(head::describe),
+                    revision = m.revision,
+                    "etcd: the shared state was TAMPERED with; refusing to serve it"
+                );
+            }
+        }
     }
     // A progress notification (no events, not the creation answer, whose header revision is
     // just "now") means every change up to its header revision of this range was delivered.
@@ -776,14 +902,12 @@ async fn campaign_loop(
     }
 }
 
-/// Seals nothing itself; re-exported so callers can build guards on the same names.
-pub fn instance_guard(workload: &str, instance: &uuid::Uuid) -> Guard {
-    Guard::KvAbsent(crate::writer::instance_key(workload, instance))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{
+        describe, Guard, Initialised, RawStore, StateKey, Store, Unlocked, WriteOp,
+    };
 
     #[test]
     fn prefixes_are_validated() {
@@ -887,89 +1011,123 @@ mod tests {
         panic!("etcd did not start");
     }
 
-    fn unlocked(url: &str, key: &StateKey) -> EtcdStore {
-        let mut s = EtcdStore::connect(&[url.to_string()], "/coffer-test").unwrap();
-        s.set_state_key(key.clone());
-        s
+    /// A store under `prefix`, created with `key` or (if another replica created it) opened.
+    fn store(url: &str, prefix: &str, key: &StateKey) -> Store {
+        store_with(url, prefix, key, None)
+    }
+
+    fn store_with(url: &str, prefix: &str, key: &StateKey, tls: Option<&EtcdTls>) -> Store {
+        let raw = RawStore::open_etcd(&[url.to_string()], prefix, tls).unwrap();
+        let raw = if raw.is_initialised().unwrap() {
+            raw
+        } else {
+            match raw.initialise(key.clone(), vec![]).unwrap() {
+                Initialised::Created(s) => return s,
+                Initialised::Lost(r) => r,
+            }
+        };
+        match raw.unlock(key.clone(), 0).unwrap() {
+            Unlocked::Verified(s) => s,
+            Unlocked::Tampered(t) => panic!("tampered: {:?}", t.findings()),
+        }
+    }
+
+    fn audit(event: &str) -> WriteOp {
+        WriteOp::Audit(coffer_api::AuditRecord {
+            seq: 0,
+            prev: [0; 32],
+            time: 1,
+            event: event.into(),
+            outcome: "accepted".into(),
+            workload: None,
+            instance: None,
+            user: None,
+            detail: None,
+            chain_breaks: vec![],
+        })
     }
 
     #[test]
     fn sealed_values_round_trip_and_replicas_see_each_other() {
         let Some(e) = etcd() else { return };
         let key = StateKey::generate();
-        let a = unlocked(&e.url, &key);
-        let b = unlocked(&e.url, &key);
-        let c = a
-            .apply(
-                &[
-                    WriteOp::Put("manifest".into(), b"M1".to_vec()),
-                    WriteOp::PutMeta("key_check".into(), b"plain".to_vec()),
-                    WriteOp::Audit(b"{\"n\":1}".to_vec()),
-                    WriteOp::Audit(b"{\"n\":2}".to_vec()),
-                ],
-                &[Guard::KvAbsent("manifest".into())],
+        let a = store(&e.url, "/coffer-test", &key);
+        let b = store(&e.url, "/coffer-test", &key);
+        a.apply(&[
+            WriteOp::Put("config".into(), b"M1".to_vec()),
+            audit("one"),
+            audit("two"),
+        ])
+        .unwrap();
+        assert_eq!(a.get("config").unwrap().unwrap().as_slice(), b"M1");
+        b.etcd()
+            .unwrap()
+            .refresh_to(a.etcd().unwrap().revision())
+            .unwrap();
+        assert_eq!(b.get("config").unwrap().unwrap().as_slice(), b"M1");
+        let records = b.audit(0, 10).unwrap();
+        assert_eq!(
+            records.iter().map(|r| r.event.as_str()).collect::<Vec<_>>(),
+            ["one", "two"]
+        );
+        assert_eq!(records[1].prev, records[0].chain_hash());
+        assert_eq!(b.head().unwrap(), a.head().unwrap());
+        // etcd holds ciphertext only.
+        let raw = {
+            let m = b.etcd().unwrap().lock();
+            m.kv("config").unwrap().to_vec()
+        };
+        assert!(!raw.windows(2).any(|w| w == b"M1"));
+        // Another key does not open this state.
+        let other =
+            RawStore::open_etcd(std::slice::from_ref(&e.url), "/coffer-test", None).unwrap();
+        assert!(matches!(
+            other.unlock(StateKey::generate(), 0),
+            Err(Error::Unseal(_))
+        ));
+        // A stale guard (the value changed since it was read) conflicts: no lost update.
+        let old = a.kv_revision("config");
+        let base = b.head_revision();
+        let c = b
+            .apply_guarded(
+                &[WriteOp::Put("config".into(), b"M2".to_vec())],
+                &[Guard::KvRevision("config".into(), old)],
+                base,
             )
             .unwrap();
-        let Commit::Done(rev) = c else {
-            panic!("{c:?}")
-        };
-        assert_eq!(a.get("manifest").unwrap().unwrap().as_slice(), b"M1");
-        b.refresh_to(rev).unwrap();
-        assert_eq!(b.get("manifest").unwrap().unwrap().as_slice(), b"M1");
-        assert_eq!(b.meta("key_check").unwrap(), b"plain");
-        let audit = b.audit(0, 10).unwrap();
-        assert_eq!(audit.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2]);
-        // etcd holds ciphertext only.
-        let raw = b
-            .shared
-            .lock()
-            .entries
-            .get(&b.full("kv", "manifest"))
-            .unwrap()
-            .value
-            .clone();
-        assert!(!raw.windows(2).any(|w| w == b"M1"));
-        // A replica with another state key refuses the values (authentication).
-        let other = unlocked(&e.url, &StateKey::generate());
-        other.refresh_to(rev).unwrap();
-        assert!(
-            matches!(other.get("manifest"), Err(Error::Store(m)) if m.contains("fails authentication"))
-        );
-        // A stale guard (manifest changed since it was read) conflicts: no lost update.
-        let old = a.kv_revision("manifest");
-        assert!(matches!(
-            b.apply(
-                &[WriteOp::Put("manifest".into(), b"M2".to_vec())],
-                &[Guard::KvRevision("manifest".into(), old)]
-            )
-            .unwrap(),
-            Commit::Done(_)
-        ));
+        assert!(matches!(c, Commit::Done(_)), "{c:?}");
         let lost = a
-            .apply(
-                &[WriteOp::Put("manifest".into(), b"M3".to_vec())],
-                &[Guard::KvRevision("manifest".into(), old)],
+            .apply_guarded(
+                &[WriteOp::Put("config".into(), b"M3".to_vec())],
+                &[Guard::KvRevision("config".into(), old)],
+                base,
             )
             .unwrap();
         let Commit::Conflict(at) = lost else {
             panic!("{lost:?}")
         };
-        a.refresh_to(at).unwrap();
-        assert_eq!(a.get("manifest").unwrap().unwrap().as_slice(), b"M2");
+        a.etcd().unwrap().refresh_to(at).unwrap();
+        assert_eq!(a.get("config").unwrap().unwrap().as_slice(), b"M2");
         // Blocking calls refuse to run inside a tokio task.
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let err = rt.block_on(async { a.apply(&[], &[]) }).unwrap_err();
-        assert!(err.to_string().contains("inside an async task"));
+        let err = rt
+            .block_on(async { a.apply(&[WriteOp::Put("x".into(), vec![])]) })
+            .unwrap_err();
+        assert!(err.to_string().contains("inside an async task"), "{err}");
     }
 
     /// Two replicas race to register 2×50 distinct instances against a limit of 60 with the
-    /// decide / guard / retry loop the writer uses: exactly 60 win, audit sequence numbers are
-    /// unique and gap-free.
+    /// decide / guard / retry loop the writer uses (the decision reads the count at one state
+    /// head; the commit is guarded by that head): exactly 60 win, and the audit chain has 100
+    /// linked records.
     #[test]
     fn limit_is_exact_across_replicas() {
         let Some(e) = etcd() else { return };
         let key = StateKey::generate();
-        let replicas = [unlocked(&e.url, &key), unlocked(&e.url, &key)];
+        let replicas = [
+            store(&e.url, "/coffer-limit", &key),
+            store(&e.url, "/coffer-limit", &key),
+        ];
         const MAX: usize = 60;
         let accepted = std::sync::atomic::AtomicUsize::new(0);
         let refused = std::sync::atomic::AtomicUsize::new(0);
@@ -984,26 +1142,18 @@ mod tests {
                         loop {
                             tries += 1;
                             assert!(tries < 200, "too many conflicts");
-                            // Decide from the mirror, guarded by the counter's revision.
-                            let counter = "count/w".to_string();
-                            let rev = r.kv_revision(&counter);
-                            let n: usize = r
-                                .get(&counter)
-                                .unwrap()
-                                .map(|v| std::str::from_utf8(&v).unwrap().parse().unwrap())
-                                .unwrap_or(0);
-                            let mut guards = vec![Guard::KvRevision(counter.clone(), rev)];
-                            let ops = if n >= MAX {
-                                vec![WriteOp::Audit(b"refused".to_vec())]
+                            let base = r.head_revision();
+                            let n = r.count("instance/w/").unwrap();
+                            let name = crate::state::writer::instance_key("w", &id);
+                            let (ops, guards) = if n >= MAX {
+                                (vec![audit("refused")], vec![])
                             } else {
-                                guards.push(instance_guard("w", &id));
-                                vec![
-                                    WriteOp::Put(counter.clone(), (n + 1).to_string().into_bytes()),
-                                    WriteOp::Put(crate::writer::instance_key("w", &id), vec![1]),
-                                    WriteOp::Audit(b"accepted".to_vec()),
-                                ]
+                                (
+                                    vec![WriteOp::Put(name.clone(), vec![1]), audit("accepted")],
+                                    vec![Guard::KvAbsent(name)],
+                                )
                             };
-                            match r.apply(&ops, &guards).unwrap() {
+                            match r.apply_guarded(&ops, &guards, base).unwrap() {
                                 Commit::Done(_) => {
                                     if n >= MAX {
                                         refused.fetch_add(1, Ordering::SeqCst);
@@ -1012,7 +1162,7 @@ mod tests {
                                     }
                                     break;
                                 }
-                                Commit::Conflict(at) => r.refresh_to(at).unwrap(),
+                                Commit::Conflict(at) => r.etcd().unwrap().refresh_to(at).unwrap(),
                                 Commit::Retry => {}
                             }
                         }
@@ -1028,10 +1178,174 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), MAX);
         assert_eq!(refused.load(Ordering::SeqCst), 100 - MAX);
         let r = &replicas[0];
-        r.refresh_to(replicas[1].revision()).unwrap();
+        r.etcd()
+            .unwrap()
+            .refresh_to(replicas[1].etcd().unwrap().revision())
+            .unwrap();
         assert_eq!(r.scan("instance/w/").unwrap().len(), MAX);
-        let seqs: Vec<u64> = r.audit(0, 1000).unwrap().iter().map(|a| a.0).collect();
-        assert_eq!(seqs, (1..=100).collect::<Vec<u64>>());
+        let records = r.audit(0, 1000).unwrap();
+        assert_eq!(
+            records.iter().map(|a| a.seq).collect::<Vec<u64>>(),
+            (1..=100).collect::<Vec<u64>>()
+        );
+        let check = coffer_api::verify_audit(&records).unwrap();
+        assert_eq!(check.head, r.head().unwrap().audit_head);
+    }
+
+    /// The host edits etcd under running replicas: every edit is found by the watch, before
+    /// any read returns the edited state, with the finding that names it.
+    #[test]
+    fn host_edits_of_etcd_are_found_while_running() {
+        let Some(e) = etcd() else { return };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut host = rt
+            .block_on(Client::connect([e.url.as_str()], None))
+            .unwrap();
+        let mut case = 0;
+        let mut run = |what: &str, edit: &dyn Fn(&mut Client, &str, &Store), expect: &str| {
+            case += 1;
+            let prefix = format!("/tamper-{case}");
+            let s = store(&e.url, &prefix, &StateKey::generate());
+            s.apply(&[
+                WriteOp::Put("secret/shared/a".into(), b"A1".to_vec()),
+                WriteOp::Put("secret/shared/b".into(), b"B1".to_vec()),
+                audit("one"),
+            ])
+            .unwrap();
+            s.apply(&[
+                WriteOp::Put("secret/shared/a".into(), b"A2".to_vec()),
+                audit("two"),
+            ])
+            .unwrap();
+            edit(&mut host, &prefix, &s);
+            let mut found = None;
+            for _ in 0..100 {
+                if let Some(f) = s.tampered() {
+                    found = Some(describe(&f).join("; "));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let found = found.unwrap_or_else(|| panic!("{what}: not detected"));
+            assert!(found.contains(expect), "{what}: {found}");
+            assert!(
+                matches!(s.get("secret/shared/b"), Err(Error::Tampered(_))),
+                "{what}"
+            );
+            assert!(
+                matches!(s.apply(&[audit("x")]), Err(Error::Tampered(_))),
+                "{what}"
+            );
+        };
+        let get = |c: &mut Client, k: String, rev: i64| -> Vec<u8> {
+            let opts = GetOptions::new().with_revision(rev);
+            rt.block_on(c.get(k, Some(opts))).unwrap().kvs()[0]
+                .value()
+                .to_vec()
+        };
+        let put = |c: &mut Client, k: String, v: Vec<u8>| {
+            rt.block_on(c.put(k, v, None)).unwrap();
+        };
+        let del = |c: &mut Client, k: String| {
+            rt.block_on(c.delete(k, None)).unwrap();
+        };
+        // The revision of the first commit: older values and heads live there.
+        let first = |c: &mut Client, p: &str| {
+            let r = rt
+                .block_on(c.get(format!("{p}/kv/secret/shared/b"), None))
+                .unwrap();
+            r.kvs()[0].mod_revision()
+        };
+        run(
+            "delete a value",
+            &|c, p, _| del(c, format!("{p}/kv/secret/shared/b")),
+            "1 value(s) were deleted",
+        );
+        run(
+            "put back an older value",
+            &|c, p, _| {
+                let rev = first(c, p);
+                let old = get(c, format!("{p}/kv/secret/shared/a"), rev);
+                put(c, format!("{p}/kv/secret/shared/a"), old);
+            },
+            "a value was replaced",
+        );
+        run(
+            "swap two values",
+            &|c, p, _| {
+                let a = get(c, format!("{p}/kv/secret/shared/a"), 0);
+                let b = get(c, format!("{p}/kv/secret/shared/b"), 0);
+                let txn = Txn::new().and_then([
+                    TxnOp::put(format!("{p}/kv/secret/shared/a"), b, None),
+                    TxnOp::put(format!("{p}/kv/secret/shared/b"), a, None),
+                ]);
+                rt.block_on(c.txn(txn)).unwrap();
+            },
+            "a value was replaced",
+        );
+        run(
+            "add a value",
+            &|c, p, _| put(c, format!("{p}/kv/secret/shared/c"), vec![0; 40]),
+            "1 value(s) were added",
+        );
+        run(
+            "drop an audit record",
+            &|c, p, _| del(c, format!("{p}/audit/{:020}", 2)),
+            "audit record 2 was deleted or rewritten",
+        );
+        run(
+            "roll the head back",
+            &|c, p, _| {
+                let rev = first(c, p);
+                let old = get(c, format!("{p}/meta/head"), rev);
+                put(c, format!("{p}/meta/head"), old);
+            },
+            "the state was rolled back",
+        );
+        run(
+            "roll everything back to the first commit",
+            &|c, p, _| {
+                let rev = first(c, p);
+                let a = get(c, format!("{p}/kv/secret/shared/a"), rev);
+                let h = get(c, format!("{p}/meta/head"), rev);
+                let txn = Txn::new().and_then([
+                    TxnOp::put(format!("{p}/kv/secret/shared/a"), a, None),
+                    TxnOp::delete(format!("{p}/audit/{:020}", 2), None),
+                    TxnOp::put(format!("{p}/meta/head"), h, None),
+                ]);
+                rt.block_on(c.txn(txn)).unwrap();
+            },
+            "the state was rolled back",
+        );
+    }
+
+    /// The same edits under a stopped replica are found when it opens.
+    #[test]
+    fn host_edits_of_etcd_are_found_at_start_up() {
+        let Some(e) = etcd() else { return };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut host = rt
+            .block_on(Client::connect([e.url.as_str()], None))
+            .unwrap();
+        let key = StateKey::generate();
+        {
+            let s = store(&e.url, "/stopped", &key);
+            s.apply(&[
+                WriteOp::Put("secret/shared/a".into(), b"A".to_vec()),
+                audit("one"),
+            ])
+            .unwrap();
+        }
+        rt.block_on(host.delete("/stopped/kv/secret/shared/a", None))
+            .unwrap();
+        let raw = RawStore::open_etcd(std::slice::from_ref(&e.url), "/stopped", None).unwrap();
+        match raw.unlock(key, 0).unwrap() {
+            Unlocked::Verified(_) => panic!("a deleted value was not found"),
+            Unlocked::Tampered(t) => {
+                let f = describe(t.findings()).join("; ");
+                assert!(f.contains("1 value(s) were deleted"), "{f}");
+            }
+        }
     }
 
     #[test]
@@ -1041,13 +1355,13 @@ mod tests {
             return;
         };
         let urls = std::slice::from_ref(&e.url);
-        let key = StateKey::generate();
-        let mut s = EtcdStore::connect_with(urls, "/coffer-tls", Some(&pki.client)).unwrap();
-        s.set_state_key(key);
-        let c = s
-            .apply(&[WriteOp::Put("k".into(), b"v".to_vec())], &[])
-            .unwrap();
-        assert!(matches!(c, Commit::Done(_)), "{c:?}");
+        let s = store_with(
+            &e.url,
+            "/coffer-tls",
+            &StateKey::generate(),
+            Some(&pki.client),
+        );
+        s.apply(&[WriteOp::Put("k".into(), b"v".to_vec())]).unwrap();
         assert_eq!(s.get("k").unwrap().unwrap().as_slice(), b"v");
         // Without a client certificate etcd refuses the connection.
         let anonymous = EtcdTls {

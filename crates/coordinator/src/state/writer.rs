@@ -4,11 +4,12 @@
 //! new instance, and is there room for it" and the insert happen in the same serial order.
 //!
 //! With etcd (several replicas) one writer per replica is not enough for that: the writer
-//! decides from the replica's mirror and sends the batch as one etcd transaction guarded by
-//! what the decisions read (the instance key's absence, the workload's instance counter's
-//! revision, the job's own [`Job::guards`], the audit head). If another replica got there
-//! first, the writer brings the mirror up to date and decides again; a job whose own guards no
-//! longer hold (the manifest changed under it) is answered with [`Error::Conflict`].
+//! decides from the replica's mirror at one state head, checks the job's own [`Job::guards`]
+//! there, and sends the batch as one etcd transaction guarded by that head's revision (every
+//! commit writes a new head, so the guard fails if any other replica committed meanwhile). If
+//! another replica got there first, the writer brings the mirror up to date and decides again;
+//! a job whose own guards no longer hold (the manifest changed under it) is answered with
+//! [`Error::Conflict`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
@@ -16,9 +17,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::{Commit, Guard, Store, WriteOp};
 use crate::error::Error;
-use crate::etcd::{Commit, Guard};
-use crate::store::{Store, WriteOp};
 
 /// Registration of a workload instance, decided inside the writer.
 #[derive(Debug, Clone)]
@@ -62,11 +62,23 @@ pub struct Job {
 }
 
 /// Why a job was not applied.
+#[derive(Clone)]
 enum Failure {
     /// The commit failed; nothing of the batch was written.
     Store(String),
+    /// The state is no longer trusted; nothing was written.
+    Tampered(Vec<String>),
     /// One of the job's guards no longer holds.
     Stale,
+}
+
+impl Failure {
+    fn of(e: &Error) -> Self {
+        match e {
+            Error::Tampered(f) => Failure::Tampered(f.clone()),
+            other => Failure::Store(other.to_string()),
+        }
+    }
 }
 
 type Pending = (Job, oneshot::Sender<Result<Outcome, Failure>>);
@@ -79,9 +91,6 @@ pub struct Writer {
 
 /// Prefix of instance records in `kv`: `instance/<workload>/<uuid>`.
 pub const INSTANCE_PREFIX: &str = "instance/";
-
-/// Prefix of per-workload instance counters (etcd only; guards of the activation limit).
-const COUNT_PREFIX: &str = "instance-count/";
 
 /// Most jobs grouped into one transaction.
 const MAX_BATCH: usize = 512;
@@ -98,7 +107,7 @@ impl Writer {
             return Ok(Self { tx });
         }
         let mut index: HashMap<String, HashSet<uuid::Uuid>> = HashMap::new();
-        for (key, _) in store.scan(INSTANCE_PREFIX)? {
+        for key in store.names(INSTANCE_PREFIX)? {
             let rest = key.strip_prefix(INSTANCE_PREFIX).unwrap_or_default();
             if let Some((w, id)) = rest.rsplit_once('/') {
                 if let Ok(id) = uuid::Uuid::parse_str(id) {
@@ -142,6 +151,7 @@ fn answer(
         Err(_) => Err(Error::Store("the store writer stopped".into())),
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(Failure::Store(e))) => Err(Error::Store(e)),
+        Ok(Err(Failure::Tampered(f))) => Err(Error::Tampered(f)),
         Ok(Err(Failure::Stale)) => Err(Error::Conflict(
             "the state changed on another Coordinator replica while this request was decided; \
              nothing was written. Read the current state and try again"
@@ -219,7 +229,7 @@ fn run(
         for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
             let _ = reply.send(match &result {
                 Ok(()) => Ok(outcome),
-                Err(e) => Err(Failure::Store(e.to_string())),
+                Err(e) => Err(Failure::of(e)),
             });
         }
     }
@@ -241,7 +251,7 @@ struct Decided {
     outcomes: Vec<Outcome>,
 }
 
-fn decide_shared(store: &Store, batch: &[Pending]) -> Decided {
+fn decide_shared(store: &Store, batch: &[Pending]) -> Result<Decided, Error> {
     let mut ops = Vec::new();
     let mut guards = Vec::new();
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -254,11 +264,13 @@ fn decide_shared(store: &Store, batch: &[Pending]) -> Decided {
             None => Outcome::Applied,
             Some(r) => {
                 let key = instance_key(&r.workload, &r.instance);
-                let (known, mine) = added.entry(r.workload.as_str()).or_insert_with(|| {
-                    let prefix = format!("{INSTANCE_PREFIX}{}/", r.workload);
-                    let known = store.etcd().map_or(0, |e| e.kv_count(&prefix));
-                    (known, HashSet::new())
-                });
+                let (known, mine) = match added.entry(r.workload.as_str()) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let prefix = format!("{INSTANCE_PREFIX}{}/", r.workload);
+                        v.insert((store.count(&prefix)?, HashSet::new()))
+                    }
+                };
                 if mine.contains(&r.instance) || store.kv_revision(&key) != 0 {
                     Outcome::Existing
                 } else if r.max.is_some_and(|m| (*known + mine.len()) as u64 >= m) {
@@ -270,14 +282,6 @@ fn decide_shared(store: &Store, batch: &[Pending]) -> Decided {
                 }
             }
         };
-        // Every limit decision reads the workload's count: guard it with the counter.
-        if let (Some(r), Outcome::New | Outcome::LimitReached) = (&job.register, outcome) {
-            let counter = format!("{COUNT_PREFIX}{}", r.workload);
-            guards.push(Guard::KvRevision(
-                counter.clone(),
-                store.kv_revision(&counter),
-            ));
-        }
         ops_for(job, outcome, &mut ops);
         outcomes.push(outcome);
     }
@@ -287,20 +291,11 @@ fn decide_shared(store: &Store, batch: &[Pending]) -> Decided {
             unique.push(g);
         }
     }
-    let guards = unique;
-    for (workload, (known, ids)) in added {
-        if !ids.is_empty() {
-            ops.push(WriteOp::Put(
-                format!("{COUNT_PREFIX}{workload}"),
-                (known + ids.len()).to_string().into_bytes(),
-            ));
-        }
-    }
-    Decided {
+    Ok(Decided {
         ops,
-        guards,
+        guards: unique,
         outcomes,
-    }
+    })
 }
 
 /// Conflicts (or transport retries) after which a batch is abandoned with an error.
@@ -336,6 +331,9 @@ fn run_shared(store: Arc<Store>, rx: mpsc::Receiver<Pending>) {
 fn commit_shared(store: &Store, mut batch: Vec<Pending>) {
     let mut attempts = 0;
     loop {
+        // Every decision below is taken on the state with this head; the commit is guarded
+        // by it, so a decision on a state another replica has since changed is never written.
+        let base = store.head_revision();
         // Jobs whose own decision went stale are answered and leave the batch.
         let (live, stale): (Vec<Pending>, Vec<Pending>) = batch
             .into_iter()
@@ -347,35 +345,55 @@ fn commit_shared(store: &Store, mut batch: Vec<Pending>) {
         if batch.is_empty() {
             return;
         }
-        let decided = decide_shared(store, &batch);
-        // + 1: the audit-head compare the store adds.
-        let too_large = decided.ops.len() > MAX_TXN_OPS || decided.guards.len() + 1 > MAX_TXN_OPS;
+        let decided = match decide_shared(store, &batch) {
+            Ok(d) => d,
+            Err(e) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(Failure::of(&e)));
+                }
+                return;
+            }
+        };
+        // + 1: the state head every commit writes.
+        let too_large =
+            decided.ops.len() + 1 > MAX_TXN_OPS || decided.guards.len() + 1 > MAX_TXN_OPS;
         if too_large && batch.len() > 1 {
             let second = batch.split_off(batch.len() / 2);
             commit_shared(store, batch);
             commit_shared(store, second);
             return;
         }
-        let failure = match store.apply_guarded(&decided.ops, &decided.guards) {
+        let failure = match store.apply_guarded(&decided.ops, &decided.guards, base) {
             Ok(Commit::Done(_)) => {
                 for ((_, reply), outcome) in batch.into_iter().zip(decided.outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
                 return;
             }
-            Ok(Commit::Conflict(rev)) => store.etcd().and_then(|e| e.refresh_to(rev).err()),
+            Ok(Commit::Conflict(rev)) => store
+                .etcd()
+                .and_then(|e| e.refresh_to(rev).err())
+                .map(|e| Failure::of(&e)),
             Ok(Commit::Retry) => None,
-            Err(e) => Some(e),
+            Err(e) => Some(Failure::of(&e)),
         };
         attempts += 1;
-        let failure = failure.map(|e| e.to_string()).or_else(|| {
-            (attempts >= MAX_ATTEMPTS)
-                .then(|| format!("etcd: gave up after {MAX_ATTEMPTS} conflicting attempts"))
+        let failure = failure.or_else(|| {
+            (attempts >= MAX_ATTEMPTS).then(|| {
+                Failure::Store(format!(
+                    "etcd: gave up after {MAX_ATTEMPTS} conflicting attempts"
+                ))
+            })
         });
-        if let Some(e) = failure {
-            tracing::error!(error = %e, jobs = batch.len(), "etcd commit failed; nothing of this batch was written");
+        if let Some(f) = failure {
+            let reason = match &f {
+                Failure::Store(e) => e.clone(),
+                Failure::Tampered(t) => format!("tampered: {}", t.join("; ")),
+                Failure::Stale => "stale".into(),
+            };
+            tracing::error!(error = %reason, jobs = batch.len(), "etcd commit failed; nothing of this batch was written");
             for (_, reply) in batch {
-                let _ = reply.send(Err(Failure::Store(e.clone())));
+                let _ = reply.send(Err(f.clone()));
             }
             return;
         }
