@@ -69,8 +69,9 @@ enum Command {
     /// Compute and sign SGX enclave measurements (MRENCLAVE, SIGSTRUCT, MRSIGNER).
     #[command(subcommand)]
     Sgx(cmd::sgx::SgxCmd),
-    /// Attest a Coordinator, check its manifest hash, save its root CA.
-    Verify(cmd::client::VerifyArgs),
+    /// Attest a Coordinator, check its manifest and state, detect rollbacks, write or check
+    /// offline verification bundles.
+    Verify(cmd::verify::VerifyArgs),
     /// Show a Coordinator's state, manifest hash and simulation flag.
     Status(cmd::client::StatusArgs),
     /// Set and read secrets on a Coordinator (client certificate of a manifest user).
@@ -78,6 +79,9 @@ enum Command {
     Secret(cmd::client::SecretCmd),
     /// Bring a Coordinator in recovery mode back with a recovery private key.
     Recover(cmd::client::RecoverArgs),
+    /// Read a Coordinator's audit log and check its hash chain.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCmd),
     /// Kubernetes: render the Helm chart, serve the admission webhook, run the node agent.
     #[command(subcommand)]
     K8s(cmd::k8s::K8sCmd),
@@ -102,10 +106,11 @@ fn main() -> ExitCode {
         Command::Manifest(c) => cmd::manifest::run(c, global),
         Command::Evidence(c) => cmd::evidence::run(c, global),
         Command::Sgx(c) => cmd::sgx::run(c, global),
-        Command::Verify(a) => cmd::client::verify(a, global),
+        Command::Verify(a) => cmd::verify::verify(a, global),
         Command::Status(a) => cmd::client::status(a, global),
         Command::Secret(c) => cmd::client::secret(c, global),
         Command::Recover(a) => cmd::client::recover(a, global),
+        Command::Audit(c) => cmd::audit::run(c, global),
         Command::K8s(c) => cmd::k8s::run(c, global),
     };
     match result {

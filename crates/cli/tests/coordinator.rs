@@ -102,6 +102,7 @@ async fn attested(addr: &str, sim: &Path, id: Option<&ClientIdentity>) -> (Clien
         &coffer_coordinator::attest::Expectations {
             allow_simulation: true,
             mrenclaves: &[],
+            tcb_statuses: &[],
         },
         now(),
     )

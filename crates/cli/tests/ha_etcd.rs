@@ -88,6 +88,7 @@ async fn attested(dir: &Path, addr: &str, id: Option<&ClientIdentity>) -> (Clien
     let expect = coffer_coordinator::attest::Expectations {
         allow_simulation: true,
         mrenclaves: &[],
+        tcb_statuses: &[],
     };
     let now = coffer_coordinator::core::now_unix();
     let a = coffer_coordinator::attest::attest(addr, &v, &expect, now)

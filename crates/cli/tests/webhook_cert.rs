@@ -99,6 +99,7 @@ async fn webhook_certificate_files_are_signed_by_the_attested_root() {
         &coffer_coordinator::attest::Expectations {
             allow_simulation: true,
             mrenclaves: &[],
+            tcb_statuses: &[],
         },
         coffer_coordinator::core::now_unix(),
     )

@@ -511,6 +511,7 @@ mod tests {
         let expect = crate::attest::Expectations {
             allow_simulation: true,
             mrenclaves: &[[9; 32]],
+            tcb_statuses: &[],
         };
         let seen = vec![root.clone()];
         let a = crate::attest::check_quote_response(
@@ -538,6 +539,7 @@ mod tests {
         let strict = crate::attest::Expectations {
             allow_simulation: false,
             mrenclaves: &[],
+            tcb_statuses: &[],
         };
         let err = crate::attest::check_quote_response(
             &q,

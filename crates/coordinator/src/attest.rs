@@ -1,10 +1,12 @@
 //! Client side: attesting a Coordinator before trusting it (`coffer verify`, first contact).
 //!
 //! 1. Connect in recording mode (the server certificate is accepted at the TLS layer and kept).
-//! 2. `GET /api/v1/quote?nonce=<fresh random 32 bytes>`.
+//! 2. `GET /api/v1/quote?nonce=<fresh random 32 bytes>&state=1`.
 //! 3. Verify the quote (Intel root; the simulated platform's root only with
-//!    `allow_simulation`), check report data = SHA-256(root CA SPKI) ‖ SHA-256(nonce), so the
-//!    quote is fresh and binds the root CA it came with, and optionally check MRENCLAVE.
+//!    `allow_simulation`), check that its report data binds the root CA it came with, the
+//!    nonce, and (when the Coordinator serves a verified state) the state head it reports, so
+//!    the quote is fresh and the state summary is the TEE's own word; require an accepted TCB
+//!    status (never `Revoked`), no debug enclave, and optionally an expected MRENCLAVE.
 //! 4. Check that the TLS certificate of this very connection chains to that root, so the
 //!    channel ends in the attested Coordinator.
 //!
@@ -28,6 +30,48 @@ pub struct Expectations<'a> {
     pub allow_simulation: bool,
     /// Acceptable MRENCLAVE values (empty: any; the quote must still verify).
     pub mrenclaves: &'a [[u8; 32]],
+    /// Acceptable TCB statuses of the Coordinator's platform (Intel spelling); `Revoked` is
+    /// refused whatever this says. See [`DEFAULT_TCB_STATUSES`].
+    pub tcb_statuses: &'a [String],
+}
+
+/// The TCB statuses accepted by default: a patched platform only.
+pub const DEFAULT_TCB_STATUSES: &[&str] = &["UpToDate"];
+
+/// Checks a platform's TCB status against an accepted list: `Revoked` is always refused; an
+/// empty list means [`DEFAULT_TCB_STATUSES`].
+pub fn check_tcb_status(status: &str, accepted: &[String]) -> Result<(), Error> {
+    let refuse = |reason: String| Error::Evidence {
+        kind: if status == "Revoked" {
+            coffer_api::ErrorKind::Revoked
+        } else {
+            coffer_api::ErrorKind::PolicyMismatch
+        },
+        reason,
+    };
+    if status == "Revoked" {
+        return Err(refuse(
+            "the platform's TCB level is Revoked; it is never accepted".into(),
+        ));
+    }
+    let ok = if accepted.is_empty() {
+        DEFAULT_TCB_STATUSES.contains(&status)
+    } else {
+        accepted.iter().any(|a| a == status)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(format!(
+            "the platform's TCB status is {status}, not one of the accepted ({}); accept it \
+             explicitly with --accept-tcb-status {status} if that is intended",
+            if accepted.is_empty() {
+                DEFAULT_TCB_STATUSES.join(", ")
+            } else {
+                accepted.join(", ")
+            }
+        )))
+    }
 }
 
 /// An attested Coordinator.
@@ -43,6 +87,24 @@ pub struct Attested {
     pub mrenclave: Option<String>,
     /// TCB status of its platform.
     pub tcb_status: String,
+    /// The state head the quote binds (absent while the Coordinator serves no verified state:
+    /// recovery or tampered mode).
+    pub state: Option<coffer_api::StateSummary>,
+    /// What was checked, kept for an offline verification bundle.
+    pub evidence: AttestationEvidence,
+}
+
+/// The material an attestation was decided on: enough to check it again offline.
+#[derive(Debug, Clone)]
+pub struct AttestationEvidence {
+    /// The client's nonce.
+    pub nonce: Vec<u8>,
+    /// The Coordinator's answer.
+    pub quote: coffer_api::QuoteResponse,
+    /// The TLS chain of the connection, leaf first, DER.
+    pub tls_chain: Vec<Vec<u8>>,
+    /// The collateral the quote verified with.
+    pub collateral: std::sync::Arc<coffer_evidence::Collateral>,
 }
 
 /// A fresh random nonce.
@@ -63,7 +125,7 @@ pub async fn attest(
     let mut client = Client::new(addr, &Trust::Attest(rec.clone()), None)?;
     let nonce = random_nonce();
     let resp: coffer_api::QuoteResponse = client
-        .get(&format!("/api/v1/quote?nonce={}", hex::encode(nonce)))
+        .get(&format!("/api/v1/quote?nonce={}&state=1", hex::encode(nonce)))
         .await?;
     let seen = rec.seen();
     check_quote_response(&resp, &nonce, &seen, verifier, expect, now)
@@ -98,15 +160,22 @@ pub fn check_quote_response(
                 "evidence is not base64".into(),
             )
         })?;
-    let verified = verifier.verify(&quote, now)?;
-    let expected = coffer_api::coordinator_report_data(&spki, Some(nonce));
+    let collateral = verifier.collateral_for(&quote, now)?;
+    let verified = verifier.verify_with(&quote, &collateral, now)?;
+    let expected = match &resp.state {
+        Some(state) => coffer_api::coordinator_report_data_bound(&spki, nonce, state),
+        None => coffer_api::coordinator_report_data(&spki, Some(nonce)),
+    };
     if verified.report_data != expected {
         return Err(refuse(
             coffer_api::ErrorKind::PolicyMismatch,
-            "the quote's report data does not bind the root CA and this request's nonce (stale or replayed quote)".into(),
+            "the quote's report data does not bind the root CA, this request's nonce and the state \
+             head the Coordinator reports (stale, replayed or altered answer)"
+                .into(),
         ));
     }
     let claims = crate::core::claims_of(&verified);
+    check_tcb_status(&claims.tcb_status, expect.tcb_statuses)?;
     if claims.debug {
         return Err(refuse(
             coffer_api::ErrorKind::PolicyMismatch,
@@ -153,5 +222,12 @@ pub fn check_quote_response(
         simulation: resp.simulation,
         mrenclave: claims.mrenclave.map(hex::encode),
         tcb_status: claims.tcb_status,
+        state: resp.state.clone(),
+        evidence: AttestationEvidence {
+            nonce: nonce.to_vec(),
+            quote: resp.clone(),
+            tls_chain: seen_chain.to_vec(),
+            collateral,
+        },
     })
 }

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod attest;
+pub mod bundle;
 pub mod client;
 pub mod core;
 pub mod design;

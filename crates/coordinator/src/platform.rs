@@ -187,6 +187,8 @@ pub enum CollateralSource {
     },
     /// Offline files: `DIR/<fmspc hex>.json`, else `DIR/collateral.json`.
     Dir(PathBuf),
+    /// One given collateral set (an offline verification bundle).
+    Fixed(std::sync::Arc<Collateral>),
     /// Intel PCS or a PCCS through `coffer-pccs`, with its per-item cache (an unreachable
     /// service does not stop activations while cached collateral is valid). The fetch is
     /// blocking (ureq); with a warm cache it is a file read.
@@ -215,6 +217,7 @@ impl CollateralSource {
                 g.push((tee, now, c.clone()));
                 Ok(c)
             }
+            CollateralSource::Fixed(c) => Ok(c.clone()),
             CollateralSource::Dir(dir) => {
                 let fmspc = coffer_evidence::Quote::parse(quote)
                     .and_then(|q| q.fmspc())
@@ -280,8 +283,27 @@ impl EvidenceVerifier {
     /// Verifies a DCAP quote at `now`.
     pub fn verify(&self, quote: &[u8], now: i64) -> Result<Verified, Error> {
         let collateral = self.collateral.collateral(quote, now)?;
+        self.verify_with(quote, &collateral, now)
+    }
+
+    /// The collateral a quote is verified with at `now` (cached).
+    pub fn collateral_for(
+        &self,
+        quote: &[u8],
+        now: i64,
+    ) -> Result<std::sync::Arc<Collateral>, Error> {
+        self.collateral.collateral(quote, now)
+    }
+
+    /// Verifies a DCAP quote with the given collateral at `now` (an offline bundle).
+    pub fn verify_with(
+        &self,
+        quote: &[u8],
+        collateral: &Collateral,
+        now: i64,
+    ) -> Result<Verified, Error> {
         self.verifier
-            .verify(quote, &collateral, now)
+            .verify(quote, collateral, now)
             .map_err(evidence_error)
     }
 }

@@ -26,26 +26,50 @@ use crate::Global;
 pub(crate) struct ConnectArgs {
     /// Coordinator address, host:port.
     #[arg(long, env = "COFFER_COORDINATOR", default_value = "127.0.0.1:4433")]
-    coordinator: String,
+    pub(crate) coordinator: String,
     /// The Coordinator's root CA (PEM) from `coffer verify --root-ca-out`; without it the
     /// Coordinator is attested first.
     #[arg(long, env = "COFFER_ROOT_CA")]
-    root_ca: Option<PathBuf>,
+    pub(crate) root_ca: Option<PathBuf>,
     /// Accept a Coordinator on the SIMULATED platform (development only; needs --sim-dir).
     #[arg(long, requires = "sim_dir")]
-    allow_simulation: bool,
+    pub(crate) allow_simulation: bool,
     /// Simulated platform directory whose root verifies a simulating Coordinator's quote.
     #[arg(long, env = "COFFER_SIM_DIR")]
-    sim_dir: Option<PathBuf>,
+    pub(crate) sim_dir: Option<PathBuf>,
     /// Offline collateral to verify a real Coordinator's quote (`<fmspc>.json`/`collateral.json`).
     #[arg(long)]
-    collateral_dir: Option<PathBuf>,
+    pub(crate) collateral_dir: Option<PathBuf>,
     /// Accept only these Coordinator MRENCLAVE values (hex, repeatable).
     #[arg(long = "expected-mrenclave", value_parser = parse_hex32)]
-    expected_mrenclave: Vec<[u8; 32]>,
+    pub(crate) expected_mrenclave: Vec<[u8; 32]>,
+    /// Accept the Coordinator's platform with this TCB status (Intel spelling, repeatable;
+    /// default UpToDate). Revoked is never accepted.
+    #[arg(long = "accept-tcb-status", value_name = "STATUS", value_parser = parse_tcb_status)]
+    pub(crate) accept_tcb_status: Vec<String>,
 }
 
-fn parse_hex32(s: &str) -> Result<[u8; 32], String> {
+/// A TCB status a client may accept: Intel's spelling, never `Revoked`.
+pub(crate) fn parse_tcb_status(s: &str) -> Result<String, String> {
+    let status: coffer_evidence::TcbStatus = s.parse()?;
+    if status == coffer_evidence::TcbStatus::Revoked {
+        return Err("a Revoked TCB level is never accepted".into());
+    }
+    Ok(status.as_str().to_string())
+}
+
+impl ConnectArgs {
+    /// What attesting requires of the Coordinator.
+    pub(crate) fn expectations(&self) -> Expectations<'_> {
+        Expectations {
+            allow_simulation: self.allow_simulation,
+            mrenclaves: &self.expected_mrenclave,
+            tcb_statuses: &self.accept_tcb_status,
+        }
+    }
+}
+
+pub(crate) fn parse_hex32(s: &str) -> Result<[u8; 32], String> {
     let v = hex::decode(s.trim()).map_err(|_| format!("{s:?} is not hex"))?;
     v.try_into()
         .map_err(|_| "expected 64 hex digits (32 bytes)".to_string())
@@ -62,17 +86,17 @@ pub(crate) struct IdentityArgs {
     key: PathBuf,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     coffer_coordinator::core::now_unix()
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
-fn verifier(c: &ConnectArgs) -> anyhow::Result<EvidenceVerifier> {
+pub(crate) fn verifier(c: &ConnectArgs) -> anyhow::Result<EvidenceVerifier> {
     if c.allow_simulation {
         let dir = c
             .sim_dir
@@ -108,7 +132,7 @@ fn verifier(c: &ConnectArgs) -> anyhow::Result<EvidenceVerifier> {
     }
 }
 
-fn remote(e: coffer_coordinator::Error) -> anyhow::Error {
+pub(crate) fn remote(e: coffer_coordinator::Error) -> anyhow::Error {
     match &e {
         coffer_coordinator::Error::Remote { kind, message, .. } => {
             let k = serde_json::to_value(kind)
@@ -129,7 +153,7 @@ fn remote(e: coffer_coordinator::Error) -> anyhow::Error {
     }
 }
 
-fn identity(id: Option<&IdentityArgs>) -> anyhow::Result<Option<ClientIdentity>> {
+pub(crate) fn identity(id: Option<&IdentityArgs>) -> anyhow::Result<Option<ClientIdentity>> {
     let Some(id) = id else { return Ok(None) };
     let cert = std::fs::read_to_string(&id.cert)
         .with_context(|| format!("reading {}", id.cert.display()))?;
@@ -171,11 +195,7 @@ pub(crate) async fn connect(c: &ConnectArgs, id: Option<&IdentityArgs>) -> anyho
         }
         None => {
             let v = verifier(c)?;
-            let expect = Expectations {
-                allow_simulation: c.allow_simulation,
-                mrenclaves: &c.expected_mrenclave,
-            };
-            let a = attest(&c.coordinator, &v, &expect, now())
+            let a = attest(&c.coordinator, &v, &c.expectations(), now())
                 .await
                 .map_err(remote)?;
             if a.simulation {
@@ -189,124 +209,6 @@ pub(crate) async fn connect(c: &ConnectArgs, id: Option<&IdentityArgs>) -> anyho
         &Trust::RootCa(root_der),
         identity(id)?.as_ref(),
     )?)
-}
-
-/// `coffer verify`.
-#[derive(Debug, Args)]
-#[command(after_help = "EXAMPLES:
-    Attest a development Coordinator, pin its manifest, save its root CA:
-        coffer verify --coordinator 127.0.0.1:4433 --allow-simulation --sim-dir ./sim \\
-            --manifest manifest.json --root-ca-out root-ca.pem
-
-    A production Coordinator with a known measurement:
-        coffer verify --coordinator coffer.example:4433 --collateral-dir ./collateral \\
-            --expected-mrenclave 3f…c1 --manifest-hash 9a…04 --root-ca-out root-ca.pem")]
-pub(crate) struct VerifyArgs {
-    #[command(flatten)]
-    connect: ConnectArgs,
-    /// The manifest (JSON/YAML) the Coordinator must be running.
-    #[arg(long, conflicts_with = "manifest_hash")]
-    manifest: Option<PathBuf>,
-    /// The canonical hash (hex) of the manifest the Coordinator must be running.
-    #[arg(long)]
-    manifest_hash: Option<String>,
-    /// Write the attested root CA (PEM) here, for `--root-ca` and for mTLS clients.
-    #[arg(long)]
-    root_ca_out: Option<PathBuf>,
-}
-
-/// Runs `coffer verify`.
-pub(crate) fn verify(args: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
-    if args.connect.root_ca.is_some() {
-        return Err(Failure::new("usage", "`coffer verify` always attests; drop --root-ca").into());
-    }
-    let expected_hash = match (&args.manifest, &args.manifest_hash) {
-        (Some(path), _) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let m = coffer_manifest::Manifest::parse(&bytes).map_err(|e| {
-                Failure::new("invalid_manifest", format!("{}: {e:?}", path.display()))
-            })?;
-            Some(m.hash_hex())
-        }
-        (None, Some(h)) => Some(h.trim().to_ascii_lowercase()),
-        (None, None) => None,
-    };
-    let rt = runtime()?;
-    let (attested, status) = rt.block_on(async {
-        let v = verifier(&args.connect)?;
-        let expect = Expectations {
-            allow_simulation: args.connect.allow_simulation,
-            mrenclaves: &args.connect.expected_mrenclave,
-        };
-        let a = attest(&args.connect.coordinator, &v, &expect, now())
-            .await
-            .map_err(remote)?;
-        let mut client = Client::new(
-            &args.connect.coordinator,
-            &Trust::RootCa(a.root_der.clone()),
-            None,
-        )?;
-        let s: coffer_api::StatusResponse = client.get("/api/v1/status").await.map_err(remote)?;
-        Ok::<_, anyhow::Error>((a, s))
-    })?;
-    if let Some(want) = &expected_hash {
-        match &status.manifest_hash {
-            Some(got) if got == want => {}
-            Some(got) => {
-                return Err(Failure::new(
-                    "manifest_mismatch",
-                    format!("the Coordinator runs manifest {got}, not the expected {want}"),
-                )
-                .into())
-            }
-            None => {
-                return Err(Failure::new(
-                    "manifest_mismatch",
-                    "the Coordinator has no manifest yet; set it first",
-                )
-                .into())
-            }
-        }
-    }
-    if let Some(out) = &args.root_ca_out {
-        std::fs::write(out, &attested.root_pem)
-            .with_context(|| format!("writing {}", out.display()))?;
-    }
-    if global.json {
-        print_json(&serde_json::json!({
-            "verified": true,
-            "simulation": attested.simulation,
-            "mrenclave": attested.mrenclave,
-            "tcb_status": attested.tcb_status,
-            "state": status.state,
-            "manifest_hash": status.manifest_hash,
-            "root_ca_out": args.root_ca_out,
-        }))?;
-    } else {
-        println!(
-            "Coordinator at {} verified{}",
-            args.connect.coordinator,
-            if attested.simulation {
-                " (SIMULATION)"
-            } else {
-                ""
-            }
-        );
-        if let Some(m) = &attested.mrenclave {
-            println!("  MRENCLAVE   {m}");
-        }
-        println!("  TCB status  {}", attested.tcb_status);
-        println!("  state       {:?}", status.state);
-        println!(
-            "  manifest    {}",
-            status.manifest_hash.as_deref().unwrap_or("(none)")
-        );
-        if let Some(out) = &args.root_ca_out {
-            println!("  root CA  -> {}", out.display());
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `coffer status`.
@@ -346,6 +248,24 @@ pub(crate) fn status(args: StatusArgs, global: Global) -> anyhow::Result<ExitCod
             "version     {} (protocol {})",
             s.version, s.protocol_version
         );
+        if let Some(h) = &s.state_head {
+            println!(
+                "history     version {} (head {})",
+                h.manifest_version,
+                hex::encode(h.manifest_head)
+            );
+            println!(
+                "generation  {} (audit record {})",
+                h.generation, h.audit_seq
+            );
+        }
+        if let Some(t) = &s.tamper {
+            println!("TAMPERED    the stored state does not match its authenticated head; nothing is served:");
+            for f in &t.findings {
+                println!("  - {f}");
+            }
+            println!("            the recovery-key holders decide: `coffer recover --reauthenticate`");
+        }
         if let Some(r) = &s.replica {
             println!(
                 "replica     {} ({} store, {})",
@@ -606,6 +526,63 @@ pub(crate) struct ManifestSetArgs {
 pub(crate) struct ManifestGetArgs {
     #[command(flatten)]
     connect: ConnectArgs,
+}
+
+/// `coffer manifest log`.
+#[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:
+    coffer manifest log --coordinator 127.0.0.1:4433 --root-ca root-ca.pem
+    coffer --json manifest log --allow-simulation --sim-dir ./sim
+
+Every version names the hash of the one before it; the chain is checked before it is printed.
+`coffer verify` remembers its head and refuses a Coordinator whose history stops extending it.")]
+pub(crate) struct ManifestLogArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// Runs `coffer manifest log`: the manifest history, checked, oldest first.
+pub(crate) fn manifest_log(a: ManifestLogArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let h: coffer_api::HistoryResponse = rt.block_on(async {
+        let mut c = connect(&a.connect, None).await?;
+        c.get("/api/v1/manifest/history").await.map_err(remote)
+    })?;
+    let (version, head) = coffer_api::verify_history(&h.entries).map_err(|e| {
+        Failure::new(
+            "broken_chain",
+            format!("the Coordinator's manifest history is broken: {e}"),
+        )
+    })?;
+    if global.json {
+        print_json(&serde_json::json!({
+            "entries": h.entries,
+            "version": version,
+            "head": hex::encode(head),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &h.entries {
+        let when = time::OffsetDateTime::from_unix_timestamp(e.time)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| e.time.to_string());
+        let what = if e.manifest_hash == coffer_api::chain::NO_MANIFEST {
+            "(manifest cleared)".to_string()
+        } else {
+            e.manifest_hash.clone()
+        };
+        println!(
+            "v{:<4} {when}  {what}  by {}",
+            e.version,
+            e.author.as_deref().unwrap_or("(first manifest: anyone)")
+        );
+        for c in &e.changes {
+            println!("       - {c}");
+        }
+    }
+    println!("head: version {version}, {}", hex::encode(head));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `coffer manifest update`.

@@ -797,6 +797,7 @@ fn verify_coordinator(
     let expect = Expectations {
         allow_simulation: true,
         mrenclaves: &[own],
+        tcb_statuses: &[],
     };
     let attested = runtime()?
         .block_on(attest(

@@ -53,6 +53,8 @@ JSON and YAML forms of one manifest, or a re-ordered copy, have the same hash. C
     Get(crate::cmd::client::ManifestGetArgs),
     /// Replace a Coordinator's manifest (client certificate of a user whose role allows it).
     Update(crate::cmd::client::ManifestUpdateArgs),
+    /// Print a Coordinator's manifest history (a hash chain), checked.
+    Log(crate::cmd::client::ManifestLogArgs),
 }
 
 /// A manifest file argument.
@@ -87,6 +89,7 @@ pub(crate) fn run(cmd: ManifestCmd, global: Global) -> anyhow::Result<ExitCode> 
         ManifestCmd::Set(a) => crate::cmd::client::manifest_set(a, global),
         ManifestCmd::Get(a) => crate::cmd::client::manifest_get(a, global),
         ManifestCmd::Update(a) => crate::cmd::client::manifest_update(a, global),
+        ManifestCmd::Log(a) => crate::cmd::client::manifest_log(a, global),
     }
 }
 
