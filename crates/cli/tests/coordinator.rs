@@ -1,270 +1,9 @@
 //! Integration tests of the Coordinator: the real `coffer coordinator` process on 127.0.0.1,
 //! driven over HTTPS with simulated evidence from the simulated platform.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+mod common;
 
-use base64::Engine;
-use coffer_api::{ActivationRequest, ActivationResponse, ErrorKind, Evidence, EvidenceFormat};
-use coffer_coordinator::client::{Client, Method};
-use coffer_coordinator::platform::{CollateralSource, EvidenceVerifier};
-use coffer_coordinator::tls::{ClientIdentity, Trust};
-use coffer_coordinator::Error;
-use coffer_evidence::sim::{SgxQuoteSpec, SimPlatform};
-
-const COFFER: &str = env!("CARGO_BIN_EXE_coffer");
-const MR_APP: [u8; 32] = [0xa1; 32];
-const MR_DEBUG: [u8; 32] = [0xb2; 32];
-const MR_TCB: [u8; 32] = [0xc3; 32];
-const MR_OTHER: [u8; 32] = [0xd4; 32];
-
-fn b64() -> base64::engine::GeneralPurpose {
-    base64::engine::general_purpose::STANDARD
-}
-
-/// A running Coordinator process; killed on drop.
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn sigkill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path, sim: &Path) -> Proc {
-    let mut child = Command::new(COFFER)
-        .args([
-            "--json",
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--simulation",
-            "--sim-dir",
-        ])
-        .arg(sim)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start coffer coordinator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("first line {line:?}: {e}"));
-    assert_eq!(v["simulation"], true);
-    Proc {
-        child,
-        addr: v["listening"].as_str().unwrap().to_string(),
-    }
-}
-
-fn sim_platform(dir: &Path) -> SimPlatform {
-    coffer_coordinator::platform::load_or_create_sim(dir).unwrap()
-}
-
-fn sim_verifier(dir: &Path) -> EvidenceVerifier {
-    let sim = sim_platform(dir);
-    EvidenceVerifier::new(
-        sim.trust_anchors(),
-        CollateralSource::Simulated {
-            sim: Box::new(sim_platform(dir)),
-            cache: Default::default(),
-        },
-    )
-}
-
-fn now() -> i64 {
-    coffer_coordinator::core::now_unix()
-}
-
-/// Attests the Coordinator and returns a client trusting its root (and the root DER).
-async fn attested(addr: &str, sim: &Path, id: Option<&ClientIdentity>) -> (Client, Vec<u8>) {
-    let v = sim_verifier(sim);
-    let a = coffer_coordinator::attest::attest(
-        addr,
-        &v,
-        &coffer_coordinator::attest::Expectations {
-            allow_simulation: true,
-            mrenclaves: &[],
-            tcb_statuses: &[],
-        },
-        now(),
-    )
-    .await
-    .expect("attest");
-    assert!(a.simulation);
-    (
-        Client::new(addr, &Trust::RootCa(a.root_der.clone()), id).unwrap(),
-        a.root_der,
-    )
-}
-
-struct Users {
-    admin: ClientIdentity,
-    admin_pem: String,
-    reader: ClientIdentity,
-    reader_pem: String,
-    stranger: ClientIdentity,
-    recovery_priv_pem: String,
-    recovery_pub_pem: String,
-}
-
-fn user(cn: &str) -> (ClientIdentity, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec![format!("{cn}.users.test")]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    (
-        ClientIdentity {
-            chain: vec![cert.der().to_vec()],
-            key_pkcs8: key.serialize_der(),
-        },
-        cert.pem(),
-    )
-}
-
-fn users() -> &'static Users {
-    static U: OnceLock<Users> = OnceLock::new();
-    U.get_or_init(|| {
-        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-        let (admin, admin_pem) = user("admin");
-        let (reader, reader_pem) = user("reader");
-        let (stranger, _) = user("stranger");
-        // One RSA-2048 key for all tests (generated once: key generation is slow).
-        let rk = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        Users {
-            admin,
-            admin_pem,
-            reader,
-            reader_pem,
-            stranger,
-            recovery_priv_pem: rk.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
-            recovery_pub_pem: rk
-                .to_public_key()
-                .to_public_key_pem(LineEnding::LF)
-                .unwrap(),
-        }
-    })
-}
-
-fn manifest() -> serde_json::Value {
-    let u = users();
-    serde_json::json!({
-        "packages": {
-            "app": {"tee": "sgx", "mrenclave": hex::encode(MR_APP)},
-            "debugpkg": {"tee": "sgx", "mrenclave": hex::encode(MR_DEBUG)},
-            "tcbpkg": {"tee": "sgx", "mrenclave": hex::encode(MR_TCB), "accepted_tcb_statuses": ["SWHardeningNeeded"]}
-        },
-        "workloads": {
-            "web": {"package": "app", "parameters": {
-                "env": {"DB_KEY": "{{ secrets.db_key.key.hex }}", "INST": "{{ secrets.inst_key.key.hex }}"},
-                "files": {"/etc/coffer-ca.pem": {"content": "{{ coffer.root_ca.pem }}"}}
-            }},
-            "withpw": {"package": "app", "parameters": {"env": {"PASSWORD": "{{ secrets.password.value.text }}"}}},
-            "limited": {"package": "app", "max_activations": 2},
-            "dbg": {"package": "debugpkg"},
-            "tcb": {"package": "tcbpkg"}
-        },
-        "secrets": {
-            "db_key": {"type": "symmetric", "size": 256, "shared": true},
-            "inst_key": {"type": "symmetric", "size": 128},
-            "password": {"type": "user-defined"}
-        },
-        "users": {
-            "admin": {"certificate": u.admin_pem, "roles": ["pw-rw", "updater", "auditor"]},
-            "reader": {"certificate": u.reader_pem, "roles": ["pw-r"]}
-        },
-        "roles": {
-            "pw-rw": {"resource": "secrets", "names": ["password"], "actions": ["read", "write"]},
-            "pw-r": {"resource": "secrets", "names": ["password"], "actions": ["read"]},
-            "updater": {"resource": "manifest", "actions": ["update"]},
-            "auditor": {"resource": "audit", "actions": ["read"]}
-        },
-        "recovery_keys": {"owner": u.recovery_pub_pem}
-    })
-}
-
-struct Launch {
-    csr_pem: String,
-    report_data: [u8; 64],
-}
-
-fn launch_key() -> Launch {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr_pem = coffer_coordinator::pki::make_csr(&key, "w").unwrap();
-    let report_data = coffer_api::workload_report_data(&coffer_coordinator::pki::key_spki(&key));
-    Launch {
-        csr_pem,
-        report_data,
-    }
-}
-
-fn quote(sim: &SimPlatform, mrenclave: [u8; 32], debug: bool, report_data: [u8; 64]) -> Vec<u8> {
-    sim.sgx_quote(&SgxQuoteSpec {
-        mrenclave,
-        debug,
-        report_data,
-        ..SgxQuoteSpec::default()
-    })
-}
-
-fn request(workload: &str, id: uuid::Uuid, csr_pem: &str, quote: &[u8]) -> ActivationRequest {
-    ActivationRequest {
-        protocol_version: coffer_api::PROTOCOL_VERSION,
-        workload: workload.into(),
-        instance_id: id,
-        csr_pem: csr_pem.into(),
-        evidence: Evidence {
-            format: EvidenceFormat::DcapQuote,
-            data: b64().encode(quote),
-        },
-    }
-}
-
-async fn activate(
-    c: &mut Client,
-    sim: &SimPlatform,
-    workload: &str,
-    id: uuid::Uuid,
-    mr: [u8; 32],
-) -> Result<ActivationResponse, Error> {
-    let l = launch_key();
-    let q = quote(sim, mr, false, l.report_data);
-    c.call(
-        Method::POST,
-        "/api/v1/activate",
-        Some(&request(workload, id, &l.csr_pem, &q)),
-    )
-    .await
-}
-
-fn refused_kind(r: Result<ActivationResponse, Error>) -> (ErrorKind, String) {
-    match r {
-        Err(Error::Remote { kind, message, .. }) => (kind, message),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
-async fn set_manifest(c: &mut Client, m: &serde_json::Value) -> coffer_api::ManifestResponse {
-    c.call(Method::POST, "/api/v1/manifest", Some(m))
-        .await
-        .expect("set manifest")
-}
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_accepted_and_restart_keeps_ca_and_secrets() {
@@ -347,17 +86,6 @@ async fn activation_accepted_and_restart_keeps_ca_and_secrets() {
     let m = String::from_utf8(m.to_vec()).unwrap();
     assert!(m.contains("coffer_coordinator_simulation 1"), "{m}");
     assert!(m.contains(r#"workload="web",result="accepted""#), "{m}");
-}
-
-fn pem_blocks(s: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(i) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let block = &rest[i..];
-        out.push(coffer_coordinator::pki::pem_decode(block, "CERTIFICATE").unwrap());
-        rest = &block[27..];
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,25 +372,6 @@ async fn user_secrets_and_updates_are_role_checked() {
     );
 }
 
-async fn put_secret(c: &mut Client, set: &coffer_api::SetSecretsRequest) -> Result<(), ErrorKind> {
-    let (st, body) = c
-        .request(
-            Method::PUT,
-            "/api/v1/secrets",
-            Some(serde_json::to_vec(set).unwrap()),
-        )
-        .await
-        .unwrap();
-    if st.is_success() {
-        Ok(())
-    } else {
-        Err(serde_json::from_slice::<coffer_api::ErrorBody>(&body)
-            .unwrap()
-            .error
-            .kind)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_acknowledged_write() {
     let u = users();
@@ -815,21 +524,6 @@ async fn put_secret_raw(c: &mut Client, set: &coffer_api::SetSecretsRequest) -> 
     }
 }
 
-fn cli(args: &[&str]) -> (bool, serde_json::Value, String) {
-    let out = Command::new(COFFER)
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let v = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-    (
-        out.status.success(),
-        v,
-        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_with_the_recovery_key_after_the_sealing_key_is_lost() {
     let u = users();
@@ -886,20 +580,6 @@ async fn recovery_with_the_recovery_key_after_the_sealing_key_is_lost() {
     assert_eq!(root2, root);
     let st: coffer_api::StatusResponse = c.get("/api/v1/status").await.unwrap();
     assert_eq!(st.state, coffer_api::CoordinatorState::Ready);
-}
-
-/// `coffer recover --key FILE` against the Coordinator at `addr` (simulated evidence).
-fn cli_recover(keyfile: &Path, addr: &str, simdir: &Path) -> (bool, serde_json::Value, String) {
-    cli(&[
-        "recover",
-        "--key",
-        keyfile.to_str().unwrap(),
-        "--coordinator",
-        addr,
-        "--allow-simulation",
-        "--sim-dir",
-        simdir.to_str().unwrap(),
-    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

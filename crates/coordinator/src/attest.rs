@@ -125,7 +125,10 @@ pub async fn attest(
     let mut client = Client::new(addr, &Trust::Attest(rec.clone()), None)?;
     let nonce = random_nonce();
     let resp: coffer_api::QuoteResponse = client
-        .get(&format!("/api/v1/quote?nonce={}&state=1", hex::encode(nonce)))
+        .get(&format!(
+            "/api/v1/quote?nonce={}&state=1",
+            hex::encode(nonce)
+        ))
         .await?;
     let seen = rec.seen();
     check_quote_response(&resp, &nonce, &seen, verifier, expect, now)

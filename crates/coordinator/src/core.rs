@@ -942,7 +942,10 @@ impl Coordinator {
                 let state = match (bind_state, nonce) {
                     (true, Some(_)) => {
                         r.store.sync()?;
-                        self.check_tampered(r)?;
+                        if self.check_tampered(r).is_err() {
+                            // Still attested, as what it now is: tampered, bound to nothing.
+                            return self.quote(nonce, false);
+                        }
                         Some(r.store.head()?.summary())
                     }
                     _ => None,

@@ -66,9 +66,12 @@ fn log(a: LogArgs, global: Global) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     let r: coffer_api::AuditResponse = rt.block_on(async {
         let mut c = connect(&a.connect, Some(&a.id)).await?;
-        c.get(&format!("/api/v1/audit?after={}&limit={}", a.after, a.limit))
-            .await
-            .map_err(remote)
+        c.get(&format!(
+            "/api/v1/audit?after={}&limit={}",
+            a.after, a.limit
+        ))
+        .await
+        .map_err(remote)
     })?;
     if global.json {
         print_json(&r)?;
@@ -98,8 +101,7 @@ fn verify(a: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
     let (head, records) = rt.block_on(async {
         let mut c = connect(&a.connect, Some(&a.id)).await?;
         // The head first: records appended after it are not part of this check.
-        let status: coffer_api::StatusResponse =
-            c.get("/api/v1/status").await.map_err(remote)?;
+        let status: coffer_api::StatusResponse = c.get("/api/v1/status").await.map_err(remote)?;
         let head = status.state_head.ok_or_else(|| {
             Failure::new(
                 "tampered",

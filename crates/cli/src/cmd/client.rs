@@ -264,7 +264,9 @@ pub(crate) fn status(args: StatusArgs, global: Global) -> anyhow::Result<ExitCod
             for f in &t.findings {
                 println!("  - {f}");
             }
-            println!("            the recovery-key holders decide: `coffer recover --reauthenticate`");
+            println!(
+                "            the recovery-key holders decide: `coffer recover --reauthenticate`"
+            );
         }
         if let Some(r) = &s.replica {
             println!(
@@ -565,7 +567,10 @@ pub(crate) fn manifest_log(a: ManifestLogArgs, global: Global) -> anyhow::Result
     for e in &h.entries {
         let when = time::OffsetDateTime::from_unix_timestamp(e.time)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_else(|| e.time.to_string());
         let what = if e.manifest_hash == coffer_api::chain::NO_MANIFEST {
             "(manifest cleared)".to_string()

@@ -97,7 +97,11 @@ impl KnownFile {
         if file.version != VERSION {
             return Err(Failure::new(
                 "config",
-                format!("{}: version {} is not {VERSION}", path.display(), file.version),
+                format!(
+                    "{}: version {} is not {VERSION}",
+                    path.display(),
+                    file.version
+                ),
             )
             .into());
         }

@@ -57,7 +57,7 @@ pub(crate) struct VerifyArgs {
     #[arg(long, env = "COFFER_KNOWN_STATE")]
     known_state: Option<PathBuf>,
     /// Neither check nor update the known-state file (the rollback check is skipped).
-    #[arg(long, conflicts_with = "known_state")]
+    #[arg(long)]
     no_remember: bool,
     /// Also write an offline verification bundle (quote, collateral, TLS chain, manifest
     /// history, manifest) to this file.
@@ -137,9 +137,14 @@ pub(crate) fn verify(args: VerifyArgs, global: Global) -> anyhow::Result<ExitCod
     let rt = runtime()?;
     let (attested, status, history, manifest) = rt.block_on(async {
         let v = verifier(&args.connect)?;
-        let a = attest(&args.connect.coordinator, &v, &args.connect.expectations(), now())
-            .await
-            .map_err(remote)?;
+        let a = attest(
+            &args.connect.coordinator,
+            &v,
+            &args.connect.expectations(),
+            now(),
+        )
+        .await
+        .map_err(remote)?;
         let mut client = Client::new(
             &args.connect.coordinator,
             &Trust::RootCa(a.root_der.clone()),
@@ -153,7 +158,11 @@ pub(crate) fn verify(args: VerifyArgs, global: Global) -> anyhow::Result<ExitCod
                 .map_err(remote)?;
             let m = if s.manifest_hash.is_some() && args.save_bundle.is_some() {
                 let (st, body) = client
-                    .request(coffer_coordinator::client::Method::GET, "/api/v1/manifest", None)
+                    .request(
+                        coffer_coordinator::client::Method::GET,
+                        "/api/v1/manifest",
+                        None,
+                    )
                     .await
                     .map_err(remote)?;
                 st.is_success().then(|| body.to_vec())
@@ -192,7 +201,10 @@ pub(crate) fn verify(args: VerifyArgs, global: Global) -> anyhow::Result<ExitCod
     let mut history = history;
     if let Some(state) = &attested.state {
         coffer_api::verify_history(&history).map_err(|e| {
-            Failure::new("tampered", format!("the Coordinator's manifest history: {e}"))
+            Failure::new(
+                "tampered",
+                format!("the Coordinator's manifest history: {e}"),
+            )
         })?;
         if !coffer_api::history_extends(&history, state.manifest_version, &state.manifest_head) {
             return Err(Failure::new(
@@ -337,7 +349,10 @@ fn verify_bundle(args: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
     let bundle = Bundle::parse(&bytes).map_err(|e| Failure::new("bad_request", e.to_string()))?;
     let anchors = if args.connect.allow_simulation {
         let dir = args.connect.sim_dir.clone().ok_or_else(|| {
-            Failure::new("usage", "--allow-simulation needs --sim-dir with the platform's root")
+            Failure::new(
+                "usage",
+                "--allow-simulation needs --sim-dir with the platform's root",
+            )
         })?;
         let sim_path = dir.join(coffer_coordinator::platform::SIM_PLATFORM_FILE);
         let sim = coffer_evidence::sim::SimPlatform::from_bytes(

@@ -587,21 +587,28 @@ impl EtcdStore {
     /// waiting for the watch): afterwards this replica has seen every commit acknowledged
     /// before the call. Blocking.
     pub fn sync(&self) -> Result<(), Error> {
-        not_in_async()?;
-        let mut client = self.client.clone();
-        let key = self.full("meta", M_HEAD);
-        let resp = self
-            .rt()
-            .block_on(async move {
-                tokio::time::timeout(
-                    REQUEST_TIMEOUT,
-                    client.get(key, Some(GetOptions::new().with_count_only())),
-                )
-                .await
+        // On a plain thread: callers may be on a tokio blocking thread, where the checks of
+        // the blocking calls below would (rightly) refuse to run.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut client = self.client.clone();
+                let key = self.full("meta", M_HEAD);
+                let resp = self
+                    .rt()
+                    .block_on(async move {
+                        tokio::time::timeout(
+                            REQUEST_TIMEOUT,
+                            client.get(key, Some(GetOptions::new().with_count_only())),
+                        )
+                        .await
+                    })
+                    .map_err(|_| etcd_err("sync", "timed out"))?
+                    .map_err(|e| etcd_err("sync", e))?;
+                self.refresh_to(resp.header().map_or(0, |h| h.revision()))
             })
-            .map_err(|_| etcd_err("sync", "timed out"))?
-            .map_err(|e| etcd_err("sync", e))?;
-        self.refresh_to(resp.header().map_or(0, |h| h.revision()))
+            .join()
+            .unwrap_or_else(|_| Err(Error::Store("etcd sync thread panicked".into())))
+        })
     }
 
     /// Blocks until the mirror reflects revision `rev` (waiting for the watch, then re-syncing

@@ -34,8 +34,17 @@ pub(crate) struct Redb {
 impl Redb {
     /// Opens (or creates) the file with its three tables.
     pub(crate) fn open(path: &Path) -> Result<Self, Error> {
-        let db = Database::create(path)
-            .map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => {
+                Error::Tampered(vec![format!(
+                    "the store file {} is corrupt ({e}): it was changed outside the Coordinator, \
+                     or the disk failed. Nothing of it is served; restore it from a backup, or \
+                     start a new deployment with an empty --data-dir",
+                    path.display()
+                )])
+            }
+            other => Error::Store(format!("open {}: {other}", path.display())),
+        })?;
         let tx = db.begin_write().map_err(store_err)?;
         {
             tx.open_table(META).map_err(store_err)?;
