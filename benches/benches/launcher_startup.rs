@@ -117,6 +117,7 @@ fn main() {
             Config {
                 data_dir: dir.path().join("data"),
                 cert_hours: 24,
+                accepted_tcb_statuses: Vec::new(),
                 store: coffer_coordinator::StoreConfig::Embedded,
             },
             Platform::Simulated {

@@ -17,11 +17,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub mod chain;
+pub mod sealed;
 
 pub use chain::{
     coordinator_report_data_bound, history_extends, verify_audit, verify_history, AuditCheck,
     AuditVerifier, ChainError, HistoryEntry, HistoryResponse, StateSummary,
 };
+pub use sealed::{Activation, SealError, SealedParameters};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -159,8 +161,9 @@ pub struct ActivationResponse {
     pub root_ca_pem: String,
     /// Expiry of the workload certificate, Unix seconds; re-activate before it.
     pub not_after: i64,
-    /// Files, env, argv with secrets filled in.
-    pub parameters: Parameters,
+    /// Files, env, argv with secrets filled in, encrypted to the CSR's key
+    /// ([`sealed`]): a replayed request gets an answer only the TEE's own key opens.
+    pub sealed_parameters: SealedParameters,
 }
 
 /// `GET /api/v1/quote?nonce=HEX`: the Coordinator's own evidence.

@@ -104,7 +104,7 @@ async fn refusals_name_the_failed_check() {
     // Debug enclave, package does not allow debug.
     let l = launch_key();
     let q = quote(&sim, MR_DEBUG, true, l.report_data);
-    let (k, m) = refused_kind(
+    let (k, m) = refused_kind::<ActivationResponse>(
         c.call(
             Method::POST,
             "/api/v1/activate",
@@ -123,7 +123,7 @@ async fn refusals_name_the_failed_check() {
     // Report data that does not bind the CSR's key.
     let l = launch_key();
     let q = quote(&sim, MR_APP, false, [7u8; 64]);
-    let (k, m) = refused_kind(
+    let (k, m) = refused_kind::<ActivationResponse>(
         c.call(
             Method::POST,
             "/api/v1/activate",
@@ -147,7 +147,7 @@ async fn refusals_name_the_failed_check() {
         .await
         .unwrap();
     assert!(!ok.certificate_chain_pem.is_empty());
-    let (k, m) = refused_kind(
+    let (k, m) = refused_kind::<ActivationResponse>(
         c.call(
             Method::POST,
             "/api/v1/activate",
@@ -182,7 +182,7 @@ async fn refusals_name_the_failed_check() {
     let l = launch_key();
     let mut q = quote(&sim, MR_APP, false, l.report_data);
     q[100] ^= 0x01;
-    let (k, _) = refused_kind(
+    let (k, _) = refused_kind::<ActivationResponse>(
         c.call(
             Method::POST,
             "/api/v1/activate",
@@ -198,7 +198,9 @@ async fn refusals_name_the_failed_check() {
     let mut req =
         serde_json::to_value(request("web", uuid::Uuid::new_v4(), &l.csr_pem, &q)).unwrap();
     req["protocol_version"] = 99.into();
-    let (k, m) = refused_kind(c.call(Method::POST, "/api/v1/activate", Some(&req)).await);
+    let (k, m) = refused_kind::<ActivationResponse>(
+        c.call(Method::POST, "/api/v1/activate", Some(&req)).await,
+    );
     assert_eq!(k, ErrorKind::UnsupportedProtocolVersion);
     assert!(m.contains("1..=1"), "{m}");
     let (st, body) = c

@@ -143,7 +143,7 @@ async fn activate(
     sim: &SimPlatform,
     workload: &str,
     id: uuid::Uuid,
-) -> Result<ActivationResponse, Error> {
+) -> Result<coffer_api::Activation, Error> {
     let key = rcgen::KeyPair::generate().unwrap();
     let report_data = coffer_api::workload_report_data(&coffer_coordinator::pki::key_spki(&key));
     let quote = sim.sgx_quote(&SgxQuoteSpec {
@@ -161,7 +161,9 @@ async fn activate(
             data: base64::engine::general_purpose::STANDARD.encode(quote),
         },
     };
-    c.call(Method::POST, "/api/v1/activate", Some(&req)).await
+    let r: ActivationResponse = c.call(Method::POST, "/api/v1/activate", Some(&req)).await?;
+    Ok(r.open(&key.serialize_der())
+        .expect("parameters open with the launch key"))
 }
 
 async fn status(c: &mut Client) -> coffer_api::StatusResponse {
@@ -175,7 +177,7 @@ fn kind(r: &Result<impl std::fmt::Debug, Error>) -> Option<ErrorKind> {
     }
 }
 
-fn env(r: &ActivationResponse, name: &str) -> String {
+fn env(r: &coffer_api::Activation, name: &str) -> String {
     r.parameters.env[name].clone()
 }
 

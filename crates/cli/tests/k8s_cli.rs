@@ -256,7 +256,7 @@ fn webhook_process_waits_for_its_certificate_then_mutates_a_pod_over_https() {
     });
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (status, body) = rt.block_on(async {
-        let mut client = Client::new(&addr, &Trust::RootCa(ca.der().to_vec()), None).unwrap();
+        let mut client = Client::new(&addr, &Trust::Service(ca.der().to_vec()), None).unwrap();
         client
             .request(
                 Method::POST,

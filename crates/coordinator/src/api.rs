@@ -343,6 +343,7 @@ mod tests {
                 crate::Config {
                     data_dir: dir.join("data"),
                     cert_hours: 4,
+                    accepted_tcb_statuses: Vec::new(),
                     store: crate::StoreConfig::Embedded,
                 },
                 Platform::Simulated {

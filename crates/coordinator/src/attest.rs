@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use base64::Engine;
 use rand::RngCore;
-use x509_parser::prelude::FromDer;
 
 use crate::client::Client;
 use crate::error::Error;
@@ -202,22 +201,27 @@ pub fn check_quote_response(
             ));
         }
     }
-    // The TLS channel must end in the attested Coordinator: its leaf is signed by the root, or
-    // (recovery mode) is the attested self-signed certificate itself.
+    // The TLS channel must end in the attested Coordinator: its leaf is its own RA-TLS
+    // certificate under the attested root (or, in recovery and tampered mode, the attested
+    // self-signed certificate itself), and the quote in it verifies and binds its key.
     let leaf = seen_chain
         .first()
         .ok_or_else(|| Error::Pki("no server certificate was recorded".into()))?;
-    if leaf != &root_der {
-        let (_, leaf_cert) = x509_parser::certificate::X509Certificate::from_der(leaf)
-            .map_err(|e| Error::Pki(format!("server certificate: {e}")))?;
-        let (_, root_cert) = x509_parser::certificate::X509Certificate::from_der(&root_der)
-            .map_err(|e| Error::Pki(format!("root CA: {e}")))?;
-        leaf_cert.verify_signature(Some(root_cert.public_key())).map_err(|_| {
-            refuse(
-                coffer_api::ErrorKind::BadSignature,
-                "the TLS server certificate is not signed by the attested root CA (a machine in the middle?)".into(),
-            )
-        })?;
+    let ratls = coffer_evidence::ratls::check_coordinator_leaf(leaf, &root_der).map_err(|e| {
+        refuse(
+            coffer_api::ErrorKind::BadSignature,
+            format!(
+                "the TLS server certificate is not the attested Coordinator's own certificate \
+                 ({e}): a machine in the middle, or a certificate issued to someone else"
+            ),
+        )
+    })?;
+    let leaf_quote = verifier.verify(&ratls.quote, now)?;
+    if crate::core::claims_of(&leaf_quote) != claims {
+        return Err(refuse(
+            coffer_api::ErrorKind::PolicyMismatch,
+            "the TLS certificate's quote is from other code than the attested Coordinator's".into(),
+        ));
     }
     Ok(Attested {
         root_pem: resp.root_ca_pem.clone(),

@@ -39,6 +39,9 @@ pub struct Config {
     pub cert_hours: u32,
     /// Embedded (one Coordinator) or etcd (replicas sharing one state).
     pub store: StoreConfig,
+    /// TCB statuses a replica's platform may have to join this one's state or grant it the
+    /// state key (key join); empty means `UpToDate` only. `Revoked` is never accepted.
+    pub accepted_tcb_statuses: Vec<String>,
 }
 
 impl Config {
@@ -432,6 +435,7 @@ impl Coordinator {
                 platform,
                 verifier,
                 config.store.join_timeout(),
+                &config.accepted_tcb_statuses,
             ) {
                 Ok(key) => {
                     raw.apply_meta(&sealed_copy_ops(config, sealer.seal(&key)?))?;
@@ -487,12 +491,13 @@ impl Coordinator {
         platform: &Platform,
         verifier: &EvidenceVerifier,
         timeout: std::time::Duration,
+        accepted_tcb: &[String],
     ) -> Result<StateKey, Error> {
         let own = own_measurement(platform, verifier)?;
         let joiner = publish_join(raw, replica, platform)?;
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(key) = poll_grant(raw, replica, &joiner, &own, verifier)? {
+            if let Some(key) = poll_grant(raw, replica, &joiner, &own, verifier, accepted_tcb)? {
                 return Ok(key);
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
@@ -532,7 +537,14 @@ impl Coordinator {
                 *joiner = Some(publish_join(raw, replica, &self.platform)?);
                 return Ok(());
             };
-            match poll_grant(raw, replica, j, &self.own_claims()?, &self.verifier) {
+            match poll_grant(
+                raw,
+                replica,
+                j,
+                &self.own_claims()?,
+                &self.verifier,
+                &self.config.accepted_tcb_statuses,
+            ) {
                 Ok(Some(key)) => key,
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -702,7 +714,7 @@ impl Coordinator {
                 &request,
                 r.store.state_key(),
                 &own,
-                |q| verify_quote(&self.verifier, q),
+                |q| verify_peer_quote(&self.verifier, q, &self.config.accepted_tcb_statuses),
                 |rd| self.platform.quote(rd),
             );
             let mut rec = record("key-join", "accepted");
@@ -1065,7 +1077,9 @@ impl Coordinator {
         let allowed = old
             .manifest
             .user_may(&user, ResourceKind::Manifest, None, Action::Update)
-            || (summary.only_packages()
+            // `packages: update` may only raise minimum SVNs: a new measurement, signer, debug
+            // flag or TCB status list changes what runs, which needs `manifest: update`.
+            || (summary.only_svn_upgrades()
                 && summary.changes.iter().all(|c| {
                     c.package().is_some_and(|p| {
                         old.manifest.user_may(
@@ -1085,8 +1099,10 @@ impl Coordinator {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join("; "),
-                if summary.only_packages() {
+                if summary.only_svn_upgrades() {
                     " or `packages: update` on every changed package"
+                } else if summary.only_packages() {
+                    " (`packages: update` allows raising a package's minimum ISVSVN only)"
                 } else {
                     ""
                 }
@@ -1431,12 +1447,17 @@ impl Coordinator {
             }
             Outcome::Existing | Outcome::New | Outcome::Applied => {}
         }
+        // Only the key in the CSR opens them: a replayed request gets nothing it can read.
+        let sealed_parameters =
+            coffer_api::sealed::seal(&parameters, csr.spki_der()).map_err(|e| {
+                Error::BadRequest(format!("cannot seal the parameters to the CSR's key: {e}"))
+            })?;
         Ok(ActivationResponse {
             protocol_version: coffer_api::PROTOCOL_VERSION,
             certificate_chain_pem: snap.ca.chain_pem(&leaf),
             root_ca_pem: snap.ca.root_pem().to_string(),
             not_after,
-            parameters,
+            sealed_parameters,
         })
     }
 
@@ -1935,11 +1956,14 @@ fn poll_grant(
     joiner: &Joiner,
     own: &MeasurementClaims,
     verifier: &EvidenceVerifier,
+    accepted_tcb: &[String],
 ) -> Result<Option<StateKey>, Error> {
     let Some(grant) = raw.meta(&format!("{GRANT_PREFIX}{replica}"))? else {
         return Ok(None);
     };
-    let key = joiner.accept(&grant, own, |q| verify_quote(verifier, q))?;
+    let key = joiner.accept(&grant, own, |q| {
+        verify_peer_quote(verifier, q, accepted_tcb)
+    })?;
     if !raw.key_matches(&key)? {
         return Err(Error::Unseal(
             "the key granted by another replica does not open this store".into(),
@@ -1955,6 +1979,18 @@ fn verify_quote(
 ) -> Result<(MeasurementClaims, [u8; 64]), Error> {
     let v = verifier.verify(quote, now_unix())?;
     Ok((claims_of(&v), v.report_data))
+}
+
+/// [`verify_quote`] for another replica (key join, both sides): its platform's TCB status must
+/// be accepted, and is never `Revoked`.
+fn verify_peer_quote(
+    verifier: &EvidenceVerifier,
+    quote: &[u8],
+    accepted_tcb: &[String],
+) -> Result<(MeasurementClaims, [u8; 64]), Error> {
+    let (claims, rd) = verify_quote(verifier, quote)?;
+    crate::attest::check_tcb_status(&claims.tcb_status, accepted_tcb)?;
+    Ok((claims, rd))
 }
 
 /// This Coordinator's own measurement, as another replica would see it: its own quote,

@@ -31,12 +31,12 @@ pub const SERVER_NAME: &str = "coffer-coordinator";
 /// encoding): the extension value is the raw DCAP quote whose report data bytes 0..32 are
 /// SHA-256 of the certificate's DER SubjectPublicKeyInfo (bytes 32..64 zero), the same binding
 /// as [`coffer_api::workload_report_data`]. Gramine's RA-TLS verifiers read it.
-pub const RATLS_QUOTE_OID: &[u64] = &[1, 2, 840, 113741, 1337, 6];
+pub use coffer_evidence::ratls::RATLS_QUOTE_OID;
 
 /// Coffer's simulation marker extension in the RA-TLS certificate (private arc under the RA-TLS
 /// one, non-critical): present, with value `SIMULATION`, when the evidence is simulated, so a
 /// simulating Coordinator is visible in the certificate itself.
-pub const SIMULATION_MARKER_OID: &[u64] = &[1, 2, 840, 113741, 1337, 6, 99];
+pub use coffer_evidence::ratls::SIMULATION_MARKER_OID;
 
 const ROOT_YEARS: i64 = 20;
 const INTERMEDIATE_DAYS: i64 = 3 * 365;
@@ -504,23 +504,8 @@ pub fn key_spki(key: &KeyPair) -> Vec<u8> {
 
 /// Extracts the RA-TLS quote and the simulation marker from a DER certificate.
 pub fn ratls_quote(cert_der: &[u8]) -> Result<(Vec<u8>, bool), Error> {
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der).map_err(pki)?;
-    let mut quote = None;
-    let mut sim = false;
-    for ext in cert.extensions() {
-        let oid: Vec<u64> = ext.oid.iter().map(|i| i.collect()).unwrap_or_default();
-        if oid == RATLS_QUOTE_OID {
-            let (_, v) =
-                x509_parser::der_parser::der::parse_der_octetstring(ext.value).map_err(pki)?;
-            quote = v.as_slice().ok().map(<[u8]>::to_vec);
-        } else if oid == SIMULATION_MARKER_OID {
-            sim = true;
-        }
-    }
-    Ok((
-        quote.ok_or_else(|| Error::Pki("certificate has no RA-TLS quote extension".into()))?,
-        sim,
-    ))
+    let r = coffer_evidence::ratls::read(cert_der).map_err(pki)?;
+    Ok((r.quote, r.simulation))
 }
 
 #[cfg(test)]

@@ -62,6 +62,15 @@ pub fn validate_dns_names(names: &[String]) -> Result<(), Error> {
                  coffer-webhook.coffer.svc)"
             )));
         }
+        // Root-signed like the Coordinator's own certificate: it must never carry its name.
+        let lower = n.to_ascii_lowercase();
+        if lower == crate::pki::SERVER_NAME
+            || lower.starts_with(&format!("{}.", crate::pki::SERVER_NAME))
+        {
+            return Err(Error::BadRequest(format!(
+                "`{n}` would cover the Coordinator's own name; a service certificate may not carry it"
+            )));
+        }
     }
     Ok(())
 }
@@ -102,7 +111,17 @@ mod tests {
 
     #[test]
     fn dns_names_are_checked() {
-        validate_dns_names(&["coffer-webhook.coffer.svc".into(), "*.example.org".into()]).unwrap();
+        validate_dns_names(&[
+            "coffer-webhook.coffer.svc".into(),
+            "webhook.example.org".into(),
+        ])
+        .unwrap();
+        for reserved in ["coffer-coordinator", "Coffer-Coordinator.x"] {
+            assert!(
+                validate_dns_names(&[reserved.into()]).is_err(),
+                "{reserved}"
+            );
+        }
         for bad in ["", "UPPER.case", "a..b", "-a.b", "a_b", "a b", "a.b-"] {
             let err = validate_dns_names(&[bad.to_string()]).unwrap_err();
             assert!(

@@ -194,11 +194,70 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
+/// Verifies a server certificate the usual way (chain to the pinned root, validity, the name
+/// [`crate::pki::SERVER_NAME`]) and then that it is the Coordinator's *own* certificate
+/// ([`coffer_evidence::ratls::check_coordinator_leaf`]): a certificate that merely chains to the
+/// root with the right name (a workload's or the webhook's, had a manifest been allowed to name
+/// them so) is refused.
+#[derive(Debug)]
+struct PinnedCoordinator {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    root: Vec<u8>,
+}
+
+impl ServerCertVerifier for PinnedCoordinator {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        coffer_evidence::ratls::check_coordinator_leaf(end_entity, &self.root).map_err(|e| {
+            rustls::Error::General(format!(
+                "the server certificate chains to the Coordinator's root but is not the \
+                 Coordinator's own RA-TLS certificate ({e})"
+            ))
+        })?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &algs())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &algs())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algs().supported_schemes()
+    }
+}
+
 /// How a client trusts the Coordinator.
 #[derive(Clone)]
 pub enum Trust {
-    /// Verify the server certificate against this root CA (DER) for [`crate::pki::SERVER_NAME`].
+    /// The server certificate must chain to this root CA (DER), name
+    /// [`crate::pki::SERVER_NAME`], and be the Coordinator's own RA-TLS certificate, issued
+    /// directly by the root with a quote over its key.
     RootCa(Vec<u8>),
+    /// A service other than the Coordinator whose certificate the root signs (the admission
+    /// webhook): chain to this root (DER) and the name only. Never for the Coordinator.
+    Service(Vec<u8>),
     /// Accept and record the certificate; the caller must attest before trusting anything.
     Attest(Arc<RecordingVerifier>),
 }
@@ -227,12 +286,30 @@ pub fn client_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(e.to_string()))?;
     let builder = match trust {
-        Trust::RootCa(der) => {
+        Trust::Service(der) => {
             let mut roots = rustls::RootCertStore::empty();
             roots
                 .add(CertificateDer::from(der.clone()))
                 .map_err(|e| Error::Config(format!("root CA: {e}")))?;
             builder.with_root_certificates(roots)
+        }
+        Trust::RootCa(der) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from(der.clone()))
+                .map_err(|e| Error::Config(format!("root CA: {e}")))?;
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| Error::Config(format!("root CA: {e}")))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedCoordinator {
+                    webpki,
+                    root: der.clone(),
+                }))
         }
         Trust::Attest(rec) => builder
             .dangerous()
@@ -249,4 +326,97 @@ pub fn client_config(
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{self, Ca};
+    use rcgen::KeyPair;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One TLS handshake over an in-memory pipe: the server presents `chain`; the client trusts
+    /// `trust`. Returns whether the client accepted the server.
+    async fn handshake(chain: Vec<Vec<u8>>, key: Vec<u8>, trust: &Trust) -> Result<(), String> {
+        let slot = CertSlot::new(chain, key).unwrap();
+        let server = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(slot).unwrap()));
+        let client =
+            tokio_rustls::TlsConnector::from(Arc::new(client_config(trust, None).unwrap()));
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let srv = tokio::spawn(async move {
+            if let Ok(mut s) = server.accept(a).await {
+                let _ = s.write_all(b"ok").await;
+                let _ = s.flush().await;
+            }
+        });
+        let name = ServerName::try_from(pki::SERVER_NAME).unwrap();
+        let result = match client.connect(name, b).await {
+            Ok(mut s) => {
+                let mut buf = [0u8; 2];
+                s.read_exact(&mut buf)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        srv.abort();
+        result
+    }
+
+    /// A client that pinned only the root accepts the Coordinator's own certificate and
+    /// refuses other certificates under the same root that carry the Coordinator's name: a
+    /// workload certificate (from a manifest that named `coffer-coordinator` before such names
+    /// were reserved) and a root-signed service certificate.
+    #[tokio::test]
+    async fn root_pinned_clients_accept_only_the_coordinators_own_certificate() {
+        let now = crate::core::now_unix();
+        let sim = coffer_evidence::sim::SimPlatform::from_seed([4; 32]);
+        let ca = Ca::generate(now).unwrap();
+        let trust = Trust::RootCa(ca.root_der().to_vec());
+        // The Coordinator's own RA-TLS certificate.
+        let key = KeyPair::generate().unwrap();
+        let quote = sim.sgx_quote(&coffer_evidence::sim::SgxQuoteSpec {
+            report_data: coffer_api::workload_report_data(&pki::key_spki(&key)),
+            ..Default::default()
+        });
+        let own = ca.server_cert(&key, &quote, true, now).unwrap();
+        handshake(
+            vec![own, ca.root_der().to_vec()],
+            key.serialize_der(),
+            &trust,
+        )
+        .await
+        .unwrap();
+        // A workload certificate named coffer-coordinator, chained through the intermediate.
+        let wkey = KeyPair::generate().unwrap();
+        let csr = pki::parse_csr(&pki::make_csr(&wkey, "w").unwrap()).unwrap();
+        let (leaf, _) = ca
+            .sign_workload(
+                &csr,
+                "w",
+                &uuid::Uuid::new_v4(),
+                &[pki::SERVER_NAME.to_string()],
+                now,
+                1,
+            )
+            .unwrap();
+        let err = handshake(
+            vec![leaf, ca.intermediate_der().to_vec()],
+            wkey.serialize_der(),
+            &trust,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("not the Coordinator's own"), "{err}");
+        // A root-signed certificate without the RA-TLS quote (as the webhook's is).
+        let skey = KeyPair::generate().unwrap();
+        let svc = ca
+            .service_cert(&skey, &[pki::SERVER_NAME.to_string()], now)
+            .unwrap();
+        let err = handshake(vec![svc], skey.serialize_der(), &trust)
+            .await
+            .unwrap_err();
+        assert!(err.contains("not the Coordinator's own"), "{err}");
+    }
 }

@@ -190,6 +190,7 @@ mod coordinators {
             Config {
                 data_dir: data.clone(),
                 cert_hours: 1,
+                accepted_tcb_statuses: Vec::new(),
                 store: StoreConfig::Etcd {
                     endpoints: urls.to_vec(),
                     prefix: "/coffer-coordinators".into(),
@@ -214,7 +215,11 @@ mod coordinators {
         .unwrap()
     }
 
-    fn request(instance: uuid::Uuid) -> ActivationRequest {
+    /// An activation of `instance` on `c`, its parameters opened with the launch key.
+    async fn activate(
+        c: &Coordinator,
+        instance: uuid::Uuid,
+    ) -> Result<coffer_api::Activation, Error> {
         let key = rcgen::KeyPair::generate().unwrap();
         let report_data =
             coffer_api::workload_report_data(&coffer_coordinator::pki::key_spki(&key));
@@ -223,7 +228,7 @@ mod coordinators {
             report_data,
             ..SgxQuoteSpec::default()
         });
-        ActivationRequest {
+        let req = ActivationRequest {
             protocol_version: coffer_api::PROTOCOL_VERSION,
             workload: "w".into(),
             instance_id: instance,
@@ -232,7 +237,10 @@ mod coordinators {
                 format: EvidenceFormat::DcapQuote,
                 data: base64::engine::general_purpose::STANDARD.encode(quote),
             },
-        }
+        };
+        let r = c.activate(req).await?;
+        Ok(r.open(&key.serialize_der())
+            .expect("parameters open with the launch key"))
     }
 
     fn manifest(max: usize) -> Vec<u8> {
@@ -253,7 +261,7 @@ mod coordinators {
         .unwrap()
     }
 
-    fn env(r: &coffer_api::ActivationResponse, name: &str) -> String {
+    fn env(r: &coffer_api::Activation, name: &str) -> String {
         r.parameters.env.get(name).cloned().unwrap()
     }
 
@@ -302,7 +310,7 @@ mod coordinators {
                     let mut outcomes = Vec::new();
                     for _ in 0..EACH {
                         let id = uuid::Uuid::new_v4();
-                        outcomes.push((id, c.activate(request(id)).await));
+                        outcomes.push((id, activate(&c, id).await));
                         done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                     outcomes
@@ -329,8 +337,8 @@ mod coordinators {
             // the one shared secret.
             let shared = env(&accepted[0].1, "SHARED");
             for (id, first) in accepted.iter().take(10) {
-                let again_a = a.activate(request(*id)).await.unwrap();
-                let again_b = b.activate(request(*id)).await.unwrap();
+                let again_a = activate(&a, *id).await.unwrap();
+                let again_b = activate(&b, *id).await.unwrap();
                 for again in [again_a, again_b] {
                     assert_eq!(env(&again, "MINE"), env(first, "MINE"));
                     assert_eq!(env(&again, "SHARED"), shared);
@@ -338,7 +346,7 @@ mod coordinators {
             }
             // The limit still holds for a new instance on either replica.
             for c in [&a, &b] {
-                let err = c.activate(request(uuid::Uuid::new_v4())).await.unwrap_err();
+                let err = activate(c, uuid::Uuid::new_v4()).await.unwrap_err();
                 assert!(matches!(err, Error::ActivationLimit(_)), "{err}");
             }
         });

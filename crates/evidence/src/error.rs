@@ -43,6 +43,8 @@ pub enum Item {
     TrustAnchors,
     /// The simulated-platform file.
     SimPlatform,
+    /// An RA-TLS certificate (a TLS certificate carrying a quote over its key).
+    RaTlsCertificate,
 }
 
 impl fmt::Display for Item {
@@ -63,6 +65,7 @@ impl fmt::Display for Item {
             Item::Collateral => "collateral",
             Item::TrustAnchors => "trust anchors",
             Item::SimPlatform => "simulated platform",
+            Item::RaTlsCertificate => "RA-TLS certificate",
         })
     }
 }

@@ -98,6 +98,7 @@ mod collateral;
 mod error;
 mod pki;
 mod quote;
+pub mod ratls;
 mod reader;
 pub mod sim;
 pub mod tcb;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use coffer_api::{
-    ActivationRequest, ActivationResponse, ErrorBody, ErrorKind, Evidence, EvidenceFormat,
+    Activation, ActivationRequest, ActivationResponse, ErrorBody, ErrorKind, Evidence,
+    EvidenceFormat,
 };
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
 use rustls::pki_types::pem::PemObject;
@@ -71,12 +72,17 @@ impl WorkloadKey {
     }
 }
 
-/// Builds the TLS client configuration for a root-CA trust setting.
+/// Builds the TLS client configuration for a root-CA trust setting: the Coordinator's
+/// certificate must chain to one of the pinned roots with the Coordinator's name *and* be its
+/// own RA-TLS certificate ([`coffer_evidence::ratls::check_coordinator_leaf`]), so a workload
+/// or webhook certificate under the same root is refused.
 pub fn tls_for_root_ca(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, Error> {
     let mut roots = rustls::RootCertStore::empty();
+    let mut pinned = Vec::new();
     for cert in CertificateDer::pem_slice_iter(pem) {
         let cert =
             cert.map_err(|e| Error::Config(format!("COFFER_ROOT_CA: not PEM certificates: {e}")))?;
+        pinned.push(cert.to_vec());
         roots
             .add(cert)
             .map_err(|e| Error::Config(format!("COFFER_ROOT_CA: unusable certificate: {e}")))?;
@@ -85,12 +91,91 @@ pub fn tls_for_root_ca(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, Error> {
         return Err(Error::Config("COFFER_ROOT_CA holds no certificate".into()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| Error::Config(format!("COFFER_ROOT_CA: {e}")))?;
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCoordinator {
+            webpki,
+            roots: pinned,
+            provider,
+        }))
         .with_no_client_auth();
     Ok(Arc::new(cfg))
+}
+
+/// See [`tls_for_root_ca`].
+#[derive(Debug)]
+struct PinnedCoordinator {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    roots: Vec<Vec<u8>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCoordinator {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let mut last = None;
+        for root in &self.roots {
+            match coffer_evidence::ratls::check_coordinator_leaf(end_entity, root) {
+                Ok(_) => return Ok(rustls::client::danger::ServerCertVerified::assertion()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(rustls::Error::General(format!(
+            "the server certificate chains to COFFER_ROOT_CA but is not the Coordinator's own \
+             RA-TLS certificate ({})",
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// What an activation needs besides the evidence.
@@ -112,7 +197,7 @@ pub struct Request<'a> {
 #[derive(Debug)]
 pub struct Activated {
     /// The Coordinator's answer (parameters hold secrets; its Debug output does not show them).
-    pub response: ActivationResponse,
+    pub response: Activation,
     /// Attempts made.
     pub attempts: u32,
 }
@@ -216,7 +301,7 @@ fn check_response(
     body: &[u8],
     key: &WorkloadKey,
     pinned_root_pem: Option<&[u8]>,
-) -> Result<ActivationResponse, Error> {
+) -> Result<Activation, Error> {
     let resp: ActivationResponse = serde_json::from_slice(body).map_err(|e| {
         Error::Protocol(format!(
             "activation answer is not valid JSON of the expected shape: {e}"
@@ -255,7 +340,10 @@ fn check_response(
             ));
         }
     }
-    Ok(resp)
+    // The parameters are sealed to this launcher's key: only it can read them.
+    let der = Zeroizing::new(key.key.serialize_der());
+    resp.open(&der)
+        .map_err(|e| Error::Protocol(format!("activation parameters: {e}")))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use base64::Engine as _;
-use coffer_api::ActivationResponse;
+use coffer_api::Activation;
 use coffer_image::workload::WorkloadFile;
 use zeroize::Zeroizing;
 
@@ -118,7 +118,7 @@ fn lookup<'a>(db: &'a str, pred: impl Fn(&Vec<&'a str>) -> bool) -> Option<Vec<&
 
 /// Checks every file path of the response before anything is written, so a bad path stops the
 /// start with nothing changed.
-pub fn check_file_paths(resp: &ActivationResponse, wf: &WorkloadFile) -> Result<(), Error> {
+pub fn check_file_paths(resp: &Activation, wf: &WorkloadFile) -> Result<(), Error> {
     let recorded: BTreeSet<&str> = wf
         .trusted_files
         .iter()
@@ -162,7 +162,7 @@ pub fn check_file_paths(resp: &ActivationResponse, wf: &WorkloadFile) -> Result<
 /// when it has one. Returns how many files were written.
 pub fn write_files(
     rootfs: &Path,
-    resp: &ActivationResponse,
+    resp: &Activation,
     key_pem: &str,
     wf: &WorkloadFile,
     owner: Option<AppUser>,

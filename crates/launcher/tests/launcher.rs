@@ -399,6 +399,32 @@ fn wrong_coordinator_root_is_refused_without_retrying() {
     );
 }
 
+/// A server whose certificate chains to the pinned root and carries the Coordinator's name but
+/// is not the Coordinator's own RA-TLS certificate (a workload's or the webhook's, under the
+/// same root) is refused before anything is sent.
+#[test]
+fn an_impostor_under_the_coordinators_root_is_refused() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "true"], &[], &[]);
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx(image.measurement()),
+        Answer {
+            impostor_certificate: true,
+            ..Answer::default()
+        },
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let (code, _, err) = run(sim_launcher(&image, &server, &sim, &ca));
+    assert_eq!(code, 76, "{err}");
+    assert!(err.contains("not the Coordinator's own"), "{err}");
+    assert_eq!(
+        server.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing may reach an impostor"
+    );
+}
+
 #[test]
 fn no_coordinator_trust_configured_is_refused() {
     let sim = Sim::new();

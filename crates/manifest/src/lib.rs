@@ -598,6 +598,28 @@ impl Manifest {
     }
 }
 
+/// DNS names only Coffer's own services carry. Certificates issued from a manifest (workload
+/// SANs, certificate secrets) chain to the same root CA as the Coordinator's and the admission
+/// webhook's, so a manifest that could name them would let a workload impersonate either.
+pub const RESERVED_NAMES: &[&str] = &["coffer-coordinator", "coffer-webhook"];
+
+/// Why a certificate name is reserved (see [`RESERVED_NAMES`]), if it is: one of the names, a
+/// name under them (`coffer-webhook.coffer.svc`), or a wildcard over Kubernetes service names
+/// (`*.coffer.svc` covers the webhook's `coffer-webhook.coffer.svc`). The Coordinator's own
+/// name has a single label, which no wildcard matches.
+pub fn reserved_name(name: &str) -> Option<&'static str> {
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    if let Some(domain) = lower.strip_prefix("*.") {
+        return domain.split('.').any(|l| l == "svc").then_some(
+            "a wildcard over Kubernetes service names covers the admission webhook's name",
+        );
+    }
+    RESERVED_NAMES
+        .iter()
+        .any(|r| lower == *r || lower.starts_with(&format!("{r}.")))
+        .then_some("it is the name of the Coordinator or of the admission webhook")
+}
+
 /// Harness logic shared by the fuzz target and the tests (not a stable API).
 #[doc(hidden)]
 pub mod fuzzing {

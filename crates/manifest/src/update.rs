@@ -6,7 +6,8 @@
 //! declaration under the old name would silently not apply — give the new secret a new name).
 //! Everything else is reported as a [`Change`]; the Coordinator decides who may apply it:
 //! a user with `packages: update` on every touched package may apply an update whose changes
-//! are all package changes ([`UpdateSummary::only_packages`]); anything else needs
+//! all raise a package's minimum ISVSVN ([`UpdateSummary::only_svn_upgrades`]); anything else,
+//! including a new MRENCLAVE, MRSIGNER, debug flag or accepted TCB statuses, needs
 //! `manifest: update`.
 
 use std::collections::BTreeSet;
@@ -109,8 +110,7 @@ impl UpdateSummary {
         self.changes.is_empty()
     }
 
-    /// Every change is a change of an existing package (no additions/removals, nothing else):
-    /// what `packages: update` may allow.
+    /// Every change is a change of an existing package (no additions/removals, nothing else).
     pub fn only_packages(&self) -> bool {
         self.changes.iter().all(|c| {
             matches!(

@@ -514,6 +514,14 @@ impl Checker<'_> {
                     "e.g. \"db.default.svc\" or \"10.0.0.7\"",
                 );
             }
+            if let Some(why) = crate::reserved_name(s) {
+                self.err(
+                    path.clone(),
+                    format!("{s:?} is reserved: {why}"),
+                    "certificates issued from the manifest share the Coordinator's root CA; name \
+                     the workload's own services, one by one",
+                );
+            }
             if !seen.insert(s) {
                 self.err(path, format!("{s:?} listed twice"), "list each name once");
             }

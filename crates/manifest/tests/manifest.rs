@@ -23,6 +23,16 @@ type Case = ((&'static str, &'static [u8]), &'static str, &'static str);
 
 const BROKEN: &[Case] = &[
     (
+        broken!("san_reserved_coordinator.json"),
+        "$.workloads.app.sans[1]",
+        "\"coffer-coordinator\" is reserved",
+    ),
+    (
+        broken!("san_wildcard_services.json"),
+        "$.secrets.tls.certificate.sans[0]",
+        "\"*.coffer.svc\" is reserved",
+    ),
+    (
         broken!("unknown_package.json"),
         "$.workloads.app.package",
         "unknown package \"nope\"",

@@ -595,8 +595,9 @@ pub(crate) fn manifest_log(a: ManifestLogArgs, global: Global) -> anyhow::Result
 #[command(after_help = "EXAMPLES:
     coffer manifest update manifest-v2.json --cert admin.pem --key admin-key.pem --root-ca root-ca.pem
 
-Needs a user whose role allows it (`manifest: update`, or `packages: update` on every changed
-package when only packages change, e.g. a raised minimum ISVSVN). The intermediate CA rotates.")]
+Needs a user whose role allows it: `manifest: update`, or `packages: update` on every changed
+package when the update only raises minimum ISVSVNs (a new MRENCLAVE, MRSIGNER, debug flag or TCB
+status list needs `manifest: update`). The intermediate CA rotates.")]
 pub(crate) struct ManifestUpdateArgs {
     /// The new manifest (JSON or YAML).
     file: PathBuf,

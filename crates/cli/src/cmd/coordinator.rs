@@ -64,6 +64,11 @@ pub(crate) struct CoordinatorArgs {
     /// Lifetime of workload certificates, in hours (re-activate to renew).
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8760))]
     cert_hours: u32,
+    /// With --store etcd: accept another replica's platform with this TCB status (Intel
+    /// spelling, repeatable; default UpToDate) when it joins this state or grants it the key.
+    /// Revoked is never accepted.
+    #[arg(long = "accept-tcb-status", value_name = "STATUS", value_parser = crate::cmd::client::parse_tcb_status)]
+    accept_tcb_status: Vec<String>,
     /// Root of Gramine's attestation interface (SGX mode).
     #[arg(
         long,
@@ -187,20 +192,31 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
     } else {
         platform::check_gramine(&args.attestation_root)
             .map_err(|e| Failure::new("no_tee", e.to_string()))?;
-        let dir = args.collateral_dir.clone().ok_or_else(|| {
-            Failure::new(
-                "config",
-                "real evidence needs collateral: pass --collateral-dir DIR (files from Intel PCS/PCCS)",
-            )
-        })?;
+        let collateral =
+            match (&args.collateral_dir, &args.pccs_url) {
+                (Some(dir), _) => CollateralSource::Dir(dir.clone()),
+                (None, Some(url)) => {
+                    // Fetched and cached per item; cached collateral keeps serving while it is
+                    // valid even if the service is down.
+                    let cfg = coffer_pccs::PccsConfig::new(url.clone())
+                        .with_cache_dir(args.data_dir.join("pccs-cache"));
+                    CollateralSource::Pccs(Box::new(
+                        coffer_pccs::CollateralSource::online(cfg)
+                            .map_err(|e| Failure::new("config", format!("--pccs-url: {e}")))?,
+                    ))
+                }
+                (None, None) => return Err(Failure::new(
+                    "config",
+                    "real evidence needs collateral: pass --pccs-url URL (Intel PCS or your PCCS, \
+                     cached) or --collateral-dir DIR (offline files)",
+                )
+                .into()),
+            };
         (
             Platform::Gramine {
                 root: args.attestation_root.clone(),
             },
-            EvidenceVerifier::new(
-                coffer_evidence::TrustAnchors::intel(),
-                CollateralSource::Dir(dir),
-            ),
+            EvidenceVerifier::new(coffer_evidence::TrustAnchors::intel(), collateral),
             Sealer::Gramine(args.attestation_root.clone()),
         )
     };
@@ -241,6 +257,7 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
     let config = Config {
         data_dir: args.data_dir.clone(),
         cert_hours: args.cert_hours,
+        accepted_tcb_statuses: args.accept_tcb_status.clone(),
         store,
     };
     // Opened before the async runtime exists: with etcd, start-up makes blocking calls (and

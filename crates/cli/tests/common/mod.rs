@@ -243,6 +243,8 @@ pub(crate) fn manifest() -> serde_json::Value {
 pub(crate) struct Launch {
     pub(crate) csr_pem: String,
     pub(crate) report_data: [u8; 64],
+    /// The private key (PKCS#8 DER): the only key the answer's parameters open with.
+    pub(crate) key_pkcs8: Vec<u8>,
 }
 
 pub(crate) fn launch_key() -> Launch {
@@ -252,6 +254,7 @@ pub(crate) fn launch_key() -> Launch {
     Launch {
         csr_pem,
         report_data,
+        key_pkcs8: key.serialize_der(),
     }
 }
 
@@ -293,18 +296,21 @@ pub(crate) async fn activate(
     workload: &str,
     id: uuid::Uuid,
     mr: [u8; 32],
-) -> Result<ActivationResponse, Error> {
+) -> Result<coffer_api::Activation, Error> {
     let l = launch_key();
     let q = quote(sim, mr, false, l.report_data);
-    c.call(
-        Method::POST,
-        "/api/v1/activate",
-        Some(&request(workload, id, &l.csr_pem, &q)),
-    )
-    .await
+    let r: ActivationResponse = c
+        .call(
+            Method::POST,
+            "/api/v1/activate",
+            Some(&request(workload, id, &l.csr_pem, &q)),
+        )
+        .await?;
+    Ok(r.open(&l.key_pkcs8)
+        .expect("the parameters open with the launch key"))
 }
 
-pub(crate) fn refused_kind(r: Result<ActivationResponse, Error>) -> (ErrorKind, String) {
+pub(crate) fn refused_kind<T: std::fmt::Debug>(r: Result<T, Error>) -> (ErrorKind, String) {
     match r {
         Err(Error::Remote { kind, message, .. }) => (kind, message),
         other => panic!("expected a refusal, got {other:?}"),

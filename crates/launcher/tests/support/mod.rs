@@ -69,6 +69,9 @@ pub struct Answer {
     pub image_key: Option<String>,
     /// Refuse every activation with this reason instead.
     pub refuse: Option<String>,
+    /// Serve a certificate that chains to the root with the Coordinator's name but carries no
+    /// RA-TLS quote (what a workload or webhook certificate under the same root looks like).
+    pub impostor_certificate: bool,
 }
 
 pub struct Server {
@@ -95,6 +98,24 @@ fn ca(name: &str) -> Ca {
         params,
         pem: cert.pem(),
     }
+}
+
+fn der_octet_string(data: &[u8]) -> Vec<u8> {
+    let len = data.len();
+    let mut out = vec![0x04];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(data);
+    out
 }
 
 /// A root CA PEM unrelated to any server (for "wrong root" tests).
@@ -130,6 +151,20 @@ impl Server {
         let mut sp = CertificateParams::new(vec!["coffer-coordinator".to_string()]).unwrap();
         sp.subject_alt_names
             .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        if !answer.impostor_certificate {
+            // As the Coordinator's own certificate: a quote over the certificate's key.
+            let quote = sim.sgx_quote(&coffer_evidence::sim::SgxQuoteSpec {
+                report_data: coffer_api::workload_report_data(
+                    &rcgen::PublicKeyData::subject_public_key_info(&server_key),
+                ),
+                ..Default::default()
+            });
+            sp.custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    coffer_evidence::ratls::RATLS_QUOTE_OID,
+                    der_octet_string(&quote),
+                ));
+        }
         let issuer = Issuer::from_params(&root.params, &root.key);
         let server_cert = sp.signed_by(&server_key, &issuer).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -297,26 +332,28 @@ fn decide(state: &State, body: &[u8]) -> Result<ActivationResponse, (u16, ErrorK
         .signed_by(&issuer)
         .map_err(|e| (500, ErrorKind::Internal, e.to_string()))?;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let parameters = Parameters {
+        files: state
+            .answer
+            .files
+            .iter()
+            .map(|(p, c, m)| FileParameter {
+                path: p.clone(),
+                content: b64(c),
+                mode: *m,
+            })
+            .collect(),
+        env: state.answer.env.clone(),
+        argv: state.answer.argv.clone(),
+        image_key: state.answer.image_key.clone(),
+    };
     Ok(ActivationResponse {
         protocol_version: coffer_api::PROTOCOL_VERSION,
         certificate_chain_pem: cert.pem(),
         root_ca_pem: state.root_pem.clone(),
         not_after: now + 3600,
-        parameters: Parameters {
-            files: state
-                .answer
-                .files
-                .iter()
-                .map(|(p, c, m)| FileParameter {
-                    path: p.clone(),
-                    content: b64(c),
-                    mode: *m,
-                })
-                .collect(),
-            env: state.answer.env.clone(),
-            argv: state.answer.argv.clone(),
-            image_key: state.answer.image_key.clone(),
-        },
+        sealed_parameters: coffer_api::sealed::seal(&parameters, &spki)
+            .map_err(|e| (400, ErrorKind::BadRequest, e.to_string()))?,
     })
 }
 
@@ -577,6 +614,7 @@ pub fn real_coordinator(
             Config {
                 data_dir: dir.path().join("data"),
                 cert_hours: 1,
+                accepted_tcb_statuses: Vec::new(),
                 store: coffer_coordinator::StoreConfig::Embedded,
             },
             Platform::Simulated {
