@@ -55,6 +55,7 @@ fn main() {
                 data_dir: dir.path().join("data"),
                 cert_hours: 24,
                 accepted_tcb_statuses: Vec::new(),
+                owner_certificate: None,
                 store: match std::env::var("COFFER_BENCH_ETCD") {
                     Ok(urls) => coffer_coordinator::StoreConfig::Etcd {
                         endpoints: urls.split(',').map(str::to_string).collect(),

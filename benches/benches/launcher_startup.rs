@@ -118,6 +118,7 @@ fn main() {
                 data_dir: dir.path().join("data"),
                 cert_hours: 24,
                 accepted_tcb_statuses: Vec::new(),
+                owner_certificate: None,
                 store: coffer_coordinator::StoreConfig::Embedded,
             },
             Platform::Simulated {

@@ -134,6 +134,10 @@ pub struct Parameters {
     /// Replacement argv, if the manifest gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argv: Option<Vec<String>>,
+    /// Names of host (pod spec, runtime) environment variables the app may still receive; every
+    /// other host variable is dropped by the launcher.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_env: Vec<String>,
     /// Key (hex, 32 bytes) that decrypts the image's protected files, if the manifest gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_key: Option<String>,
@@ -462,6 +466,8 @@ pub enum ErrorKind {
     Conflict,
     /// The request body exceeds the limit.
     PayloadTooLarge,
+    /// The client's address caused too many refused requests; try again later.
+    RateLimited,
     /// The Coordinator is in recovery mode.
     RecoveryMode,
     /// The Coordinator found its stored state tampered with and serves nothing from it.
@@ -518,6 +524,7 @@ mod tests {
             }],
             env: [("K".to_string(), "topsecret".to_string())].into(),
             argv: Some(vec!["app".into(), "topsecret".into()]),
+            host_env: Vec::new(),
             image_key: Some("00".repeat(32)),
         };
         let s = format!("{p:?}");

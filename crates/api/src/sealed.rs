@@ -201,6 +201,7 @@ mod tests {
             files: vec![],
             env: [("DB_KEY".to_string(), "secret-value".to_string())].into(),
             argv: None,
+            host_env: Vec::new(),
             image_key: None,
         }
     }

@@ -189,10 +189,11 @@ async fn manifest_history(
 
 async fn set_manifest(
     State(c): State<AppState>,
+    p: Option<Extension<PeerCertificate>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<coffer_api::ManifestResponse>, ApiError> {
     let body = limited(body)?;
-    Ok(Json(c.set_manifest(&body).await?))
+    Ok(Json(c.set_manifest(peer(&p).as_deref(), &body).await?))
 }
 
 async fn update_manifest(
@@ -206,11 +207,13 @@ async fn update_manifest(
 
 async fn activate(
     State(c): State<AppState>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<coffer_api::ActivationResponse>, ApiError> {
     let body = limited(body)?;
     let req: ActivationRequest = parse_activation_request(&body)?;
-    Ok(Json(c.activate(req).await?))
+    let peer = peer.map(|Extension(axum::extract::ConnectInfo(a))| a.ip());
+    Ok(Json(c.activate(req, peer).await?))
 }
 
 /// Parses an activation request body: JSON with every field, no unknown ones, the protocol
@@ -344,6 +347,7 @@ mod tests {
                     data_dir: dir.join("data"),
                     cert_hours: 4,
                     accepted_tcb_statuses: Vec::new(),
+                    owner_certificate: None,
                     store: crate::StoreConfig::Embedded,
                 },
                 Platform::Simulated {
@@ -514,7 +518,7 @@ mod tests {
             mrenclaves: &[[9; 32]],
             tcb_statuses: &[],
         };
-        let seen = vec![root.clone()];
+        let seen = vec![c.tls_slot().leaf(), root.clone()];
         let a = crate::attest::check_quote_response(
             &q,
             &[0, 0x11, 0x22, 0x33],

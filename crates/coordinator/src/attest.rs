@@ -238,3 +238,95 @@ pub fn check_quote_response(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::CollateralSource;
+    use coffer_evidence::sim::{SimCollateralOptions, SimPlatform};
+    use coffer_evidence::TcbStatus;
+
+    #[test]
+    fn tcb_status_policy() {
+        check_tcb_status("UpToDate", &[]).unwrap();
+        let err = check_tcb_status("SWHardeningNeeded", &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--accept-tcb-status SWHardeningNeeded"),
+            "{err}"
+        );
+        check_tcb_status("SWHardeningNeeded", &["SWHardeningNeeded".into()]).unwrap();
+        for accepted in [vec![], vec!["Revoked".to_string()]] {
+            let err = check_tcb_status("Revoked", &accepted).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Evidence {
+                        kind: coffer_api::ErrorKind::Revoked,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+    }
+
+    /// A Coordinator whose platform is not UpToDate is refused by default, accepted when the
+    /// client accepts that status, and never when its TCB level is revoked.
+    #[test]
+    fn clients_refuse_a_coordinator_on_an_unaccepted_tcb() {
+        let sim = SimPlatform::from_seed([5; 32]);
+        let now = crate::core::now_unix();
+        let ca = crate::pki::Ca::generate(now).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf_quote = sim.sgx_quote(&coffer_evidence::sim::SgxQuoteSpec {
+            report_data: coffer_api::workload_report_data(&crate::pki::key_spki(&key)),
+            ..Default::default()
+        });
+        let leaf = ca.server_cert(&key, &leaf_quote, true, now).unwrap();
+        let nonce = [9u8; 32];
+        let spki = crate::pki::cert_spki(ca.root_der()).unwrap();
+        let quote = sim.sgx_quote(&coffer_evidence::sim::SgxQuoteSpec {
+            report_data: coffer_api::coordinator_report_data(&spki, Some(&nonce)),
+            ..Default::default()
+        });
+        let resp = coffer_api::QuoteResponse {
+            protocol_version: coffer_api::PROTOCOL_VERSION,
+            evidence: coffer_api::Evidence {
+                format: coffer_api::EvidenceFormat::DcapQuote,
+                data: base64::engine::general_purpose::STANDARD.encode(quote),
+            },
+            root_ca_pem: crate::pki::pem_encode("CERTIFICATE", ca.root_der()),
+            intermediate_ca_pem: String::new(),
+            simulation: true,
+            state: None,
+        };
+        let chain = vec![leaf, ca.root_der().to_vec()];
+        let check = |status: TcbStatus, accepted: &[String]| {
+            let collateral = sim.collateral_with(
+                coffer_evidence::Tee::Sgx,
+                now,
+                &SimCollateralOptions {
+                    platform_status: status,
+                    ..Default::default()
+                },
+            );
+            let v = EvidenceVerifier::new(
+                sim.trust_anchors(),
+                CollateralSource::Fixed(Arc::new(collateral)),
+            );
+            let expect = Expectations {
+                allow_simulation: true,
+                mrenclaves: &[],
+                tcb_statuses: accepted,
+            };
+            check_quote_response(&resp, &nonce, &chain, &v, &expect, now)
+        };
+        check(TcbStatus::UpToDate, &[]).unwrap();
+        let err = check(TcbStatus::SWHardeningNeeded, &[]).unwrap_err();
+        assert!(err.to_string().contains("SWHardeningNeeded"), "{err}");
+        check(TcbStatus::SWHardeningNeeded, &["SWHardeningNeeded".into()]).unwrap();
+        let err = check(TcbStatus::Revoked, &["Revoked".into()]).unwrap_err();
+        assert!(err.to_string().contains("Revoked"), "{err}");
+    }
+}

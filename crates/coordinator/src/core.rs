@@ -42,6 +42,10 @@ pub struct Config {
     /// TCB statuses a replica's platform may have to join this one's state or grant it the
     /// state key (key join); empty means `UpToDate` only. `Revoked` is never accepted.
     pub accepted_tcb_statuses: Vec<String>,
+    /// The owner's client certificate (DER): when set, only a client presenting it (or a
+    /// certificate with its key) may set the first manifest. `None`: anyone may, as in
+    /// Marblerun; set the manifest before exposing the port.
+    pub owner_certificate: Option<Vec<u8>>,
 }
 
 impl Config {
@@ -140,7 +144,8 @@ enum Mode {
 pub struct Coordinator {
     config: Config,
     platform: Platform,
-    verifier: EvidenceVerifier,
+    /// Shared with blocking tasks: quote verification runs off the async workers.
+    verifier: Arc<EvidenceVerifier>,
     sealer: Sealer,
     mode: RwLock<Arc<Mode>>,
     metrics: Metrics,
@@ -151,6 +156,8 @@ pub struct Coordinator {
     own_claims: std::sync::OnceLock<MeasurementClaims>,
     /// Join requests already refused (by content hash), so each is refused and audited once.
     refused_joins: Mutex<std::collections::HashSet<[u8; 32]>>,
+    /// Refused activations that proved nothing: limited per peer, summarised.
+    refusals: crate::refusals::Refusals,
 }
 
 /// A state opened with a key from recovery or a key join.
@@ -185,8 +192,29 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// Longest string field an audit record stores (longer ones are cut, marked `…`): records
+/// carry names and reasons, some of them chosen by whoever sent the request.
+const MAX_AUDIT_FIELD: usize = 1024;
+
 fn audit_op(rec: &AuditRecord) -> WriteOp {
-    WriteOp::Audit(rec.clone())
+    let cap = |s: &Option<String>| {
+        s.as_ref().map(|v| {
+            if v.len() <= MAX_AUDIT_FIELD {
+                return v.clone();
+            }
+            let mut end = MAX_AUDIT_FIELD;
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}…", &v[..end])
+        })
+    };
+    let mut r = rec.clone();
+    r.workload = cap(&rec.workload);
+    r.instance = cap(&rec.instance);
+    r.user = cap(&rec.user);
+    r.detail = cap(&rec.detail);
+    WriteOp::Audit(r)
 }
 
 fn record(event: &str, outcome: &str) -> AuditRecord {
@@ -680,7 +708,7 @@ impl Coordinator {
 
     /// Key join, granter side: answers every pending join request of replicas running the same
     /// Coordinator code, in one guarded write each (audited). Blocking (etcd): call it from a
-    /// plain thread, as [`Coordinator::start_replica_tasks`] does. Returns how many it granted.
+    /// plain thread, as [`Coordinator::start_background_tasks`] does. Returns how many it granted.
     pub fn answer_key_joins(&self) -> Result<usize, Error> {
         let Some(replica) = self.config.store.replica() else {
             return Ok(0);
@@ -762,27 +790,34 @@ impl Coordinator {
         Ok(granted)
     }
 
-    /// With etcd: answers key joins in the background (a plain thread, every 500 ms) for as
-    /// long as the Coordinator lives, and in recovery mode keeps asking for the key itself.
-    pub fn start_replica_tasks(self: &Arc<Self>) -> Result<(), Error> {
-        if self.config.store.replica().is_none() {
-            return Ok(());
-        }
+    /// Background work, on a plain thread for as long as the Coordinator lives: every 500 ms
+    /// (etcd) answer key joins, keep this replica's own join open in recovery mode and notice
+    /// tampering without a request; every few seconds write the summary of refused activations
+    /// whose window has ended.
+    pub fn start_background_tasks(self: &Arc<Self>) -> Result<(), Error> {
         let weak = Arc::downgrade(self);
+        let replica = self.config.store.replica().is_some();
         std::thread::Builder::new()
-            .name("coffer-key-join".into())
+            .name("coffer-background".into())
             .spawn(move || {
+                let mut ticks = 0u64;
                 while let Some(c) = weak.upgrade() {
-                    if let Mode::Ready(r) = &*c.mode() {
-                        // A change another party made in etcd is found without a request.
-                        let _ = c.check_tampered(r);
+                    if replica {
+                        if let Mode::Ready(r) = &*c.mode() {
+                            // A change another party made in etcd is found without a request.
+                            let _ = c.check_tampered(r);
+                        }
+                        if let Err(e) = c.answer_key_joins() {
+                            tracing::warn!(error = %e, "cannot answer key joins");
+                        }
+                        if let Err(e) = c.retry_join() {
+                            tracing::warn!(error = %e, "key join from recovery mode failed; asking again");
+                        }
                     }
-                    if let Err(e) = c.answer_key_joins() {
-                        tracing::warn!(error = %e, "cannot answer key joins");
+                    if ticks % 10 == 0 {
+                        c.flush_refusal_summary(false);
                     }
-                    if let Err(e) = c.retry_join() {
-                        tracing::warn!(error = %e, "key join from recovery mode failed; asking again");
-                    }
+                    ticks += 1;
                     drop(c);
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
@@ -803,7 +838,7 @@ impl Coordinator {
         Self {
             config,
             platform,
-            verifier,
+            verifier: Arc::new(verifier),
             sealer,
             mode: RwLock::new(Arc::new(mode)),
             metrics,
@@ -811,6 +846,7 @@ impl Coordinator {
             change_lock: tokio::sync::Mutex::new(()),
             own_claims: std::sync::OnceLock::new(),
             refused_joins: Mutex::new(Default::default()),
+            refusals: Default::default(),
         }
     }
 
@@ -1011,8 +1047,32 @@ impl Coordinator {
         Ok((m.manifest.canonical_json(), m.hash.clone()))
     }
 
-    /// Sets the first manifest.
-    pub async fn set_manifest(&self, body: &[u8]) -> Result<coffer_api::ManifestResponse, Error> {
+    /// Sets the first manifest (with an owner pin, only from the owner's certificate `peer`).
+    pub async fn set_manifest(
+        &self,
+        peer: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<coffer_api::ManifestResponse, Error> {
+        let author = match &self.config.owner_certificate {
+            None => None,
+            Some(owner) => {
+                let peer = peer.ok_or_else(|| {
+                    Error::Unauthenticated(
+                        "this Coordinator takes its first manifest only from its owner \
+                         (--owner-cert): connect with the owner's certificate (--cert/--key)"
+                            .into(),
+                    )
+                })?;
+                if !same_key(peer, owner) {
+                    return Err(Error::Forbidden(
+                        "the client certificate is not the owner's (--owner-cert); only the \
+                         owner sets the first manifest"
+                            .into(),
+                    ));
+                }
+                Some("owner".to_string())
+            }
+        };
         let _g = self.change_lock.lock().await;
         let r = self.ready_state()?;
         let snap = r.snapshot();
@@ -1035,7 +1095,7 @@ impl Coordinator {
         }
         let manifest = parse_manifest(body)?;
         let summary = Vec::new();
-        self.install_manifest(&r, &snap, manifest, None, summary, "manifest-set")
+        self.install_manifest(&r, &snap, manifest, author, summary, "manifest-set")
             .await
     }
 
@@ -1130,21 +1190,35 @@ impl Coordinator {
         let mut ops = Vec::new();
         // With etcd: refused if another replica changed the manifest or CA meanwhile.
         let mut guards = snap.guards();
-        // Shared generated secrets that do not exist yet (existing values are kept).
+        // Shared generated secrets that do not exist yet (existing values are kept); RSA key
+        // generation runs off the async workers.
+        let mut missing = Vec::new();
         for (name, spec) in manifest.secrets.iter() {
             if spec.kind == SecretKind::UserDefined || !spec.is_shared() {
                 continue;
             }
-            if r.store.get(&secrets::shared_key(name))?.is_some() {
-                continue;
+            if r.store.get(&secrets::shared_key(name))?.is_none() {
+                missing.push((name.clone(), spec.clone()));
             }
-            if let Some(v) = secrets::generate(name, spec, &ca, now)? {
-                ops.push(WriteOp::Put(
-                    secrets::shared_key(name),
-                    v.to_bytes().to_vec(),
-                ));
-                guards.push(Guard::KvAbsent(secrets::shared_key(name)));
+        }
+        let ca = Arc::new(ca);
+        let gen_ca = ca.clone();
+        let generated = blocking(move || {
+            let mut out = Vec::new();
+            for (name, spec) in missing {
+                if let Some(v) = secrets::generate(&name, &spec, &gen_ca, now)? {
+                    out.push((name, v));
+                }
             }
+            Ok(out)
+        })
+        .await?;
+        for (name, v) in generated {
+            ops.push(WriteOp::Put(
+                secrets::shared_key(&name),
+                v.to_bytes().to_vec(),
+            ));
+            guards.push(Guard::KvAbsent(secrets::shared_key(&name)));
         }
         // Recovery envelope for the new recovery keys.
         if !manifest.recovery_keys.is_empty() {
@@ -1206,7 +1280,7 @@ impl Coordinator {
         tracing::info!(%hash, event, user = user.as_deref().unwrap_or("-"), "manifest installed; intermediate CA rotated");
         if let Ok(mut g) = r.snapshot.write() {
             *g = Arc::new(Snapshot {
-                ca: Arc::new(ca),
+                ca,
                 manifest: Some(Arc::new(LoadedManifest {
                     manifest,
                     hash: hash.clone(),
@@ -1239,8 +1313,23 @@ impl Coordinator {
     }
 
     /// Decides an activation; every decision is audited and counted.
-    pub async fn activate(&self, req: ActivationRequest) -> Result<ActivationResponse, Error> {
+    /// `peer` is the client's address: refusals that prove nothing are limited per address
+    /// and summarised instead of audited one by one (see [`crate::refusals`]).
+    pub async fn activate(
+        &self,
+        req: ActivationRequest,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<ActivationResponse, Error> {
         let start = Instant::now();
+        if !self.refusals.allow(peer, start) {
+            self.metrics.rate_limited.inc();
+            return Err(Error::TooManyRequests(format!(
+                "more than {} activations from this address were refused without verified \
+                 evidence in the last {} s; try again later",
+                crate::refusals::PER_PEER,
+                crate::refusals::WINDOW.as_secs()
+            )));
+        }
         let r = self.ready_state()?;
         let snap = r.snapshot();
         let workload_label = snap
@@ -1250,7 +1339,9 @@ impl Coordinator {
             .map(|_| req.workload.clone())
             .unwrap_or_else(|| "_unknown".into());
         let mut snap = snap;
-        let mut result = self.activate_inner(&r, &snap, &req).await;
+        // Set once the evidence verified and bound the request's key.
+        let mut proved = false;
+        let mut result = self.activate_inner(&r, &snap, &req, &mut proved).await;
         // etcd: another replica changed the manifest while this was decided; decide again on
         // the new one (bounded: manifest changes are rare).
         for _ in 0..3 {
@@ -1259,7 +1350,7 @@ impl Coordinator {
                 break;
             }
             snap = newer;
-            result = self.activate_inner(&r, &snap, &req).await;
+            result = self.activate_inner(&r, &snap, &req, &mut proved).await;
         }
         let label = match &result {
             Ok(_) => "accepted".to_string(),
@@ -1268,17 +1359,40 @@ impl Coordinator {
         self.metrics
             .activations
             .get_or_create(&ActivationLabels {
-                workload: workload_label,
-                result: label,
+                workload: workload_label.clone(),
+                result: label.clone(),
             })
             .inc();
         self.metrics.latency.observe(start.elapsed().as_secs_f64());
         match result {
             Ok(resp) => Ok(resp),
+            Err(e) if !proved => {
+                // Anyone can send these: counted and summarised, never one record each. Those
+                // a launcher retries by design (no manifest yet, collateral service down) do
+                // not count against its address.
+                tracing::debug!(workload = %workload_label, reason = %e, "activation refused without verified evidence");
+                let retried = matches!(
+                    e,
+                    Error::Conflict(_) | Error::CollateralUnavailable(_) | Error::Store(_)
+                ) || matches!(
+                    &e,
+                    Error::Evidence {
+                        kind: ErrorKind::CollateralUnavailable,
+                        ..
+                    }
+                );
+                let counted = if retried { None } else { peer };
+                self.refusals
+                    .record(counted, &workload_label, &label, Instant::now());
+                Err(e)
+            }
             Err(e) => {
                 tracing::info!(workload = %req.workload, instance = %req.instance_id, reason = %e, "activation refused");
                 // The limit refusal was audited by the writer in the same transaction.
-                if !matches!(e, Error::ActivationLimit(_) | Error::RecoveryMode) {
+                if !matches!(
+                    e,
+                    Error::ActivationLimit(_) | Error::RecoveryMode | Error::Tampered(_)
+                ) {
                     let mut rec = record("activation", "refused");
                     rec.workload = Some(req.workload.clone());
                     rec.instance = Some(req.instance_id.to_string());
@@ -1299,11 +1413,31 @@ impl Coordinator {
         }
     }
 
+    /// Writes the summary of refusals without verified evidence once its window has ended
+    /// (or at once with `flush`). Blocking: called from the background thread.
+    pub fn flush_refusal_summary(&self, flush: bool) {
+        let Some(detail) = self.refusals.take_summary(Instant::now(), flush) else {
+            return;
+        };
+        let Mode::Ready(r) = &*self.mode() else {
+            return;
+        };
+        let mut rec = record("activation", "refused-summary");
+        rec.detail = Some(detail);
+        if let Err(e) = r.writer.submit_blocking(Job {
+            ops: vec![audit_op(&rec)],
+            ..Job::default()
+        }) {
+            tracing::error!(error = %e, "cannot write the refusal summary");
+        }
+    }
+
     async fn activate_inner(
         &self,
         r: &Ready,
         snap: &Snapshot,
         req: &ActivationRequest,
+        proved: &mut bool,
     ) -> Result<ActivationResponse, Error> {
         check_version(req.protocol_version)?;
         let loaded = snap.manifest.as_ref().ok_or_else(|| {
@@ -1324,7 +1458,9 @@ impl Coordinator {
             })?;
         let csr = pki::parse_csr(&req.csr_pem)?;
         let now = now_unix();
-        let verified = self.verifier.verify(&quote, now)?;
+        // Signature checks over the quote and its collateral: CPU work, off the async workers.
+        let verifier = self.verifier.clone();
+        let verified = blocking(move || verifier.verify(&quote, now)).await?;
         let expected = coffer_api::workload_report_data(csr.spki_der());
         if verified.report_data != expected {
             return Err(Error::PolicyMismatch(
@@ -1333,6 +1469,7 @@ impl Coordinator {
                     .into(),
             ));
         }
+        *proved = true;
         let claims = claims_of(&verified);
         manifest
             .match_workload(&req.workload, &claims)
@@ -1359,20 +1496,49 @@ impl Coordinator {
             .store
             .get(&instance_key(&req.workload, &req.instance_id))?
             .is_some();
-        let mut fresh: HashMap<String, StoredSecret> = HashMap::new();
-        let mut new_only = Vec::new();
-        if !known {
-            for name in &per_instance {
+        // Per-instance secrets to generate: all of them for a new instance; for a restart, the
+        // ones a manifest update added since its first activation (so it restarts instead of
+        // failing). Generation (RSA keys) runs off the async workers.
+        let mut missing = Vec::new();
+        for name in &per_instance {
+            let key = secrets::instance_secret_key(&req.workload, &req.instance_id, name);
+            if !known || r.store.get(&key)?.is_none() {
                 if let Some(spec) = manifest.secrets.get(name) {
-                    if let Some(v) = secrets::generate(name, spec, &snap.ca, now)? {
-                        new_only.push(WriteOp::Put(
-                            secrets::instance_secret_key(&req.workload, &req.instance_id, name),
-                            v.to_bytes().to_vec(),
-                        ));
-                        fresh.insert(name.clone(), v);
-                    }
+                    missing.push((name.clone(), spec.clone()));
                 }
             }
+        }
+        let generated = if missing.is_empty() {
+            Vec::new()
+        } else {
+            let ca = snap.ca.clone();
+            blocking(move || {
+                let mut out = Vec::new();
+                for (name, spec) in missing {
+                    if let Some(v) = secrets::generate(&name, &spec, &ca, now)? {
+                        out.push((name, v));
+                    }
+                }
+                Ok(out)
+            })
+            .await?
+        };
+        let mut fresh: HashMap<String, StoredSecret> = HashMap::new();
+        let mut new_only = Vec::new();
+        let mut restart_ops = Vec::new();
+        let mut restart_guards = Vec::new();
+        for (name, v) in generated {
+            let key = secrets::instance_secret_key(&req.workload, &req.instance_id, &name);
+            let op = WriteOp::Put(key.clone(), v.to_bytes().to_vec());
+            if known {
+                restart_ops.push(op);
+                restart_guards.push(crate::state::Guard::KvAbsent(key));
+            } else {
+                new_only.push(op);
+            }
+            fresh.insert(name, v);
+        }
+        if !known {
             new_only.push(WriteOp::Put(
                 instance_key(&req.workload, &req.instance_id),
                 serde_json::to_vec(&serde_json::json!({ "first_activation": now }))
@@ -1424,10 +1590,20 @@ impl Coordinator {
             )
         };
         let mut parameters = render(&fresh)?;
+        if !restart_ops.is_empty() {
+            accepted.detail = Some(format!(
+                "{}; per-instance secret(s) added to the manifest since the first activation generated",
+                accepted.detail.take().unwrap_or_default()
+            ));
+        }
+        let mut ops = vec![audit_op(&accepted)];
+        ops.extend(restart_ops);
+        let mut guards = snap.guards();
+        guards.extend(restart_guards);
         let outcome = r
             .writer
             .submit(Job {
-                ops: vec![audit_op(&accepted)],
+                ops,
                 new_only,
                 refused: vec![audit_op(&refused)],
                 register: Some(Register {
@@ -1435,7 +1611,7 @@ impl Coordinator {
                     instance: req.instance_id,
                     max: workload.max_activations,
                 }),
-                guards: snap.guards(),
+                guards,
             })
             .await?;
         match outcome {
@@ -2042,8 +2218,19 @@ fn render_parameters(
         files,
         env,
         argv,
+        host_env: rendered.host_env,
         image_key,
     })
+}
+
+/// Runs CPU-heavy work (quote verification, RSA key generation) on tokio's blocking pool, so
+/// the async workers keep serving other requests meanwhile.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Platform(format!("blocking task: {e}")))?
 }
 
 /// Refuses protocol versions outside the accepted range.
@@ -2069,6 +2256,11 @@ fn parse_manifest(body: &[u8]) -> Result<Manifest, Error> {
                 .join("; "),
         )
     })
+}
+
+/// Whether two certificates (DER) are the same or carry the same key (a re-issued one).
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a == b || matches!((pki::cert_spki(a), pki::cert_spki(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 /// The manifest user a client certificate (DER) belongs to.

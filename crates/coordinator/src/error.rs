@@ -50,6 +50,9 @@ pub enum Error {
     /// The request body is too large.
     #[error("request body exceeds {0} bytes")]
     PayloadTooLarge(usize),
+    /// The client's address sent too many requests that were refused.
+    #[error("too many requests: {0}")]
+    TooManyRequests(String),
     /// The Coordinator waits for recovery.
     #[error(
         "the Coordinator is in recovery mode: upload the recovery key(s) with `coffer recover`"
@@ -121,6 +124,7 @@ impl Error {
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, K::Forbidden),
             Error::Conflict(_) => (StatusCode::CONFLICT, K::Conflict),
             Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, K::PayloadTooLarge),
+            Error::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, K::RateLimited),
             Error::RecoveryMode => (StatusCode::SERVICE_UNAVAILABLE, K::RecoveryMode),
             Error::Tampered(_) => (StatusCode::SERVICE_UNAVAILABLE, K::Tampered),
             Error::CollateralUnavailable(_) => {

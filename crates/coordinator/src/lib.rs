@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pki;
 pub mod platform;
 pub mod recovery;
+pub mod refusals;
 pub mod replica;
 pub mod seal;
 pub mod secrets;

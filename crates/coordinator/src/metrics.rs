@@ -30,6 +30,9 @@ pub struct Metrics {
     pub tamper_detected: Counter,
     /// 1 while the Coordinator refuses to serve a tampered state.
     pub tampered: Gauge,
+    /// Activations refused at once because their address caused too many refusals without
+    /// verified evidence.
+    pub rate_limited: Counter,
 }
 
 impl Metrics {
@@ -69,6 +72,12 @@ impl Metrics {
             "1 while the Coordinator serves nothing because its state was tampered with",
             tampered.clone(),
         );
+        let rate_limited = Counter::default();
+        registry.register(
+            "activations_rate_limited",
+            "Activations refused unheard: their address caused too many refusals without verified evidence",
+            rate_limited.clone(),
+        );
         Self {
             registry,
             activations,
@@ -76,6 +85,7 @@ impl Metrics {
             simulation: sim,
             tamper_detected,
             tampered,
+            rate_limited,
         }
     }
 

@@ -191,6 +191,7 @@ mod coordinators {
                 data_dir: data.clone(),
                 cert_hours: 1,
                 accepted_tcb_statuses: Vec::new(),
+                owner_certificate: None,
                 store: StoreConfig::Etcd {
                     endpoints: urls.to_vec(),
                     prefix: "/coffer-coordinators".into(),
@@ -238,7 +239,7 @@ mod coordinators {
                 data: base64::engine::general_purpose::STANDARD.encode(quote),
             },
         };
-        let r = c.activate(req).await?;
+        let r = c.activate(req, None).await?;
         Ok(r.open(&key.serialize_der())
             .expect("parameters open with the launch key"))
     }
@@ -274,10 +275,10 @@ mod coordinators {
         // Wait until the cluster answers (a throwaway prefix).
         super::wait_for(&urls);
         let a = Arc::new(open(dir.path(), "a", &urls));
-        a.start_replica_tasks().unwrap();
+        a.start_background_tasks().unwrap();
         // b has its own sealing key: it can open no sealed copy and must join.
         let b = Arc::new(open(dir.path(), "b", &urls));
-        b.start_replica_tasks().unwrap();
+        b.start_background_tasks().unwrap();
         let root = |c: &Coordinator| c.quote(None, false).unwrap().root_ca_pem;
         assert_eq!(root(&a), root(&b), "b serves the same root CA");
         let status = b.status();
@@ -291,7 +292,7 @@ mod coordinators {
         rt.block_on(async {
             // Both set the first manifest at once: exactly one wins, the other is told.
             let body = manifest(MAX);
-            let (ra, rb) = tokio::join!(a.set_manifest(&body), b.set_manifest(&body));
+            let (ra, rb) = tokio::join!(a.set_manifest(None, &body), b.set_manifest(None, &body));
             assert!(
                 ra.is_ok() != rb.is_ok(),
                 "exactly one first manifest: {ra:?} / {rb:?}"

@@ -120,8 +120,12 @@ fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: String) ->
 }
 
 fn render_with(ns: &str, sets: &[&str]) -> Rendered {
-    let text = chart::render(&release(ns), &overrides(sets))
-        .unwrap_or_else(|e| panic!("render {sets:?}: {e}"));
+    render_values(ns, &overrides(sets))
+}
+
+fn render_values(ns: &str, values: &Value) -> Rendered {
+    let text =
+        chart::render(&release(ns), values).unwrap_or_else(|e| panic!("render {values:?}: {e}"));
     assert!(
         text.starts_with("---\n# Source: coffer/templates/"),
         "{text}"
@@ -151,6 +155,7 @@ fn render_with(ns: &str, sets: &[&str]) -> Rendered {
             "MutatingWebhookConfiguration" => typed_roundtrip::<MutatingWebhookConfiguration>(&doc),
             "RuntimeClass" => typed_roundtrip::<RuntimeClass>(&doc),
             "PodDisruptionBudget" => typed_roundtrip::<PodDisruptionBudget>(&doc),
+            "ConfigMap" => typed_roundtrip::<k8s_openapi::api::core::v1::ConfigMap>(&doc),
             // cert-manager's kinds have no k8s-openapi type; their fields are checked by hand.
             "Issuer" | "Certificate" => {
                 assert_eq!(doc.yaml["apiVersion"], "cert-manager.io/v1")
@@ -1218,4 +1223,47 @@ fn evaluator_errors_name_file_and_line() {
         Release::new("coffer", "Not_A_Namespace"),
         Err(Error::InvalidRelease { .. })
     ));
+}
+
+/// `coordinator.ownerCertificate`: the PEM in a ConfigMap, mounted read-only, passed as
+/// `--owner-cert`; absent by default.
+#[test]
+fn an_owner_certificate_pins_who_sets_the_first_manifest() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBdjCCARugAwIBAgIU\n-----END CERTIFICATE-----\n";
+    let default = render_with("coffer", &[]);
+    assert!(!default.text.contains("--owner-cert"));
+    let values: Value =
+        serde_yaml::from_str(&format!("coordinator:\n  ownerCertificate: {pem:?}\n")).unwrap();
+    let r = render_values("coffer", &values);
+    let cm = r
+        .docs
+        .iter()
+        .find(|d| d.kind == "ConfigMap" && d.name == "coffer-coordinator-owner")
+        .expect("the owner ConfigMap");
+    assert_eq!(cm.yaml["data"]["owner.pem"].as_str(), Some(pem));
+    let dep = r
+        .docs
+        .iter()
+        .find(|d| d.kind == "Deployment" && d.name == "coffer-coordinator")
+        .unwrap();
+    let dep: Deployment = serde_yaml::from_value(dep.yaml.clone()).unwrap();
+    let spec = dep.spec.unwrap().template.spec.unwrap();
+    let c = container(&spec, "coordinator");
+    assert_eq!(
+        flag(&args(c), "--owner-cert"),
+        Some("/etc/coffer/owner/owner.pem")
+    );
+    let mount = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "owner")
+        .unwrap();
+    assert_eq!(mount.mount_path, "/etc/coffer/owner");
+    assert_eq!(mount.read_only, Some(true));
+    assert_eq!(
+        volume(&spec, "owner").config_map.as_ref().unwrap().name,
+        "coffer-coordinator-owner"
+    );
 }

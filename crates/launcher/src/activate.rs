@@ -280,10 +280,14 @@ fn refusal(status: u16, body: &[u8]) -> Refusal {
             let message: String = b.error.message.chars().take(2000).collect();
             match b.error.kind {
                 // The Coordinator is up but cannot decide yet: no manifest (conflict), sealed
-                // state in recovery, the vendor's collateral service down, an internal fault.
+                // state in recovery, a tampered state awaiting its owners, the vendor's
+                // collateral service down, too many refusals from this address, an internal
+                // fault.
                 ErrorKind::Conflict
                 | ErrorKind::RecoveryMode
+                | ErrorKind::Tampered
                 | ErrorKind::CollateralUnavailable
+                | ErrorKind::RateLimited
                 | ErrorKind::Internal => Refusal::Retry(format!("{kind}: {message}")),
                 _ => Refusal::Fatal(Error::Refused { kind, message }),
             }

@@ -32,8 +32,10 @@
 //! | `COFFER_CHROOT` | `1`: chroot into `COFFER_ROOTFS` before exec | `0` |
 //! | `COFFER_ACTIVATE_TIMEOUT` | seconds to keep retrying an unreachable Coordinator | 300 |
 //!
-//! The launcher's own variables are removed from the app's environment, and so are `LD_*`
-//! variables of the host (the host is not trusted; a manifest fixes what it needs).
+//! The app's environment is its image's `Env`, the host variables the manifest names in
+//! `parameters.host_env` (never the launcher's own or `LD_*`), and the manifest's `env`, which
+//! wins. Every other host variable (the pod spec's, the runtime's) is dropped: the host is not
+//! trusted, so `NODE_OPTIONS`, `PYTHONPATH` or `PATH` from it never steer the app.
 //!
 //! # Exit status
 //!
@@ -165,7 +167,12 @@ pub fn prepare(
     let written = materialise::write_files(rootfs, resp, &key_pem, &wf, user)?;
     let decrypted =
         materialise::decrypt_files(rootfs, &wf, resp.parameters.image_key.as_deref(), user)?;
-    let env = materialise::merge_env(&wf.env, host_env, &resp.parameters.env);
+    let env = materialise::merge_env(
+        &wf.env,
+        host_env,
+        &resp.parameters.host_env,
+        &resp.parameters.env,
+    );
     let argv = materialise::argv(&wf, runtime_args, resp.parameters.argv.as_ref());
     eprintln!(
         "coffer-launcher: activated {workload} (instance {}, {} evidence); wrote {written} files, decrypted {decrypted}; starting {}",

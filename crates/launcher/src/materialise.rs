@@ -250,13 +250,15 @@ pub fn decrypt_files(
     Ok(wf.encrypted_files.len())
 }
 
-/// The app's environment: the image's `Env`, then the runtime's (the launcher's own, minus the
-/// launcher's settings and `LD_*` loader variables, which an untrusted host must not inject),
-/// then the Coordinator's, which wins. The host environment is not trusted: a manifest that
-/// needs a variable fixed sets it, and then the host cannot change it.
+/// The app's environment: the image's `Env`, then the host variables the manifest lets
+/// through (`host_env`, never the launcher's settings or `LD_*` loader variables), then the
+/// Coordinator's, which wins. Every other host variable is dropped: the host (the pod spec,
+/// the runtime) is not trusted, so `NODE_OPTIONS`, `PYTHONPATH` or a `PATH` it sets never steer
+/// the app unless the manifest says so.
 pub fn merge_env(
     image_env: &[String],
     host_env: &BTreeMap<String, String>,
+    allowed_from_host: &[String],
     coordinator_env: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -265,11 +267,13 @@ pub fn merge_env(
             env.insert(k.to_string(), v.to_string());
         }
     }
-    for (k, v) in host_env {
-        if crate::config::LAUNCHER_VARS.contains(&k.as_str()) || k.starts_with("LD_") {
+    for name in allowed_from_host {
+        if crate::config::LAUNCHER_VARS.contains(&name.as_str()) || name.starts_with("LD_") {
             continue;
         }
-        env.insert(k.clone(), v.clone());
+        if let Some(v) = host_env.get(name) {
+            env.insert(name.clone(), v.clone());
+        }
     }
     for (k, v) in coordinator_env {
         env.insert(k.clone(), v.clone());
@@ -301,21 +305,47 @@ mod tests {
             ("A", "host"),
             ("LD_PRELOAD", "/evil.so"),
             ("COFFER_COORDINATOR", "x:1"),
-            ("H", "h"),
+            ("NODE_OPTIONS", "--require /evil.js"),
+            ("PYTHONPATH", "/evil"),
+            ("PATH", "/evil/bin"),
+            ("TZ", "Europe/Berlin"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let coord: BTreeMap<String, String> = [("B".to_string(), "secret".to_string())].into();
+        let allowed = [
+            "A".to_string(),
+            "TZ".into(),
+            "LD_PRELOAD".into(),
+            "COFFER_COORDINATOR".into(),
+        ];
         let env = merge_env(
             &["A=img".into(), "B=img".into(), "PATH=/bin".into()],
             &host,
+            &allowed,
             &coord,
         );
         assert_eq!(env.get("A").unwrap(), "host");
+        assert_eq!(env.get("TZ").unwrap(), "Europe/Berlin");
         assert_eq!(env.get("B").unwrap(), "secret");
-        assert_eq!(env.get("PATH").unwrap(), "/bin");
-        assert!(!env.contains_key("LD_PRELOAD") && !env.contains_key("COFFER_COORDINATOR"));
+        assert_eq!(
+            env.get("PATH").unwrap(),
+            "/bin",
+            "the host's PATH is not allowed"
+        );
+        for dropped in [
+            "LD_PRELOAD",
+            "COFFER_COORDINATOR",
+            "NODE_OPTIONS",
+            "PYTHONPATH",
+        ] {
+            assert!(!env.contains_key(dropped), "{dropped}");
+        }
+        // Nothing allowed: only the image's and the Coordinator's.
+        let env = merge_env(&["A=img".into()], &host, &[], &coord);
+        assert_eq!(env.len(), 2);
+        assert_eq!(env.get("A").unwrap(), "img");
     }
 
     #[test]

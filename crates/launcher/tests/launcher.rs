@@ -399,6 +399,39 @@ fn wrong_coordinator_root_is_refused_without_retrying() {
     );
 }
 
+/// The host (the pod spec) sets variables that would steer the app; only those the manifest
+/// names reach it.
+#[test]
+fn host_environment_reaches_the_app_only_where_the_manifest_allows() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "env"], &[], &[]);
+    let answer = Answer {
+        env: [("FROM_MANIFEST".to_string(), "yes".to_string())].into(),
+        host_env: vec!["TZ".into()],
+        ..Answer::default()
+    };
+    let server = Server::start(&sim.platform, Expect::Sgx(image.measurement()), answer);
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = sim_launcher(&image, &server, &sim, &ca);
+    c.env("NODE_OPTIONS", "--require /tmp/evil.js")
+        .env("PYTHONPATH", "/tmp/evil")
+        .env("LD_PRELOAD", "/tmp/evil.so")
+        .env("TZ", "Europe/Berlin");
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "FROM_IMAGE=image",
+        "PATH=/bin",
+        "FROM_MANIFEST=yes",
+        "TZ=Europe/Berlin",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} missing: {out}");
+    }
+    for name in ["NODE_OPTIONS", "PYTHONPATH", "LD_PRELOAD", "COFFER_"] {
+        assert!(!out.contains(name), "{name} reached the app: {out}");
+    }
+}
+
 /// A server whose certificate chains to the pinned root and carries the Coordinator's name but
 /// is not the Coordinator's own RA-TLS certificate (a workload's or the webhook's, under the
 /// same root) is refused before anything is sent.

@@ -516,6 +516,7 @@ impl Manifest {
             env,
             argv,
             image_key,
+            host_env: p.host_env.clone(),
         })
     }
 
@@ -693,6 +694,8 @@ pub struct RenderedParameters {
     pub argv: Option<Vec<Rendered>>,
     /// Image key (hex text).
     pub image_key: Option<Rendered>,
+    /// Host variables the app may still receive.
+    pub host_env: Vec<String>,
 }
 
 fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {

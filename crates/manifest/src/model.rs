@@ -166,6 +166,11 @@ pub struct WorkloadParameters {
     /// 256-bit symmetric secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_key: Option<Template>,
+    /// Names of environment variables the host (the pod spec, the container runtime) may still
+    /// pass to the app, e.g. `["TZ", "HOSTNAME"]`. Every other host variable is dropped: the
+    /// app sees its image's `Env`, these, and `env` above (which wins). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_env: Vec<String>,
 }
 
 /// One file to write.

@@ -653,6 +653,30 @@ impl Checker<'_> {
                 }
                 self.template(&path, v, Place::Env);
             }
+            let mut seen = BTreeSet::new();
+            for (i, k) in w.parameters.host_env.iter().enumerate() {
+                let path = format!("{pb}.host_env[{i}]");
+                let ok_name = k
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !ok_name {
+                    self.err(
+                        path,
+                        format!("invalid environment variable name {k:?}"),
+                        "use letters, digits and '_', not starting with a digit",
+                    );
+                } else if k.starts_with("COFFER_") || k.starts_with("LD_") {
+                    self.err(
+                        path,
+                        format!("{k} may not come from the host"),
+                        "COFFER_ variables configure the launcher and LD_ ones the loader; the host never sets them for the app",
+                    );
+                } else if !seen.insert(k) {
+                    self.err(path, format!("{k:?} listed twice"), "list each name once");
+                }
+            }
             if let Some(argv) = &w.parameters.argv {
                 if argv.is_empty() {
                     self.err(

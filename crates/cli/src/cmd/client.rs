@@ -511,12 +511,21 @@ pub(crate) fn recover(args: RecoverArgs, global: Global) -> anyhow::Result<ExitC
 #[command(after_help = "EXAMPLES:
     coffer manifest set manifest.json --coordinator 127.0.0.1:4433 --root-ca root-ca.pem
     coffer manifest set manifest.yaml --allow-simulation --sim-dir ./sim
+    coffer manifest set manifest.json --cert owner.pem --key owner-key.pem --root-ca root-ca.pem
 
-The first manifest can be set once, by anyone who reaches the Coordinator; check afterwards with
-`coffer verify --manifest manifest.json`. Later changes go through `coffer manifest update`.")]
+The first manifest can be set once. A Coordinator started with --owner-cert takes it only from
+that certificate (--cert/--key here); without one, from anyone who reaches it first: check
+afterwards with `coffer verify --manifest manifest.json`. Later changes go through
+`coffer manifest update`.")]
 pub(crate) struct ManifestSetArgs {
     /// The manifest (JSON or YAML).
     file: PathBuf,
+    /// The owner's client certificate (PEM), for a Coordinator started with --owner-cert.
+    #[arg(long, requires = "key", env = "COFFER_CERT")]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM, PKCS#8).
+    #[arg(long, requires = "cert", env = "COFFER_KEY")]
+    key: Option<PathBuf>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -640,9 +649,16 @@ fn print_manifest_answer(v: &serde_json::Value, what: &str, global: Global) -> a
 /// Runs `coffer manifest set`.
 pub(crate) fn manifest_set(a: ManifestSetArgs, global: Global) -> anyhow::Result<ExitCode> {
     let body = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let owner = match (&a.cert, &a.key) {
+        (Some(cert), Some(key)) => Some(IdentityArgs {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     let v = manifest_call(
         &a.connect,
-        None,
+        owner.as_ref(),
         Method::POST,
         "/api/v1/manifest",
         Some(body),

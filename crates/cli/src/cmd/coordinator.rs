@@ -69,6 +69,12 @@ pub(crate) struct CoordinatorArgs {
     /// Revoked is never accepted.
     #[arg(long = "accept-tcb-status", value_name = "STATUS", value_parser = crate::cmd::client::parse_tcb_status)]
     accept_tcb_status: Vec<String>,
+    /// The owner's client certificate (PEM): only a client presenting it (`coffer manifest
+    /// set --cert/--key`) may set the first manifest. Without it, whoever reaches the
+    /// Coordinator first sets it (set it before exposing the port, and check with
+    /// `coffer verify --manifest`).
+    #[arg(long, value_name = "FILE", env = "COFFER_OWNER_CERT")]
+    owner_cert: Option<PathBuf>,
     /// Root of Gramine's attestation interface (SGX mode).
     #[arg(
         long,
@@ -258,6 +264,24 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
         data_dir: args.data_dir.clone(),
         cert_hours: args.cert_hours,
         accepted_tcb_statuses: args.accept_tcb_status.clone(),
+        owner_certificate: match &args.owner_cert {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --owner-cert {}", path.display()))?;
+                let der =
+                    coffer_coordinator::pki::pem_decode(&pem, "CERTIFICATE").ok_or_else(|| {
+                        Failure::new(
+                            "config",
+                            format!("--owner-cert {} has no PEM CERTIFICATE", path.display()),
+                        )
+                    })?;
+                coffer_coordinator::pki::cert_spki(&der).map_err(|e| {
+                    Failure::new("config", format!("--owner-cert {}: {e}", path.display()))
+                })?;
+                Some(der)
+            }
+        },
         store,
     };
     // Opened before the async runtime exists: with etcd, start-up makes blocking calls (and
@@ -267,11 +291,12 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
             .map_err(|e| Failure::new("start", e.to_string()))?,
     );
     coordinator
-        .start_replica_tasks()
+        .start_background_tasks()
         .map_err(|e| Failure::new("start", e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let on_exit = coordinator.clone();
     rt.block_on(async move {
         let tls = coffer_coordinator::tls::server_config(coordinator.tls_slot())?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -313,6 +338,8 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
         tracing::info!("Coordinator stopped");
         Ok::<_, anyhow::Error>(())
     })?;
+    // What the last window of refused activations held goes into the audit log.
+    on_exit.flush_refusal_summary(true);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -67,6 +67,8 @@ pub struct Answer {
     pub env: BTreeMap<String, String>,
     pub argv: Option<Vec<String>>,
     pub image_key: Option<String>,
+    /// Host variables the manifest lets through.
+    pub host_env: Vec<String>,
     /// Refuse every activation with this reason instead.
     pub refuse: Option<String>,
     /// Serve a certificate that chains to the root with the Coordinator's name but carries no
@@ -345,6 +347,7 @@ fn decide(state: &State, body: &[u8]) -> Result<ActivationResponse, (u16, ErrorK
             .collect(),
         env: state.answer.env.clone(),
         argv: state.answer.argv.clone(),
+        host_env: state.answer.host_env.clone(),
         image_key: state.answer.image_key.clone(),
     };
     Ok(ActivationResponse {
@@ -615,6 +618,7 @@ pub fn real_coordinator(
                 data_dir: dir.path().join("data"),
                 cert_hours: 1,
                 accepted_tcb_statuses: Vec::new(),
+                owner_certificate: None,
                 store: coffer_coordinator::StoreConfig::Embedded,
             },
             Platform::Simulated {

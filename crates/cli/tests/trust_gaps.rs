@@ -1,0 +1,354 @@
+//! Attacks on the trust boundaries around the Coordinator, each against a real `coffer
+//! coordinator` process on 127.0.0.1, each refused:
+//! - a `packages: update` user changes what runs (not only an SVN);
+//! - a manifest names the Coordinator, so a workload could impersonate it;
+//! - a leaked activation request is replayed to read the parameters;
+//! - anyone floods refused activations into the audit log;
+//! - a manifest update adds a per-instance secret and existing instances cannot restart;
+//! - a stranger sets the first manifest of a Coordinator that has an owner;
+//! - collateral for hardware quotes: `--pccs-url` is used (and named when unreachable).
+
+mod common;
+
+use common::*;
+
+fn signer_manifest(svn: u16, mrsigner: [u8; 32], debug: bool) -> serde_json::Value {
+    let u = users();
+    serde_json::json!({
+        "packages": {
+            "app": {"tee": "sgx", "mrsigner": hex::encode(mrsigner), "isv_prod_id": 1,
+                    "isv_svn": svn, "debug": debug}
+        },
+        "workloads": {"web": {"package": "app"}},
+        "users": {
+            "admin": {"certificate": u.admin_pem, "roles": ["updater"]},
+            "bumper": {"certificate": u.reader_pem, "roles": ["svn"]}
+        },
+        "roles": {
+            "updater": {"resource": "manifest", "actions": ["update"]},
+            "svn": {"resource": "packages", "names": ["app"], "actions": ["update"]}
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_update_may_only_raise_svns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, sim) = (dir.path().join("data"), dir.path().join("sim"));
+    let p = start(&data, &sim);
+    let (mut c, root) = attested(&p.addr, &sim, None).await;
+    set_manifest(&mut c, &signer_manifest(1, [7; 32], false)).await;
+    let u = users();
+    let mut bumper = Client::new(&p.addr, &Trust::RootCa(root), Some(&u.reader)).unwrap();
+    // Raising the minimum SVN: allowed.
+    let r: Result<coffer_api::ManifestResponse, _> = bumper
+        .call(
+            Method::POST,
+            "/api/v1/manifest/update",
+            Some(&signer_manifest(2, [7; 32], false)),
+        )
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    // Another signer, or debug enclaves: what runs changes; refused, and the history keeps
+    // only the allowed version.
+    for (what, m) in [
+        ("another MRSIGNER", signer_manifest(3, [8; 32], false)),
+        ("debug allowed", signer_manifest(3, [7; 32], true)),
+    ] {
+        let r: Result<coffer_api::ManifestResponse, _> = bumper
+            .call(Method::POST, "/api/v1/manifest/update", Some(&m))
+            .await;
+        match r {
+            Err(Error::Remote {
+                kind: ErrorKind::Forbidden,
+                message,
+                ..
+            }) => assert!(
+                message.contains("allows raising a package's minimum ISVSVN only"),
+                "{what}: {message}"
+            ),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    let h: coffer_api::HistoryResponse = c.get("/api/v1/manifest/history").await.unwrap();
+    assert_eq!(h.entries.len(), 2);
+    assert_eq!(h.entries[1].author.as_deref(), Some("bumper"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_cannot_name_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, sim) = (dir.path().join("data"), dir.path().join("sim"));
+    let p = start(&data, &sim);
+    let (mut c, _) = attested(&p.addr, &sim, None).await;
+    let mut m = manifest();
+    m["workloads"]["web"]["sans"] = serde_json::json!(["coffer-coordinator"]);
+    let r: Result<coffer_api::ManifestResponse, _> =
+        c.call(Method::POST, "/api/v1/manifest", Some(&m)).await;
+    match r {
+        Err(Error::Remote {
+            kind: ErrorKind::BadRequest,
+            message,
+            ..
+        }) => assert!(
+            message.contains("\"coffer-coordinator\" is reserved"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_activation_request_yields_nothing_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, sim) = (dir.path().join("data"), dir.path().join("sim"));
+    let p = start(&data, &sim);
+    let (mut c, root) = attested(&p.addr, &sim, None).await;
+    set_manifest(&mut c, &manifest()).await;
+    let platform = sim_platform(&sim);
+    // The launcher's request, as an eavesdropper on the host would capture it.
+    let l = launch_key();
+    let q = quote(&platform, MR_APP, false, l.report_data);
+    let req = request("web", uuid::Uuid::new_v4(), &l.csr_pem, &q);
+    let first: ActivationResponse = c
+        .call(Method::POST, "/api/v1/activate", Some(&req))
+        .await
+        .unwrap();
+    let secret = first.clone().open(&l.key_pkcs8).unwrap().parameters.env["DB_KEY"].clone();
+    // Replayed by someone else, on their own connection.
+    let mut attacker = Client::new(&p.addr, &Trust::RootCa(root), None).unwrap();
+    let (status, body) = attacker
+        .request(
+            Method::POST,
+            "/api/v1/activate",
+            Some(serde_json::to_vec(&req).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert!(status.is_success());
+    assert!(
+        !String::from_utf8_lossy(&body).contains(&secret),
+        "the secret travels in the clear"
+    );
+    let replayed: ActivationResponse = serde_json::from_slice(&body).unwrap();
+    let attacker_key = rcgen::KeyPair::generate().unwrap().serialize_der();
+    assert_eq!(
+        replayed.open(&attacker_key).unwrap_err(),
+        coffer_api::SealError::Authentication
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_activations_is_limited_and_summarised() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, sim) = (dir.path().join("data"), dir.path().join("sim"));
+    let p = start(&data, &sim);
+    let (mut c, root) = attested(&p.addr, &sim, None).await;
+    set_manifest(&mut c, &manifest()).await;
+    let u = users();
+    let mut admin = Client::new(&p.addr, &Trust::RootCa(root.clone()), Some(&u.admin)).unwrap();
+    let before: coffer_api::AuditResponse = admin.get("/api/v1/audit?limit=1000").await.unwrap();
+    // Anyone: unknown workloads with attacker-chosen names, garbage evidence.
+    let platform = sim_platform(&sim);
+    let mut kinds = Vec::new();
+    for i in 0..40 {
+        let l = launch_key();
+        let q = quote(&platform, MR_APP, false, l.report_data);
+        let mut req = request(
+            &format!("nope-{i}-{}", "x".repeat(200)),
+            uuid::Uuid::new_v4(),
+            &l.csr_pem,
+            &q,
+        );
+        if i % 2 == 0 {
+            req.workload = "web".into();
+            req.evidence.data = b64().encode(b"garbage");
+        }
+        let r: Result<ActivationResponse, _> =
+            c.call(Method::POST, "/api/v1/activate", Some(&req)).await;
+        kinds.push(refused_kind(r).0);
+    }
+    assert!(kinds[..30]
+        .iter()
+        .all(|k| matches!(k, ErrorKind::NotFound | ErrorKind::MalformedEvidence)));
+    assert!(
+        kinds[30..].iter().all(|k| *k == ErrorKind::RateLimited),
+        "{kinds:?}"
+    );
+    // Nothing of it is in the audit log one by one …
+    let after: coffer_api::AuditResponse = admin.get("/api/v1/audit?limit=1000").await.unwrap();
+    assert_eq!(after.records.len(), before.records.len());
+    let (_, m) = c.request(Method::GET, "/metrics", None).await.unwrap();
+    let m = String::from_utf8(m.to_vec()).unwrap();
+    assert!(
+        m.contains("coffer_coordinator_activations_rate_limited_total 10"),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"workload="_unknown",result="not_found""#),
+        "{m}"
+    );
+    // … but in one summary, written at the end of its window (here: at shutdown).
+    let pid = p.child.id().to_string();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut p = p;
+    let _ = p.child.wait();
+    let p = start(&data, &sim);
+    let (_, root) = attested(&p.addr, &sim, None).await;
+    let mut admin = Client::new(&p.addr, &Trust::RootCa(root), Some(&u.admin)).unwrap();
+    let log: coffer_api::AuditResponse = admin.get("/api/v1/audit?limit=1000").await.unwrap();
+    let summaries: Vec<&coffer_api::AuditRecord> = log
+        .records
+        .iter()
+        .filter(|r| r.outcome == "refused-summary")
+        .collect();
+    assert_eq!(summaries.len(), 1, "{:?}", log.records);
+    let d = summaries[0].detail.as_deref().unwrap();
+    assert!(
+        d.starts_with("30 activation(s) refused without verified evidence"),
+        "{d}"
+    );
+    assert!(d.contains("15 × not_found for workload _unknown"), "{d}");
+    assert!(
+        d.contains("15 × malformed_evidence for workload web"),
+        "{d}"
+    );
+    assert!(!d.contains("nope-"), "attacker strings are not stored: {d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_per_instance_secret_does_not_break_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, sim) = (dir.path().join("data"), dir.path().join("sim"));
+    let p = start(&data, &sim);
+    let (mut c, root) = attested(&p.addr, &sim, None).await;
+    set_manifest(&mut c, &manifest()).await;
+    let platform = sim_platform(&sim);
+    let id = uuid::Uuid::new_v4();
+    let first = activate(&mut c, &platform, "web", id, MR_APP)
+        .await
+        .unwrap();
+    // The owner adds a per-instance secret the workload uses.
+    let mut m = manifest();
+    m["secrets"]["extra"] = serde_json::json!({"type": "symmetric", "size": 128});
+    m["workloads"]["web"]["parameters"]["env"]["EXTRA"] =
+        serde_json::json!("{{ secrets.extra.key.hex }}");
+    let mut admin = Client::new(&p.addr, &Trust::RootCa(root), Some(&users().admin)).unwrap();
+    let _: coffer_api::ManifestResponse = admin
+        .call(Method::POST, "/api/v1/manifest/update", Some(&m))
+        .await
+        .unwrap();
+    // The existing instance restarts: same old secret, a new one generated, and kept.
+    let again = activate(&mut c, &platform, "web", id, MR_APP)
+        .await
+        .unwrap();
+    assert_eq!(again.parameters.env["INST"], first.parameters.env["INST"]);
+    let extra = again.parameters.env["EXTRA"].clone();
+    assert_eq!(extra.len(), 32);
+    let third = activate(&mut c, &platform, "web", id, MR_APP)
+        .await
+        .unwrap();
+    assert_eq!(third.parameters.env["EXTRA"], extra);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_sets_the_first_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, sim) = (dir.path().join("data"), dir.path().join("sim"));
+    let (owner, owner_pem) = user("owner");
+    let owner_file = dir.path().join("owner.pem");
+    std::fs::write(&owner_file, &owner_pem).unwrap();
+    let p = start_with(&data, &sim, &["--owner-cert", owner_file.to_str().unwrap()]);
+    let (mut anon, root) = attested(&p.addr, &sim, None).await;
+    let u = users();
+    let mut stranger =
+        Client::new(&p.addr, &Trust::RootCa(root.clone()), Some(&u.stranger)).unwrap();
+    for (who, c, kind) in [
+        ("no certificate", &mut anon, ErrorKind::Unauthenticated),
+        ("a stranger", &mut stranger, ErrorKind::Forbidden),
+    ] {
+        let r: Result<coffer_api::ManifestResponse, _> = c
+            .call(Method::POST, "/api/v1/manifest", Some(&manifest()))
+            .await;
+        assert!(
+            matches!(&r, Err(Error::Remote { kind: k, .. }) if *k == kind),
+            "{who}: {r:?}"
+        );
+    }
+    let mut owner_client = Client::new(&p.addr, &Trust::RootCa(root), Some(&owner)).unwrap();
+    set_manifest(&mut owner_client, &manifest()).await;
+    let h: coffer_api::HistoryResponse = anon.get("/api/v1/manifest/history").await.unwrap();
+    assert_eq!(h.entries[0].author.as_deref(), Some("owner"));
+}
+
+#[test]
+fn hardware_collateral_comes_from_the_pccs_url() {
+    // A directory laid out like Gramine's /dev/attestation, so the Coordinator starts in
+    // hardware mode; its PCCS is unreachable.
+    let dir = tempfile::tempdir().unwrap();
+    let att = dir.path().join("attestation");
+    std::fs::create_dir_all(att.join("keys")).unwrap();
+    let platform = SimPlatform::from_seed([2; 32]);
+    std::fs::write(att.join("quote"), quote(&platform, MR_APP, false, [0; 64])).unwrap();
+    std::fs::write(att.join("user_report_data"), [0u8; 64]).unwrap();
+    std::fs::write(att.join("keys/_sgx_mrenclave"), [7u8; 16]).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pccs = format!("https://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut child = Command::new(COFFER)
+        .args([
+            "--json",
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--pccs-url",
+            &pccs,
+        ])
+        .arg("--attestation-root")
+        .arg(&att)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = v["listening"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    assert_eq!(v["simulation"], false);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(async {
+        // The RA-TLS certificate cannot be verified without collateral either: record it.
+        let rec = std::sync::Arc::new(coffer_coordinator::tls::RecordingVerifier::default());
+        let mut c = Client::new(&addr, &Trust::Attest(rec), None).unwrap();
+        let _: coffer_api::ManifestResponse = c
+            .call(Method::POST, "/api/v1/manifest", Some(&manifest()))
+            .await
+            .unwrap();
+        let l = launch_key();
+        let q = quote(&platform, MR_APP, false, l.report_data);
+        c.call::<_, ActivationResponse>(
+            Method::POST,
+            "/api/v1/activate",
+            Some(&request("web", uuid::Uuid::new_v4(), &l.csr_pem, &q)),
+        )
+        .await
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    // The quote's collateral was asked of the PCCS, which is down: the refusal names it.
+    let (kind, msg) = refused_kind(r);
+    assert_eq!(kind, ErrorKind::CollateralUnavailable, "{msg}");
+    let host = pccs.trim_start_matches("https://");
+    assert!(msg.contains(host), "{msg}");
+}
