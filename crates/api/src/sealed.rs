@@ -10,8 +10,7 @@
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
-use p256::pkcs8::{DecodePrivateKey, DecodePublicKey};
+use p256::pkcs8::DecodePrivateKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -22,6 +21,13 @@ use crate::{ActivationResponse, Parameters};
 pub const ALG: &str = "ECDH-ES-P256+HKDF-SHA256+A256GCM";
 
 const INFO: &[u8] = b"coffer-activation-parameters-v1";
+
+/// DER of `SubjectPublicKeyInfo { id-ecPublicKey, prime256v1 }` up to the BIT STRING's
+/// contents: what precedes the 65-byte uncompressed point.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
 
 /// Largest sealed parameters accepted when opening (files can be large; 16 MiB).
 pub const MAX_SEALED_BYTES: usize = 16 << 20;
@@ -86,13 +92,28 @@ fn cipher(shared: &[u8], recipient_spki: &[u8]) -> (Aes256Gcm, Vec<u8>) {
 }
 
 /// Encrypts `params` to the P-256 key whose DER SubjectPublicKeyInfo is `recipient_spki`.
+/// (ring's constant-time P-256 for the ephemeral key and the agreement: this runs once per
+/// activation on the Coordinator's hot path.)
 pub fn seal(params: &Parameters, recipient_spki: &[u8]) -> Result<SealedParameters, SealError> {
-    let recipient = p256::PublicKey::from_public_key_der(recipient_spki)
-        .map_err(|e| SealError::BadKey(format!("not a P-256 SubjectPublicKeyInfo: {e}")))?;
-    let eph = p256::ecdh::EphemeralSecret::random(&mut rand_core::OsRng);
-    let epk = eph.public_key().to_encoded_point(false);
-    let shared = eph.diffie_hellman(&recipient);
-    let (cipher, aad) = cipher(shared.raw_secret_bytes(), recipient_spki);
+    use ring::agreement;
+    // A P-256 SubjectPublicKeyInfo is this fixed header and the uncompressed point; ring
+    // validates the point itself during the agreement.
+    let point = recipient_spki
+        .strip_prefix(P256_SPKI_PREFIX.as_slice())
+        .filter(|p| p.len() == 65 && p[0] == 0x04)
+        .ok_or_else(|| {
+            SealError::BadKey("not a P-256 SubjectPublicKeyInfo (uncompressed point)".into())
+        })?;
+    let rng = ring::rand::SystemRandom::new();
+    let eph = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, &rng)
+        .map_err(|_| SealError::BadKey("no ephemeral key (system randomness failed)".into()))?;
+    let epk = eph
+        .compute_public_key()
+        .map_err(|_| SealError::BadKey("ephemeral public key".into()))?;
+    let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, point);
+    let (cipher, aad) =
+        agreement::agree_ephemeral(eph, &peer, |shared| cipher(shared, recipient_spki))
+            .map_err(|_| SealError::BadKey("key agreement with the CSR key failed".into()))?;
     let mut nonce = [0u8; 12];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
     let plain = Zeroizing::new(
@@ -110,7 +131,7 @@ pub fn seal(params: &Parameters, recipient_spki: &[u8]) -> Result<SealedParamete
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(SealedParameters {
         alg: ALG.into(),
-        epk: b64.encode(epk.as_bytes()),
+        epk: b64.encode(epk.as_ref()),
         nonce: b64.encode(nonce),
         ciphertext: b64.encode(ct),
     })
@@ -226,6 +247,20 @@ mod tests {
         assert_eq!(open(&sealed, &private).unwrap(), params());
         let (other, _) = keypair();
         assert_eq!(open(&sealed, &other), Err(SealError::Authentication));
+    }
+
+    #[test]
+    fn only_p256_keys_are_sealed_to() {
+        let (_, spki) = keypair();
+        let mut bad = spki.clone();
+        bad[30] ^= 1; // a point off the curve
+        assert!(matches!(seal(&params(), &bad), Err(SealError::BadKey(_))));
+        assert!(matches!(
+            seal(&params(), &spki[..60]),
+            Err(SealError::BadKey(_))
+        ));
+        let rsa = [0x30u8, 0x82, 0x01, 0x22];
+        assert!(matches!(seal(&params(), &rsa), Err(SealError::BadKey(_))));
     }
 
     #[test]

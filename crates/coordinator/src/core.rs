@@ -2223,14 +2223,11 @@ fn render_parameters(
     })
 }
 
-/// Runs CPU-heavy work (quote verification, RSA key generation) on tokio's blocking pool, so
-/// the async workers keep serving other requests meanwhile.
+/// Runs CPU-heavy work (quote verification, RSA key generation) on [`crate::work`]'s pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Platform(format!("blocking task: {e}")))?
+    crate::work::run(f).await
 }
 
 /// Refuses protocol versions outside the accepted range.

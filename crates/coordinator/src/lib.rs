@@ -24,6 +24,7 @@ pub mod serve;
 pub mod service_cert;
 pub mod state;
 pub mod tls;
+mod work;
 
 pub use crate::api::router;
 pub use crate::core::{Config, Coordinator};

@@ -24,7 +24,7 @@
 //!
 //! # Authentication of what the watch brings
 //! etcd is as untrusted as a disk: whoever runs it can put, delete or restore any key. Once the
-//! store is unlocked, the mirror carries an [`Auth`]: every watch answer (which holds all events
+//! store is unlocked, the mirror carries an `Auth`: every watch answer (which holds all events
 //! of the revisions it covers, never part of one) is folded into the set digest, and the state
 //! head it brings must match what the mirror now holds, be newer than the last verified one,
 //! and continue the audit chain. Anything else marks the state tampered, atomically with the

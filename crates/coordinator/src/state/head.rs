@@ -4,7 +4,7 @@
 //!
 //! # What the head holds
 //! A fixed 136-byte record, sealed with AES-256-GCM under the state key (AAD
-//! [`HEAD_AAD`]) and stored as the `meta` value `head`:
+//! `coffer-state-head-v1`) and stored as the `meta` value `head`:
 //! - `generation`: incremented by every commit. A replica never accepts a head older than one
 //!   it has verified.
 //! - `values` and `digest`: the number of `kv` values and their *set digest*: the XOR of one
@@ -18,15 +18,15 @@
 //!   head (last version, its entry hash), see [`coffer_api::chain`].
 //!
 //! # What is checked, and when
-//! - On every open ([`verify`]): the head opens under the state key, the set digest and count
+//! - On every open (`verify`): the head opens under the state key, the set digest and count
 //!   of the stored values equal the head's, every audit record from 1 to the head's sequence
 //!   number is there, decrypts, links to its predecessor, and the last one hashes to the head's
 //!   audit head; the stored manifest is the one the last history entry names.
-//! - While running on etcd ([`Auth`]): every watch answer (all changes of one revision) is
+//! - While running on etcd (`Auth`): every watch answer (all changes of one revision) is
 //!   folded into the digest and checked against the head it carries; a change of values
 //!   without a matching head, a head that goes backwards, or a deleted or rewritten audit
 //!   record is tampering.
-//! - On every commit ([`Auth::prepare`]): the next head is computed from the last *verified*
+//! - On every commit (`Auth::prepare`): the next head is computed from the last *verified*
 //!   head, never from what the store holds now, so a commit cannot launder an edit.
 
 use coffer_api::chain::{Hash, CHAIN_START};
@@ -966,4 +966,78 @@ fn check_meta_name(name: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// Harness logic shared by the fuzz targets and the tests (not a stable API): the stored
+/// state is untrusted input, so checking any bytes as a store must end in a verdict, never a
+/// panic, and a state this module wrote itself must verify.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Splits `data` into a head, `kv` values and audit records (length-prefixed chunks) and
+    /// checks them as a stored state under a fixed key. Also checks that a state prepared by
+    /// `Auth::prepare` from the same names verifies, and that flipping one byte of it does
+    /// not.
+    pub fn check_store(data: &[u8]) {
+        let key = StateKey::from_slice(&[7u8; 32]).unwrap_or_else(|_| unreachable!());
+        let keys = Keys::new(&key);
+        let mut chunks = data.chunks(1 + (data.first().copied().unwrap_or(16) as usize % 200));
+        let head = chunks.next().map(<[u8]>::to_vec);
+        let mut kv = Vec::new();
+        let mut audit = Vec::new();
+        for (i, c) in chunks.enumerate() {
+            if i % 2 == 0 {
+                kv.push((format!("k{i}"), c.to_vec()));
+            } else {
+                audit.push((i as u64, c.to_vec()));
+            }
+        }
+        let verdict = verify(
+            &keys,
+            Stored {
+                head: head.as_deref(),
+                kv: kv.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                audit: audit.clone().into_iter(),
+            },
+            0,
+        );
+        assert!(
+            !matches!(verdict, Verdict::Verified(_)),
+            "random bytes cannot carry a head sealed under this key"
+        );
+        // A state written by this module verifies, and one flipped byte of a value does not.
+        let ops: Vec<WriteOp> = kv
+            .iter()
+            .map(|(k, v)| WriteOp::Put(k.clone(), v.clone()))
+            .collect();
+        let Ok(p) = Auth::empty(keys.clone()).prepare(|_| None, &ops) else {
+            return;
+        };
+        let mut values: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for w in &p.writes {
+            if let Sealed::Kv(n, Some(v)) = w {
+                values.insert(n.clone(), v.clone());
+            }
+        }
+        let check = |values: &BTreeMap<String, Vec<u8>>| {
+            verify(
+                &keys,
+                Stored {
+                    head: Some(&p.head_sealed),
+                    kv: values.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                    audit: std::iter::empty(),
+                },
+                0,
+            )
+        };
+        assert!(matches!(check(&values), Verdict::Verified(_)));
+        if let Some((_, v)) = values.iter_mut().next() {
+            let i = data.len() % v.len().max(1);
+            if let Some(b) = v.get_mut(i) {
+                *b ^= 1;
+                assert!(matches!(check(&values), Verdict::Tampered(..)));
+            }
+        }
+    }
 }

@@ -710,7 +710,7 @@ impl Store {
     }
 
     /// Re-authenticates a serving state that stopped verifying, in place (see
-    /// [`reauthenticate_backend`]): afterwards it is verified again from the backend.
+    /// `reauthenticate_backend`): afterwards it is verified again from the backend.
     pub fn reauthenticate(
         &self,
         record: AuditRecord,
@@ -893,7 +893,7 @@ impl TamperedStore {
     }
 
     /// Re-authenticates the state as it is (the recovery-key holders' decision), see
-    /// [`reauthenticate_backend`], and opens it.
+    /// `reauthenticate_backend`, and opens it.
     pub fn reauthenticate(
         self,
         record: AuditRecord,
