@@ -1977,9 +1977,13 @@ impl Coordinator {
             .map_err(|_| Error::Recovery("lock poisoned".into()))?
             .take()
             .ok_or_else(|| Error::Recovery("re-authentication already finished".into()))?;
-        let own = match &state {
-            TamperedState::Opened(ts) => ts.state_key().as_bytes() == key.as_bytes(),
-            TamperedState::Running(store) => store.state_key().as_bytes() == key.as_bytes(),
+        let own: bool = {
+            use subtle::ConstantTimeEq;
+            let stored = match &state {
+                TamperedState::Opened(ts) => ts.state_key().as_bytes().ct_eq(key.as_bytes()),
+                TamperedState::Running(store) => store.state_key().as_bytes().ct_eq(key.as_bytes()),
+            };
+            stored.into()
         };
         if !own {
             if let Some(s) = &t.session {

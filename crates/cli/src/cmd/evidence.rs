@@ -866,7 +866,7 @@ fn unix_now() -> anyhow::Result<i64> {
 }
 
 /// `--now`: Unix seconds or RFC 3339.
-fn parse_now(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_now(s: &str) -> Result<i64, String> {
     let s = s.trim();
     if let Ok(n) = s.parse::<i64>() {
         return Ok(n);

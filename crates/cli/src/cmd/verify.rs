@@ -68,18 +68,8 @@ pub(crate) struct VerifyArgs {
     bundle: Option<PathBuf>,
     /// With --bundle: the time to check it at (Unix seconds or RFC 3339; default: when it was
     /// saved).
-    #[arg(long, requires = "bundle", value_parser = parse_now)]
+    #[arg(long, requires = "bundle", value_parser = crate::cmd::evidence::parse_now)]
     now: Option<i64>,
-}
-
-fn parse_now(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<i64>() {
-        return Ok(n);
-    }
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|_| format!("{s:?} is neither Unix seconds nor an RFC 3339 time"))
 }
 
 /// The manifest hash the user expects, from --manifest or --manifest-hash.

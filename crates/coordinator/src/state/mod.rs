@@ -909,13 +909,6 @@ impl TamperedStore {
             Unlocked::Tampered(t) => Err(Error::Tampered(describe(t.findings()))),
         }
     }
-
-    /// Back to the raw store (e.g. to wait for recovery).
-    pub fn into_raw(self) -> RawStore {
-        RawStore {
-            backend: self.backend,
-        }
-    }
 }
 
 /// Re-authenticates what `backend` holds now (the recovery-key holders' decision): values
