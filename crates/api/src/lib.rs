@@ -26,9 +26,15 @@ pub use chain::{
 pub use sealed::{Activation, SealError, SealedParameters};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// - 1: the first.
+/// - 2: activation answers carry `sealed_parameters` (encrypted to the CSR's key) instead of
+///   plaintext `parameters`, and quotes can bind the state head. A version-1 launcher could not
+///   read a version-2 answer, so version 1 is no longer accepted: it is refused with the
+///   supported range named, instead of failing on a missing field.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The oldest protocol version this build still accepts.
-pub const MIN_PROTOCOL_VERSION: u32 = 1;
+pub const MIN_PROTOCOL_VERSION: u32 = 2;
 
 /// Largest request body the Coordinator accepts on any endpoint (quotes with certificate chains
 /// are ~5 KiB, TDX event logs can reach a few hundred KiB; manifests with many packages a few MiB).
