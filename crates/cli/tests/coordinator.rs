@@ -202,7 +202,12 @@ async fn refusals_name_the_failed_check() {
         c.call(Method::POST, "/api/v1/activate", Some(&req)).await,
     );
     assert_eq!(k, ErrorKind::UnsupportedProtocolVersion);
-    assert!(m.contains("1..=1"), "{m}");
+    let accepted = format!(
+        "{}..={}",
+        coffer_api::MIN_PROTOCOL_VERSION,
+        coffer_api::PROTOCOL_VERSION
+    );
+    assert!(m.contains(&accepted), "{m}");
     let (st, body) = c
         .request(
             Method::POST,

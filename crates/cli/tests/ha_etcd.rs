@@ -72,6 +72,16 @@ fn replica(dir: &Path, name: &str, urls: &[String]) -> (Proc, String) {
     (Proc(child), addr.to_string())
 }
 
+/// The replicas' logs, for a failure message.
+fn replica_logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for name in ["a", "b"] {
+        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+        out.push_str(&format!("--- replica {name}\n{log}"));
+    }
+    out
+}
+
 fn sim(dir: &Path) -> SimPlatform {
     coffer_coordinator::platform::load_or_create_sim(&dir.join("sim")).unwrap()
 }
@@ -93,7 +103,7 @@ async fn attested(dir: &Path, addr: &str, id: Option<&ClientIdentity>) -> (Clien
     let now = coffer_coordinator::core::now_unix();
     let a = coffer_coordinator::attest::attest(addr, &v, &expect, now)
         .await
-        .expect("attest");
+        .unwrap_or_else(|e| panic!("attest {addr}: {e:?}\n{}", replica_logs(dir)));
     let c = Client::new(addr, &Trust::RootCa(a.root_der.clone()), id).unwrap();
     (c, a.root_der)
 }

@@ -591,24 +591,39 @@ impl EtcdStore {
         // the blocking calls below would (rightly) refuse to run.
         std::thread::scope(|s| {
             s.spawn(|| {
-                let mut client = self.client.clone();
-                let key = self.full("meta", M_HEAD);
-                let resp = self
-                    .rt()
-                    .block_on(async move {
-                        tokio::time::timeout(
-                            REQUEST_TIMEOUT,
-                            client.get(key, Some(GetOptions::new().with_count_only())),
-                        )
-                        .await
-                    })
-                    .map_err(|_| etcd_err("sync", "timed out"))?
-                    .map_err(|e| etcd_err("sync", e))?;
-                self.refresh_to(resp.header().map_or(0, |h| h.revision()))
+                // A member that went away stays in the client's endpoint list for a while: a
+                // failed read is retried (another member answers) before the caller sees it.
+                let mut last = None;
+                for _ in 0..RESYNC_ATTEMPTS {
+                    match self.current_revision() {
+                        Ok(rev) => return self.refresh_to(rev),
+                        Err(e) => last = Some(e),
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(last.unwrap_or_else(|| etcd_err("sync", "no answer")))
             })
             .join()
             .unwrap_or_else(|_| Err(Error::Store("etcd sync thread panicked".into())))
         })
+    }
+
+    /// The cluster's current revision (a count-only read of the head key). Blocking.
+    fn current_revision(&self) -> Result<i64, Error> {
+        let mut client = self.client.clone();
+        let key = self.full("meta", M_HEAD);
+        let resp = self
+            .rt()
+            .block_on(async move {
+                tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    client.get(key, Some(GetOptions::new().with_count_only())),
+                )
+                .await
+            })
+            .map_err(|_| etcd_err("sync", "timed out"))?
+            .map_err(|e| etcd_err("sync", e))?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     /// Blocks until the mirror reflects revision `rev` (waiting for the watch, then re-syncing
