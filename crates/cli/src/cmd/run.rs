@@ -242,11 +242,15 @@ fn apply_layer(layout: &Path, digest: &str, rootfs: &Path) -> anyhow::Result<()>
     };
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
-    // Owners are applied below, tolerating headers whose numeric owner fields are empty
-    // (owner 0 then), which the tar crate's own ownership code refuses.
+    ar.set_preserve_mtime(true);
+    // Owners, modes and xattrs are applied below, in the order the kernel needs: chown clears
+    // setuid/setgid and `security.capability`, so the mode and xattrs go on after it. Headers
+    // whose numeric owner fields are empty mean owner 0 (the tar crate's own code refuses them).
     ar.set_preserve_ownerships(false);
     ar.set_overwrite(true);
     ar.set_unpack_xattrs(false);
+    // Directory times are set once the layer is done (later entries inside would change them).
+    let mut dir_times: Vec<(PathBuf, filetime::FileTime)> = Vec::new();
     for entry in ar.entries()? {
         let mut entry = entry?;
         let raw = entry.path()?.into_owned();
@@ -275,7 +279,10 @@ fn apply_layer(layout: &Path, digest: &str, rootfs: &Path) -> anyhow::Result<()>
             remove_any(&rootfs.join(&parent).join(hidden))?;
             continue;
         }
-        match entry.header().entry_type() {
+        let kind = entry.header().entry_type();
+        match kind {
+            // `coffer convert` drops these (the runtime provides /dev); an image made
+            // elsewhere may still carry them, and they are never part of the measurement.
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => continue,
             tar::EntryType::Directory => {}
             _ => {
@@ -286,23 +293,80 @@ fn apply_layer(layout: &Path, digest: &str, rootfs: &Path) -> anyhow::Result<()>
                 }
             }
         }
-        let owner = (
-            entry.header().uid().unwrap_or(0),
-            entry.header().gid().unwrap_or(0),
-        );
+        let header = entry.header();
+        let owner = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let mtime = header.mtime().unwrap_or(0);
+        let xattrs = entry_xattrs(&mut entry)?;
         if !entry.unpack_in(rootfs)? {
             bail!("entry {} leaves the root filesystem", raw.display());
+        }
+        let dest = rootfs.join(&rel);
+        if kind == tar::EntryType::Link {
+            // A hard link has no owner or mode of its own: changing them would change (and
+            // chown would strip the setgid bit of) the file it links to.
+            continue;
         }
         if is_root() && owner != (0, 0) {
             let (uid, gid) = (
                 u32::try_from(owner.0).unwrap_or(0),
                 u32::try_from(owner.1).unwrap_or(0),
             );
-            std::os::unix::fs::lchown(rootfs.join(&rel), Some(uid), Some(gid))
+            std::os::unix::fs::lchown(&dest, Some(uid), Some(gid))
                 .with_context(|| format!("setting the owner of {}", rel.display()))?;
         }
+        if matches!(
+            kind,
+            tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse
+                | tar::EntryType::Directory
+        ) {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
+                .with_context(|| format!("setting the mode of {}", rel.display()))?;
+        }
+        for (key, value) in &xattrs {
+            set_xattr(&dest, key, value)
+                .with_context(|| format!("setting xattr {key} on {}", rel.display()))?;
+        }
+        if kind == tar::EntryType::Directory {
+            dir_times.push((dest, filetime::FileTime::from_unix_time(mtime as i64, 0)));
+        }
+    }
+    for (dir, t) in dir_times.iter().rev() {
+        filetime::set_file_times(dir, *t, *t)
+            .with_context(|| format!("setting the times of {}", dir.display()))?;
     }
     Ok(())
+}
+
+/// The extended attributes a tar entry carries (PAX `SCHILY.xattr.NAME`), as runtimes
+/// unpack them: file capabilities (`security.capability`) and the like.
+fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    if let Some(exts) = entry.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            if let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                out.push((name.to_string(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sets one xattr without following a symlink. Without root, the namespaces only root may
+/// write (`security.*`, `trusted.*`) are skipped, as rootless runtimes do.
+fn set_xattr(path: &Path, key: &str, value: &[u8]) -> std::io::Result<()> {
+    match xattr::set(path, key, value) {
+        Ok(()) => Ok(()),
+        Err(e) if !is_root() && !key.starts_with("user.") => {
+            tracing::debug!(key, error = %e, "xattr skipped without root");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn remove_any(p: &Path) -> std::io::Result<()> {
@@ -738,4 +802,134 @@ pub(crate) fn run(args: RunArgs, global: Global) -> anyhow::Result<ExitCode> {
     }
     drop(prepared);
     Ok(ExitCode::from(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn header(kind: tar::EntryType, mode: u32, uid: u64, gid: u64, mtime: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_mtime(mtime);
+        h.set_size(0);
+        h
+    }
+
+    /// Writes `tar` as a layer blob of a layout at `dir`; returns its digest.
+    fn layer_blob(dir: &Path, tar: &[u8]) -> String {
+        let hex = hex::encode(Sha256::digest(tar));
+        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs::write(dir.join("blobs/sha256").join(&hex), tar).unwrap();
+        format!("sha256:{hex}")
+    }
+
+    /// The layer a Debian root filesystem tarball (mmdebstrap, `docker import`) looks like:
+    /// root:shadow setgid helpers, setuid programs, a sticky /tmp, a file capability, a hard
+    /// link, device nodes and a FIFO.
+    fn debian_like_layer() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let dir = |b: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, gid: u64| {
+            let mut h = header(tar::EntryType::Directory, mode, 0, gid, 1_000_000);
+            b.append_data(&mut h, path, std::io::empty()).unwrap();
+        };
+        let file = |b: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, gid: u64| {
+            let mut h = header(tar::EntryType::Regular, mode, 0, gid, 2_000_000);
+            h.set_size(4);
+            b.append_data(&mut h, path, &b"\x7fELF"[..]).unwrap();
+        };
+        dir(&mut b, "usr/", 0o755, 0);
+        dir(&mut b, "usr/bin/", 0o755, 0);
+        dir(&mut b, "tmp/", 0o1777, 0);
+        dir(&mut b, "var/", 0o755, 0);
+        dir(&mut b, "var/mail/", 0o2775, 8);
+        file(&mut b, "usr/bin/chage", 0o2755, 42);
+        file(&mut b, "usr/bin/passwd", 0o4755, 0);
+        // A file capability, as `ping` carries it: PAX SCHILY.xattr.security.capability (and a
+        // user.* attribute, which any owner may set).
+        let cap = [
+            1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        b.append_pax_extensions([
+            ("SCHILY.xattr.security.capability", &cap[..]),
+            ("SCHILY.xattr.user.coffer", &b"kept"[..]),
+        ])
+        .unwrap();
+        file(&mut b, "usr/bin/ping", 0o755, 0);
+        let mut h = header(tar::EntryType::Link, 0o2755, 0, 42, 2_000_000);
+        b.append_link(&mut h, "usr/bin/expiry", "usr/bin/chage")
+            .unwrap();
+        dir(&mut b, "dev/", 0o755, 0);
+        let mut h = header(tar::EntryType::Char, 0o666, 0, 0, 0);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+        b.append_data(&mut h, "dev/null", std::io::empty()).unwrap();
+        let mut h = header(tar::EntryType::Fifo, 0o600, 0, 0, 0);
+        b.append_data(&mut h, "dev/initctl", std::io::empty())
+            .unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn unpacking_keeps_modes_owners_xattrs_links_and_times_and_drops_devices() {
+        let t = tempfile::tempdir().unwrap();
+        let digest = layer_blob(t.path(), &debian_like_layer());
+        let rootfs = t.path().join("rootfs");
+        fs::create_dir(&rootfs).unwrap();
+        apply_layer(t.path(), &digest, &rootfs).unwrap();
+
+        let meta = |p: &str| fs::symlink_metadata(rootfs.join(p)).unwrap();
+        let mode = |p: &str| meta(p).permissions().mode() & 0o7777;
+        // setgid survives the change of group (chown clears it; it must be re-applied).
+        assert_eq!(mode("usr/bin/chage"), 0o2755);
+        assert_eq!(mode("usr/bin/passwd"), 0o4755);
+        assert_eq!(mode("tmp"), 0o1777);
+        assert_eq!(mode("var/mail"), 0o2775);
+        if is_root() {
+            assert_eq!(meta("usr/bin/chage").gid(), 42);
+            assert_eq!(meta("var/mail").gid(), 8);
+            let cap = xattr::get(rootfs.join("usr/bin/ping"), "security.capability").unwrap();
+            assert_eq!(cap.as_deref().map(<[u8]>::len), Some(20));
+        }
+        // user.* needs a file system that stores them (tmpfs only since Linux 6.6).
+        if xattr::SUPPORTED_PLATFORM && xattr::set(rootfs.join("tmp"), "user.probe", b"1").is_ok() {
+            let v = xattr::get(rootfs.join("usr/bin/ping"), "user.coffer").unwrap();
+            assert_eq!(v.as_deref(), Some(&b"kept"[..]));
+        }
+        // A hard link shares the inode; times are the headers'.
+        assert_eq!(meta("usr/bin/expiry").ino(), meta("usr/bin/chage").ino());
+        assert_eq!(meta("usr/bin/chage").mtime(), 2_000_000);
+        assert_eq!(meta("usr/bin").mtime(), 1_000_000);
+        assert_eq!(meta("usr").mtime(), 1_000_000);
+        // Device nodes and FIFOs are not created (the runtime provides /dev).
+        assert!(fs::symlink_metadata(rootfs.join("dev/null")).is_err());
+        assert!(fs::symlink_metadata(rootfs.join("dev/initctl")).is_err());
+    }
+
+    #[test]
+    fn entries_leaving_the_root_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let mut raw = header(tar::EntryType::Regular, 0o644, 0, 0, 0);
+        raw.set_size(1);
+        // Builder::append_data refuses "..": write the name into the header directly.
+        let name = b"../escape";
+        raw.as_old_mut().name[..name.len()].copy_from_slice(name);
+        raw.set_cksum();
+        let mut tar_bytes = raw.as_bytes().to_vec();
+        tar_bytes.extend_from_slice(&[b'x'; 1]);
+        tar_bytes.resize(1024 + 1024, 0);
+        let digest = layer_blob(t.path(), &tar_bytes);
+        let rootfs = t.path().join("rootfs");
+        fs::create_dir(&rootfs).unwrap();
+        let e = apply_layer(t.path(), &digest, &rootfs).unwrap_err();
+        assert!(
+            e.to_string().contains("leaves the root filesystem"),
+            "{e:#}"
+        );
+        assert!(!t.path().join("escape").exists());
+    }
 }
