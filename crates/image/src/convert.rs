@@ -126,8 +126,11 @@ pub struct ConvertReport {
     pub symlinks: usize,
     /// Paths stored encrypted.
     pub encrypted_files: Vec<String>,
-    /// Number of original layers rewritten to drop plaintext of encrypted files.
+    /// Number of original layers rewritten (to drop plaintext of encrypted files, device
+    /// nodes or FIFOs, or to re-encode zstd).
     pub rewritten_layers: usize,
+    /// Device nodes and FIFOs left out (the runtime provides `/dev`).
+    pub dropped_special_files: Vec<String>,
     /// Uncompressed bytes of layer content read.
     pub bytes_read: u64,
     /// ISVPRODID recorded.
@@ -325,6 +328,8 @@ impl<R: Read> Read for Counting<'_, R> {
 struct Scan {
     /// Layer indices that held an entry matching `--encrypt`.
     rewrite: BTreeSet<usize>,
+    /// Device nodes and FIFOs left out of the output (`layer name: path`).
+    dropped: Vec<String>,
     bytes: u64,
     entries: u64,
     spill_count: u64,
@@ -450,6 +455,7 @@ pub(crate) fn convert_with(
     let mut view = View::default();
     let mut scan = Scan {
         rewrite: BTreeSet::new(),
+        dropped: Vec::new(),
         bytes: 0,
         entries: 0,
         spill_count: 0,
@@ -766,6 +772,7 @@ pub(crate) fn convert_with(
         symlinks: wf.symlinks.len(),
         encrypted_files: wf.encrypted_files.iter().map(|e| e.path.clone()).collect(),
         rewritten_layers: scan.rewrite.len(),
+        dropped_special_files: scan.dropped,
         bytes_read: scan.bytes,
         isv_prod_id: wf.isv_prod_id,
         isv_svn: wf.isv_svn,
@@ -984,6 +991,14 @@ fn parse_layer(
             }
             continue;
         }
+        if matches!(e.kind, Kind::CharDevice | Kind::BlockDevice | Kind::Fifo) {
+            // Every image made from a root filesystem tarball has these; the runtime provides
+            // /dev. The layer is rewritten without them, so what a runtime unpacks and what the
+            // view (and thus the measurement) holds stay the same.
+            scan.rewrite.insert(index);
+            scan.dropped.push(e.path.clone());
+            continue;
+        }
         // Parents must be directories (implicitly created when absent, as tar extraction does).
         let mut anc = paths::parent(&e.path);
         let mut missing = Vec::new();
@@ -1030,10 +1045,23 @@ fn parse_layer(
             }
             Kind::Hardlink => {
                 let t = e.link.clone().unwrap_or_default();
-                let Some(Node { kind: NodeKind::File { size, sha256, spill, .. }, .. }) = view.nodes.get(&t) else {
+                let Some(Node {
+                    kind:
+                        NodeKind::File {
+                            size,
+                            sha256,
+                            spill,
+                            ..
+                        },
+                    ..
+                }) = view.nodes.get(&t)
+                else {
                     return Err(Error::malformed(
                         layer.name.as_str(),
-                        format!("hard link {} points to {t}, which is not a regular file in the image", e.path),
+                        format!(
+                            "hard link {} points to {t}, which is not a regular file in the image",
+                            e.path
+                        ),
                     ));
                 };
                 if encrypt.is_match(&e.path) != encrypt.is_match(&t) {
@@ -1045,7 +1073,11 @@ fn parse_layer(
                 if encrypt.is_match(&e.path) {
                     scan.rewrite.insert(index);
                 }
-                NodeKind::File { size: *size, sha256: *sha256, spill: spill.clone() }
+                NodeKind::File {
+                    size: *size,
+                    sha256: *sha256,
+                    spill: spill.clone(),
+                }
             }
             Kind::File => {
                 let spill = if encrypt.is_match(&e.path) {
@@ -1056,7 +1088,9 @@ fn parse_layer(
                     None
                 };
                 let mut out = match &spill {
-                    Some(p) => Some(BufWriter::new(fs::File::create(p).map_err(io_err("creating", p))?)),
+                    Some(p) => Some(BufWriter::new(
+                        fs::File::create(p).map_err(io_err("creating", p))?,
+                    )),
                     None => None,
                 };
                 let mut h = Sha256::new();
@@ -1076,16 +1110,14 @@ fn parse_layer(
                 if let (Some(mut o), Some(p)) = (out, spill.as_ref()) {
                     o.flush().map_err(io_err("writing", p))?;
                 }
-                NodeKind::File { size: n_total, sha256: Digest(h.finalize().into()), spill }
+                NodeKind::File {
+                    size: n_total,
+                    sha256: Digest(h.finalize().into()),
+                    spill,
+                }
             }
-            other => {
-                return Err(Error::ForbiddenEntry {
-                    layer: layer.name.clone(),
-                    path: e.path.clone(),
-                    kind: other.name(),
-                    hint: "device nodes and FIFOs do not belong in a confidential image; the runtime provides /dev",
-                })
-            }
+            // Dropped above, before any parent is implied.
+            Kind::CharDevice | Kind::BlockDevice | Kind::Fifo => continue,
         };
         let replacing_dir = matches!(
             view.nodes.get(&e.path).map(|n| &n.kind),
@@ -1155,7 +1187,11 @@ fn rewrite_layer(
     };
     while let Some(e) = tar.next_entry()? {
         write(&mut w, &e.global_raw)?;
-        let drop_it = matches!(e.kind, Kind::File | Kind::Hardlink) && encrypt.is_match(&e.path);
+        let drop_it = match e.kind {
+            Kind::File | Kind::Hardlink => encrypt.is_match(&e.path),
+            Kind::CharDevice | Kind::BlockDevice | Kind::Fifo => true,
+            Kind::Dir | Kind::Symlink => false,
+        };
         if drop_it {
             continue;
         }
@@ -1333,6 +1369,7 @@ pub fn scan_layer_bytes(
     let mut view = View::default();
     let mut scan = Scan {
         rewrite: BTreeSet::new(),
+        dropped: Vec::new(),
         bytes: 0,
         entries: 0,
         spill_count: 0,

@@ -33,9 +33,9 @@ pub enum Error {
 
     /// A layer holds an entry type that a confidential image must not carry (device nodes,
     /// FIFOs) or that we cannot represent.
-    #[error("layer {layer}: entry {path:?} is a {kind}; {hint}")]
+    #[error("{layer}: entry {path:?} is a {kind}; {hint}")]
     ForbiddenEntry {
-        /// The layer's digest.
+        /// Where it was found ("layer 2 (sha256:…)", "archive …").
         layer: String,
         /// The entry's path.
         path: String,

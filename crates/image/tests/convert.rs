@@ -577,36 +577,70 @@ fn escaping_symlink_is_refused() {
     assert!(matches!(e, Error::UnsafePath { .. }), "{e}");
 }
 
+/// Converts a one-layer image and returns the report and the output's layer tars.
+fn convert_one(t: &Path, name: &str, tar: Vec<u8>) -> (coffer_image::ConvertReport, Vec<Vec<u8>>) {
+    let src = t.join(format!("{name}-src"));
+    write_oci(&src, "x", &[(tar, Compression::Gzip)]);
+    let out = t.join(format!("{name}-out"));
+    let report = convert(&opts(oci(&src, "x"), oci(&out, "x"), &launcher(t)), &noop).unwrap();
+    let (manifest, _) = check_layout_digests(&out);
+    let layers = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let d = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+            decompress(&fs::read(out.join("blobs/sha256").join(d)).unwrap())
+        })
+        .collect();
+    (report, layers)
+}
+
+fn entry_names(tar: &[u8]) -> Vec<String> {
+    let mut ar = tar::Archive::new(tar);
+    ar.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[test]
-fn device_node_is_refused() {
-    let e = convert_err(
-        tar_of(&[E::Raw(raw_header("dev/sda", b'4', 0))]),
-        Limits::default(),
+fn device_nodes_and_fifos_are_dropped_and_not_measured() {
+    // What every root filesystem tarball (mmdebstrap, `docker import`) holds under /dev.
+    let t = tempfile::tempdir().unwrap();
+    let app = E::File("app/run", b"#!/bin/sh\n", 0o755);
+    let with = tar_of(&[
+        E::Dir("dev/"),
+        E::Raw(raw_header("dev/null", b'3', 0)),
+        E::Raw(raw_header("dev/sda", b'4', 0)),
+        E::Raw(raw_header("dev/initctl", b'6', 0)),
+        E::Dir("app/"),
+        app,
+    ]);
+    let (report, layers) = convert_one(t.path(), "with", with);
+    assert_eq!(
+        report.dropped_special_files,
+        ["/dev/null", "/dev/sda", "/dev/initctl"]
     );
+    assert_eq!(report.rewritten_layers, 1);
+    let names = entry_names(&layers[0]);
+    assert!(names.iter().any(|n| n.ends_with("app/run")), "{names:?}");
     assert!(
-        matches!(
-            e,
-            Error::ForbiddenEntry {
-                kind: "block device",
-                ..
-            }
-        ),
-        "{e}"
+        !names
+            .iter()
+            .any(|n| n.contains("null") || n.contains("sda") || n.contains("initctl")),
+        "{names:?}"
     );
-    let e = convert_err(
-        tar_of(&[E::Raw(raw_header("dev/tty", b'3', 0))]),
-        Limits::default(),
-    );
-    assert!(
-        matches!(
-            e,
-            Error::ForbiddenEntry {
-                kind: "character device",
-                ..
-            }
-        ),
-        "{e}"
-    );
+    // The measurement is that of the same image without them: nothing the runtime unpacks
+    // differs from what the launcher checks.
+    let without = tar_of(&[
+        E::Dir("dev/"),
+        E::Dir("app/"),
+        E::File("app/run", b"#!/bin/sh\n", 0o755),
+    ]);
+    let (plain, _) = convert_one(t.path(), "without", without);
+    assert!(plain.dropped_special_files.is_empty());
+    assert_eq!(report.image_measurement, plain.image_measurement);
 }
 
 #[test]

@@ -347,9 +347,11 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
             "symlinks": report.symlinks,
             "encrypted_files": report.encrypted_files,
             "rewritten_layers": report.rewritten_layers,
+            "dropped_special_files": report.dropped_special_files,
             "bytes_read": report.bytes_read,
             "key_file": args.key_out.as_ref().or(args.key.as_ref()),
             "packages": package,
+            "image_key_manifest": key_file_fragment(args.key_out.as_ref().or(args.key.as_ref()), &args.package_name),
         }))?;
     } else {
         println!("converted image written to {}", report.reference);
@@ -362,12 +364,7 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
             report.encrypted_files.len(),
             report.bytes_read >> 20
         );
-        if let Some(k) = args.key_out.as_ref().or(args.key.as_ref()) {
-            println!(
-                "  encryption key      {} (put it in the manifest as the secret `image_key`; it is not in the image)",
-                k.display()
-            );
-        }
+        print_notes(report.dropped_special_files.as_slice());
         println!();
         println!(
             "Simulation reports the image measurement as MRENCLAVE. Manifest `packages` entry:"
@@ -376,8 +373,67 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "packages": package }))?
         );
+        print_key_instructions(
+            args.key_out.as_ref().or(args.key.as_ref()),
+            &args.package_name,
+        )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Name of the secret the printed manifest fragment declares for an image key.
+const IMAGE_KEY_SECRET: &str = "image_key";
+
+/// What the conversion left out, said once.
+fn print_notes(dropped: &[String]) {
+    if let Some(first) = dropped.first() {
+        println!(
+            "  note                dropped {} device node(s)/FIFO(s) such as {first}: the runtime provides /dev",
+            dropped.len()
+        );
+    }
+}
+
+/// The manifest pieces an encrypted image needs: a user-defined 256-bit secret that the key
+/// holder sets, and the workload parameter that hands it to the launcher.
+fn key_file_fragment(key_file: Option<&PathBuf>, package: &str) -> Option<serde_json::Value> {
+    key_file?;
+    Some(serde_json::json!({
+        "secrets": {
+            IMAGE_KEY_SECRET: { "type": "user-defined", "value_type": "symmetric", "size": 256 }
+        },
+        "workloads": {
+            package: {
+                "package": package,
+                "parameters": { "image_key": format!("{{{{ secrets.{IMAGE_KEY_SECRET}.key.hex }}}}") }
+            }
+        },
+        "roles": {
+            "image-key-setter": { "resource": "secrets", "names": [IMAGE_KEY_SECRET], "actions": ["write"] }
+        }
+    }))
+}
+
+/// For `--encrypt`: the manifest fragment and the command that hands the key to the
+/// Coordinator (the key is not in the image; without it the launcher cannot decrypt).
+fn print_key_instructions(key_file: Option<&PathBuf>, package: &str) -> anyhow::Result<()> {
+    let (Some(k), Some(fragment)) = (key_file, key_file_fragment(key_file, package)) else {
+        return Ok(());
+    };
+    println!();
+    println!(
+        "The encrypted files need the key in {} (it is not in the image). Merge into the manifest\n\
+         (give the role `image-key-setter` to the user who sets the key):",
+        k.display()
+    );
+    println!("{}", serde_json::to_string_pretty(&fragment)?);
+    println!();
+    println!("Once the manifest is set, hand the key to the Coordinator:");
+    println!(
+        "    coffer secret set {IMAGE_KEY_SECRET} --hex \"$(cat {})\" --coordinator HOST:PORT \\\n        --cert USER.pem --key USER-key.pem --root-ca coordinator-root.pem",
+        k.display()
+    );
+    Ok(())
 }
 
 /// Largest key file read into memory (keys are KiBs; this bounds a mistake).
@@ -498,9 +554,11 @@ fn print_sgx(
             "symlinks": report.symlinks,
             "encrypted_files": report.encrypted_files,
             "rewritten_layers": report.rewritten_layers,
+            "dropped_special_files": report.dropped_special_files,
             "bytes_read": report.bytes_read,
             "key_file": key_file,
             "packages": package,
+            "image_key_manifest": key_file_fragment(key_file, package_name),
         }))?;
     } else {
         println!("converted image written to {}", report.reference);
@@ -523,18 +581,32 @@ fn print_sgx(
             report.encrypted_files.len(),
             report.bytes_read >> 20
         );
-        if let Some(k) = key_file {
-            println!(
-                "  encryption key      {} (put it in the manifest as the secret `image_key`; it is not in the image)",
-                k.display()
-            );
-        }
+        print_notes(report.dropped_special_files.as_slice());
         println!();
         println!("Manifest `packages` entry pinning this enclave:");
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "packages": package }))?
         );
+        print_key_instructions(key_file, package_name)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_image_key_fragment_is_a_valid_manifest_part() {
+        let mut m = key_file_fragment(Some(&PathBuf::from("image.key")), "web").unwrap();
+        assert!(key_file_fragment(None, "web").is_none());
+        m["packages"] = serde_json::json!({"web": {"tee": "sgx", "mrenclave": "ab".repeat(32)}});
+        m["users"] = serde_json::json!({"alice": {
+            "certificate": rcgen::generate_simple_self_signed(vec!["alice".into()]).unwrap().cert.pem(),
+            "roles": ["image-key-setter"]
+        }});
+        let parsed = coffer_manifest::Manifest::parse(&serde_json::to_vec(&m).unwrap());
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
+    }
 }
