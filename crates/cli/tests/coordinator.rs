@@ -260,7 +260,13 @@ async fn user_secrets_and_updates_are_role_checked() {
     let (k, m) =
         refused_kind(activate(&mut anon, &sim, "withpw", uuid::Uuid::new_v4(), MR_APP).await);
     assert_eq!(k, ErrorKind::Conflict);
-    assert!(m.contains("password"), "{m}");
+    // It names the secret and who can set it (admin holds `pw-rw`; reader may only read).
+    assert!(
+        m.contains("user-defined secret `password` has not been set yet")
+            && m.contains("set by admin with `coffer secret set password`")
+            && !m.contains("reader"),
+        "{m}"
+    );
 
     let set = coffer_api::SetSecretsRequest {
         secrets: [("password".to_string(), b64().encode("hunter2"))].into(),

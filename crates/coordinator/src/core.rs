@@ -1579,7 +1579,7 @@ impl Coordinator {
                 &ActivationSource {
                     store: &r.store,
                     workload: &req.workload,
-                    specs: &manifest.secrets,
+                    manifest,
                     fresh,
                     instance: req.instance_id,
                     root_der: snap.ca.root_der(),

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 
 use coffer_manifest::template::SecretField;
 use coffer_manifest::{
-    KeyType, NameMap, SecretKind, SecretSource, SecretSpec, SecretValue, SourceError, Target,
+    Action, KeyType, Manifest, ResourceKind, SecretKind, SecretSource, SecretSpec, SecretValue,
+    SourceError, Target,
 };
 use rand::RngCore;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
@@ -252,8 +253,8 @@ pub struct ActivationSource<'a> {
     pub store: &'a Store,
     /// Workload name.
     pub workload: &'a str,
-    /// Declarations.
-    pub specs: &'a NameMap<SecretSpec>,
+    /// The manifest in force (declarations, and who may set user-defined secrets).
+    pub manifest: &'a Manifest,
     /// Per-instance values generated for this activation (new instance) — else read from the store.
     pub fresh: &'a HashMap<String, StoredSecret>,
     /// Instance UUID.
@@ -264,6 +265,20 @@ pub struct ActivationSource<'a> {
     pub leaf_der: &'a [u8],
     /// Intermediate CA DER.
     pub intermediate_der: &'a [u8],
+}
+
+/// Why a workload waits for a user-defined secret, naming who can end the wait.
+fn unset_secret(manifest: &Manifest, name: &str) -> String {
+    let setters = manifest.users_allowed(ResourceKind::Secrets, Some(name), Action::Write);
+    let who = if setters.is_empty() {
+        "no user of the manifest may set it: give a user a role with `write` on it in a manifest update".to_string()
+    } else {
+        format!(
+            "it is set by {} with `coffer secret set {name}`",
+            setters.join(" or ")
+        )
+    };
+    format!("user-defined secret `{name}` has not been set yet; {who}")
 }
 
 impl SecretSource for ActivationSource<'_> {
@@ -280,7 +295,8 @@ impl SecretSource for ActivationSource<'_> {
             )),
             Target::Secret { name, field } => {
                 let spec = self
-                    .specs
+                    .manifest
+                    .secrets
                     .get(name)
                     .ok_or_else(|| SourceError(format!("secret `{name}` is not declared")))?;
                 let stored = if spec.kind == SecretKind::UserDefined {
@@ -288,9 +304,7 @@ impl SecretSource for ActivationSource<'_> {
                         .store
                         .get(&user_key(name))
                         .map_err(|e| SourceError(e.to_string()))?
-                        .ok_or_else(|| {
-                            SourceError(format!("user-defined secret `{name}` has not been set yet (`coffer secret set {name}`)"))
-                        })?;
+                        .ok_or_else(|| SourceError(unset_secret(self.manifest, name)))?;
                     StoredSecret::from_bytes(&raw).map_err(|e| SourceError(e.to_string()))?
                 } else if spec.is_shared() {
                     let raw = self

@@ -227,16 +227,17 @@ pub fn activate(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let last = match client::post_json(req.addr, tls, "/api/v1/activate", &body) {
+        // Whether the last failure was an answer from the Coordinator (not the network).
+        let (last, answered) = match client::post_json(req.addr, tls, "/api/v1/activate", &body) {
             Ok(resp) if resp.status == 200 => {
                 let response = check_response(&resp.body, key, pinned_root_pem)?;
                 return Ok(Activated { response, attempts });
             }
             Ok(resp) => match refusal(resp.status, &resp.body) {
                 Refusal::Fatal(e) => return Err(e),
-                Refusal::Retry(why) => why,
+                Refusal::Retry(why) => (why, true),
             },
-            Err(TransportError::Transient(why)) => why,
+            Err(TransportError::Transient(why)) => (why, false),
             Err(TransportError::Untrusted(why)) => {
                 return Err(Error::CoordinatorUntrusted {
                     addr: req.addr.to_string(),
@@ -246,6 +247,14 @@ pub fn activate(
             Err(TransportError::Malformed(why)) => return Err(Error::Protocol(why)),
         };
         let elapsed = start.elapsed();
+        if elapsed + delay > req.timeout && answered {
+            return Err(Error::NotReady {
+                addr: req.addr.to_string(),
+                workload: req.workload.to_string(),
+                secs: elapsed.as_secs(),
+                reason: last,
+            });
+        }
         if elapsed + delay > req.timeout {
             return Err(Error::Unreachable {
                 addr: req.addr.to_string(),
@@ -288,7 +297,14 @@ fn refusal(status: u16, body: &[u8]) -> Refusal {
                 | ErrorKind::Tampered
                 | ErrorKind::CollateralUnavailable
                 | ErrorKind::RateLimited
-                | ErrorKind::Internal => Refusal::Retry(format!("{kind}: {message}")),
+                | ErrorKind::Internal => Refusal::Retry(
+                    // The Coordinator's messages may already start with their kind.
+                    if message.starts_with(&format!("{kind}: ")) {
+                        message
+                    } else {
+                        format!("{kind}: {message}")
+                    },
+                ),
                 _ => Refusal::Fatal(Error::Refused { kind, message }),
             }
         }

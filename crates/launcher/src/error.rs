@@ -62,6 +62,23 @@ pub enum Error {
         last: String,
     },
 
+    /// The Coordinator answered but could not activate this workload yet (a user-defined
+    /// secret not set, no manifest, recovery, …) until the activation deadline.
+    #[error(
+        "the Coordinator {addr} is reachable but could not activate `{workload}` within {secs} s: \
+         {reason} (COFFER_ACTIVATE_TIMEOUT sets the deadline)"
+    )]
+    NotReady {
+        /// The address dialled.
+        addr: String,
+        /// The workload.
+        workload: String,
+        /// How long the launcher waited.
+        secs: u64,
+        /// The Coordinator's last answer.
+        reason: String,
+    },
+
     /// The Coordinator's identity could not be established (TLS verification, RA-TLS evidence).
     #[error("Coordinator {addr} not trusted: {reason}")]
     CoordinatorUntrusted {
@@ -129,6 +146,7 @@ impl Error {
             Error::NoTee { .. } => 71,                // EX_OSERR
             Error::Evidence { .. } => 71,             // EX_OSERR
             Error::Unreachable { .. } => 69,          // EX_UNAVAILABLE
+            Error::NotReady { .. } => 75,             // EX_TEMPFAIL
             Error::CoordinatorUntrusted { .. } => 76, // EX_PROTOCOL
             Error::Refused { .. } => 77,              // EX_NOPERM
             Error::Protocol(_) => 76,                 // EX_PROTOCOL

@@ -41,6 +41,7 @@
 //!
 //! The app's own once it runs. Before that: 78 configuration, 65 workload file / image
 //! integrity / bad parameters, 71 evidence (no TEE, device error), 69 Coordinator unreachable,
+//! 75 Coordinator reachable but not ready to activate (e.g. a user-defined secret not set),
 //! 76 Coordinator not trusted or protocol error, 77 activation refused (the Coordinator's reason
 //! is printed), 74 file I/O, 126 app not executable, 127 app not found.
 //!
@@ -167,12 +168,13 @@ pub fn prepare(
     let written = materialise::write_files(rootfs, resp, &key_pem, &wf, user)?;
     let decrypted =
         materialise::decrypt_files(rootfs, &wf, resp.parameters.image_key.as_deref(), user)?;
-    let env = materialise::merge_env(
+    let mut env = materialise::merge_env(
         &wf.env,
         host_env,
         &resp.parameters.host_env,
         &resp.parameters.env,
     );
+    materialise::add_runtime_defaults(&mut env, rootfs, user);
     let argv = materialise::argv(&wf, runtime_args, resp.parameters.argv.as_ref());
     eprintln!(
         "coffer-launcher: activated {workload} (instance {}, {} evidence); wrote {written} files, decrypted {decrypted}; starting {}",

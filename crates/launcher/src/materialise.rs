@@ -93,6 +93,33 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<Option<AppUser>, Error>
     Ok(Some(AppUser { uid, gid }))
 }
 
+/// The app user's home directory as runtimes set `HOME`: the image's `/etc/passwd` entry for
+/// its uid (root without a user), `/` when there is none.
+pub fn home_dir(rootfs: &Path, user: Option<AppUser>) -> String {
+    let uid = user.map_or(0, |u| u.uid);
+    let passwd = read_db(rootfs, "/etc/passwd");
+    lookup(&passwd, |f| {
+        f.get(2).and_then(|s| s.parse::<u32>().ok()) == Some(uid)
+    })
+    .and_then(|f| f.get(5).map(|h| h.to_string()))
+    .filter(|h| h.starts_with('/'))
+    .unwrap_or_else(|| "/".to_string())
+}
+
+/// What a runtime adds to the app's environment when the image and the manifest leave them
+/// out: `PATH` (Docker's default) and `HOME` (from the image's `/etc/passwd`).
+pub fn add_runtime_defaults(
+    env: &mut BTreeMap<String, String>,
+    rootfs: &Path,
+    user: Option<AppUser>,
+) {
+    env.entry("PATH".to_string())
+        .or_insert_with(|| crate::exec::DEFAULT_PATH.to_string());
+    if !env.contains_key("HOME") {
+        env.insert("HOME".to_string(), home_dir(rootfs, user));
+    }
+}
+
 fn read_db(rootfs: &Path, path: &str) -> String {
     let Ok(comps) = fsutil::canonical_components(path) else {
         return String::new();
@@ -354,7 +381,7 @@ mod tests {
         fs::create_dir(root.path().join("etc")).unwrap();
         fs::write(
             root.path().join("etc/passwd"),
-            "root:x:0:0::/root:/bin/sh\nweb:x:1000:1001::/:/bin/sh\n",
+            "root:x:0:0::/root:/bin/sh\nweb:x:1000:1001::/:/bin/sh\nredis:x:999:999::/var/lib/redis:/usr/sbin/nologin\n",
         )
         .unwrap();
         fs::write(root.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
@@ -388,5 +415,20 @@ mod tests {
         assert!(
             matches!(resolve_user(r, "web:nogroup"), Err(Error::Parameters(m)) if m.contains("nogroup"))
         );
+
+        // HOME as runtimes set it: the passwd entry's, root's without a user, / when unknown.
+        let home = |u: &str| home_dir(r, resolve_user(r, u).unwrap());
+        assert_eq!(home("redis"), "/var/lib/redis");
+        assert_eq!(home("999:0"), "/var/lib/redis");
+        assert_eq!(home(""), "/root");
+        assert_eq!(home("7:8"), "/");
+        let mut env = BTreeMap::from([("HOME".to_string(), "/srv".to_string())]);
+        add_runtime_defaults(&mut env, r, resolve_user(r, "redis").unwrap());
+        assert_eq!(env["HOME"], "/srv", "an image's or manifest's HOME wins");
+        assert_eq!(env["PATH"], crate::exec::DEFAULT_PATH);
+        let mut env = BTreeMap::from([("PATH".to_string(), "/bin".to_string())]);
+        add_runtime_defaults(&mut env, r, resolve_user(r, "redis").unwrap());
+        assert_eq!(env["HOME"], "/var/lib/redis");
+        assert_eq!(env["PATH"], "/bin");
     }
 }

@@ -544,6 +544,33 @@ fn an_unreachable_coordinator_ends_with_a_clear_error() {
 }
 
 #[test]
+fn a_coordinator_waiting_for_a_secret_is_not_blamed_on_the_network() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "touch", "ran"], &[], &[]);
+    // As the Coordinator words it (its messages carry their kind).
+    let why = "conflict: cannot render the parameters of `app`: user-defined secret `password` \
+               has not been set yet; it is set by admin with `coffer secret set password`";
+    let answer = Answer {
+        not_ready: Some(why.into()),
+        ..Answer::default()
+    };
+    let server = Server::start(&sim.platform, Expect::Sgx(image.measurement()), answer);
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = sim_launcher(&image, &server, &sim, &ca);
+    c.env("COFFER_ACTIVATE_TIMEOUT", "1");
+    let (code, _, err) = run(c);
+    assert_eq!(code, 75, "{err}");
+    assert!(
+        err.contains("is reachable but could not activate `app`")
+            && err.contains("secret `password` has not been set yet; it is set by admin"),
+        "{err}"
+    );
+    assert!(!err.contains("unreachable"), "{err}");
+    assert!(!err.contains("conflict: conflict:"), "{err}");
+    assert!(!image.root().join("ran").exists());
+}
+
+#[test]
 fn encrypted_files_are_decrypted_with_the_image_key() {
     use coffer_image::protect::{encrypt, Key, Salt};
     let sim = Sim::new();

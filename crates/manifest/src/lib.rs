@@ -555,6 +555,21 @@ impl Manifest {
             })
     }
 
+    /// The users whose roles allow `action` on `resource` (`name` as in [`Manifest::user_may`]),
+    /// sorted; for messages that say who can act.
+    pub fn users_allowed(
+        &self,
+        resource: ResourceKind,
+        name: Option<&str>,
+        action: Action,
+    ) -> Vec<&str> {
+        self.users
+            .keys()
+            .filter(|u| self.user_may(u, resource, name, action))
+            .map(String::as_str)
+            .collect()
+    }
+
     /// Checks a value a user wants to set for the user-defined secret `name`.
     pub fn check_user_value(&self, name: &str, value: &[u8]) -> Result<(), Error> {
         let spec = self

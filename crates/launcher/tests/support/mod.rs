@@ -71,6 +71,9 @@ pub struct Answer {
     pub host_env: Vec<String>,
     /// Refuse every activation with this reason instead.
     pub refuse: Option<String>,
+    /// Answer every activation with 409 conflict and this message (the Coordinator is up but
+    /// cannot activate yet, e.g. a user-defined secret is not set).
+    pub not_ready: Option<String>,
     /// Serve a certificate that chains to the root with the Coordinator's name but carries no
     /// RA-TLS quote (what a workload or webhook certificate under the same root looks like).
     pub impostor_certificate: bool,
@@ -293,6 +296,9 @@ fn decide(state: &State, body: &[u8]) -> Result<ActivationResponse, (u16, ErrorK
     *state.last.lock().unwrap() = Some(req.clone());
     if let Some(reason) = &state.answer.refuse {
         return Err((403, ErrorKind::PolicyMismatch, reason.clone()));
+    }
+    if let Some(reason) = &state.answer.not_ready {
+        return Err((409, ErrorKind::Conflict, reason.clone()));
     }
     let quote = base64::engine::general_purpose::STANDARD
         .decode(&req.evidence.data)
