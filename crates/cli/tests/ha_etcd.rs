@@ -375,4 +375,8 @@ async fn two_replicas_serve_one_state_through_failures() {
     let (mut ca, root_a) = attested(&dir, &addr_a, None).await;
     assert_eq!(root_a, root);
     assert_eq!(status(&mut ca).await.manifest_hash, sb.manifest_hash);
+
+    // Logs written to a file are plain text: no terminal colour codes.
+    let logs = replica_logs(&dir);
+    assert!(logs.contains(" WARN ") && !logs.contains('\x1b'), "{logs}");
 }
