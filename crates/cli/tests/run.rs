@@ -208,3 +208,113 @@ fn port_mapping_that_host_networking_cannot_do_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("published as itself"), "{stderr}");
 }
+
+/// Starts `coffer run` with a launcher that keeps retrying an unreachable Coordinator (a
+/// long-running container), waits until the launcher is up, then stops it the way a
+/// terminal or a service manager does. Returns the exit code and what `coffer run` printed.
+fn stopped_run(extra: &[&str], signals: &[rustix::process::Signal]) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let image = converted(tmp.path());
+    let sim = tmp.path().join("sim");
+    let st = coffer()
+        .args(["evidence", "sim-platform", "--dir"])
+        .arg(&sim)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let ca = rcgen::generate_simple_self_signed(vec!["coordinator".into()]).unwrap();
+    fs::write(tmp.path().join("ca.pem"), ca.cert.pem()).unwrap();
+    let work_parent = tmp.path().join("tmp");
+    fs::create_dir(&work_parent).unwrap();
+    let name = format!("coffer-stop-test-{}", std::process::id());
+    let mut child = coffer()
+        .env("TMPDIR", &work_parent)
+        .arg("run")
+        .arg(&image)
+        .args([
+            "--coordinator",
+            "127.0.0.1:1",
+            "--workload",
+            "w",
+            "--name",
+            &name,
+        ])
+        .arg("--root-ca")
+        .arg(tmp.path().join("ca.pem"))
+        .arg("--sim-dir")
+        .arg(&sim)
+        .args(extra)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !seen.contains("retrying") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let pid = rustix::process::Pid::from_child(&child);
+    for (i, sig) in signals.iter().enumerate() {
+        rustix::process::kill_process(pid, *sig).unwrap();
+        if i + 1 < signals.len() {
+            while !seen.contains("coffer run: stopping") {
+                line.clear();
+                assert!(stderr.read_line(&mut line).unwrap() > 0, "{seen}");
+                seen.push_str(&line);
+            }
+        }
+    }
+    let code = child.wait().unwrap().code();
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    // Nothing is left behind: no unpacked image, no container.
+    let left: Vec<_> = fs::read_dir(&work_parent).unwrap().flatten().collect();
+    assert!(left.is_empty(), "work directories left: {left:?}\n{seen}");
+    if let Some(runc) = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .iter()
+        .find(|p| Path::new(p).is_file())
+    {
+        let list = Command::new(runc).args(["list", "-q"]).output().unwrap();
+        let list = String::from_utf8_lossy(&list.stdout);
+        assert!(!list.lines().any(|l| l == name), "container left: {list}");
+    }
+    (code, seen)
+}
+
+#[test]
+fn a_stop_request_reaches_the_local_process_and_leaves_nothing_behind() {
+    use rustix::process::Signal;
+    let (code, stderr) = stopped_run(&["--no-runtime"], &[Signal::TERM]);
+    // The launcher has no SIGTERM handler while it waits: it ends as a shell reports it.
+    assert_eq!(code, Some(128 + 15), "{stderr}");
+    assert!(stderr.contains("coffer run: stopping"), "{stderr}");
+}
+
+#[test]
+fn a_second_stop_request_kills_the_container_and_removes_it() {
+    use rustix::process::Signal;
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .iter()
+        .any(|p| Path::new(p).is_file());
+    if !runc || !is_static(&launcher()) || !is_root() {
+        eprintln!("skipped: needs runc, root and the static launcher (scripts/test.sh builds it)");
+        return;
+    }
+    // PID 1 of a container ignores SIGTERM it has no handler for: the first request is
+    // forwarded and ignored, the second ends the wait with SIGKILL.
+    let (code, stderr) = stopped_run(&[], &[Signal::TERM, Signal::INT]);
+    assert_eq!(code, Some(128 + 9), "{stderr}");
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}

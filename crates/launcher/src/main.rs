@@ -33,7 +33,8 @@ FILES WRITTEN:
 
 EXIT STATUS:
     the app's; before it runs: 78 configuration, 65 image/parameters, 71 evidence,
-    69 Coordinator unreachable, 76 Coordinator untrusted, 77 activation refused, 74 I/O,
+    69 Coordinator unreachable, 75 Coordinator not ready (a secret not set yet),
+    76 Coordinator untrusted, 77 activation refused, 74 I/O,
     126/127 app not executable/not found
 ";
 

@@ -17,6 +17,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use rustix::process::Signal;
 use sha2::{Digest, Sha256};
 
 use crate::output::Failure;
@@ -39,7 +40,18 @@ use crate::Global;
 NETWORK:
     The container uses the host's network namespace: the app's ports are reachable on this
     machine as they are, and 127.0.0.1 is this machine. `-p PORT` (or `-p PORT:PORT`) states
-    that a port is published; `-p HOST:CONTAINER` with different numbers is refused.")]
+    that a port is published; `-p HOST:CONTAINER` with different numbers is refused.
+
+STOPPING:
+    SIGTERM, SIGINT (Ctrl-C) and SIGHUP are forwarded to the container; after 10 s, or on a
+    second signal, it is killed with SIGKILL. The container and the unpacked image are removed
+    either way (unless --keep).
+
+EXIT STATUS:
+    The app's, or 128+N when it was ended by signal N (as a shell reports it); before the app
+    runs, the launcher's (78 configuration, 69 Coordinator unreachable, 75 Coordinator not
+    ready, 77 activation refused; `coffer-launcher --help` lists all); 1 when `coffer run`
+    itself fails (image modified or unreadable, bad flags).")]
 pub(crate) struct RunArgs {
     /// The converted image: an OCI layout directory or an oci-archive (.tar).
     pub(crate) image: PathBuf,
@@ -729,6 +741,109 @@ fn numeric_user(user: &str) -> (u32, u32) {
     (0, 0)
 }
 
+/// How long a stopped container gets between the forwarded signal and SIGKILL (Docker's
+/// `docker stop` default).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Signals that ask `coffer run` to stop, delivered on a channel (a thread runs the handler).
+fn watch_stop_signals() -> anyhow::Result<std::sync::mpsc::Receiver<Signal>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    // Registered here, before the container starts, so no early signal is missed.
+    let mut streams = rt.block_on(async {
+        Ok::<_, std::io::Error>([
+            (Signal::TERM, signal(SignalKind::terminate())?),
+            (Signal::INT, signal(SignalKind::interrupt())?),
+            (Signal::HUP, signal(SignalKind::hangup())?),
+        ])
+    })?;
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            let [(n0, s0), (n1, s1), (n2, s2)] = &mut streams;
+            loop {
+                let n = tokio::select! {
+                    _ = s0.recv() => *n0,
+                    _ = s1.recv() => *n1,
+                    _ = s2.recv() => *n2,
+                };
+                if tx.send(n).is_err() {
+                    return;
+                }
+            }
+        });
+    });
+    Ok(rx)
+}
+
+/// Sends `sig` to the container (`runc kill`) or, without a runtime, to the local process.
+fn signal_container(runc: Option<&Path>, name: &str, child: &Child, sig: Signal) {
+    match runc {
+        Some(r) => {
+            let _ = Command::new(r)
+                .args(["kill", name, &sig.as_raw().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        // The child has not been reaped yet, so its pid cannot have been reused.
+        None => {
+            let _ = rustix::process::kill_process(rustix::process::Pid::from_child(child), sig);
+        }
+    }
+}
+
+/// Waits for the container; on a stop request forwards the signal, gives the app
+/// [`STOP_GRACE`] (a second request cuts it short), then kills it and removes the container.
+fn wait_or_stop(
+    child: &mut Child,
+    runc: Option<&Path>,
+    name: &str,
+    stop_requests: &std::sync::mpsc::Receiver<Signal>,
+) -> anyhow::Result<std::process::ExitStatus> {
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::{Duration, Instant};
+    let tick = Duration::from_millis(100);
+    let first = loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
+        match stop_requests.recv_timeout(tick) {
+            Ok(sig) => break sig,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(child.wait()?),
+        }
+    };
+    eprintln!(
+        "coffer run: stopping {name} (signal {}; SIGKILL after {} s or on a second signal)",
+        first.as_raw(),
+        STOP_GRACE.as_secs()
+    );
+    signal_container(runc, name, child, first);
+    let deadline = Instant::now() + STOP_GRACE;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        let again = stop_requests.recv_timeout(tick).is_ok();
+        if again || Instant::now() >= deadline {
+            signal_container(runc, name, child, Signal::KILL);
+            break child.wait()?;
+        }
+    };
+    if let Some(r) = runc {
+        // `runc run` removes the container when it ends; after a kill make sure of it.
+        let _ = Command::new(r)
+            .args(["delete", "--force", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    Ok(status)
+}
+
 /// The exit code a shell would report for a child's status.
 pub(crate) fn exit_code_of(status: std::process::ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
@@ -789,11 +904,14 @@ pub(crate) fn run(args: RunArgs, global: Global) -> anyhow::Result<ExitCode> {
     if !args.no_runtime && runc.is_none() {
         eprintln!("coffer run: warning: runc is not installed (bash scripts/install-deps.sh); running the launcher as a local process instead");
     }
+    // Watch for SIGTERM/SIGINT/SIGHUP before starting: a stop request must never leave the
+    // container, runc or the unpacked image behind.
+    let stop_requests = watch_stop_signals()?;
     let mut child = match &runc {
         Some(r) => prepared.spawn_runc(r, StdioMode::Inherit)?,
         None => prepared.spawn_local(StdioMode::Inherit)?,
     };
-    let status = child.wait()?;
+    let status = wait_or_stop(&mut child, runc.as_deref(), &prepared.name, &stop_requests)?;
     let code = exit_code_of(status);
     if global.json {
         crate::output::print_json(
