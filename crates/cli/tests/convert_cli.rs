@@ -125,6 +125,26 @@ fn convert_prints_measurement_and_writes_key_0600() {
 }
 
 #[test]
+fn convert_finds_the_static_launcher_that_build_launcher_builds() {
+    let t = TempDir::new("default-launcher");
+    let img = umoci_image(&t.0);
+    let out = t.0.join("out");
+    let o = ok(coffer()
+        .env_remove("COFFER_LAUNCHER")
+        .arg("convert")
+        .arg(format!("oci:{}:v1", img.display()))
+        .arg(format!("oci:{}:cc", out.display())));
+    // scripts/test.sh builds the static launcher first: no warning about a dynamic one.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("dynamically linked"), "{stderr}");
+    let o = ok(Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci:{}:cc", out.display())));
+    let config: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(config["config"]["Entrypoint"][0], "/coffer/launcher");
+}
+
+#[test]
 fn convert_errors_are_clear_and_leave_nothing() {
     let t = TempDir::new("err");
     let img = umoci_image(&t.0);
@@ -144,7 +164,19 @@ fn convert_errors_are_clear_and_leave_nothing() {
     assert!(v["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("cargo build --bin coffer-launcher"));
+        .contains("no-launcher: not a file; build the static launcher"));
+    assert!(!out.exists());
+
+    // COFFER_LAUNCHER is --launcher's environment form.
+    let o = coffer()
+        .env("COFFER_LAUNCHER", t.0.join("also-no-launcher"))
+        .arg("convert")
+        .arg(format!("oci:{}:v1", img.display()))
+        .arg(format!("oci:{}:cc", out.display()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("also-no-launcher: not a file"));
     assert!(!out.exists());
 
     let o = coffer()

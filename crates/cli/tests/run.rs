@@ -318,3 +318,131 @@ fn a_second_stop_request_kills_the_container_and_removes_it() {
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// A `docker save` archive in the pre-25 form, whose member names carry no digests
+/// (`<id>/layer.tar`, `<id>.json`), holding the converted image's config and uncompressed layers.
+fn legacy_docker_archive(layout: &Path, archive: &Path) {
+    let blob = |digest: &str| {
+        fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let json = |b: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+    let index = json(fs::read(layout.join("index.json")).unwrap());
+    let manifest = json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let mut tar = tar::Builder::new(fs::File::create(archive).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        tar.append_data(&mut h, name, data).unwrap();
+    };
+    add(
+        "config.json",
+        &blob(manifest["config"]["digest"].as_str().unwrap()),
+    );
+    let mut names = Vec::new();
+    for (i, l) in manifest["layers"].as_array().unwrap().iter().enumerate() {
+        let mut plain = blob(l["digest"].as_str().unwrap());
+        if l["mediaType"].as_str().unwrap().ends_with("+gzip") {
+            let gz = std::mem::take(&mut plain);
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain)
+                .unwrap();
+        }
+        let name = format!("layer{i}/layer.tar");
+        add(&name, &plain);
+        names.push(name);
+    }
+    let m =
+        serde_json::json!([{ "Config": "config.json", "RepoTags": ["app:cc"], "Layers": names }]);
+    add("manifest.json", &serde_json::to_vec(&m).unwrap());
+    tar.finish().unwrap();
+}
+
+fn flip_busybox_banner(archive: &Path) {
+    let mut data = fs::read(archive).unwrap();
+    let at = data
+        .windows(8)
+        .position(|w| w == b"BusyBox ")
+        .expect("busybox's banner in the archive");
+    data[at] ^= 1;
+    fs::write(archive, data).unwrap();
+}
+
+#[test]
+fn archives_run_in_every_form_convert_writes_and_a_modified_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    source_image(&src);
+    for form in ["oci-archive", "docker-archive"] {
+        let archive = tmp.path().join(format!("{form}.tar"));
+        let st = coffer()
+            .arg("convert")
+            .arg(format!("oci:{}", src.display()))
+            .arg(format!("{form}:{}:app:cc", archive.display()))
+            .arg("--launcher")
+            .arg(launcher())
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        for reference in [
+            format!("{form}:{}", archive.display()),
+            archive.display().to_string(),
+        ] {
+            let out = coffer()
+                .args(["run", &reference, "--no-runtime"])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{reference}: {stderr}");
+            assert!(stderr.contains("COFFER_COORDINATOR is not set"), "{stderr}");
+        }
+        // One byte of busybox changed inside the archive: its layer's digest no longer matches.
+        flip_busybox_banner(&archive);
+        let out = coffer()
+            .args([
+                "run",
+                &format!("{form}:{}", archive.display()),
+                "--no-runtime",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{form}: {stderr}");
+        assert!(
+            stderr.contains("corrupt or was modified"),
+            "{form}: {stderr}"
+        );
+    }
+    // An older `docker save` archive names no blob digests: the layer's uncompressed content
+    // is checked against the config's diff_id instead.
+    let legacy = tmp.path().join("legacy.tar");
+    let c = tmp.path().join("c");
+    fs::create_dir(&c).unwrap();
+    legacy_docker_archive(&converted(&c), &legacy);
+    let reference = format!("docker-archive:{}:app:cc", legacy.display());
+    let out = coffer()
+        .args(["run", &reference, "--no-runtime"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    flip_busybox_banner(&legacy);
+    let out = coffer()
+        .args(["run", &reference, "--no-runtime"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("corrupt or was modified") && stderr.contains("layer 1"),
+        "{stderr}"
+    );
+}

@@ -397,7 +397,7 @@ pub(crate) fn convert_with(
         std::io::ErrorKind::NotFound => Error::MissingInput {
             what: "launcher binary",
             path: opts.launcher.clone(),
-            hint: "build it with `cargo build --bin coffer-launcher` (static: --target x86_64-unknown-linux-musl) or pass --launcher PATH",
+            hint: "build the static launcher with `bash scripts/build-launcher.sh` or pass --launcher PATH",
         },
         _ => Error::io("reading", &opts.launcher, e),
     })?;
@@ -429,27 +429,9 @@ pub(crate) fn convert_with(
     }
 
     // 1. Load.
-    let loaded = match opts.source.format {
-        Format::OciDir => {
-            layout::load_oci_dir(&opts.source.path, opts.source.tag.as_deref(), &opts.limits)?
-        }
-        Format::OciArchive => {
-            let dir = work.join("input");
-            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-            layout::extract_archive(&opts.source.path, &dir, &opts.limits)?;
-            layout::load_oci_dir(&dir, opts.source.tag.as_deref(), &opts.limits)?
-        }
-        Format::DockerArchive => {
-            let dir = work.join("input");
-            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-            let links = layout::extract_archive(&opts.source.path, &dir, &opts.limits)?;
-            if dir.join("manifest.json").exists() || links.contains_key("/manifest.json") {
-                layout::load_docker_dir(&dir, &links, opts.source.tag.as_deref(), &opts.limits)?
-            } else {
-                layout::load_oci_dir(&dir, opts.source.tag.as_deref(), &opts.limits)?
-            }
-        }
-    };
+    let input = work.join("input");
+    fs::create_dir_all(&input).map_err(io_err("creating", &input))?;
+    let loaded = layout::load(&opts.source, &input, &opts.limits)?;
 
     // 2. Scan the layers into the view.
     let mut view = View::default();

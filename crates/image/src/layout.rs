@@ -441,6 +441,28 @@ pub fn load_oci_dir(dir: &Path, tag: Option<&str>, limits: &Limits) -> Result<Lo
     })
 }
 
+/// Loads the image `source` names, extracting an archive into `scratch` (an empty directory
+/// the caller removes). A docker-archive holding an OCI layout (as `skopeo copy` can write)
+/// is read as one.
+pub fn load(source: &ImageRef, scratch: &Path, limits: &Limits) -> Result<Loaded, Error> {
+    let tag = source.tag.as_deref();
+    match source.format {
+        Format::OciDir => load_oci_dir(&source.path, tag, limits),
+        Format::OciArchive => {
+            extract_archive(&source.path, scratch, limits)?;
+            load_oci_dir(scratch, tag, limits)
+        }
+        Format::DockerArchive => {
+            let links = extract_archive(&source.path, scratch, limits)?;
+            if scratch.join("manifest.json").exists() || links.contains_key("/manifest.json") {
+                load_docker_dir(scratch, &links, tag, limits)
+            } else {
+                load_oci_dir(scratch, tag, limits)
+            }
+        }
+    }
+}
+
 fn tags(index: &ImageIndex) -> Vec<String> {
     index
         .manifests()

@@ -69,8 +69,9 @@ pub(crate) struct ConvertArgs {
     /// docker-archive:FILE[:TAG]. Must not exist.
     target: String,
 
-    /// The static launcher binary (default: `coffer-launcher` next to this `coffer`).
-    #[arg(long, value_name = "PATH")]
+    /// The static launcher binary (default: what `scripts/build-launcher.sh` builds, found
+    /// beside this `coffer` in target/, else `coffer-launcher` next to it).
+    #[arg(long, value_name = "PATH", env = "COFFER_LAUNCHER")]
     launcher: Option<PathBuf>,
 
     /// Trust only files matching GLOB (repeatable; default: all files). `*` stays within one
@@ -164,11 +165,6 @@ pub(crate) struct ConvertArgs {
     package_name: String,
 }
 
-fn default_launcher() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot find the running coffer executable")?;
-    Ok(exe.with_file_name("coffer-launcher"))
-}
-
 fn fail(e: coffer_image::Error) -> anyhow::Error {
     anyhow::Error::new(Failure::new(e.kind(), e.to_string()))
 }
@@ -212,10 +208,16 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
         }
         None
     };
-    let launcher = match args.launcher {
-        Some(p) => p,
-        None => default_launcher()?,
-    };
+    let launcher = crate::cmd::launcher_binary::find_launcher(args.launcher.as_deref())
+        .map_err(|e| Failure::new("missing_input", format!("{e:#}")))?;
+    if !launcher.is_static {
+        eprintln!(
+            "coffer convert: warning: {} is dynamically linked: images without a matching C \
+             library cannot start it; build the static one with `bash scripts/build-launcher.sh`",
+            launcher.path.display()
+        );
+    }
+    let launcher = launcher.path;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(v.trim().parse::<u64>().map_err(|_| {
             Failure::new(

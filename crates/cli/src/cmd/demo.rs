@@ -30,6 +30,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use sha2::{Digest, Sha256};
 
+use crate::cmd::launcher_binary::{find_launcher, is_static_elf, Launcher};
 use crate::cmd::run::{self, RunOptions, StdioMode};
 use crate::Global;
 
@@ -198,7 +199,12 @@ fn demo(args: &DemoArgs, cleanup: &Shared) -> anyhow::Result<()> {
         name: Some(format!("coffer-demo-{app_port}")),
         ..RunOptions::default()
     };
-    let prepared = run::prepare(&converted, &opts, false)?;
+    let converted_ref = coffer_image::ImageRef {
+        format: coffer_image::Format::OciDir,
+        path: converted.clone(),
+        tag: None,
+    };
+    let prepared = run::prepare(&converted_ref, &opts, false)?;
     cleanup
         .lock()
         .map_err(|_| anyhow::anyhow!("lock"))?
@@ -218,7 +224,7 @@ fn demo(args: &DemoArgs, cleanup: &Shared) -> anyhow::Result<()> {
     // 7. Tampered image.
     stop_app(cleanup);
     let tampered = run::prepare(
-        &converted,
+        &converted_ref,
         &RunOptions {
             name: Some(format!("coffer-demo-t{app_port}")),
             ..opts.clone()
@@ -317,99 +323,6 @@ fn find_busybox() -> anyhow::Result<PathBuf> {
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Whether an ELF file has no program interpreter (PT_INTERP), i.e. is statically linked.
-pub(crate) fn is_static_elf(path: &Path) -> anyhow::Result<bool> {
-    let mut data = Vec::new();
-    fs::File::open(path)?.take(1 << 16).read_to_end(&mut data)?;
-    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| {
-        data.get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |o: usize| {
-        data.get(o..o + 8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_le_bytes)
-    };
-    if data.get(..4) != Some(b"\x7fELF") || data.get(4) != Some(&2) || data.get(5) != Some(&1) {
-        bail!("{} is not a 64-bit little-endian ELF file", path.display());
-    }
-    let phoff = u64_at(0x20).ok_or_else(|| anyhow::anyhow!("short ELF header"))? as usize;
-    let phentsize = u16_at(0x36).ok_or_else(|| anyhow::anyhow!("short ELF header"))? as usize;
-    let phnum = u16_at(0x38).ok_or_else(|| anyhow::anyhow!("short ELF header"))? as usize;
-    for i in 0..phnum {
-        let off = phoff.saturating_add(i.saturating_mul(phentsize));
-        match u32_at(off) {
-            Some(3) => return Ok(false), // PT_INTERP
-            Some(_) => {}
-            None => bail!(
-                "{}: program headers beyond the first 64 KiB",
-                path.display()
-            ),
-        }
-    }
-    Ok(true)
-}
-
-struct Launcher {
-    path: PathBuf,
-    is_static: bool,
-}
-
-fn find_launcher(given: Option<&Path>) -> anyhow::Result<Launcher> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(g) = given {
-        candidates.push(g.to_path_buf());
-    } else if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            // target/<profile>/coffer → target/x86_64-unknown-linux-gnu/<profile>/coffer-launcher
-            if let (Some(target), Some(profile)) = (dir.parent(), dir.file_name()) {
-                candidates.push(
-                    target
-                        .join("x86_64-unknown-linux-gnu")
-                        .join(profile)
-                        .join("coffer-launcher"),
-                );
-                candidates.push(target.join("x86_64-unknown-linux-gnu/release/coffer-launcher"));
-            }
-            candidates.push(dir.join("coffer-launcher"));
-        }
-    }
-    let mut found: Option<Launcher> = None;
-    for c in &candidates {
-        if c.is_file() {
-            let is_static = is_static_elf(c)?;
-            if is_static {
-                return Ok(Launcher {
-                    path: c.clone(),
-                    is_static,
-                });
-            }
-            if found.is_none() {
-                found = Some(Launcher {
-                    path: c.clone(),
-                    is_static,
-                });
-            }
-        }
-    }
-    if given.is_some() && found.is_none() {
-        bail!(
-            "--launcher {}: not a file",
-            candidates
-                .first()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        );
-    }
-    found.ok_or_else(|| {
-        anyhow::anyhow!(
-            "coffer-launcher not found (looked at {}); build it with `bash scripts/build-launcher.sh`",
-            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        )
-    })
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -8,6 +8,7 @@ pub(crate) mod demo;
 pub(crate) mod evidence;
 pub(crate) mod k8s;
 pub(crate) mod known;
+pub(crate) mod launcher_binary;
 pub(crate) mod manifest;
 pub(crate) mod run;
 pub(crate) mod sgx;

@@ -17,6 +17,8 @@ use std::process::{Child, Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use coffer_image::layout::{self, Compression, Format, Layer};
+use coffer_image::{ImageRef, Limits};
 use rustix::process::Signal;
 use sha2::{Digest, Sha256};
 
@@ -33,6 +35,10 @@ use crate::Global;
     Without runc, as a local process (chroot into the unpacked image when run as root):
         coffer run ./web-confidential --no-runtime --coordinator 127.0.0.1:4433 --workload web \\
             --root-ca coordinator-root.pem --sim-dir ./sim
+
+    An image in an archive, in any form `coffer convert` writes (oci:, oci-archive:,
+    docker-archive:, each with an optional :TAG):
+        coffer run docker-archive:web-confidential.tar:web:cc --coordinator 127.0.0.1:4433 ...
 
     Replace the image's Cmd, as `docker run IMAGE ARGS` does:
         coffer run ./web-confidential ... -- httpd -f -p 9090
@@ -53,8 +59,9 @@ EXIT STATUS:
     ready, 77 activation refused; `coffer-launcher --help` lists all); 1 when `coffer run`
     itself fails (image modified or unreadable, bad flags).")]
 pub(crate) struct RunArgs {
-    /// The converted image: an OCI layout directory or an oci-archive (.tar).
-    pub(crate) image: PathBuf,
+    /// The converted image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG],
+    /// or a bare layout directory or archive path.
+    pub(crate) image: String,
     /// Coordinator address (`host:port`), passed to the launcher as COFFER_COORDINATOR.
     #[arg(long)]
     pub(crate) coordinator: Option<String>,
@@ -111,113 +118,48 @@ impl ImageConfig {
     }
 }
 
-/// Largest manifest, index or config blob read.
-const MAX_JSON_BLOB: u64 = 4 << 20;
-
-/// Reads a blob of an OCI layout and checks its digest.
-fn read_blob(layout: &Path, digest: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
-    let path = blob_path(layout, digest)?;
-    let f = fs::File::open(&path).with_context(|| format!("opening blob {}", path.display()))?;
-    let mut data = Vec::new();
-    f.take(limit + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > limit {
-        bail!("blob {digest} is larger than {limit} bytes");
+/// Which image `coffer run` was given: a reference as `coffer convert` takes one
+/// (`oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:TAG]`), or a bare path
+/// (a layout directory, or an archive of either kind).
+pub(crate) fn image_ref(arg: &str) -> anyhow::Result<ImageRef> {
+    if let Some((prefix, _)) = arg.split_once(':') {
+        if matches!(prefix, "oci" | "oci-archive" | "docker-archive") || !Path::new(arg).exists() {
+            return Ok(arg.parse()?);
+        }
     }
-    let found = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
-    if found != digest {
-        bail!("blob {digest}: content has digest {found}; the image is corrupt or was modified");
-    }
-    Ok(data)
-}
-
-fn blob_path(layout: &Path, digest: &str) -> anyhow::Result<PathBuf> {
-    let Some(hex_part) = digest.strip_prefix("sha256:") else {
-        bail!("digest {digest:?}: only sha256 is supported");
-    };
-    if hex_part.len() != 64
-        || !hex_part
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
-        bail!("malformed digest {digest:?}");
-    }
-    Ok(layout.join("blobs/sha256").join(hex_part))
-}
-
-/// Unpacks the image at `image` (layout directory or oci-archive) into `work/rootfs`; returns
-/// its config.
-pub(crate) fn unpack_image(image: &Path, work: &Path) -> anyhow::Result<(PathBuf, ImageConfig)> {
-    let layout = if image.is_dir() {
-        image.to_path_buf()
+    let path = PathBuf::from(arg);
+    // The docker-archive loader also reads an OCI layout inside an archive.
+    let format = if path.is_dir() {
+        Format::OciDir
     } else {
-        let dir = work.join("layout");
-        fs::create_dir_all(&dir)?;
-        let f =
-            fs::File::open(image).with_context(|| format!("opening image {}", image.display()))?;
-        let mut ar = tar::Archive::new(f);
-        for entry in ar.entries()? {
-            let mut entry = entry?;
-            if !matches!(
-                entry.header().entry_type(),
-                tar::EntryType::Regular | tar::EntryType::Directory
-            ) {
-                continue;
-            }
-            entry.unpack_in(&dir)?;
-        }
-        dir
+        Format::DockerArchive
     };
-    if !layout.join("oci-layout").is_file() || !layout.join("index.json").is_file() {
-        bail!(
-            "{} is not an OCI image layout (no oci-layout/index.json); give the output of `coffer convert`",
-            image.display()
-        );
-    }
-    let index_bytes = fs::read(layout.join("index.json"))?;
-    let index: oci_spec::image::ImageIndex =
-        serde_json::from_slice(&index_bytes).context("index.json is not an OCI image index")?;
-    let mut desc = index
-        .manifests()
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("index.json lists no image"))?;
-    // A nested index (multi-platform): take its linux/amd64 entry, else the first.
-    for _ in 0..4 {
-        if *desc.media_type() != oci_spec::image::MediaType::ImageIndex {
-            break;
-        }
-        let nested: oci_spec::image::ImageIndex =
-            serde_json::from_slice(&read_blob(&layout, desc.digest().as_ref(), MAX_JSON_BLOB)?)?;
-        let pick = nested
-            .manifests()
-            .iter()
-            .find(|m| {
-                m.platform().as_ref().is_some_and(|p| {
-                    *p.os() == oci_spec::image::Os::Linux
-                        && *p.architecture() == oci_spec::image::Arch::Amd64
-                })
-            })
-            .or_else(|| nested.manifests().first())
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("nested index lists no image"))?;
-        desc = pick;
-    }
-    let manifest: oci_spec::image::ImageManifest =
-        serde_json::from_slice(&read_blob(&layout, desc.digest().as_ref(), MAX_JSON_BLOB)?)
-            .context("the image manifest is not valid")?;
-    let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&read_blob(
-        &layout,
-        manifest.config().digest().as_ref(),
-        MAX_JSON_BLOB,
-    )?)
-    .context("the image config is not valid")?;
+    Ok(ImageRef {
+        format,
+        path,
+        tag: None,
+    })
+}
+
+/// Unpacks `image` into `work/rootfs`, checking every blob against its digest before a single
+/// entry is written; returns the image's config.
+pub(crate) fn unpack_image(
+    image: &ImageRef,
+    work: &Path,
+) -> anyhow::Result<(PathBuf, ImageConfig)> {
+    let scratch = work.join("image");
+    fs::create_dir_all(&scratch)?;
+    let loaded = layout::load(image, &scratch, &Limits::default())
+        .with_context(|| format!("reading image {image}"))?;
     let rootfs = work.join("rootfs");
     fs::create_dir_all(&rootfs)?;
-    for layer in manifest.layers() {
-        apply_layer(&layout, layer.digest().as_ref(), &rootfs)
-            .with_context(|| format!("unpacking layer {}", layer.digest()))?;
+    for layer in &loaded.layers {
+        verify_layer(layer)?;
+        apply_layer(&layer.file, &rootfs).with_context(|| format!("unpacking {}", layer.name))?;
     }
-    let c = config.config().clone().unwrap_or_default();
+    // The unpacked rootfs is all that is needed from here on.
+    let _ = fs::remove_dir_all(&scratch);
+    let c = loaded.config.config().clone().unwrap_or_default();
     let cfg = ImageConfig {
         entrypoint: c.entrypoint().clone().unwrap_or_default(),
         cmd: c.cmd().clone().unwrap_or_default(),
@@ -228,30 +170,52 @@ pub(crate) fn unpack_image(image: &Path, work: &Path) -> anyhow::Result<(PathBuf
     Ok((rootfs, cfg))
 }
 
-/// Applies one layer (tar, tar+gzip or tar+zstd, told apart by magic bytes) with OCI
-/// whiteouts, refusing entries that would land outside `rootfs`.
-fn apply_layer(layout: &Path, digest: &str, rootfs: &Path) -> anyhow::Result<()> {
-    let path = blob_path(layout, digest)?;
-    // Check the digest before reading a single entry: nothing unverified is unpacked.
-    let mut hash = Sha256::new();
-    let mut f = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    std::io::copy(&mut f, &mut hash)?;
-    let found = format!("sha256:{}", hex::encode(hash.finalize()));
-    if found != digest {
-        bail!("layer content has digest {found}, the manifest says {digest}; the image is corrupt or was modified");
+/// Checks a layer blob against the digest its manifest names or, where the source names none
+/// (a `docker save` archive), its uncompressed content against the config's diff_id.
+fn verify_layer(layer: &Layer) -> anyhow::Result<()> {
+    let open =
+        || fs::File::open(&layer.file).with_context(|| format!("opening {}", layer.file.display()));
+    let (found, expected) = match &layer.digest {
+        Some(d) => {
+            let mut hash = Sha256::new();
+            std::io::copy(&mut open()?, &mut hash)?;
+            (hash.finalize(), d)
+        }
+        None => {
+            let mut hash = Sha256::new();
+            std::io::copy(&mut decompressed(open()?)?, &mut hash)?;
+            (hash.finalize(), &layer.diff_id)
+        }
+    };
+    if found.as_slice() != expected.as_bytes() {
+        bail!(
+            "{}: content has digest sha256:{}, the image says {}; the image is corrupt or was modified",
+            layer.name,
+            hex::encode(found),
+            expected.oci()
+        );
     }
-    let mut f = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(())
+}
+
+/// The uncompressed tar stream of a layer blob (plain, gzip or zstd, told apart by magic bytes).
+fn decompressed(mut f: fs::File) -> anyhow::Result<Box<dyn Read>> {
     let mut magic = [0u8; 4];
     let n = f.read(&mut magic)?;
     let head = magic.get(..n).unwrap_or(&[]).to_vec();
     let stream = std::io::Cursor::new(head.clone()).chain(f);
-    let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(stream))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::new(stream)?)
-    } else {
-        Box::new(stream)
-    };
+    Ok(match Compression::sniff(&head) {
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(stream)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(stream)?),
+        Compression::None => Box::new(stream),
+    })
+}
+
+/// Applies one (verified) layer with OCI whiteouts, refusing entries that would land outside
+/// `rootfs`.
+fn apply_layer(blob: &Path, rootfs: &Path) -> anyhow::Result<()> {
+    let reader =
+        decompressed(fs::File::open(blob).with_context(|| format!("opening {}", blob.display()))?)?;
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
@@ -438,7 +402,7 @@ const SIM_MOUNT: &str = "/coffer/run/sim";
 const CA_MOUNT: &str = "/coffer/run/coordinator-root-ca.pem";
 
 /// Unpacks the image and collects the settings.
-pub(crate) fn prepare(image: &Path, opts: &RunOptions, keep: bool) -> anyhow::Result<Prepared> {
+pub(crate) fn prepare(image: &ImageRef, opts: &RunOptions, keep: bool) -> anyhow::Result<Prepared> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut mounts: Vec<(PathBuf, String, bool)> = Vec::new();
     if let Some(c) = &opts.coordinator {
@@ -854,24 +818,6 @@ pub(crate) fn exit_code_of(status: std::process::ExitStatus) -> u8 {
     }
 }
 
-/// Accepts `oci:DIR[:TAG]` and `oci-archive:FILE[:TAG]` (as `coffer convert` writes them) as well
-/// as a plain path; the tag is not needed, the layout's first image is run.
-fn image_path(arg: &Path) -> PathBuf {
-    let s = arg.to_string_lossy();
-    for prefix in ["oci:", "oci-archive:"] {
-        if let Some(rest) = s.strip_prefix(prefix) {
-            if Path::new(rest).exists() {
-                return PathBuf::from(rest);
-            }
-            if let Some((path, _tag)) = rest.rsplit_once(':') {
-                return PathBuf::from(path);
-            }
-            return PathBuf::from(rest);
-        }
-    }
-    arg.to_path_buf()
-}
-
 /// Runs `coffer run`.
 pub(crate) fn run(args: RunArgs, global: Global) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
@@ -885,7 +831,7 @@ pub(crate) fn run(args: RunArgs, global: Global) -> anyhow::Result<ExitCode> {
         name: args.name,
         args: args.args,
     };
-    let image = image_path(&args.image);
+    let image = image_ref(&args.image).map_err(|e| Failure::new("usage", format!("{e:#}")))?;
     let prepared =
         prepare(&image, &opts, args.keep).map_err(|e| Failure::new("image", format!("{e:#}")))?;
     if args.keep {
@@ -938,12 +884,11 @@ mod tests {
         h
     }
 
-    /// Writes `tar` as a layer blob of a layout at `dir`; returns its digest.
-    fn layer_blob(dir: &Path, tar: &[u8]) -> String {
-        let hex = hex::encode(Sha256::digest(tar));
-        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-        fs::write(dir.join("blobs/sha256").join(&hex), tar).unwrap();
-        format!("sha256:{hex}")
+    /// Writes `tar` as a layer blob in `dir`; returns its path.
+    fn layer_blob(dir: &Path, tar: &[u8]) -> PathBuf {
+        let path = dir.join("layer.tar");
+        fs::write(&path, tar).unwrap();
+        path
     }
 
     /// The layer a Debian root filesystem tarball (mmdebstrap, `docker import`) looks like:
@@ -995,10 +940,10 @@ mod tests {
     #[test]
     fn unpacking_keeps_modes_owners_xattrs_links_and_times_and_drops_devices() {
         let t = tempfile::tempdir().unwrap();
-        let digest = layer_blob(t.path(), &debian_like_layer());
+        let blob = layer_blob(t.path(), &debian_like_layer());
         let rootfs = t.path().join("rootfs");
         fs::create_dir(&rootfs).unwrap();
-        apply_layer(t.path(), &digest, &rootfs).unwrap();
+        apply_layer(&blob, &rootfs).unwrap();
 
         let meta = |p: &str| fs::symlink_metadata(rootfs.join(p)).unwrap();
         let mode = |p: &str| meta(p).permissions().mode() & 0o7777;
@@ -1040,10 +985,10 @@ mod tests {
         let mut tar_bytes = raw.as_bytes().to_vec();
         tar_bytes.extend_from_slice(&[b'x'; 1]);
         tar_bytes.resize(1024 + 1024, 0);
-        let digest = layer_blob(t.path(), &tar_bytes);
+        let blob = layer_blob(t.path(), &tar_bytes);
         let rootfs = t.path().join("rootfs");
         fs::create_dir(&rootfs).unwrap();
-        let e = apply_layer(t.path(), &digest, &rootfs).unwrap_err();
+        let e = apply_layer(&blob, &rootfs).unwrap_err();
         assert!(
             e.to_string().contains("leaves the root filesystem"),
             "{e:#}"
