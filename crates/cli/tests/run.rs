@@ -46,6 +46,10 @@ fn is_static(p: &Path) -> bool {
 
 /// A one-layer OCI layout: static busybox, Entrypoint `busybox echo hello`.
 fn source_image(dir: &Path) {
+    source_image_with(dir, &["/bin/busybox", "echo", "hello"]);
+}
+
+fn source_image_with(dir: &Path, entrypoint: &[&str]) {
     fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     let put = |data: &[u8]| {
         let hex = hex::encode(Sha256::digest(data));
@@ -75,7 +79,7 @@ fn source_image(dir: &Path) {
     let layer_digest = put(&layer);
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "config": { "Entrypoint": ["/bin/busybox", "echo", "hello"], "Env": ["PATH=/bin"] },
+        "config": { "Entrypoint": entrypoint, "Env": ["PATH=/bin"] },
         "rootfs": { "type": "layers", "diff_ids": [layer_digest] }
     }))
     .unwrap();
@@ -445,4 +449,49 @@ fn archives_run_in_every_form_convert_writes_and_a_modified_one_is_refused() {
         stderr.contains("corrupt or was modified") && stderr.contains("layer 1"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_container_has_its_own_hostname_hosts_and_hostname_files() {
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .iter()
+        .any(|p| Path::new(p).is_file());
+    if !runc || !is_root() {
+        eprintln!("skipped: needs runc and root (CI has both)");
+        return;
+    }
+    // No launcher here: `coffer run` is the runtime, and busybox reports what it sees.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    source_image_with(&src, &["/bin/busybox"]);
+    let script = "busybox hostname; busybox cat /etc/hostname; \
+                  busybox grep -c 'web-1$' /etc/hosts; echo \"HOSTNAME=$HOSTNAME\"; ulimit -n";
+    let out = coffer()
+        .arg("run")
+        .arg(format!("oci:{}", src.display()))
+        .args(["--hostname", "web-1", "--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        // Open files: containerd's default limit.
+        "web-1\nweb-1\n1\nHOSTNAME=web-1\n1024\n",
+        "{stderr}"
+    );
+    // This machine's hostname is untouched.
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(host.trim(), "web-1");
+
+    // Without a runtime these cannot be honoured: refused, not dropped.
+    let out = coffer()
+        .arg("run")
+        .arg(format!("oci:{}", src.display()))
+        .args(["--no-runtime", "--hostname", "web-1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("need a container runtime"), "{stderr}");
 }

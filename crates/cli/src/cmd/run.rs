@@ -46,7 +46,13 @@ use crate::Global;
 NETWORK:
     The container uses the host's network namespace: the app's ports are reachable on this
     machine as they are, and 127.0.0.1 is this machine. `-p PORT` (or `-p PORT:PORT`) states
-    that a port is published; `-p HOST:CONTAINER` with different numbers is refused.
+    that a port is published; `-p HOST:CONTAINER` with different numbers is refused. The
+    container has its own hostname (--hostname, default this machine's), /etc/hostname and
+    /etc/hosts (this machine's plus that name), and this machine's /etc/resolv.conf.
+
+LIMITS:
+    RLIMIT_NOFILE 1024 (containerd's default spec), Docker's default capabilities, and
+    no_new_privileges.
 
 STOPPING:
     SIGTERM, SIGINT (Ctrl-C) and SIGHUP are forwarded to the container; after 10 s, or on a
@@ -89,6 +95,10 @@ pub(crate) struct RunArgs {
     /// Container name (runc container id); default `coffer-` and random digits.
     #[arg(long)]
     pub(crate) name: Option<String>,
+    /// The container's hostname (its own UTS namespace; also HOSTNAME, /etc/hostname and a line
+    /// in /etc/hosts). Default: this machine's, as Docker does on the host network.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) hostname: Option<String>,
     /// Run the launcher as a local process on the unpacked image instead of under runc.
     #[arg(long)]
     pub(crate) no_runtime: bool,
@@ -382,6 +392,7 @@ pub(crate) struct Prepared {
     pub(crate) mounts: Vec<(PathBuf, String, bool)>,
     pub(crate) args: Vec<String>,
     pub(crate) name: String,
+    pub(crate) hostname: String,
 }
 
 /// What `coffer run` needs, independent of clap (the demo builds it directly).
@@ -395,8 +406,12 @@ pub(crate) struct RunOptions {
     pub(crate) volume: Vec<String>,
     pub(crate) publish: Vec<String>,
     pub(crate) name: Option<String>,
+    pub(crate) hostname: Option<String>,
     pub(crate) args: Vec<String>,
 }
+
+/// Open files allowed in the container: containerd's default spec (`RLIMIT_NOFILE` 1024/1024).
+const NOFILE_LIMIT: u64 = 1024;
 
 const SIM_MOUNT: &str = "/coffer/run/sim";
 const CA_MOUNT: &str = "/coffer/run/coordinator-root-ca.pem";
@@ -472,6 +487,14 @@ pub(crate) fn prepare(image: &ImageRef, opts: &RunOptions, keep: bool) -> anyhow
     {
         bail!("--name {name:?}: letters, digits, '-', '_' and '.' only");
     }
+    let hostname = match &opts.hostname {
+        Some(h) => valid_hostname(h)?.to_string(),
+        None => fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| valid_hostname(h).is_ok())
+            .unwrap_or_else(|| "localhost".into()),
+    };
     let work = if keep {
         let _ = work.keep();
         None
@@ -487,7 +510,40 @@ pub(crate) fn prepare(image: &ImageRef, opts: &RunOptions, keep: bool) -> anyhow
         mounts,
         args: opts.args.clone(),
         name,
+        hostname,
     })
+}
+
+/// A hostname as the kernel and resolvers take it: 1 to 63 bytes of letters, digits, '-' and
+/// '.', not starting with '-' or '.'.
+fn valid_hostname(h: &str) -> anyhow::Result<&str> {
+    let ok = (1..=63).contains(&h.len())
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !h.starts_with(['-', '.']);
+    if !ok {
+        bail!("--hostname {h:?}: use 1 to 63 letters, digits, '-' and '.'");
+    }
+    Ok(h)
+}
+
+/// The container's /etc/hosts: this machine's (the container shares its network), plus a
+/// line for the container's hostname when that names no address yet.
+fn hosts_file(host_hosts: Option<&str>, hostname: &str) -> String {
+    let mut hosts = host_hosts
+        .unwrap_or("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+        .to_string();
+    let named = hosts.lines().any(|l| {
+        let l = l.split('#').next().unwrap_or_default();
+        l.split_whitespace().skip(1).any(|n| n == hostname)
+    });
+    if !named {
+        if !hosts.is_empty() && !hosts.ends_with('\n') {
+            hosts.push('\n');
+        }
+        hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    hosts
 }
 
 fn uuid_hex() -> String {
@@ -502,6 +558,9 @@ impl Prepared {
     fn full_env(&self) -> Vec<(String, String)> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
+        // As Docker: HOSTNAME first, so the image's Env and `-e` can override it.
+        env.insert("HOSTNAME".into(), self.hostname.clone());
+        order.push("HOSTNAME".into());
         for kv in &self.config.env {
             if let Some((k, v)) = kv.split_once('=') {
                 if env.insert(k.into(), v.into()).is_none() {
@@ -523,7 +582,8 @@ impl Prepared {
     /// Writes `config.json` for runc.
     pub(crate) fn write_bundle(&self) -> anyhow::Result<PathBuf> {
         use oci_spec::runtime::{
-            LinuxNamespaceType, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+            LinuxNamespaceType, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+            RootBuilder, Spec, UserBuilder,
         };
         let argv = self.config.argv(&self.args);
         if argv.is_empty() {
@@ -536,7 +596,6 @@ impl Prepared {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let (uid, gid) = numeric_user(&self.config.user);
-        let base = spec.process().clone().unwrap_or_default();
         let process = ProcessBuilder::default()
             .terminal(false)
             .args(argv)
@@ -548,7 +607,11 @@ impl Prepared {
             })
             .user(UserBuilder::default().uid(uid).gid(gid).build()?)
             .capabilities(default_capabilities()?)
-            .rlimits(base.rlimits().clone().unwrap_or_default())
+            .rlimits(vec![PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .soft(NOFILE_LIMIT)
+                .hard(NOFILE_LIMIT)
+                .build()?])
             .no_new_privileges(true)
             .build()?;
         spec.set_process(Some(process));
@@ -560,17 +623,12 @@ impl Prepared {
         ));
         if let Some(linux) = spec.linux_mut() {
             if let Some(ns) = linux.namespaces_mut() {
-                // Host network (loopback Coordinator, ports as-is), and no UTS namespace so
-                // the hostname is the host's as well.
-                ns.retain(|n| {
-                    !matches!(
-                        n.typ(),
-                        LinuxNamespaceType::Network | LinuxNamespaceType::Uts
-                    )
-                });
+                // Host network (loopback Coordinator, ports as-is); the UTS namespace stays,
+                // so the hostname is the container's own.
+                ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
             }
         }
-        spec.set_hostname(None);
+        spec.set_hostname(Some(self.hostname.clone()));
         let mut mounts = spec.mounts().clone().unwrap_or_default();
         for (host, cont, ro) in &self.mounts {
             let mut options = vec!["rbind".to_string()];
@@ -584,17 +642,26 @@ impl Prepared {
                     .build()?,
             );
         }
-        for f in ["/etc/resolv.conf", "/etc/hosts"] {
-            if Path::new(f).is_file() {
-                mounts.push(
-                    MountBuilder::default()
-                        .destination(PathBuf::from(f))
-                        .typ("bind")
-                        .source(PathBuf::from(f))
-                        .options(vec!["rbind".to_string(), "ro".to_string()])
-                        .build()?,
-                );
-            }
+        // As runtimes do: the container's own /etc/hostname and /etc/hosts, and this machine's
+        // resolver configuration (the network is this machine's).
+        let hostname_file = self.work_path.join("hostname");
+        fs::write(&hostname_file, format!("{}\n", self.hostname))?;
+        let hosts = fs::read_to_string("/etc/hosts").ok();
+        let hosts_path = self.work_path.join("hosts");
+        fs::write(&hosts_path, hosts_file(hosts.as_deref(), &self.hostname))?;
+        let mut files = vec![("/etc/hostname", hostname_file), ("/etc/hosts", hosts_path)];
+        if Path::new("/etc/resolv.conf").is_file() {
+            files.push(("/etc/resolv.conf", PathBuf::from("/etc/resolv.conf")));
+        }
+        for (dest, source) in files {
+            mounts.push(
+                MountBuilder::default()
+                    .destination(PathBuf::from(dest))
+                    .typ("bind")
+                    .source(source)
+                    .options(vec!["rbind".to_string(), "ro".to_string()])
+                    .build()?,
+            );
         }
         spec.set_mounts(Some(mounts));
         let bundle = self.work_path.clone();
@@ -829,8 +896,18 @@ pub(crate) fn run(args: RunArgs, global: Global) -> anyhow::Result<ExitCode> {
         volume: args.volume,
         publish: args.publish,
         name: args.name,
+        hostname: args.hostname,
         args: args.args,
     };
+    let runc = if args.no_runtime { None } else { find_runc() };
+    if runc.is_none() && (!opts.volume.is_empty() || opts.hostname.is_some()) {
+        return Err(Failure::new(
+            "usage",
+            "-v and --hostname need a container runtime: install runc (`bash \
+             scripts/install-deps.sh`) and drop --no-runtime",
+        )
+        .into());
+    }
     let image = image_ref(&args.image).map_err(|e| Failure::new("usage", format!("{e:#}")))?;
     let prepared =
         prepare(&image, &opts, args.keep).map_err(|e| Failure::new("image", format!("{e:#}")))?;
@@ -846,7 +923,6 @@ pub(crate) fn run(args: RunArgs, global: Global) -> anyhow::Result<ExitCode> {
             p.split(':').next().unwrap_or(p)
         );
     }
-    let runc = if args.no_runtime { None } else { find_runc() };
     if !args.no_runtime && runc.is_none() {
         eprintln!("coffer run: warning: runc is not installed (bash scripts/install-deps.sh); running the launcher as a local process instead");
     }
@@ -994,5 +1070,25 @@ mod tests {
             "{e:#}"
         );
         assert!(!t.path().join("escape").exists());
+    }
+
+    #[test]
+    fn hosts_names_the_hostname_once_and_hostnames_are_checked() {
+        let host = "127.0.0.1\tlocalhost\n10.0.0.5 db # primary\n";
+        assert_eq!(
+            hosts_file(Some(host), "web-1"),
+            format!("{host}127.0.1.1\tweb-1\n")
+        );
+        assert_eq!(
+            hosts_file(Some("10.0.0.7 web-1"), "web-1"),
+            "10.0.0.7 web-1"
+        );
+        // A name only in a comment is not a name.
+        assert!(hosts_file(Some("# web-1\n"), "web-1").ends_with("127.0.1.1\tweb-1\n"));
+        assert!(hosts_file(None, "web-1").starts_with("127.0.0.1\tlocalhost\n"));
+        for bad in ["", "-x", ".x", "a b", "a/b", "a\nb", &"a".repeat(64)] {
+            assert!(valid_hostname(bad).is_err(), "{bad:?}");
+        }
+        assert!(valid_hostname("web-1.example").is_ok());
     }
 }
