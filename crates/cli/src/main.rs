@@ -42,7 +42,9 @@ ENVIRONMENT:
 EXIT STATUS:
     0 success, 1 refused or failed (the message says why), 2 bad command line.")]
 pub(crate) struct Cli {
-    /// Print machine-readable JSON on stdout instead of text.
+    /// Print machine-readable JSON on stdout instead of text: results, errors as
+    /// {"error": {"kind", "message"}}, and a daemon's listening address (`k8s node-agent`
+    /// prints nothing but logs).
     #[arg(long, global = true)]
     json: bool,
 
@@ -131,4 +133,45 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand's EXAMPLES and notes render as written: no line that the 100-column
+    /// help would re-wrap, and every example continued with `\` goes on, indented, on the next
+    /// line (a single `\` in the source would swallow the line break).
+    #[test]
+    fn help_texts_render_as_written() {
+        fn walk(cmd: &clap::Command, path: &str, problems: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if let Some(text) = cmd.get_after_help() {
+                let text = text.to_string();
+                let lines: Vec<&str> = text.lines().collect();
+                for (i, line) in lines.iter().enumerate() {
+                    if line.chars().count() > 100 {
+                        problems.push(format!("{path}: line longer than 100 columns: {line}"));
+                    }
+                    let indent = |l: &str| l.len() - l.trim_start().len();
+                    if line.ends_with(" \\") {
+                        match lines.get(i + 1) {
+                            Some(next)
+                                if !next.trim().is_empty() && indent(next) >= indent(line) => {}
+                            _ => problems.push(format!("{path}: dangling continuation: {line}")),
+                        }
+                    }
+                    if line.trim_start().starts_with("coffer ") && line.contains("\\ ") {
+                        problems.push(format!("{path}: swallowed line break: {line}"));
+                    }
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, problems);
+            }
+        }
+        let mut problems = Vec::new();
+        walk(&super::Cli::command(), "", &mut problems);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
 }

@@ -40,3 +40,25 @@ fn demo_succeeds_and_shows_the_tampered_image_refused() {
         "{stdout}"
     );
 }
+
+#[test]
+fn demo_with_json_prints_one_summary_for_scripts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["--json", "demo"])
+        .env("COFFER_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The narration goes to stderr; stdout holds only the summary.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["result"], "success");
+    assert_eq!(v["simulated"], true);
+    assert_eq!(
+        v["image_measurement"].as_str().map(str::len),
+        Some(64),
+        "{v}"
+    );
+    assert_eq!(v["steps"].as_array().map(Vec::len), Some(8), "{v}");
+    assert!(stderr.contains("[8/8]"), "{stderr}");
+}

@@ -57,6 +57,21 @@ fn render_applies_values_files_then_set_and_writes_the_output_file() {
         "coffer-webhook".into()
     )));
     assert!(!default.iter().any(|(k, _)| k == "StatefulSet"));
+    // --json: the same objects, as one kubectl-compatible List.
+    let (ok, out, err) = coffer(&["--json", "k8s", "render"]);
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["kind"], "List");
+    let json_kinds: Vec<(String, String)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let s = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_string();
+            (s(&v["kind"]), s(&v["metadata"]["name"]))
+        })
+        .collect();
+    assert_eq!(json_kinds, default);
 
     let dir = tempfile::tempdir().unwrap();
     let values = dir.path().join("values.yaml");

@@ -15,7 +15,8 @@ pub(crate) enum AuditCmd {
     /// Print audit records (every decision the Coordinator made, with its reason).
     #[command(after_help = "EXAMPLES:
     coffer audit log --cert auditor.pem --key auditor-key.pem --root-ca root-ca.pem
-    coffer audit log --after 120 --limit 20 --cert auditor.pem --key auditor-key.pem --root-ca root-ca.pem
+    coffer audit log --after 120 --limit 20 --cert auditor.pem --key auditor-key.pem \\
+        --root-ca root-ca.pem
     coffer --json audit log --cert auditor.pem --key auditor-key.pem --root-ca root-ca.pem")]
     Log(LogArgs),
     /// Read the whole log and check its hash chain against the Coordinator's state head.

@@ -122,7 +122,8 @@ pub(crate) fn verifier(c: &ConnectArgs) -> anyhow::Result<EvidenceVerifier> {
             Failure::new(
                 "config",
                 "to attest a Coordinator on real hardware pass --collateral-dir DIR; for a simulating \
-                 development Coordinator pass --allow-simulation --sim-dir DIR; or pass --root-ca FILE",
+                 development Coordinator pass --allow-simulation --sim-dir DIR (commands other than \
+                 verify also take --root-ca FILE from `coffer verify --root-ca-out` instead)",
             )
         })?;
         Ok(EvidenceVerifier::new(
@@ -285,8 +286,10 @@ pub(crate) fn status(args: StatusArgs, global: Global) -> anyhow::Result<ExitCod
 pub(crate) enum SecretCmd {
     /// Set a user-defined secret (role `secrets: write`).
     #[command(after_help = "EXAMPLES:
-    coffer secret set db_password --value 's3cret' --cert alice.pem --key alice-key.pem --root-ca root-ca.pem
-    coffer secret set tls_key --file key.bin --cert alice.pem --key alice-key.pem --root-ca root-ca.pem")]
+    coffer secret set db_password --value 's3cret' --cert alice.pem --key alice-key.pem \\
+        --root-ca root-ca.pem
+    coffer secret set tls_key --file key.bin --cert alice.pem --key alice-key.pem \\
+        --root-ca root-ca.pem")]
     Set(SecretSetArgs),
     /// Read a shared or user-defined secret (role `secrets: read`).
     #[command(after_help = "EXAMPLES:
@@ -413,7 +416,8 @@ pub(crate) fn secret(cmd: SecretCmd, global: Global) -> anyhow::Result<ExitCode>
 #[derive(Debug, Args)]
 #[command(after_help = "EXAMPLES:
     After the sealed state key was lost (new hardware), each recovery key owner runs:
-        coffer recover --key recovery-key.pem --coordinator 10.0.0.5:4433 --collateral-dir ./collateral
+        coffer recover --key recovery-key.pem --coordinator 10.0.0.5:4433 \\
+            --collateral-dir ./collateral
     Development:
         coffer recover --key recovery-key.pem --allow-simulation --sim-dir ./sim
 
@@ -602,7 +606,8 @@ pub(crate) fn manifest_log(a: ManifestLogArgs, global: Global) -> anyhow::Result
 /// `coffer manifest update`.
 #[derive(Debug, Args)]
 #[command(after_help = "EXAMPLES:
-    coffer manifest update manifest-v2.json --cert admin.pem --key admin-key.pem --root-ca root-ca.pem
+    coffer manifest update manifest-v2.json --cert admin.pem --key admin-key.pem \\
+        --root-ca root-ca.pem
 
 Needs a user whose role allows it: `manifest: update`, or `packages: update` on every changed
 package when the update only raises minimum ISVSVNs (a new MRENCLAVE, MRSIGNER, debug flag or TCB

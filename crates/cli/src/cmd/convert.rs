@@ -34,13 +34,15 @@ pub(crate) enum TeeArg {
         coffer convert oci:app:1 oci-archive:app-cc.tar:1 --encrypt '/app/conf/**' --key-out app.key
 
     Reproduce the same image bit for bit (same input, options and key):
-        SOURCE_DATE_EPOCH=0 coffer convert docker-archive:app.tar oci:out --encrypt /app/conf --key app.key
+        SOURCE_DATE_EPOCH=0 coffer convert docker-archive:app.tar oci:out \\
+            --encrypt /app/conf --key app.key
 
     Only trust /usr and /app, let the app write /var/cache:
-        coffer convert oci:app oci:app-cc --trusted '/usr/**' --trusted '/app/**' --allowed /var/cache
+        coffer convert oci:app oci:app-cc --trusted '/usr/**' --trusted '/app/**' \\
+            --allowed /var/cache
 
     Build for SGX with Gramine (manifest + SIGSTRUCT; prints MRENCLAVE and MRSIGNER):
-        coffer convert oci:app oci:app-sgx --tee sgx --sign-key enclave-key.pem \
+        coffer convert oci:app oci:app-sgx --tee sgx --sign-key enclave-key.pem \\
             --gramine-dir /usr/lib/x86_64-linux-gnu/gramine --isv-prod-id 1 --isv-svn 2
 
 OUTPUT:
@@ -88,9 +90,9 @@ pub(crate) struct ConvertArgs {
     #[arg(long = "mount", value_name = "PATH")]
     mounts: Vec<String>,
 
-    /// Store files matching GLOB encrypted (repeatable, or several after one flag); their
-    /// plaintext is removed from every layer.
-    #[arg(long, value_name = "GLOB", num_args = 1..)]
+    /// Store files matching GLOB encrypted (repeatable); their plaintext is removed from every
+    /// layer.
+    #[arg(long, value_name = "GLOB")]
     encrypt: Vec<String>,
 
     /// Write a new random key for --encrypt to FILE (mode 0600, must not exist); put it in the

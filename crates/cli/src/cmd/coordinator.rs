@@ -24,17 +24,18 @@ use crate::Global;
         coffer coordinator --listen 0.0.0.0:4433 --data-dir /data --pccs-url https://pccs:8081
 
     Any port (the address is printed on stdout as {\"listening\": ADDR} with --json):
-        coffer --json coordinator --listen 127.0.0.1:0 --simulation --sim-dir ./sim --data-dir ./state
+        coffer --json coordinator --listen 127.0.0.1:0 --simulation --sim-dir ./sim \\
+            --data-dir ./state
 
     Several replicas sharing one state in etcd (high availability; each replica keeps only its
     own sealing key in --data-dir; the first one initialises, the others get the state key from
     a running replica after attesting to it):
-        coffer coordinator --data-dir /data --collateral-dir /collateral --store etcd \
-            --etcd-endpoints http://etcd-0:2379,http://etcd-1:2379,http://etcd-2:2379 \
+        coffer coordinator --data-dir /data --collateral-dir /collateral --store etcd \\
+            --etcd-endpoints http://etcd-0:2379,http://etcd-1:2379,http://etcd-2:2379 \\
             --etcd-prefix /coffer --replica-name coordinator-0
 
     The same over mutual TLS to etcd:
-        coffer coordinator ... --store etcd --etcd-endpoints https://etcd-0:2379 \
+        coffer coordinator ... --store etcd --etcd-endpoints https://etcd-0:2379 \\
             --etcd-ca /etcd-tls/ca.crt --etcd-cert /etcd-tls/tls.crt --etcd-key /etcd-tls/tls.key
 
     Also issue the admission webhook's TLS certificate (tls.crt, tls.key, ca.crt; renewed daily):

@@ -91,12 +91,33 @@ impl Cleanup {
 
 type Shared = Arc<Mutex<Cleanup>>;
 
-fn step(n: u32, total: u32, msg: impl std::fmt::Display) {
-    println!("[{n}/{total}] {msg}");
+/// What the demo tells its user: lines on stdout, or with `--json` on stderr and a summary on
+/// stdout at the end.
+#[derive(Default)]
+struct Narration {
+    json: bool,
+    steps: Vec<String>,
+    image_measurement: String,
+}
+
+impl Narration {
+    fn say(&self, line: impl std::fmt::Display) {
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+
+    fn step(&mut self, n: u32, total: u32, msg: impl std::fmt::Display) {
+        let msg = msg.to_string();
+        self.say(format_args!("[{n}/{total}] {msg}"));
+        self.steps.push(msg);
+    }
 }
 
 /// Runs `coffer demo`.
-pub(crate) fn run(args: DemoArgs, _global: Global) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: DemoArgs, global: Global) -> anyhow::Result<ExitCode> {
     let cleanup: Shared = Arc::new(Mutex::new(Cleanup {
         keep: args.keep,
         ..Cleanup::default()
@@ -120,16 +141,29 @@ pub(crate) fn run(args: DemoArgs, _global: Global) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    let result = demo(&args, &cleanup);
+    let mut out = Narration {
+        json: global.json,
+        ..Narration::default()
+    };
+    let result = demo(&args, &cleanup, &mut out);
     if let Ok(mut c) = cleanup.lock() {
         c.run();
     }
-    result.map(|()| ExitCode::SUCCESS)
+    result?;
+    if global.json {
+        crate::output::print_json(&serde_json::json!({
+            "result": "success",
+            "simulated": true,
+            "image_measurement": out.image_measurement,
+            "steps": out.steps,
+        }))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn demo(args: &DemoArgs, cleanup: &Shared) -> anyhow::Result<()> {
+fn demo(args: &DemoArgs, cleanup: &Shared, out: &mut Narration) -> anyhow::Result<()> {
     const TOTAL: u32 = 8;
-    println!("coffer demo: everything below runs on SIMULATED hardware (no SGX/TDX): quotes are signed by a simulation root CA, not by Intel");
+    out.say("coffer demo: everything below runs on SIMULATED hardware (no SGX/TDX): quotes are signed by a simulation root CA, not by Intel");
     let work = tempfile::Builder::new()
         .prefix("coffer-demo-")
         .tempdir()?
@@ -140,7 +174,10 @@ fn demo(args: &DemoArgs, cleanup: &Shared) -> anyhow::Result<()> {
         .dirs
         .push(work.clone());
     if args.keep {
-        println!("coffer demo: working directory {}", work.display());
+        out.say(format_args!(
+            "coffer demo: working directory {}",
+            work.display()
+        ));
     }
 
     // 1. The source image.
@@ -148,13 +185,14 @@ fn demo(args: &DemoArgs, cleanup: &Shared) -> anyhow::Result<()> {
     let app_port = free_port()?;
     let src = work.join("image-src");
     build_source_image(&src, &busybox, app_port)?;
-    step(1, TOTAL, format!("built an OCI image of the unmodified busybox httpd ({}) serving /www on 127.0.0.1:{app_port}", busybox.display()));
+    out.step(1, TOTAL, format!("built an OCI image of the unmodified busybox httpd ({}) serving /www on 127.0.0.1:{app_port}", busybox.display()));
 
     // 2. Convert it.
     let launcher = find_launcher(args.launcher.as_deref())?;
     let converted = work.join("image-confidential");
     let measurement = convert(&src, &converted, &launcher.path)?;
-    step(
+    out.image_measurement.clone_from(&measurement);
+    out.step(
         2,
         TOTAL,
         format!(
@@ -173,7 +211,7 @@ fn demo(args: &DemoArgs, cleanup: &Shared) -> anyhow::Result<()> {
     let coord_port = free_port()?;
     let coord_addr = format!("127.0.0.1:{coord_port}");
     let coordinator = start_coordinator(&work, &sim_dir, &coord_addr, cleanup)?;
-    step(
+    out.step(
         3,
         TOTAL,
         format!("started a Coordinator in SIMULATION mode on {coord_addr} (pid {coordinator})"),
@@ -185,9 +223,9 @@ fn demo(args: &DemoArgs, cleanup: &Shared) -> anyhow::Result<()> {
     let manifest_path = work.join("manifest.json");
     fs::write(&manifest_path, &manifest)?;
     let verified = verify_coordinator(&coord_addr, &sim_dir, &work)?;
-    step(4, TOTAL, format!("verified the Coordinator like `coffer verify` (fresh-nonce quote, simulated platform allowed): root CA {}", verified.root_fingerprint));
+    out.step(4, TOTAL, format!("verified the Coordinator like `coffer verify` (fresh-nonce quote, simulated platform allowed): root CA {}", verified.root_fingerprint));
     let manifest_hash = set_manifest(&coord_addr, &verified, &manifest)?;
-    step(5, TOTAL, format!("set the manifest (sha256 {manifest_hash}): workload `web` pinned to the image measurement, gets secret `demo_token` and a certificate"));
+    out.step(5, TOTAL, format!("set the manifest (sha256 {manifest_hash}): workload `web` pinned to the image measurement, gets secret `demo_token` and a certificate"));
 
     // 6. Run the app through the launcher.
     let mode = run_mode(&launcher);
@@ -219,7 +257,7 @@ fn demo(args: &DemoArgs, cleanup: &Shared) -> anyhow::Result<()> {
         bail!("the app served a secret that differs from the Coordinator's: the activation did not deliver it");
     }
     check_cert_from_ca(&cert_pem, &verified, &coord_addr)?;
-    step(6, TOTAL, format!("ran the image ({}); the app answered over HTTP with secret demo_token ({} hex chars, equal to the Coordinator's) and a certificate issued by the Coordinator's CA", mode.describe(), served.len()));
+    out.step(6, TOTAL, format!("ran the image ({}); the app answered over HTTP with secret demo_token ({} hex chars, equal to the Coordinator's) and a certificate issued by the Coordinator's CA", mode.describe(), served.len()));
 
     // 7. Tampered image.
     stop_app(cleanup);
@@ -255,7 +293,7 @@ fn demo(args: &DemoArgs, cleanup: &Shared) -> anyhow::Result<()> {
                 .last()
                 .unwrap_or(&line)
                 .to_string();
-            step(7, TOTAL, format!("changed one byte of /www/index.html in the image: REFUSED, the app did not start ({why})"));
+            out.step(7, TOTAL, format!("changed one byte of /www/index.html in the image: REFUSED, the app did not start ({why})"));
         }
         (c, _) => bail!(
             "the tampered image was not refused as expected (launcher exit {c}): {}",
@@ -270,7 +308,7 @@ fn demo(args: &DemoArgs, cleanup: &Shared) -> anyhow::Result<()> {
         c.run();
         c.keep
     };
-    step(
+    out.step(
         8,
         TOTAL,
         if keep {
@@ -283,7 +321,7 @@ fn demo(args: &DemoArgs, cleanup: &Shared) -> anyhow::Result<()> {
                 .to_string()
         },
     );
-    println!("coffer demo: SUCCESS — an unmodified app received its secrets only after (SIMULATED) attestation, and a tampered image was refused");
+    out.say("coffer demo: SUCCESS — an unmodified app received its secrets only after (SIMULATED) attestation, and a tampered image was refused");
     Ok(())
 }
 

@@ -55,7 +55,8 @@ test root). Exit status 0 verified, 1 refused (the message names the failed chec
     coffer evidence inspect --quote quote.bin
     coffer --json evidence inspect --quote quote.hex
 
-Nothing is verified: the values are what the quote claims. Use `coffer evidence verify` to check them.")]
+Nothing is verified: the values are what the quote claims. Use `coffer evidence verify` to check
+them.")]
     Inspect(InspectArgs),
     /// SIMULATION: produce a quote from the simulated platform with a chosen measurement.
     #[command(after_help = "EXAMPLES:

@@ -17,6 +17,7 @@ use coffer_node_agent::epc::{self, CpuidSource, NativeCpuid, RecordedCpuid};
 use super::coordinator::shutdown_signal;
 use crate::output::{print_json, Failure};
 use crate::Global;
+use serde::Deserialize;
 
 /// Kubernetes subcommands.
 #[derive(Debug, Subcommand)]
@@ -158,7 +159,7 @@ pub(crate) struct EpcArgs {
 /// Runs a `coffer k8s` subcommand.
 pub(crate) fn run(cmd: K8sCmd, global: Global) -> anyhow::Result<ExitCode> {
     match cmd {
-        K8sCmd::Render(a) => render(a),
+        K8sCmd::Render(a) => render(a, global),
         K8sCmd::Webhook(a) => runtime()?.block_on(serve_webhook(a, global)),
         K8sCmd::NodeAgent(a) => runtime()?.block_on(node_agent(a)),
         K8sCmd::Epc(a) => show_epc(a, global),
@@ -172,7 +173,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
+fn render(args: RenderArgs, global: Global) -> anyhow::Result<ExitCode> {
     let release = chart::Release::new(&args.release, &args.namespace)
         .map_err(|e| Failure::new("invalid-argument", e.to_string()))?;
     let mut overrides = serde_yaml::Value::Mapping(Default::default());
@@ -194,9 +195,23 @@ fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
             format!("{e}; check the values you set against deploy/helm/coffer/values.yaml"),
         )
     })?;
+    let text = if global.json {
+        // One kubectl-compatible List (`kubectl apply -f` takes it) instead of YAML documents.
+        let mut items = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&yaml) {
+            let v = serde_json::Value::deserialize(doc).context("re-reading the rendered YAML")?;
+            if !v.is_null() {
+                items.push(v);
+            }
+        }
+        let list = serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": items });
+        format!("{}\n", serde_json::to_string_pretty(&list)?)
+    } else {
+        yaml
+    };
     match &args.output {
-        Some(path) => super::evidence::write_atomic(path, yaml.as_bytes(), false)?,
-        None => print!("{yaml}"),
+        Some(path) => super::evidence::write_atomic(path, text.as_bytes(), false)?,
+        None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -308,6 +323,13 @@ async fn node_agent(args: NodeAgentArgs) -> anyhow::Result<ExitCode> {
 
 fn show_epc(args: EpcArgs, global: Global) -> anyhow::Result<ExitCode> {
     if args.record {
+        if global.json {
+            return Err(Failure::new(
+                "usage",
+                "--record prints the text format that --cpuid-file reads; drop --json",
+            )
+            .into());
+        }
         print!("{}", RecordedCpuid::record(&NativeCpuid).to_text());
         return Ok(ExitCode::SUCCESS);
     }

@@ -40,7 +40,8 @@ and sgxs-sign read. Its MRSIGNER is printed. An existing file is never overwritt
     /// Compute MRENCLAVE of an SGXS file or of a Gramine manifest with a Gramine installation.
     #[command(after_help = "EXAMPLES:
     coffer sgx measure --sgxs app.sgxs
-    coffer sgx measure --gramine-manifest app.manifest.sgx --gramine-dir /usr/lib/x86_64-linux-gnu/gramine
+    coffer sgx measure --gramine-manifest app.manifest.sgx \\
+        --gramine-dir /usr/lib/x86_64-linux-gnu/gramine
     coffer --json sgx measure --sgxs app.sgxs
 
 --gramine-dir is Gramine's library directory, the one holding sgx/libpal.so.")]
@@ -48,7 +49,8 @@ and sgxs-sign read. Its MRSIGNER is printed. An existing file is never overwritt
     /// Sign an enclave: write its SIGSTRUCT.
     #[command(after_help = "EXAMPLES:
     coffer sgx sign --key enclave-key.pem --sgxs app.sgxs --isv-prod-id 1 --isv-svn 3 --out app.sig
-    coffer sgx sign --key enclave-key.pem --mrenclave b9995362...1fc0 --date 20260101 --out app.sig
+    coffer sgx sign --key enclave-key.pem --date 20260101 --out app.sig \\
+        --mrenclave b999536238fcf4e9d360ef6cd3e0c20ef8a684c7b93f74a9c4a4c6d517d61fc0
     coffer sgx sign --key enclave-key.pem --gramine-manifest app.manifest.sgx \\
         --gramine-dir /usr/lib/x86_64-linux-gnu/gramine --out app.sig
 
@@ -67,7 +69,8 @@ fail on a bad signature.")]
     /// Verify a SIGSTRUCT's signature as EINIT does, optionally against an expected MRENCLAVE.
     #[command(after_help = "EXAMPLES:
     coffer sgx verify-sig app.sig
-    coffer sgx verify-sig app.sig --mrenclave b999536238fcf4e9d360ef6cd3e0c20ef8a684c7b93f74a9c4a4c6d517d61fc0
+    coffer sgx verify-sig app.sig \\
+        --mrenclave b999536238fcf4e9d360ef6cd3e0c20ef8a684c7b93f74a9c4a4c6d517d61fc0
 
 Exit status 1 if the signature, exponent, key size, Q1/Q2 or the expected MRENCLAVE/MRSIGNER do not
 match; the message names the check that failed.")]

@@ -24,14 +24,16 @@ use crate::Global;
         coffer verify --coordinator 127.0.0.1:4433 --allow-simulation --sim-dir ./sim \\
             --manifest manifest.json --root-ca-out root-ca.pem
 
-    A production Coordinator with a known measurement:
+    A production Coordinator with a known measurement (MRENCLAVE from `coffer convert --tee
+    sgx` or `coffer sgx measure`):
         coffer verify --coordinator coffer.example:4433 --collateral-dir ./collateral \\
-            --expected-mrenclave 3f…c1 --manifest-hash 9a…04 --root-ca-out root-ca.pem
+            --expected-mrenclave \"$MRENCLAVE\" \\
+            --manifest-hash \"$(coffer manifest hash manifest.json)\" --root-ca-out root-ca.pem
 
     Keep evidence for an auditor, and check it later on another machine, offline:
         coffer verify --coordinator coffer.example:4433 --collateral-dir ./collateral \\
             --save-bundle coffer-2026-12-04.bundle.json
-        coffer verify --bundle coffer-2026-12-04.bundle.json --expected-mrenclave 3f…c1
+        coffer verify --bundle coffer-2026-12-04.bundle.json --expected-mrenclave \"$MRENCLAVE\"
 
 ROLLBACK:
     Every successful verification remembers the Coordinator's state head (generation, manifest
@@ -40,6 +42,11 @@ ROLLBACK:
     head, or its generation or audit log went backwards: the signs of an old copy of its state
     put back by whoever runs the machine. A rollback before any client has seen the newer state
     cannot be detected this way.")]
+// verify always attests; a root CA given to it is compared, never trusted instead.
+#[command(mut_arg("root_ca", |a| a.help(
+    "Refuse the Coordinator unless its attested root CA is this one (PEM, e.g. from an \
+     earlier `--root-ca-out`)"
+)))]
 pub(crate) struct VerifyArgs {
     #[command(flatten)]
     connect: ConnectArgs,
