@@ -8,8 +8,10 @@
 #                    by protoc with --no-install-recommends)
 #   libssl-dev pkg-config  to build sgxs-tools (below; test-only)
 #   etcd-server  a real etcd the HA Coordinator tests start as a 3-member cluster on 127.0.0.1
+#   mmdebstrap  builds the Debian-package images the real-image tests run
+#               (scripts/build-debian-images.sh)
 set -euo pipefail
-packages=(runc skopeo umoci busybox-static protobuf-compiler libprotobuf-dev libssl-dev pkg-config etcd-server)
+packages=(runc skopeo umoci busybox-static protobuf-compiler libprotobuf-dev libssl-dev pkg-config etcd-server mmdebstrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
