@@ -8,9 +8,10 @@
 mod cmd;
 mod output;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Run unmodified container images as confidential containers (Intel SGX, TDX), with secrets
 /// released only after remote attestation.
@@ -38,6 +39,9 @@ use clap::{Parser, Subcommand};
 
 ENVIRONMENT:
     COFFER_LOG    log filter, e.g. `info` or `coffer_coordinator=debug` (default: warn)
+    NO_COLOR      if set (to anything), logs have no ANSI colours; they have colours only
+                  when stderr is a terminal and NO_COLOR is unset
+    Options that can be set by a variable show it as [env: NAME] in their command's help.
 
 EXIT STATUS:
     0 success, 1 refused or failed (the message says why), 2 bad command line.")]
@@ -63,13 +67,13 @@ enum Command {
     /// Run the Coordinator: attestation-gated secrets, PKI and sealed state.
     Coordinator(cmd::coordinator::CoordinatorArgs),
     /// Check, hash and publish deployment manifests.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = cmd::manifest::GROUP_HELP)]
     Manifest(cmd::manifest::ManifestCmd),
     /// Parse, verify and simulate TEE evidence (DCAP quotes).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = cmd::evidence::GROUP_HELP)]
     Evidence(cmd::evidence::EvidenceCmd),
     /// Compute and sign SGX enclave measurements (MRENCLAVE, SIGSTRUCT, MRSIGNER).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = cmd::sgx::GROUP_HELP)]
     Sgx(cmd::sgx::SgxCmd),
     /// Attest a Coordinator, check its manifest and state, detect rollbacks, write or check
     /// offline verification bundles.
@@ -77,15 +81,15 @@ enum Command {
     /// Show a Coordinator's state, manifest hash and simulation flag.
     Status(cmd::client::StatusArgs),
     /// Set and read secrets on a Coordinator (client certificate of a manifest user).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = cmd::client::SECRET_GROUP_HELP)]
     Secret(cmd::client::SecretCmd),
     /// Bring a Coordinator in recovery mode back with a recovery private key.
     Recover(cmd::client::RecoverArgs),
     /// Read a Coordinator's audit log and check its hash chain.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = cmd::audit::GROUP_HELP)]
     Audit(cmd::audit::AuditCmd),
     /// Kubernetes: render the Helm chart, serve the admission webhook, run the node agent.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = cmd::k8s::GROUP_HELP)]
     K8s(cmd::k8s::K8sCmd),
 }
 
@@ -97,7 +101,7 @@ pub(crate) struct Global {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse(std::env::args_os()).unwrap_or_else(|e| e.exit());
     init_logging();
     let global = Global { json: cli.json };
     let result = match cli.command {
@@ -119,6 +123,38 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => output::report_error(&err, global),
     }
+}
+
+/// Parses the command line as clap does, then refuses the flag combinations that clap cannot
+/// express itself (they depend on a flag's value, or on whether a flag came from the command
+/// line rather than the environment) with the same usage error (exit status 2).
+fn parse<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(args)?;
+    let refused = match matches.subcommand() {
+        Some(("verify", m)) => cmd::verify::bundle_conflict(m).map(|msg| (vec!["verify"], msg)),
+        Some(("evidence", m)) => match m.subcommand() {
+            Some(("sim-quote", m)) => {
+                cmd::evidence::sim_quote_conflict(m).map(|msg| (vec!["evidence", "sim-quote"], msg))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some((path, message)) = refused {
+        let mut sub = &mut command;
+        for name in path {
+            sub = sub
+                .find_subcommand_mut(name)
+                .expect("the subcommand that was just parsed");
+        }
+        return Err(sub.error(clap::error::ErrorKind::ArgumentConflict, message));
+    }
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
 }
 
 fn init_logging() {
@@ -173,5 +209,159 @@ mod tests {
         let mut problems = Vec::new();
         walk(&super::Cli::command(), "", &mut problems);
         assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    fn parse(args: &[&str]) -> Result<super::Cli, clap::Error> {
+        super::parse(std::iter::once("coffer").chain(args.iter().copied()))
+    }
+
+    /// Flag combinations that would otherwise be silently ignored are usage errors (exit
+    /// status 2) naming both flags; what does apply stays accepted.
+    #[test]
+    fn ignored_flag_combinations_are_refused() {
+        use clap::error::ErrorKind;
+        let refused = |args: &[&str], both: [&str; 2]| {
+            let text = match parse(args) {
+                Ok(_) => panic!("{args:?} was accepted"),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{args:?}: {e}");
+                    assert_eq!(e.exit_code(), 2);
+                    e.to_string()
+                }
+            };
+            for flag in both {
+                assert!(text.contains(flag), "{args:?}: {text}");
+            }
+        };
+        let secret = ["secret", "set", "s", "--cert", "c.pem", "--key", "k.pem"];
+        for pair in [
+            ["--file", "--hex"],
+            ["--value", "--file"],
+            ["--value", "--hex"],
+        ] {
+            let mut args = secret.to_vec();
+            args.extend([pair[0], "v.bin", pair[1], "00"]);
+            refused(&args, pair);
+        }
+        let (m, r) = ("ab".repeat(32), "11".repeat(48));
+        let sim = ["evidence", "sim-quote", "--out", "q.bin", "--tee"];
+        for (extra, both) in [
+            (["tdx", "--mrenclave", &m], ["--mrenclave", "--tee tdx"]),
+            (["tdx", "--mrsigner", &m], ["--mrsigner", "--tee tdx"]),
+            (
+                ["tdx", "--isv-prod-id", "0"],
+                ["--isv-prod-id", "--tee tdx"],
+            ),
+            (["tdx", "--isv-svn", "1"], ["--isv-svn", "--tee tdx"]),
+        ] {
+            refused(&[&sim[..], &extra[..]].concat(), both);
+        }
+        for rtmr in ["--mrtd", "--rtmr0", "--rtmr3"] {
+            let args = [&sim[..], &["sgx", "--mrenclave", &m, rtmr, &r]].concat();
+            refused(&args, [rtmr, "--tee sgx"]);
+        }
+        let bundle = ["verify", "--bundle", "b.json"];
+        for extra in [
+            &["--coordinator", "10.0.0.5:4433"][..],
+            &["--collateral-dir", "collateral"],
+            &["--root-ca-out", "root.pem"],
+            &["--known-state", "known.json"],
+            &["--no-remember"],
+        ] {
+            refused(&[&bundle[..], extra].concat(), ["--bundle", extra[0]]);
+        }
+
+        let accepted = [
+            &[
+                "evidence",
+                "sim-quote",
+                "--tee",
+                "tdx",
+                "--mrtd",
+                &r,
+                "--debug",
+                "--out",
+                "q",
+            ][..],
+            &[
+                "evidence",
+                "sim-quote",
+                "--tee",
+                "sgx",
+                "--mrenclave",
+                &m,
+                "--isv-svn",
+                "2",
+                "--out",
+                "q",
+            ],
+            &[
+                "secret", "set", "s", "--hex", "00", "--cert", "c.pem", "--key", "k.pem",
+            ],
+            &[
+                "verify",
+                "--bundle",
+                "b.json",
+                "--root-ca",
+                "root.pem",
+                "--expected-mrenclave",
+                &m,
+            ],
+            &[
+                "verify",
+                "--bundle",
+                "b.json",
+                "--allow-simulation",
+                "--sim-dir",
+                "sim",
+            ],
+            &[
+                "verify",
+                "--coordinator",
+                "10.0.0.5:4433",
+                "--collateral-dir",
+                "c",
+                "--no-remember",
+            ],
+        ];
+        for args in accepted {
+            if let Err(e) = parse(args) {
+                panic!("{args:?} was refused: {e}");
+            }
+        }
+    }
+
+    /// What `coffer coordinator --help` says a flag needs, clap enforces.
+    #[test]
+    fn coordinator_flags_that_need_others() {
+        use clap::error::ErrorKind;
+        for args in [
+            &["coordinator", "--data-dir", "d", "--simulation"][..],
+            &["coordinator", "--data-dir", "d", "--sim-dir", "sim"],
+            &[
+                "coordinator",
+                "--data-dir",
+                "d",
+                "--etcd-cert",
+                "c.pem",
+                "--etcd-key",
+                "k.pem",
+            ],
+            &[
+                "coordinator",
+                "--data-dir",
+                "d",
+                "--etcd-cert",
+                "c.pem",
+                "--etcd-ca",
+                "ca.pem",
+            ],
+            &["coordinator", "--data-dir", "d", "--etcd-key", "k.pem"],
+        ] {
+            match parse(args) {
+                Ok(_) => panic!("{args:?} was accepted"),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument, "{args:?}"),
+            }
+        }
     }
 }

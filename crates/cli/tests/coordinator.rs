@@ -815,6 +815,25 @@ async fn cli_manifest_and_secret_commands() {
     ]);
     assert!(ok, "{all}");
     assert!(v["workloads"]["web"].is_object(), "{all}");
+    // The indented form hashes (canonically) to the same manifest hash.
+    let in_force = file("in-force.json", all.as_bytes());
+    let (ok, h, all) = cli(&["manifest", "hash", &in_force]);
+    assert!(ok, "{all}");
+    assert_eq!(h["sha256"], hash.as_str(), "{all}");
+    // --canonical prints the bytes the manifest hash is over (and a newline).
+    use sha2::Digest as _;
+    let out = std::process::Command::new(COFFER)
+        .args(["manifest", "get", "--canonical", "--coordinator", &p.addr])
+        .args(["--root-ca", &root_s])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let canonical = out.stdout.strip_suffix(b"\n").unwrap();
+    assert_eq!(hex::encode(sha2::Sha256::digest(canonical)), hash);
 
     let admin_cert = file("admin.pem", u.admin_pem.as_bytes());
     let admin_key = file(
@@ -969,6 +988,24 @@ async fn simulated_evidence_is_refused_without_simulation() {
         let (k, m) =
             refused_kind(activate(&mut c, &sim, "web", uuid::Uuid::new_v4(), MR_APP).await);
         assert_eq!(k, ErrorKind::UntrustedRoot, "{m}");
+        // The same collateral in the --pccs-cache layout (one file per item) is found too …
+        std::fs::remove_file(coll.join("collateral.json")).unwrap();
+        let q = coffer_evidence::Quote::parse(&quote(&sim, MR_APP, false, [0; 64])).unwrap();
+        let req = coffer_pccs::CollateralRequest::for_quote(&q).unwrap();
+        let raw = serde_json::to_vec(&sim.collateral(now())).unwrap();
+        let raw = coffer_pccs::RawCollateral::from_json(&raw).unwrap();
+        coffer_pccs::import_collateral(&coll, &req, &raw, now()).unwrap();
+        let (k, m) =
+            refused_kind(activate(&mut c, &sim, "web", uuid::Uuid::new_v4(), MR_APP).await);
+        assert_eq!(k, ErrorKind::UntrustedRoot, "{m}");
+        // … and a directory without it says what it looked for.
+        for f in std::fs::read_dir(&coll).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        let (k, m) =
+            refused_kind(activate(&mut c, &sim, "web", uuid::Uuid::new_v4(), MR_APP).await);
+        assert_eq!(k, ErrorKind::CollateralUnavailable, "{m}");
+        assert!(m.contains("collateral.json"), "{m}");
         c.get("/api/v1/status").await.unwrap()
     };
     assert!(!st.simulation);

@@ -33,7 +33,9 @@ fn target_dir() -> PathBuf {
 
 /// A root filesystem tarball built by scripts/build-debian-images.sh.
 fn rootfs_tarball(name: &str) -> PathBuf {
-    let p = target_dir().join("debian-images").join(format!("{name}.tar"));
+    let p = target_dir()
+        .join("debian-images")
+        .join(format!("{name}.tar"));
     assert!(
         p.is_file(),
         "{} is missing: build it with `bash scripts/build-debian-images.sh` (scripts/test.sh does)",
@@ -96,9 +98,7 @@ fn oci_image(dir: &Path, rootfs: &Path, extra: &[(&str, &[u8])], cmd: &[&str]) {
     }))
     .unwrap();
     let config = put(&config);
-    let layer = |(d, n): &(String, usize)| {
-        serde_json::json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n })
-    };
+    let layer = |(d, n): &(String, usize)| serde_json::json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n });
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0, "size": config.1 },
@@ -203,7 +203,10 @@ impl Deployment {
             .arg(t.join("root-ca.pem"))
             .arg("--sim-dir")
             .arg(t.join("sim"))
-            .args(["--name", &format!("coffer-debian-{name}-{}", std::process::id())])
+            .args([
+                "--name",
+                &format!("coffer-debian-{name}-{}", std::process::id()),
+            ])
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(&err).unwrap())
             .spawn()
@@ -250,9 +253,16 @@ impl Run {
                 return s;
             }
             if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("coffer run ended ({st}) before the app listened:\n{}", self.logs());
+                panic!(
+                    "coffer run ended ({st}) before the app listened:\n{}",
+                    self.logs()
+                );
             }
-            assert!(Instant::now() < deadline, "the app never listened:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "the app never listened:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -264,7 +274,11 @@ impl Run {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st.code();
             }
-            assert!(Instant::now() < deadline, "coffer run did not end:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "coffer run did not end:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -319,7 +333,11 @@ fn redis_from_debian_gets_its_password_as_argv_and_a_rewritten_layer_is_refused(
     {
         let mut run = d.run("redis");
         let mut s = run.connect(port.parse().unwrap());
-        assert!(redis(&mut s, "PING").starts_with("-NOAUTH"), "{}", run.logs());
+        assert!(
+            redis(&mut s, "PING").starts_with("-NOAUTH"),
+            "{}",
+            run.logs()
+        );
         assert!(redis(&mut s, "AUTH not-the-password").starts_with("-WRONGPASS"));
         assert_eq!(redis(&mut s, &format!("AUTH {password}")), "+OK");
         assert_eq!(redis(&mut s, "SET coffer confidential"), "+OK");
@@ -359,7 +377,14 @@ while True:
 ";
     let rootfs = rootfs_tarball("python");
     let d = Deployment::new(
-        |src| oci_image(src, &rootfs, &[("app/server.py", server)], &["python3", "/app/server.py"]),
+        |src| {
+            oci_image(
+                src,
+                &rootfs,
+                &[("app/server.py", server)],
+                &["python3", "/app/server.py"],
+            )
+        },
         serde_json::json!({ "package": "app", "parameters": {
             "env": { "APP_TOKEN": "{{ secrets.app_secret.value.text }}", "PORT": port.to_string() },
             "files": { "/etc/app/token": { "content": "{{ secrets.app_secret.value.text }}" } }
@@ -371,7 +396,11 @@ while True:
     s.write_all(b"GET / HTTP/1.0\r\nHost: app\r\n\r\n").unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.0 200 OK"), "{response}\n{}", run.logs());
+    assert!(
+        response.starts_with("HTTP/1.0 200 OK"),
+        "{response}\n{}",
+        run.logs()
+    );
     assert!(
         response.ends_with(&format!("\r\n\r\nenv={token}\nfile={token}\n")),
         "{response}"

@@ -357,6 +357,33 @@ fn simulated_quotes_verify_with_the_sim_root_only() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+    // The same seed again keeps the platform; another seed is refused, not ignored.
+    let again = |seed: &str| {
+        let dir = sim.to_str().unwrap();
+        run(
+            &[
+                "--json",
+                "evidence",
+                "sim-platform",
+                "--dir",
+                dir,
+                "--seed",
+                seed,
+            ],
+            &[],
+        )
+    };
+    let r = again(&seed);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(r.json()["created"], false);
+    let r = again(&"08".repeat(32));
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.json()["error"]["kind"], "exists");
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("--seed was not used") && msg.contains("sim-platform.json"),
+        "{msg}"
+    );
 
     let mrenclave = "ab".repeat(32);
     let report_data = "cd".repeat(64);
@@ -430,6 +457,27 @@ fn simulated_quotes_verify_with_the_sim_root_only() {
     assert_eq!(j["isv_svn"], 3);
     assert_eq!(j["tcb_status"], "UpToDate");
     assert_eq!(j["trust_root"], "custom");
+
+    // --collateral-dir reads DIR/collateral.json as the Coordinator's --collateral-dir does.
+    let offline = dir.path().join("offline");
+    std::fs::create_dir(&offline).unwrap();
+    std::fs::copy(d("c.json"), offline.join("collateral.json")).unwrap();
+    let r = run(
+        &[
+            "--json",
+            "evidence",
+            "verify",
+            "--quote",
+            &d("q.bin"),
+            "--collateral-dir",
+            offline.to_str().unwrap(),
+            "--trust-root",
+            &d("root.pem"),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.json()["collateral"]["source"], "offline");
 
     // Under the pinned Intel root the same quote is refused.
     let r = run(

@@ -439,7 +439,7 @@ async fn coffer_verify_refuses_a_rolled_back_coordinator_and_bundles_check_offli
     // … the owner updates the manifest and a client verifies it (and saves a bundle) …
     let p = start(&data, &sim);
     let u = users();
-    let mut admin = Client::new(&p.addr, &Trust::RootCa(root), Some(&u.admin)).unwrap();
+    let mut admin = Client::new(&p.addr, &Trust::RootCa(root.clone()), Some(&u.admin)).unwrap();
     let _: coffer_api::ManifestResponse = admin
         .call(
             Method::POST,
@@ -486,6 +486,31 @@ async fn coffer_verify_refuses_a_rolled_back_coordinator_and_bundles_check_offli
     assert!(ok, "{out}");
     assert_eq!(v["state_head"]["manifest_version"], 2, "{out}");
     assert_eq!(v["history"].as_array().unwrap().len(), 2, "{out}");
+    // --root-ca is checked against the root the bundle attests: its own passes, another fails.
+    let own_root = dir.path().join("root.pem");
+    std::fs::write(
+        &own_root,
+        coffer_coordinator::pki::pem_encode("CERTIFICATE", &root),
+    )
+    .unwrap();
+    let other_root = dir.path().join("other-root.pem");
+    std::fs::write(&other_root, &u.admin_pem).unwrap();
+    for (pem, accepted) in [(&own_root, true), (&other_root, false)] {
+        let (ok, v, out) = cli(&[
+            "verify",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--allow-simulation",
+            "--sim-dir",
+            sim.to_str().unwrap(),
+            "--root-ca",
+            pem.to_str().unwrap(),
+        ]);
+        assert_eq!(ok, accepted, "{out}");
+        if !accepted {
+            assert_eq!(v["error"]["kind"], "untrusted_root", "{out}");
+        }
+    }
     // … and every edit of it is refused with the reason.
     let original: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();

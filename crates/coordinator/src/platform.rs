@@ -185,7 +185,9 @@ pub enum CollateralSource {
         /// Cached collateral per TEE kind and when it was made.
         cache: Mutex<Vec<(coffer_evidence::Tee, i64, std::sync::Arc<Collateral>)>>,
     },
-    /// Offline files: `DIR/<fmspc hex>.json`, else `DIR/collateral.json`.
+    /// Offline files: `DIR/<fmspc hex>.json`, else `DIR/collateral.json` (see
+    /// [`offline_collateral_file`]), else the `coffer-pccs` cache layout (items copied from a
+    /// `--pccs-cache` or `--pccs-url` cache directory).
     Dir(PathBuf),
     /// One given collateral set (an offline verification bundle).
     Fixed(std::sync::Arc<Collateral>),
@@ -196,6 +198,24 @@ pub enum CollateralSource {
 }
 
 const SIM_COLLATERAL_REFRESH: i64 = 3600;
+
+/// The collateral JSON (dcap-qvl shape) that an offline collateral directory holds for `quote`:
+/// `DIR/<fmspc hex>.json`, else `DIR/collateral.json`; `None` when neither is a file (the
+/// directory is then read in the `coffer-pccs` cache layout, one file per item).
+pub fn offline_collateral_file(dir: &Path, quote: &[u8]) -> Option<PathBuf> {
+    let fmspc = coffer_evidence::Quote::parse(quote)
+        .and_then(|q| q.fmspc())
+        .ok()
+        .map(hex::encode);
+    if let Some(fmspc) = fmspc {
+        let specific = dir.join(format!("{fmspc}.json"));
+        if specific.is_file() {
+            return Some(specific);
+        }
+    }
+    let single = dir.join("collateral.json");
+    single.is_file().then_some(single)
+}
 
 impl CollateralSource {
     fn collateral(&self, quote: &[u8], now: i64) -> Result<std::sync::Arc<Collateral>, Error> {
@@ -219,28 +239,42 @@ impl CollateralSource {
             }
             CollateralSource::Fixed(c) => Ok(c.clone()),
             CollateralSource::Dir(dir) => {
-                let fmspc = coffer_evidence::Quote::parse(quote)
-                    .and_then(|q| q.fmspc())
-                    .map(hex::encode)
-                    .unwrap_or_default();
-                let specific = dir.join(format!("{fmspc}.json"));
-                let path = if !fmspc.is_empty() && specific.exists() {
-                    specific
-                } else {
-                    dir.join("collateral.json")
-                };
-                let bytes = std::fs::read(&path).map_err(|e| {
-                    Error::CollateralUnavailable(format!(
-                        "collateral for FMSPC {fmspc} not found in --collateral-dir ({}: {e})",
-                        path.display()
-                    ))
-                })?;
-                Collateral::from_json(&bytes)
+                if let Some(path) = offline_collateral_file(dir, quote) {
+                    let bytes = std::fs::read(&path).map_err(|e| {
+                        Error::CollateralUnavailable(format!(
+                            "cannot read collateral {} from --collateral-dir: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    return Collateral::from_json(&bytes)
+                        .map(std::sync::Arc::new)
+                        .map_err(|e| {
+                            Error::CollateralUnavailable(format!(
+                                "{} is not valid collateral: {e}",
+                                path.display()
+                            ))
+                        });
+                }
+                // Neither file: the directory holds items in the coffer-pccs cache layout.
+                let q = coffer_evidence::Quote::parse(quote).map_err(evidence_error)?;
+                let req = coffer_pccs::CollateralRequest::for_quote(&q)
+                    .map_err(|e| Error::CollateralUnavailable(e.to_string()))?;
+                let fmspc = hex::encode(req.fmspc);
+                let fetched = coffer_pccs::CollateralSource::offline(dir.clone())
+                    .fetch(&req, now)
+                    .map_err(|e| {
+                        Error::CollateralUnavailable(format!(
+                            "collateral for FMSPC {fmspc} not found in --collateral-dir: no \
+                             {fmspc}.json or collateral.json, and {e}"
+                        ))
+                    })?;
+                fetched
+                    .to_collateral()
                     .map(std::sync::Arc::new)
                     .map_err(|e| {
                         Error::CollateralUnavailable(format!(
-                            "{} is not valid collateral: {e}",
-                            path.display()
+                            "--collateral-dir {} holds invalid collateral: {e}",
+                            dir.display()
                         ))
                     })
             }

@@ -9,6 +9,13 @@ use crate::cmd::client::{connect, remote, runtime, ConnectArgs, IdentityArgs};
 use crate::output::{print_json, Failure};
 use crate::Global;
 
+/// `coffer audit --help`: examples across the subcommands.
+pub(crate) const GROUP_HELP: &str = "EXAMPLES:
+    Check the whole log's hash chain, then read records (a user with role `audit: read`):
+        coffer audit verify --cert auditor.pem --key auditor-key.pem --root-ca root-ca.pem
+        coffer audit log --after 120 --limit 20 --cert auditor.pem --key auditor-key.pem \\
+            --root-ca root-ca.pem";
+
 /// Subcommands of `coffer audit`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCmd {

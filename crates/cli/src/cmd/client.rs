@@ -37,8 +37,10 @@ pub(crate) struct ConnectArgs {
     /// Simulated platform directory whose root verifies a simulating Coordinator's quote.
     #[arg(long, env = "COFFER_SIM_DIR")]
     pub(crate) sim_dir: Option<PathBuf>,
-    /// Offline collateral to verify a real Coordinator's quote (`<fmspc>.json`/`collateral.json`).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", help = concat!(
+        "Offline collateral to verify a real Coordinator's quote: ",
+        collateral_dir_layout!()
+    ))]
     pub(crate) collateral_dir: Option<PathBuf>,
     /// Accept only these Coordinator MRENCLAVE values (hex, repeatable).
     #[arg(long = "expected-mrenclave", value_parser = parse_hex32)]
@@ -281,6 +283,17 @@ pub(crate) fn status(args: StatusArgs, global: Global) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// `coffer secret --help`: examples across the subcommands.
+pub(crate) const SECRET_GROUP_HELP: &str = "EXAMPLES:
+    Set a user-defined secret, then read it (client certificate of a manifest user):
+        coffer secret set db_password --value 's3cret' --cert alice.pem --key alice-key.pem \\
+            --root-ca root-ca.pem
+        coffer secret get db_password --cert alice.pem --key alice-key.pem --root-ca root-ca.pem
+
+    The same with COFFER_COORDINATOR, COFFER_ROOT_CA, COFFER_CERT and COFFER_KEY set:
+        coffer secret set api_key --hex 00112233445566778899aabbccddeeff
+        coffer secret get api_key";
+
 /// `coffer secret …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum SecretCmd {
@@ -300,11 +313,13 @@ pub(crate) enum SecretCmd {
 
 /// `coffer secret set`.
 #[derive(Debug, Args)]
+// Exactly one of --value, --file and --hex (the group's members conflict with each other).
+#[command(group(clap::ArgGroup::new("secret_value").required(true).args(["value", "file", "hex"])))]
 pub(crate) struct SecretSetArgs {
     /// Secret name (declared `user-defined` in the manifest).
     name: String,
-    /// The value as text.
-    #[arg(long, conflicts_with_all = ["file", "hex"], required_unless_present_any = ["file", "hex"])]
+    /// The value as text (one of --value, --file, --hex).
+    #[arg(long)]
     value: Option<String>,
     /// Read the value from a file (bytes).
     #[arg(long)]
@@ -537,8 +552,17 @@ pub(crate) struct ManifestSetArgs {
 /// `coffer manifest get`.
 #[derive(Debug, Args)]
 #[command(after_help = "EXAMPLES:
-    coffer manifest get --coordinator 127.0.0.1:4433 --root-ca root-ca.pem > in-force.json")]
+    coffer manifest get --coordinator 127.0.0.1:4433 --root-ca root-ca.pem > in-force.json
+    coffer manifest get --canonical --root-ca root-ca.pem > in-force.canonical.json
+
+Without --canonical the manifest is printed indented, so its bytes are not the ones that are
+hashed; `coffer manifest hash in-force.json` still prints the Coordinator's manifest hash. With
+--canonical the bytes are the canonical JSON as the Coordinator serves it (followed by a
+newline, as `coffer manifest hash --canonical` prints it): their SHA-256 is the manifest hash.")]
 pub(crate) struct ManifestGetArgs {
+    /// Print the canonical JSON (the bytes the manifest hash is over) instead of indented JSON.
+    #[arg(long)]
+    canonical: bool,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -672,10 +696,34 @@ pub(crate) fn manifest_set(a: ManifestSetArgs, global: Global) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `coffer manifest get` (prints the canonical JSON in force).
+/// Runs `coffer manifest get`: the manifest in force, indented or (`--canonical`) as the
+/// canonical bytes the Coordinator serves.
 pub(crate) fn manifest_get(a: ManifestGetArgs, _global: Global) -> anyhow::Result<ExitCode> {
-    let v = manifest_call(&a.connect, None, Method::GET, "/api/v1/manifest", None)?;
-    print_json(&v)?;
+    let rt = runtime()?;
+    let body = rt.block_on(async {
+        let mut client = connect(&a.connect, None).await?;
+        let (st, bytes) = client
+            .request(Method::GET, "/api/v1/manifest", None)
+            .await
+            .map_err(remote)?;
+        if !st.is_success() {
+            coffer_coordinator::client::decode::<serde_json::Value>(st, &bytes).map_err(remote)?;
+        }
+        Ok::<_, anyhow::Error>(bytes.to_vec())
+    })?;
+    if a.canonical {
+        let text = String::from_utf8(body)
+            .map_err(|_| Failure::new("protocol", "the Coordinator's manifest is not UTF-8"))?;
+        println!("{text}");
+    } else {
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            Failure::new(
+                "protocol",
+                format!("the Coordinator's manifest is not JSON: {e}"),
+            )
+        })?;
+        print_json(&v)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -49,14 +49,18 @@ pub(crate) struct CoordinatorArgs {
     #[arg(long, env = "COFFER_DATA_DIR")]
     data_dir: PathBuf,
     /// Run on the SIMULATED platform: accept simulated evidence, seal with a key file. No
-    /// hardware protection; for development only.
+    /// hardware protection; for development only. Needs --sim-dir.
     #[arg(long, requires = "sim_dir")]
     simulation: bool,
-    /// Directory of the simulated platform (`sim-platform.json`, created if absent).
-    #[arg(long, requires = "simulation")]
+    /// Directory of the simulated platform (`sim-platform.json`, created if absent); only with
+    /// --simulation. Workloads and clients must use the same platform (see `coffer evidence
+    /// sim-platform --help`).
+    #[arg(long, value_name = "DIR", requires = "simulation")]
     sim_dir: Option<PathBuf>,
-    /// Offline collateral for real evidence: `DIR/<fmspc>.json` or `DIR/collateral.json`.
-    #[arg(long, conflicts_with_all = ["simulation", "pccs_url"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["simulation", "pccs_url"], help = concat!(
+        "Offline collateral for real evidence: ",
+        collateral_dir_layout!()
+    ))]
     collateral_dir: Option<PathBuf>,
     /// Fetch collateral for real evidence from Intel PCS or a PCCS at this URL (cached in
     /// DATA_DIR/pccs-cache; cached items keep serving while valid if the service is down).
@@ -118,10 +122,10 @@ pub(crate) struct CoordinatorArgs {
     /// CA certificate (PEM) of the etcd members: enables TLS (use https:// endpoints).
     #[arg(long, value_name = "FILE", env = "COFFER_ETCD_CA")]
     etcd_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for etcd's --client-cert-auth (with --etcd-key).
+    /// Client certificate (PEM) for etcd's --client-cert-auth. Needs --etcd-key and --etcd-ca.
     #[arg(long, value_name = "FILE", requires_all = ["etcd_key", "etcd_ca"], env = "COFFER_ETCD_CERT")]
     etcd_cert: Option<PathBuf>,
-    /// Client private key (PEM) for --etcd-cert.
+    /// Client private key (PEM) for --etcd-cert. Needs --etcd-cert.
     #[arg(
         long,
         value_name = "FILE",

@@ -30,6 +30,22 @@ const SMALL_FILE_LIMIT: u64 = 16 << 20;
 /// launcher, see HELPERS.md).
 const SIM_PLATFORM_FILE: &str = "sim-platform.json";
 
+/// `coffer evidence --help`: examples across the subcommands.
+pub(crate) const GROUP_HELP: &str = "EXAMPLES:
+    A simulated SGX quote, made and verified end to end ($M: an MRENCLAVE, 64 hex digits):
+        coffer evidence sim-platform --dir ./sim
+        coffer evidence sim-quote --sim-dir ./sim --tee sgx --mrenclave $M --out app.quote
+        coffer evidence sim-collateral --sim-dir ./sim --out sim-collateral.json \\
+            --root-out sim-root.pem
+        coffer evidence verify --quote app.quote --collateral sim-collateral.json \\
+            --trust-root sim-root.pem
+
+    What a quote claims, without verifying it:
+        coffer evidence inspect --quote app.quote
+
+    A hardware quote against Intel's PCS (the collateral is cached for offline use):
+        coffer evidence verify --quote quote.bin --pccs-url https://api.trustedservices.intel.com";
+
 /// Subcommands of `coffer evidence`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum EvidenceCmd {
@@ -41,14 +57,18 @@ pub(crate) enum EvidenceCmd {
     coffer evidence verify --quote quote.bin --pccs-url https://api.trustedservices.intel.com
     coffer evidence verify --quote quote.bin --pccs-url https://pccs:8081 --pccs-tls-root ca.pem
     coffer evidence verify --quote quote.bin --collateral-dir ./collateral-cache --now 1750420800
-    coffer evidence verify --quote sim.quote --collateral sim.json --trust-root sim-root.pem
+    coffer evidence verify --quote app.quote --collateral sim-collateral.json \\
+        --trust-root sim-root.pem
 
 The quote file holds raw bytes or hex (an optional 0x prefix and surrounding whitespace are
 allowed). Collateral comes from a JSON file (the dcap-qvl shape), from a PCS/PCCS (--pccs-url;
 items are cached in --pccs-cache and served from there while valid, so an unreachable service
-does not stop verification), or from an offline directory (--collateral-dir, the cache layout).
-The Intel SGX Root CA is pinned; --trust-root replaces it (the simulated platform's root, or a
-test root). Exit status 0 verified, 1 refused (the message names the failed check).")]
+does not stop verification), or from an offline directory (--collateral-dir: DIR/<fmspc>.json,
+else DIR/collateral.json, else the --pccs-cache layout; `coffer coordinator` and the client
+commands read the same). The Intel SGX Root CA is pinned; --trust-root replaces it (the
+simulated platform's root, or a test root). The last example checks the quote that
+`coffer evidence sim-quote --help` makes. Exit status 0 verified, 1 refused (the message names
+the failed check).")]
     Verify(VerifyArgs),
     /// Parse a quote and print its fields, without verifying anything.
     #[command(after_help = "EXAMPLES:
@@ -60,22 +80,28 @@ them.")]
     Inspect(InspectArgs),
     /// SIMULATION: produce a quote from the simulated platform with a chosen measurement.
     #[command(after_help = "EXAMPLES:
-    coffer evidence sim-quote --tee sgx --mrenclave $(sha256sum app.bin | cut -c1-64) --out q.bin
-    coffer evidence sim-quote --tee sgx --mrenclave $M --mrsigner $S --isv-prod-id 1 --isv-svn 2 \\
-        --sim-dir ./sim --out app.quote
-    coffer evidence sim-quote --tee tdx --mrtd $(printf 11%.0s $(seq 48)) --out td.quote
+    coffer evidence sim-quote --sim-dir ./sim --tee sgx \\
+        --mrenclave $(sha256sum app.bin | cut -c1-64) --out app.quote
+    coffer evidence sim-quote --sim-dir ./sim --tee sgx --mrenclave $M --mrsigner $S \\
+        --isv-prod-id 1 --isv-svn 2 --out app.quote
+    coffer evidence sim-quote --sim-dir ./sim --tee tdx --mrtd $(printf 11%.0s $(seq 48)) \\
+        --out td.quote
 
 The quote is in the real DCAP byte format (SGX v3, TDX v4) but signed by the SIMULATED platform:
 it verifies only with the simulation root as trust anchor (see sim-collateral --root-out) and is
-refused under the Intel root. Without --sim-dir the platform in the default directory is used
-(created on first use). Hashes are hex; --report-data is exactly 64 bytes (default zeros).")]
+refused under the Intel root. Give sim-collateral the same --sim-dir. Without --sim-dir the
+platform in the default directory is used (created on first use). Hashes are hex; --report-data
+is exactly 64 bytes (default zeros). --mrenclave, --mrsigner, --isv-prod-id and --isv-svn are
+refused with --tee tdx; --mrtd and --rtmr0..--rtmr3 with --tee sgx.")]
     SimQuote(Box<SimQuoteArgs>),
     /// SIMULATION: write the simulated platform's collateral (and its root certificate).
     #[command(after_help = "EXAMPLES:
-    coffer evidence sim-collateral --out sim-collateral.json --root-out sim-root.pem
-    coffer evidence sim-collateral --tee tdx --now 2026-01-01T00:00:00Z --out c.json
+    coffer evidence sim-collateral --sim-dir ./sim --out sim-collateral.json --root-out sim-root.pem
+    coffer evidence sim-collateral --sim-dir ./sim --tee tdx --now 2026-01-01T00:00:00Z \\
+        --out td-collateral.json
 
-The collateral (dcap-qvl JSON shape) is valid around --now (default: the current time). The root
+The collateral (dcap-qvl JSON shape) is valid around --now (default: the current time). Use the
+--sim-dir the quotes came from (without it, the default directory, as for sim-quote). The root
 certificate written with --root-out is what `verify --trust-root` needs to accept simulated quotes.")]
     SimCollateral(SimCollateralArgs),
     /// SIMULATION: create (or show) a persisted simulated platform in a directory.
@@ -84,9 +110,18 @@ certificate written with --root-out is what `verify --trust-root` needs to accep
     coffer evidence sim-platform --dir ./sim --force
     coffer evidence sim-platform --dir ./sim --seed $(openssl rand -hex 32)
 
-Writes DIR/sim-platform.json (mode 0600: it holds the simulated platform's private keys). The
-Coordinator (`--simulation --sim-dir DIR`) and the launcher (COFFER_SIM_DIR=DIR) use the same
-file. An existing platform is kept unless --force.")]
+Writes DIR/sim-platform.json (mode 0600: it holds the simulated platform's private keys). Every
+part of a simulated deployment must use the same file:
+    the Coordinator                 coffer coordinator --simulation --sim-dir DIR
+    clients that attest it          --allow-simulation --sim-dir DIR (or COFFER_SIM_DIR=DIR)
+    the launcher in a workload      COFFER_EVIDENCE=sim and COFFER_SIM_DIR=DIR, the directory
+                                    as the launcher sees it (`coffer run --sim-dir DIR` sets both)
+    simulated quotes, collateral    coffer evidence sim-quote / sim-collateral --sim-dir DIR
+
+An existing platform is kept unless --force, which replaces it (evidence made with the old one no
+longer verifies). --seed on a directory that already has a platform succeeds only if the platform
+is the one that seed makes; a different one is refused, naming the file (add --force to replace
+it).")]
     SimPlatform(SimPlatformArgs),
 }
 
@@ -103,8 +138,10 @@ pub(crate) struct VerifyArgs {
     /// Fetch collateral from this PCS/PCCS v4 base URL.
     #[arg(long, value_name = "URL")]
     pccs_url: Option<String>,
-    /// Read collateral from this offline directory (the --pccs-cache layout); no network.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help = concat!(
+        "Read collateral from this offline directory, no network: ",
+        collateral_dir_layout!()
+    ))]
     collateral_dir: Option<PathBuf>,
     /// Cache directory for --pccs-url [default: $XDG_CACHE_HOME/coffer/pccs or ~/.cache/coffer/pccs].
     #[arg(long, value_name = "DIR", requires = "pccs_url")]
@@ -206,6 +243,45 @@ pub(crate) struct SimQuoteArgs {
     out: PathBuf,
 }
 
+/// Flags of `sim-quote` that only one TEE's quote has: (argument id, flag).
+const SGX_ONLY: [(&str, &str); 4] = [
+    ("mrenclave", "--mrenclave"),
+    ("mrsigner", "--mrsigner"),
+    ("isv_prod_id", "--isv-prod-id"),
+    ("isv_svn", "--isv-svn"),
+];
+const TDX_ONLY: [(&str, &str); 5] = [
+    ("mrtd", "--mrtd"),
+    ("rtmr0", "--rtmr0"),
+    ("rtmr1", "--rtmr1"),
+    ("rtmr2", "--rtmr2"),
+    ("rtmr3", "--rtmr3"),
+];
+
+/// `sim-quote` with a flag of the other TEE (e.g. `--tee tdx --mrenclave …`): the message for
+/// the usage error, naming both flags. clap has no conflict that depends on a value.
+pub(crate) fn sim_quote_conflict(m: &clap::ArgMatches) -> Option<String> {
+    let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let tee = m.get_one::<SimTee>("tee")?;
+    let (foreign, tee_name, own) = match tee {
+        SimTee::Sgx => (
+            &TDX_ONLY[..],
+            "sgx",
+            "an SGX quote takes --mrenclave, --mrsigner, --isv-prod-id, --isv-svn",
+        ),
+        SimTee::Tdx => (
+            &SGX_ONLY[..],
+            "tdx",
+            "a TDX quote takes --mrtd, --rtmr0..--rtmr3",
+        ),
+    };
+    let (_, flag) = foreign.iter().find(|(id, _)| given(id))?;
+    Some(format!(
+        "the argument '{flag}' cannot be used with '--tee {tee_name}': it is a field of the \
+         other TEE's quote ({own})"
+    ))
+}
+
 /// `coffer evidence sim-collateral`.
 #[derive(Debug, Args)]
 pub(crate) struct SimCollateralArgs {
@@ -231,7 +307,8 @@ pub(crate) struct SimPlatformArgs {
     /// Directory to hold `sim-platform.json`.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
-    /// Derive the platform from this 32-byte seed (hex) instead of fresh randomness.
+    /// Derive the platform from this 32-byte seed (hex) instead of fresh randomness. A platform
+    /// already in DIR must be this seed's (else refused) unless --force.
     #[arg(long, value_name = "HEX", value_parser = parse_hex::<32>)]
     seed: Option<[u8; 32]>,
     /// Replace an existing platform.
@@ -273,9 +350,26 @@ fn verify(a: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
     };
 
     let mut source = Map::new();
-    let collateral = if let Some(path) = &a.collateral {
+    // A collateral JSON: --collateral, or the one an offline directory holds for this quote
+    // (the same lookup as the Coordinator's --collateral-dir).
+    let collateral_file = match (&a.collateral, &a.collateral_dir) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(dir)) => {
+            coffer_coordinator::platform::offline_collateral_file(dir, &quote_bytes)
+        }
+        (None, None) => None,
+    };
+    let collateral = if let Some(path) = &collateral_file {
         let bytes = read_limited(path, SMALL_FILE_LIMIT, "collateral")?;
-        source.insert("source".into(), json!("file"));
+        match &a.collateral_dir {
+            Some(dir) if a.collateral.is_none() => {
+                source.insert("source".into(), json!("offline"));
+                source.insert("dir".into(), json!(dir.display().to_string()));
+            }
+            _ => {
+                source.insert("source".into(), json!("file"));
+            }
+        }
         source.insert("file".into(), json!(path.display().to_string()));
         Collateral::from_json(&bytes).map_err(|e| {
             Failure::new(
@@ -312,7 +406,20 @@ fn verify(a: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
             source.insert("dir".into(), json!(dir.display().to_string()));
             coffer_pccs::CollateralSource::offline(dir)
         };
-        let fetched = fetch_source.fetch(&req, now).map_err(unavailable)?;
+        let fetched = fetch_source
+            .fetch(&req, now)
+            .map_err(|e| match &a.collateral_dir {
+                Some(dir) => Failure::new(
+                    "collateral_unavailable",
+                    format!(
+                        "--collateral-dir {} has no {}.json or collateral.json, and {e}",
+                        dir.display(),
+                        hex::encode(req.fmspc)
+                    ),
+                )
+                .into(),
+                None => unavailable(e),
+            })?;
         for w in &fetched.warnings {
             eprintln!("warning: {w}");
         }
@@ -651,6 +758,23 @@ fn sim_collateral(a: SimCollateralArgs, global: Global) -> anyhow::Result<ExitCo
 
 fn sim_platform(a: SimPlatformArgs, global: Global) -> anyhow::Result<ExitCode> {
     let (platform, created) = load_or_create_platform(&a.dir, a.seed, a.force)?;
+    if let (Some(seed), false) = (a.seed, created) {
+        // An existing platform was kept: the seed was not used. Fine when it is the platform
+        // this seed makes (running the same command again); anything else would be ignored.
+        if platform.to_bytes() != SimPlatform::from_seed(seed).to_bytes() {
+            return Err(Failure::new(
+                "exists",
+                format!(
+                    "--seed was not used: {} already holds a simulated platform from another \
+                     seed, and it is kept. Add --force to replace it with the platform of this \
+                     seed (evidence made with the old one no longer verifies), or drop --seed \
+                     to use the existing one",
+                    a.dir.join(SIM_PLATFORM_FILE).display()
+                ),
+            )
+            .into());
+        }
+    }
     let fingerprints: Vec<String> = platform
         .trust_anchors()
         .key_fingerprints()

@@ -19,6 +19,18 @@ use crate::output::{print_json, Failure};
 use crate::Global;
 use serde::Deserialize;
 
+/// `coffer k8s --help`: examples across the subcommands.
+pub(crate) const GROUP_HELP: &str = "EXAMPLES:
+    Install Coffer's objects without Helm:
+        coffer k8s render > coffer.yaml && kubectl apply -n coffer -f coffer.yaml
+
+    A development cluster without SGX (SIMULATION, no protection; see `k8s webhook --help` for
+    what Coffer pods then need):
+        coffer k8s render --set simulation=true > coffer-sim.yaml
+
+    This machine's SGX EPC, as the node agent publishes it:
+        coffer k8s epc";
+
 /// Kubernetes subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum K8sCmd {
@@ -45,12 +57,23 @@ pub(crate) enum K8sCmd {
     Certificate from a cert-manager Secret mounted at /tls:
         coffer k8s webhook --tls-dir /tls --coordinator coffer-coordinator.coffer.svc:4433
 
+    A development cluster on simulated hardware (the chart's simulation=true runs this):
+        coffer k8s webhook --tls-dir /run/coffer-webhook \\
+            --coordinator coffer-coordinator.coffer.svc:4433 --evidence sim
+
 WHAT IT INJECTS (pods with the label coffer.dev/workload=<name>):
     COFFER_COORDINATOR, COFFER_WORKLOAD, COFFER_INSTANCE_ID (the pod UID), COFFER_EVIDENCE;
     SGX: sgx.intel.com/epc (annotation coffer.dev/epc or --default-epc), sgx.intel.com/enclave,
     sgx.intel.com/provision for the container named by sgx.intel.com/quote-provider, or the
     aesmd socket when that annotation is `aesmd`, and the SGX node toleration;
-    TDX/SNP (annotation coffer.dev/tee): runtimeClassName kata-qemu-tdx / kata-qemu-snp.")]
+    TDX/SNP (annotation coffer.dev/tee): runtimeClassName kata-qemu-tdx / kata-qemu-snp.
+
+WHAT THE POD MUST SET ITSELF:
+    COFFER_ROOT_CA (the Coordinator's root CA, mounted) or COFFER_COORDINATOR_MRENCLAVE: the
+    launcher trusts no Coordinator on first use. With --evidence sim also COFFER_SIM_DIR, the
+    directory of a mounted copy of the Coordinator's sim-platform.json (the file its --sim-dir
+    holds; simulated quotes verify only against that platform): the webhook injects no sim
+    directory, and the launcher refuses to start with COFFER_EVIDENCE=sim and no COFFER_SIM_DIR.")]
     Webhook(WebhookArgs),
     /// Run the node agent: publish the EPC capacity and serve the SGX devices to the kubelet.
     #[command(after_help = "EXAMPLES:
@@ -117,7 +140,8 @@ pub(crate) struct WebhookArgs {
     /// EPC limit for SGX containers without coffer.dev/epc or their own limit.
     #[arg(long, default_value = "10Mi")]
     default_epc: String,
-    /// Injected as COFFER_EVIDENCE: auto, gramine, tsm, or sim (SIMULATION, development only).
+    /// Injected as COFFER_EVIDENCE: auto, gramine, tsm, or sim (SIMULATION, development only;
+    /// pods then also need COFFER_SIM_DIR, which is not injected: see below).
     #[arg(long, default_value = "auto")]
     evidence: String,
     /// How long to wait for the certificate files to appear (the Coordinator writes them once

@@ -15,6 +15,16 @@ use serde::Serialize;
 use crate::output::{print_json, Failure};
 use crate::Global;
 
+/// `coffer manifest --help`: examples across the subcommands.
+pub(crate) const GROUP_HELP: &str = "EXAMPLES:
+    Check a manifest and print the hash clients pin:
+        coffer manifest verify manifest.yaml
+        coffer manifest hash manifest.yaml
+
+    Set it on a Coordinator, then read back what is in force (the hash of the output is the same):
+        coffer manifest set manifest.yaml --coordinator 127.0.0.1:4433 --root-ca root-ca.pem
+        coffer manifest get --canonical --coordinator 127.0.0.1:4433 --root-ca root-ca.pem";
+
 /// Subcommands of `coffer manifest`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ManifestCmd {
@@ -49,7 +59,7 @@ JSON and YAML forms of one manifest, or a re-ordered copy, have the same hash. C
     Hash(HashArgs),
     /// Set the first manifest on a Coordinator (once).
     Set(crate::cmd::client::ManifestSetArgs),
-    /// Print the manifest a Coordinator has in force (canonical JSON).
+    /// Print the manifest a Coordinator has in force (indented; --canonical: the hashed bytes).
     Get(crate::cmd::client::ManifestGetArgs),
     /// Replace a Coordinator's manifest (client certificate of a user whose role allows it).
     Update(crate::cmd::client::ManifestUpdateArgs),

@@ -1,5 +1,16 @@
 //! One module per subcommand family; each exposes its clap arguments and a `run` function.
 
+/// What every `--collateral-dir` reads (`coffer evidence verify`, `coffer coordinator` and the
+/// client commands), so their help says the same thing; the lookup is
+/// `coffer_coordinator::platform::offline_collateral_file`, then the `coffer-pccs` offline layout.
+macro_rules! collateral_dir_layout {
+    () => {
+        "DIR/<fmspc>.json (FMSPC in lower-case hex), else DIR/collateral.json (a collateral JSON, \
+         the dcap-qvl shape), else the --pccs-cache layout of `coffer evidence verify` (one file \
+         per item)"
+    };
+}
+
 pub(crate) mod audit;
 pub(crate) mod client;
 pub(crate) mod convert;

@@ -27,6 +27,21 @@ const PAL_LIMIT: u64 = 256 << 20;
 /// SGXS files at least this big get a progress bar on a terminal.
 const PROGRESS_THRESHOLD: u64 = 16 << 20;
 
+/// `coffer sgx --help`: examples across the subcommands.
+pub(crate) const GROUP_HELP: &str = "EXAMPLES:
+    Measure an enclave, sign it with a new key, then check the SIGSTRUCT against the measurement
+    ($M: the MRENCLAVE that `measure` printed):
+        coffer sgx measure --sgxs app.sgxs
+        coffer sgx keygen --out enclave-key.pem
+        coffer sgx sign --key enclave-key.pem --sgxs app.sgxs --isv-prod-id 1 --isv-svn 1 \\
+            --out app.sig
+        coffer sgx verify-sig app.sig --mrenclave $M
+
+    The MRENCLAVE of a Gramine enclave, and what an existing SIGSTRUCT signs:
+        coffer sgx measure --gramine-manifest app.manifest.sgx \\
+            --gramine-dir /usr/lib/x86_64-linux-gnu/gramine
+        coffer sgx inspect app.sig";
+
 /// Subcommands of `coffer sgx`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum SgxCmd {

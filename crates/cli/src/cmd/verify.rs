@@ -71,12 +71,72 @@ pub(crate) struct VerifyArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "bundle")]
     save_bundle: Option<PathBuf>,
     /// Check a bundle written by --save-bundle instead of a live Coordinator (no network).
-    #[arg(long, value_name = "FILE")]
+    /// --expected-mrenclave, --accept-tcb-status, --manifest/--manifest-hash, --root-ca and
+    /// --allow-simulation --sim-dir apply to the bundle; --coordinator, --collateral-dir,
+    /// --root-ca-out, --known-state and --no-remember do not and are refused
+    /// (COFFER_COORDINATOR and COFFER_KNOWN_STATE in the environment are ignored).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["collateral_dir", "root_ca_out", "no_remember"])]
     bundle: Option<PathBuf>,
     /// With --bundle: the time to check it at (Unix seconds or RFC 3339; default: when it was
     /// saved).
     #[arg(long, requires = "bundle", value_parser = crate::cmd::evidence::parse_now)]
     now: Option<i64>,
+}
+
+/// `--bundle` with a flag that only a live check uses and that clap cannot refuse itself,
+/// because the flag also reads an environment variable (a conflict would then fire on the
+/// environment alone): the usage error naming both. Only flags on the command line count.
+pub(crate) fn bundle_conflict(m: &clap::ArgMatches) -> Option<String> {
+    let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    if !given("bundle") {
+        return None;
+    }
+    [
+        (
+            "coordinator",
+            "--coordinator <COORDINATOR>",
+            "the bundle names the Coordinator it was saved from",
+        ),
+        (
+            "known_state",
+            "--known-state <KNOWN_STATE>",
+            "a bundle check neither reads nor updates the known-state file",
+        ),
+    ]
+    .into_iter()
+    .find(|(id, _, _)| given(id))
+    .map(|(_, flag, why)| {
+        format!("the argument '--bundle <FILE>' cannot be used with '{flag}' ({why})")
+    })
+}
+
+/// The root CA given with --root-ca (DER), which the attested one must equal.
+fn read_pinned_root(args: &VerifyArgs) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(path) = &args.connect.root_ca else {
+        return Ok(None);
+    };
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(
+        coffer_coordinator::pki::pem_decode(&pem, "CERTIFICATE").ok_or_else(|| {
+            Failure::new(
+                "config",
+                format!("{} has no PEM CERTIFICATE", path.display()),
+            )
+        })?,
+    ))
+}
+
+/// Refuses an attested root CA that is not the one --root-ca names.
+fn check_root(pinned: Option<&Vec<u8>>, attested: &[u8]) -> Result<(), Failure> {
+    match pinned {
+        Some(root) if root.as_slice() != attested => Err(Failure::new(
+            "untrusted_root",
+            "the attested Coordinator's root CA is not the one given with --root-ca (another \
+             deployment, or a Coordinator that started over with a new state)",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The manifest hash the user expects, from --manifest or --manifest-hash.
@@ -116,21 +176,7 @@ pub(crate) fn verify(args: VerifyArgs, global: Global) -> anyhow::Result<ExitCod
         return verify_bundle(args, global);
     }
     let expected = expected_hash(&args)?;
-    let pinned_root = match &args.connect.root_ca {
-        None => None,
-        Some(path) => {
-            let pem = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Some(
-                coffer_coordinator::pki::pem_decode(&pem, "CERTIFICATE").ok_or_else(|| {
-                    Failure::new(
-                        "config",
-                        format!("{} has no PEM CERTIFICATE", path.display()),
-                    )
-                })?,
-            )
-        }
-    };
+    let pinned_root = read_pinned_root(&args)?;
     let rt = runtime()?;
     let (attested, status, history, manifest) = rt.block_on(async {
         let v = verifier(&args.connect)?;
@@ -172,16 +218,7 @@ pub(crate) fn verify(args: VerifyArgs, global: Global) -> anyhow::Result<ExitCod
         };
         Ok::<_, anyhow::Error>((a, s, history, manifest))
     })?;
-    if let Some(root) = &pinned_root {
-        if root != &attested.root_der {
-            return Err(Failure::new(
-                "untrusted_root",
-                "the attested Coordinator's root CA is not the one given with --root-ca (another \
-                 deployment, or a Coordinator that started over with a new state)",
-            )
-            .into());
-        }
-    }
+    check_root(pinned_root.as_ref(), &attested.root_der)?;
     if let Some(t) = &status.tamper {
         return Err(Failure::new(
             "tampered",
@@ -342,6 +379,7 @@ fn verify_bundle(args: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
         return Err(Failure::new("usage", "--bundle FILE is required here").into());
     };
     let expected = expected_hash(&args)?;
+    let pinned_root = read_pinned_root(&args)?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let bundle = Bundle::parse(&bytes).map_err(|e| Failure::new("bad_request", e.to_string()))?;
     let anchors = if args.connect.allow_simulation {
@@ -364,6 +402,7 @@ fn verify_bundle(args: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
     let checked = bundle
         .check(anchors, &args.connect.expectations(), at)
         .map_err(remote)?;
+    check_root(pinned_root.as_ref(), &checked.attested.root_der)?;
     check_manifest(&expected, checked.manifest_hash.as_deref())?;
     let a = &checked.attested;
     if global.json {
