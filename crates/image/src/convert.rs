@@ -589,8 +589,8 @@ pub(crate) fn convert_with(
     for (i, (layer, (digest, size, comp))) in loaded.layers.iter().zip(&verified).enumerate() {
         // zstd layers are re-encoded as gzip: umoci and older runtimes cannot read zstd.
         if scan.rewrite.contains(&i) || *comp == Compression::Zstd {
-            let (d, s, diff) = rewrite_layer(layer, *comp, &encrypt, &work, &blobs)?;
-            layer_descs.push(descriptor(MediaType::ImageLayerGzip, s, &d)?);
+            let (out, d, s, diff) = rewrite_layer(layer, *comp, &encrypt, &work, &blobs)?;
+            layer_descs.push(descriptor(out.media_type(), s, &d)?);
             diff_ids.push(diff.oci());
         } else {
             let dst = blobs.join(digest.hex());
@@ -1142,7 +1142,7 @@ fn rewrite_layer(
     encrypt: &Globs,
     work: &Path,
     blobs: &Path,
-) -> Result<(Digest, u64, Digest), Error> {
+) -> Result<(Compression, Digest, u64, Digest), Error> {
     let f = fs::File::open(&layer.file).map_err(io_err("opening", &layer.file))?;
     let input: Box<dyn Read> = match comp {
         Compression::None => Box::new(std::io::BufReader::new(f)),
@@ -1156,11 +1156,20 @@ fn rewrite_layer(
     };
     let tmp = work.join("rewrite.tmp");
     let out = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
-    let gz = flate2::GzBuilder::new().mtime(0).write(
-        HashWriter::new(BufWriter::new(out)),
-        flate2::Compression::new(6),
-    );
-    let mut w = HashWriter::new(gz);
+    // An uncompressed layer stays uncompressed: deflating a Debian base layer would cost ten
+    // times the hashing. A compressed one is re-compressed at gzip's fast level.
+    let out_comp = match comp {
+        Compression::None => Compression::None,
+        Compression::Gzip | Compression::Zstd => Compression::Gzip,
+    };
+    let sink = match out_comp {
+        Compression::None => LayerSink::Plain(BufWriter::new(out)),
+        _ => LayerSink::Gzip(Box::new(flate2::GzBuilder::new().mtime(0).write(
+            HashWriter::new(BufWriter::new(out)),
+            flate2::Compression::fast(),
+        ))),
+    };
+    let mut w = HashWriter::new(sink);
     let mut tar = TarReader::new(input, layer.name.clone());
     let mut buf = vec![0u8; 256 * 1024];
     let werr = io_err("writing", &tmp);
@@ -1188,14 +1197,49 @@ fn rewrite_layer(
         write(&mut w, &vec![0u8; tarball::padding(e.size)])?;
     }
     write(&mut w, &[0u8; 1024])?;
-    let (gz, diff, _) = w.finish();
-    let inner = gz.finish().map_err(werr)?;
-    let (mut bw, digest, size) = inner.finish();
-    bw.flush().map_err(io_err("writing", &tmp))?;
-    drop(bw);
+    let (sink, diff, len) = w.finish();
+    let (digest, size) = sink.finish(diff, len).map_err(werr)?;
     let dst = blobs.join(digest.hex());
     fs::rename(&tmp, &dst).map_err(io_err("renaming", &dst))?;
-    Ok((digest, size, diff))
+    Ok((out_comp, digest, size, diff))
+}
+
+/// Where a rewritten layer's tar stream goes: the blob file as it is, or through gzip.
+enum LayerSink {
+    Plain(BufWriter<fs::File>),
+    Gzip(Box<flate2::write::GzEncoder<HashWriter<BufWriter<fs::File>>>>),
+}
+
+impl LayerSink {
+    /// Flushes the blob; returns its digest and size (for a plain tar, those of the stream).
+    fn finish(self, tar_digest: Digest, tar_len: u64) -> std::io::Result<(Digest, u64)> {
+        match self {
+            LayerSink::Plain(mut f) => {
+                f.flush()?;
+                Ok((tar_digest, tar_len))
+            }
+            LayerSink::Gzip(gz) => {
+                let (mut f, digest, size) = gz.finish()?.finish();
+                f.flush()?;
+                Ok((digest, size))
+            }
+        }
+    }
+}
+
+impl Write for LayerSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            LayerSink::Plain(w) => w.write(buf),
+            LayerSink::Gzip(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            LayerSink::Plain(w) => w.flush(),
+            LayerSink::Gzip(w) => w.flush(),
+        }
+    }
 }
 
 enum LayerItem<'a> {
@@ -1239,7 +1283,7 @@ fn write_new_layer(
     let out = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
     let gz = flate2::GzBuilder::new().mtime(0).write(
         HashWriter::new(BufWriter::new(out)),
-        flate2::Compression::new(6),
+        flate2::Compression::fast(),
     );
     let mut b = tar::Builder::new(HashWriter::new(gz));
     let werr = |e| Error::io("writing", &tmp, e);

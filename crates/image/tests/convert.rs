@@ -819,7 +819,7 @@ fn missing_launcher_and_existing_output_are_clear_errors() {
     )
     .unwrap_err();
     assert!(
-        e.to_string().contains("cargo build --bin coffer-launcher"),
+        e.to_string().contains("bash scripts/build-launcher.sh"),
         "{e}"
     );
     let e = convert(

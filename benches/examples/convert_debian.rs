@@ -1,0 +1,208 @@
+//! `coffer convert` on real images built from Debian packages (root filesystem tarballs from
+//! `scripts/build-debian-images.sh`, made into one-layer OCI images as `docker import` does;
+//! a `.tar.gz` becomes a gzip layer, as registries serve them), against `sha256sum` over the
+//! same bytes; prints time, throughput and the process's peak resident memory (entries are
+//! counted for uncompressed tarballs only):
+//!
+//!     bash scripts/build-debian-images.sh --bench
+//!     cargo run --release -p coffer-benches --example convert_debian -- RUNS TARBALL...
+//!
+//! Peak memory is the kernel's high-water mark of this whole process (VmHWM), read before and
+//! after the conversions: everything else the example does streams with a 1 MiB buffer.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use coffer_image::{convert, ConvertOptions, Format, ImageRef, Limits};
+use sha2::Digest;
+
+fn peak_rss_mib() -> f64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+fn sha256_file(path: &Path) -> String {
+    let mut h = sha2::Sha256::new();
+    let mut f = fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex_lower(&h.finalize())
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Writes `dir` as an OCI layout whose one uncompressed layer is `rootfs` (hard-linked when on
+/// the same file system, else copied).
+fn layout(dir: &Path, rootfs: &Path) -> usize {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    // A `.tar.gz` is a gzip layer (as registries serve them): its diff_id is the tar's.
+    let gzip = rootfs.extension().is_some_and(|e| e == "gz");
+    let digest = sha256_file(rootfs);
+    let diff_id = if gzip {
+        let mut child = Command::new("gzip")
+            .arg("-dc")
+            .arg(rootfs)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut h = sha2::Sha256::new();
+        std::io::copy(child.stdout.as_mut().unwrap(), &mut h).unwrap();
+        assert!(child.wait().unwrap().success());
+        hex_lower(&h.finalize())
+    } else {
+        digest.clone()
+    };
+    let layer = blobs.join(&digest);
+    if fs::hard_link(rootfs, &layer).is_err() {
+        fs::copy(rootfs, &layer).unwrap();
+    }
+    let size = fs::metadata(&layer).unwrap().len();
+    let mut entries = 0;
+    if !gzip {
+        for e in tar::Archive::new(fs::File::open(rootfs).unwrap())
+            .entries()
+            .unwrap()
+        {
+            e.unwrap();
+            entries += 1;
+        }
+    }
+    let put = |bytes: &[u8]| {
+        let hex = hex_lower(&sha2::Sha256::digest(bytes));
+        fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let media_type = if gzip {
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    } else {
+        "application/vnd.oci.image.layer.v1.tar"
+    };
+    let config = put(&serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Cmd": ["/bin/sh"] },
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] }
+    }))
+    .unwrap());
+    let manifest = put(&serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0, "size": config.1 },
+        "layers": [{ "mediaType": media_type, "digest": format!("sha256:{digest}"), "size": size }]
+    }))
+    .unwrap());
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({ "schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest.0, "size": manifest.1,
+            "annotations": { "org.opencontainers.image.ref.name": "bench" } }] }))
+        .unwrap(),
+    )
+    .unwrap();
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    entries
+}
+
+fn launcher() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/x86_64-unknown-linux-gnu/release/coffer-launcher");
+    assert!(p.is_file(), "run `bash scripts/build-launcher.sh` first");
+    p
+}
+
+fn best<F: FnMut() -> Duration>(runs: usize, mut f: F) -> Duration {
+    (0..runs).map(|_| f()).min().unwrap()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let runs: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let tarballs: Vec<PathBuf> = args.map(PathBuf::from).collect();
+    assert!(
+        !tarballs.is_empty(),
+        "usage: convert_debian RUNS TARBALL..."
+    );
+    let work = tempfile::Builder::new()
+        .prefix("coffer-convert-debian-")
+        .tempdir_in(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .unwrap();
+    println!("| image | entries | size | `coffer convert` | `sha256sum` | ratio | peak RSS |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, tarball) in tarballs.iter().enumerate() {
+        let src = work.path().join(format!("src-{i}"));
+        let entries = layout(&src, tarball);
+        let bytes = fs::metadata(tarball).unwrap().len();
+        let before = peak_rss_mib();
+        let mut n = 0;
+        let conv = best(runs, || {
+            n += 1;
+            let out = work.path().join(format!("out-{i}-{n}"));
+            let opts = ConvertOptions {
+                source: ImageRef {
+                    format: Format::OciDir,
+                    path: src.clone(),
+                    tag: Some("bench".into()),
+                },
+                target: ImageRef {
+                    format: Format::OciDir,
+                    path: out.clone(),
+                    tag: Some("cc".into()),
+                },
+                launcher: launcher(),
+                trusted: vec![],
+                allowed: vec![],
+                runtime_mounts: vec![],
+                encrypt: vec![],
+                key: None,
+                isv_prod_id: 0,
+                isv_svn: 0,
+                source_date_epoch: None,
+                limits: Limits::default(),
+                sgx: None,
+            };
+            let t = Instant::now();
+            convert(&opts, &|_| {}).unwrap();
+            let d = t.elapsed();
+            fs::remove_dir_all(&out).unwrap();
+            d
+        });
+        let after = peak_rss_mib();
+        let sum = best(runs, || {
+            let t = Instant::now();
+            let st = Command::new("sha256sum")
+                .arg(tarball)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success());
+            t.elapsed()
+        });
+        let mib = bytes as f64 / (1u64 << 20) as f64;
+        println!(
+            "| {} | {entries} | {mib:.0} MiB | {:.2} s ({:.0} MiB/s) | {:.2} s | {:.2}× | {:.0} MiB (before: {:.0}) |",
+            tarball.file_name().unwrap().to_string_lossy(),
+            conv.as_secs_f64(),
+            mib / conv.as_secs_f64(),
+            sum.as_secs_f64(),
+            conv.as_secs_f64() / sum.as_secs_f64(),
+            after,
+            before,
+        );
+    }
+}
