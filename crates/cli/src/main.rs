@@ -137,6 +137,9 @@ where
     let matches = command.try_get_matches_from_mut(args)?;
     let refused = match matches.subcommand() {
         Some(("verify", m)) => cmd::verify::bundle_conflict(m).map(|msg| (vec!["verify"], msg)),
+        Some(("coordinator", m)) => {
+            cmd::coordinator::embedded_store_conflict(m).map(|msg| (vec!["coordinator"], msg))
+        }
         Some(("evidence", m)) => match m.subcommand() {
             Some(("sim-quote", m)) => {
                 cmd::evidence::sim_quote_conflict(m).map(|msg| (vec!["evidence", "sim-quote"], msg))
@@ -363,5 +366,36 @@ mod tests {
                 Err(e) => assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument, "{args:?}"),
             }
         }
+        // etcd-only flags next to the embedded store would be ignored: refused, naming it.
+        for flag in [
+            &["--etcd-prefix", "/x"][..],
+            &["--replica-name", "r0"],
+            &["--join-timeout", "5"],
+            &["--accept-tcb-status", "SWHardeningNeeded"],
+        ] {
+            let mut args = vec!["coordinator", "--data-dir", "d"];
+            args.extend(flag);
+            match parse(&args) {
+                Ok(_) => panic!("{args:?} was accepted"),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{args:?}");
+                    assert!(e.to_string().contains(flag[0]), "{e}");
+                }
+            }
+        }
+        let etcd = [
+            "coordinator",
+            "--data-dir",
+            "d",
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+            "--etcd-prefix",
+            "/x",
+            "--replica-name",
+            "r0",
+        ];
+        assert!(parse(&etcd).is_ok());
     }
 }

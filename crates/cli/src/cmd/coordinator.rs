@@ -136,6 +136,33 @@ pub(crate) struct CoordinatorArgs {
 }
 
 /// Reads the etcd TLS files named on the command line.
+/// Flags that only an etcd store uses, refused when typed on the command line next to the
+/// embedded store (they would be silently ignored); from the environment they are left alone,
+/// as a shared pod spec may set them for every replica.
+pub(crate) fn embedded_store_conflict(m: &clap::ArgMatches) -> Option<String> {
+    use clap::parser::ValueSource;
+    let etcd = m.get_one::<StoreKind>("store") == Some(&StoreKind::Etcd);
+    if etcd {
+        return None;
+    }
+    let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+    [
+        ("etcd_endpoints", "--etcd-endpoints"),
+        ("etcd_prefix", "--etcd-prefix"),
+        ("replica_name", "--replica-name"),
+        ("join_timeout", "--join-timeout"),
+        ("etcd_ca", "--etcd-ca"),
+        ("etcd_cert", "--etcd-cert"),
+        ("etcd_key", "--etcd-key"),
+        ("accept_tcb_status", "--accept-tcb-status"),
+    ]
+    .into_iter()
+    .find(|(id, _)| given(id))
+    .map(|(_, flag)| {
+        format!("'{flag}' is used only with '--store etcd' (the store is embedded); add --store etcd or drop {flag}")
+    })
+}
+
 fn etcd_tls(
     args: &CoordinatorArgs,
 ) -> anyhow::Result<Option<coffer_coordinator::state::etcd::EtcdTls>> {
