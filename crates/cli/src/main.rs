@@ -148,6 +148,18 @@ where
         },
         _ => None,
     };
+    // Every client command but verify: a pinned root CA means no attestation.
+    let refused = refused.or_else(|| {
+        let (mut path, mut leaf) = (Vec::new(), &matches);
+        while let Some((name, m)) = leaf.subcommand() {
+            path.push(name);
+            leaf = m;
+        }
+        if path == ["verify"] {
+            return None;
+        }
+        cmd::client::pinned_root_conflict(leaf).map(|msg| (path, msg))
+    });
     if let Some((path, message)) = refused {
         let mut sub = &mut command;
         for name in path {
@@ -383,6 +395,33 @@ mod tests {
                 }
             }
         }
+        // With a pinned root CA nothing is attested: attestation flags would be ignored.
+        let pinned = ["status", "--root-ca", "ca.pem"];
+        let mrenclave = "ab".repeat(32);
+        for flag in [
+            &["--expected-mrenclave", mrenclave.as_str()][..],
+            &["--allow-simulation", "--sim-dir", "sim"],
+            &["--accept-tcb-status", "SWHardeningNeeded"],
+        ] {
+            let mut args = pinned.to_vec();
+            args.extend(flag);
+            match parse(&args) {
+                Ok(_) => panic!("{args:?} was accepted"),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{args:?}");
+                    assert!(e.to_string().contains(flag[0]), "{e}");
+                }
+            }
+        }
+        assert!(parse(&pinned).is_ok());
+        let verify = [
+            "verify",
+            "--root-ca",
+            "ca.pem",
+            "--expected-mrenclave",
+            &mrenclave,
+        ];
+        assert!(parse(&verify).is_ok());
         let etcd = [
             "coordinator",
             "--data-dir",

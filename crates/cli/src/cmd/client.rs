@@ -51,6 +51,31 @@ pub(crate) struct ConnectArgs {
     pub(crate) accept_tcb_status: Vec<String>,
 }
 
+/// Attestation flags that a pinned root CA would make ignored: every client command but
+/// `verify` trusts `--root-ca` (or COFFER_ROOT_CA) instead of attesting. Refused when typed on
+/// the command line, so nobody believes an MRENCLAVE was checked that was not.
+pub(crate) fn pinned_root_conflict(m: &clap::ArgMatches) -> Option<String> {
+    use clap::parser::ValueSource;
+    let defined = |id: &str| m.try_contains_id(id).is_ok();
+    if !defined("root_ca") || m.value_source("root_ca").is_none() {
+        return None;
+    }
+    [
+        ("expected_mrenclave", "--expected-mrenclave"),
+        ("accept_tcb_status", "--accept-tcb-status"),
+        ("allow_simulation", "--allow-simulation"),
+        ("collateral_dir", "--collateral-dir"),
+    ]
+    .into_iter()
+    .find(|(id, _)| defined(id) && m.value_source(id) == Some(ValueSource::CommandLine))
+    .map(|(_, flag)| {
+        format!(
+            "'--root-ca' (or COFFER_ROOT_CA) trusts that root without attesting, so '{flag}' \
+             would not be checked; drop --root-ca to attest, or check with `coffer verify` first"
+        )
+    })
+}
+
 /// A TCB status a client may accept: Intel's spelling, never `Revoked`.
 pub(crate) fn parse_tcb_status(s: &str) -> Result<String, String> {
     let status: coffer_evidence::TcbStatus = s.parse()?;
