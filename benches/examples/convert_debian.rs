@@ -16,8 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use coffer_image::{convert, ConvertOptions, Format, ImageRef, Limits};
+use coffer_image::convert;
 use sha2::Digest;
+
+#[allow(dead_code)] // the synthetic input's generator is the other examples'
+#[path = "../benches/common/convert_input.rs"]
+mod convert_input;
 
 fn peak_rss_mib() -> f64 {
     let status = fs::read_to_string("/proc/self/status").unwrap();
@@ -153,29 +157,7 @@ fn main() {
         let conv = best(runs, || {
             n += 1;
             let out = work.path().join(format!("out-{i}-{n}"));
-            let opts = ConvertOptions {
-                source: ImageRef {
-                    format: Format::OciDir,
-                    path: src.clone(),
-                    tag: Some("bench".into()),
-                },
-                target: ImageRef {
-                    format: Format::OciDir,
-                    path: out.clone(),
-                    tag: Some("cc".into()),
-                },
-                launcher: launcher(),
-                trusted: vec![],
-                allowed: vec![],
-                runtime_mounts: vec![],
-                encrypt: vec![],
-                key: None,
-                isv_prod_id: 0,
-                isv_svn: 0,
-                source_date_epoch: None,
-                limits: Limits::default(),
-                sgx: None,
-            };
+            let opts = convert_input::options(&src, &out, &launcher());
             let t = Instant::now();
             convert(&opts, &|_| {}).unwrap();
             let d = t.elapsed();

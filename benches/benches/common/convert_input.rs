@@ -1,5 +1,6 @@
 //! The input of the conversion benchmarks, shared by the criterion bench
-//! (`benches/convert.rs`) and the one-shot timing (`examples/convert_timing.rs`): 256 files of
+//! (`benches/convert.rs`) and the one-shot timing (`examples/convert_timing.rs`; the real-image
+//! benchmark `examples/convert_debian.rs` uses only [`options`]): 256 files of
 //! 4 MiB of pseudo-random bytes and 4096 files of 4 KiB (1.016 GiB), in one uncompressed layer of
 //! an OCI layout generated in a temporary directory (never committed).
 
@@ -150,9 +151,10 @@ pub(crate) fn gzip(src: &Path, dst: &Path) {
     assert!(st.success());
 }
 
-pub(crate) fn convert_once(input: &Input, src: &Path, n: u64) -> Duration {
-    let out = input.work.join(format!("out-{n}"));
-    let opts = ConvertOptions {
+/// Options of a plain conversion (no encryption, all files trusted) from the OCI layout `src`
+/// (tag `bench`) to `out` (tag `cc`).
+pub(crate) fn options(src: &Path, out: &Path, launcher: &Path) -> ConvertOptions {
+    ConvertOptions {
         source: ImageRef {
             format: Format::OciDir,
             path: src.to_path_buf(),
@@ -160,10 +162,10 @@ pub(crate) fn convert_once(input: &Input, src: &Path, n: u64) -> Duration {
         },
         target: ImageRef {
             format: Format::OciDir,
-            path: out.clone(),
+            path: out.to_path_buf(),
             tag: Some("cc".into()),
         },
-        launcher: input.launcher.clone(),
+        launcher: launcher.to_path_buf(),
         trusted: vec![],
         allowed: vec![],
         runtime_mounts: vec![],
@@ -174,7 +176,12 @@ pub(crate) fn convert_once(input: &Input, src: &Path, n: u64) -> Duration {
         source_date_epoch: None,
         limits: Limits::default(),
         sgx: None,
-    };
+    }
+}
+
+pub(crate) fn convert_once(input: &Input, src: &Path, n: u64) -> Duration {
+    let out = input.work.join(format!("out-{n}"));
+    let opts = options(src, &out, &input.launcher);
     let t = Instant::now();
     let r = convert(&opts, &|_| {}).unwrap();
     let d = t.elapsed();

@@ -230,6 +230,22 @@ mod tests {
         super::parse(std::iter::once("coffer").chain(args.iter().copied()))
     }
 
+    /// `args` is a usage error (exit status 2) that names `flag`.
+    fn assert_conflict(args: &[&str], flag: &str) {
+        match parse(args) {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(e) => {
+                assert_eq!(
+                    e.kind(),
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "{args:?}"
+                );
+                assert_eq!(e.exit_code(), 2);
+                assert!(e.to_string().contains(flag), "{e}");
+            }
+        }
+    }
+
     /// Flag combinations that would otherwise be silently ignored are usage errors (exit
     /// status 2) naming both flags; what does apply stays accepted.
     #[test]
@@ -387,13 +403,7 @@ mod tests {
         ] {
             let mut args = vec!["coordinator", "--data-dir", "d"];
             args.extend(flag);
-            match parse(&args) {
-                Ok(_) => panic!("{args:?} was accepted"),
-                Err(e) => {
-                    assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{args:?}");
-                    assert!(e.to_string().contains(flag[0]), "{e}");
-                }
-            }
+            assert_conflict(&args, flag[0]);
         }
         // With a pinned root CA nothing is attested: attestation flags would be ignored.
         let pinned = ["status", "--root-ca", "ca.pem"];
@@ -405,13 +415,7 @@ mod tests {
         ] {
             let mut args = pinned.to_vec();
             args.extend(flag);
-            match parse(&args) {
-                Ok(_) => panic!("{args:?} was accepted"),
-                Err(e) => {
-                    assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{args:?}");
-                    assert!(e.to_string().contains(flag[0]), "{e}");
-                }
-            }
+            assert_conflict(&args, flag[0]);
         }
         assert!(parse(&pinned).is_ok());
         let verify = [

@@ -107,10 +107,16 @@ fn converted(tmp: &Path) -> PathBuf {
     let src = tmp.join("src");
     source_image(&src);
     let out = tmp.join("out");
+    convert(&src, &format!("oci:{}", out.display()));
+    out
+}
+
+/// `coffer convert oci:SRC TARGET` with the test's launcher.
+fn convert(src: &Path, target: &str) {
     let st = coffer()
         .arg("convert")
         .arg(format!("oci:{}", src.display()))
-        .arg(format!("oci:{}", out.display()))
+        .arg(target)
         .arg("--launcher")
         .arg(launcher())
         .output()
@@ -120,7 +126,6 @@ fn converted(tmp: &Path) -> PathBuf {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
-    out
 }
 
 #[test]
@@ -383,19 +388,7 @@ fn archives_run_in_every_form_convert_writes_and_a_modified_one_is_refused() {
     source_image(&src);
     for form in ["oci-archive", "docker-archive"] {
         let archive = tmp.path().join(format!("{form}.tar"));
-        let st = coffer()
-            .arg("convert")
-            .arg(format!("oci:{}", src.display()))
-            .arg(format!("{form}:{}:app:cc", archive.display()))
-            .arg("--launcher")
-            .arg(launcher())
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        convert(&src, &format!("{form}:{}:app:cc", archive.display()));
         for reference in [
             format!("{form}:{}", archive.display()),
             archive.display().to_string(),
