@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 
@@ -163,9 +163,28 @@ pub(crate) fn unpack_image(
         .with_context(|| format!("reading image {image}"))?;
     let rootfs = work.join("rootfs");
     fs::create_dir_all(&rootfs)?;
+    // Each blob is read twice (checked, then unpacked): the bar counts both passes.
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let total: u64 = (loaded.layers.iter())
+            .filter_map(|l| fs::metadata(&l.file).ok())
+            .map(|m| 2 * m.len())
+            .sum();
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "unpacking [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
     for layer in &loaded.layers {
-        verify_layer(layer)?;
-        apply_layer(&layer.file, &rootfs).with_context(|| format!("unpacking {}", layer.name))?;
+        verify_layer(layer, bar.as_ref())?;
+        apply_layer(&layer.file, &rootfs, bar.as_ref())
+            .with_context(|| format!("unpacking {}", layer.name))?;
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     // The unpacked rootfs is all that is needed from here on.
     let _ = fs::remove_dir_all(&scratch);
@@ -182,9 +201,8 @@ pub(crate) fn unpack_image(
 
 /// Checks a layer blob against the digest its manifest names or, where the source names none
 /// (a `docker save` archive), its uncompressed content against the config's diff_id.
-fn verify_layer(layer: &Layer) -> anyhow::Result<()> {
-    let open =
-        || fs::File::open(&layer.file).with_context(|| format!("opening {}", layer.file.display()));
+fn verify_layer(layer: &Layer, bar: Option<&indicatif::ProgressBar>) -> anyhow::Result<()> {
+    let open = || open_blob(&layer.file, bar);
     let (found, expected) = match &layer.digest {
         Some(d) => {
             let mut hash = Sha256::new();
@@ -208,8 +226,17 @@ fn verify_layer(layer: &Layer) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A blob for reading, counted on the progress bar if there is one.
+fn open_blob(path: &Path, bar: Option<&indicatif::ProgressBar>) -> anyhow::Result<Box<dyn Read>> {
+    let f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(match bar {
+        Some(b) => Box::new(b.wrap_read(f)),
+        None => Box::new(f),
+    })
+}
+
 /// The uncompressed tar stream of a layer blob (plain, gzip or zstd, told apart by magic bytes).
-fn decompressed(mut f: fs::File) -> anyhow::Result<Box<dyn Read>> {
+fn decompressed(mut f: Box<dyn Read>) -> anyhow::Result<Box<dyn Read>> {
     let mut magic = [0u8; 4];
     let n = f.read(&mut magic)?;
     let head = magic.get(..n).unwrap_or(&[]).to_vec();
@@ -223,9 +250,12 @@ fn decompressed(mut f: fs::File) -> anyhow::Result<Box<dyn Read>> {
 
 /// Applies one (verified) layer with OCI whiteouts, refusing entries that would land outside
 /// `rootfs`.
-fn apply_layer(blob: &Path, rootfs: &Path) -> anyhow::Result<()> {
-    let reader =
-        decompressed(fs::File::open(blob).with_context(|| format!("opening {}", blob.display()))?)?;
+fn apply_layer(
+    blob: &Path,
+    rootfs: &Path,
+    bar: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<()> {
+    let reader = decompressed(open_blob(blob, bar)?)?;
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
@@ -1019,7 +1049,7 @@ mod tests {
         let blob = layer_blob(t.path(), &debian_like_layer());
         let rootfs = t.path().join("rootfs");
         fs::create_dir(&rootfs).unwrap();
-        apply_layer(&blob, &rootfs).unwrap();
+        apply_layer(&blob, &rootfs, None).unwrap();
 
         let meta = |p: &str| fs::symlink_metadata(rootfs.join(p)).unwrap();
         let mode = |p: &str| meta(p).permissions().mode() & 0o7777;
@@ -1064,7 +1094,7 @@ mod tests {
         let blob = layer_blob(t.path(), &tar_bytes);
         let rootfs = t.path().join("rootfs");
         fs::create_dir(&rootfs).unwrap();
-        let e = apply_layer(&blob, &rootfs).unwrap_err();
+        let e = apply_layer(&blob, &rootfs, None).unwrap_err();
         assert!(
             e.to_string().contains("leaves the root filesystem"),
             "{e:#}"
