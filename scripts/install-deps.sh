@@ -10,8 +10,10 @@
 #   etcd-server  a real etcd the HA Coordinator tests start as a 3-member cluster on 127.0.0.1
 #   mmdebstrap  builds the Debian-package images the real-image tests run
 #               (scripts/build-debian-images.sh)
+#   docker-registry apache2-utils  a real registry (CNCF distribution) and `htpasswd` for its
+#               users, which the docker:// tests start on 127.0.0.1
 set -euo pipefail
-packages=(runc skopeo umoci busybox-static protobuf-compiler libprotobuf-dev libssl-dev pkg-config etcd-server mmdebstrap)
+packages=(runc skopeo umoci busybox-static protobuf-compiler libprotobuf-dev libssl-dev pkg-config etcd-server mmdebstrap docker-registry apache2-utils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -30,6 +30,14 @@ pub(crate) enum TeeArg {
     Convert an OCI layout (e.g. from `skopeo copy docker://alpine oci:alpine:latest`):
         coffer convert oci:alpine:latest oci:alpine-cc:latest
 
+    Straight from a registry to a registry (credentials from --creds or the auth file, as
+    `skopeo login` / `docker login` write it; blobs the registry has are not sent again):
+        coffer convert docker://registry.example/app:1 docker://registry.example/app-cc:1
+
+    A local registry without TLS, or one with a private CA:
+        coffer convert docker://127.0.0.1:5000/app:1 oci:app-cc --tls-verify=false
+        coffer convert docker://reg.lan/app:1 docker://reg.lan/app-cc:1 --cert-dir /etc/reg-ca
+
     Store config files encrypted; the key goes to a file for the manifest secret `image_key`:
         coffer convert oci:app:1 oci-archive:app-cc.tar:1 --encrypt '/app/conf/**' --key-out app.key
 
@@ -63,13 +71,16 @@ SGX (--tee sgx):
 ENVIRONMENT:
     SOURCE_DATE_EPOCH    timestamp (seconds) for everything written (default 0)")]
 pub(crate) struct ConvertArgs {
-    /// The image to convert: oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:TAG]
-    /// (gzip, zstd or uncompressed layers).
+    /// The image to convert: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG]
+    /// or docker://REGISTRY/NAME[:TAG|@DIGEST] (gzip, zstd or uncompressed layers).
     source: String,
 
     /// Where to write the result: oci:DIR[:TAG], oci-archive:FILE[:TAG] or
-    /// docker-archive:FILE[:TAG]. Must not exist.
+    /// docker-archive:FILE[:TAG] (must not exist), or docker://REGISTRY/NAME[:TAG] (pushed).
     target: String,
+
+    #[command(flatten)]
+    registry: crate::cmd::registry::RegistryArgs,
 
     /// The static launcher binary (default: what `scripts/build-launcher.sh` builds, found
     /// beside this `coffer` in target/, else `coffer-launcher` next to it).
@@ -196,8 +207,35 @@ fn write_key_file(path: &Path, key: &Key) -> anyhow::Result<()> {
 
 /// Runs `coffer convert`.
 pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode> {
-    let source: ImageRef = args.source.parse().map_err(fail)?;
-    let target: ImageRef = args.target.parse().map_err(fail)?;
+    use crate::cmd::registry::{self, DOCKER};
+    // Registry images go through a local layout: pulled before, pushed after conversion.
+    let scratch = tempfile::Builder::new()
+        .prefix("coffer-convert-")
+        .tempdir()?;
+    let mut pulled = None;
+    let source: ImageRef = if args.source.starts_with(DOCKER) {
+        let dir = scratch.path().join("pulled");
+        let p = registry::pull(&args.source, &dir, &args.registry, global.json)?;
+        let tag = p.tag.clone();
+        pulled = Some(p);
+        ImageRef {
+            format: coffer_image::Format::OciDir,
+            path: dir,
+            tag: Some(tag),
+        }
+    } else {
+        args.source.parse().map_err(fail)?
+    };
+    const PUSH_TAG: &str = "coffer";
+    let push_to = args.target.starts_with(DOCKER).then(|| args.target.clone());
+    let target: ImageRef = match &push_to {
+        Some(_) => ImageRef {
+            format: coffer_image::Format::OciDir,
+            path: scratch.path().join("converted"),
+            tag: Some(PUSH_TAG.into()),
+        },
+        None => args.target.parse().map_err(fail)?,
+    };
     let gramine = if args.tee == TeeArg::Sgx {
         Some(gramine_options(&args)?)
     } else {
@@ -308,7 +346,7 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let report = match result {
+    let mut report = match result {
         Ok(r) => r,
         Err(e) => {
             if let Some(p) = created_key_file {
@@ -317,6 +355,34 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
             return Err(fail(e));
         }
     };
+    let mut pushed = None;
+    if let Some(dest) = &push_to {
+        match registry::push(&report.output, PUSH_TAG, dest, &args.registry, global.json) {
+            Ok(p) => {
+                report.reference = format!("{DOCKER}{}", p.reference);
+                report.output = PathBuf::from(&p.reference);
+                pushed = Some(p);
+            }
+            Err(e) => {
+                if let Some(p) = created_key_file {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e);
+            }
+        }
+    }
+    if let Some(p) = &pushed {
+        if !global.json {
+            eprintln!(
+                "pushed {} ({}): {} blobs uploaded ({} MiB), {} already in the registry",
+                p.reference,
+                p.manifest_digest,
+                p.uploaded,
+                p.bytes >> 20,
+                p.skipped
+            );
+        }
+    }
 
     let m = report.image_measurement.to_string();
     if let Some(sgx) = &report.sgx {
@@ -339,7 +405,7 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
         }
     });
     if global.json {
-        print_json(&serde_json::json!({
+        let mut v = serde_json::json!({
             "output": report.output,
             "reference": report.reference,
             "image_measurement": m,
@@ -356,7 +422,26 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
             "key_file": args.key_out.as_ref().or(args.key.as_ref()),
             "packages": package,
             "image_key_manifest": key_file_fragment(args.key_out.as_ref().or(args.key.as_ref()), &args.package_name),
-        }))?;
+        });
+        if let Some(p) = &pulled {
+            v["pulled"] = serde_json::json!({
+                "reference": p.reference,
+                "manifest_digest": p.manifest_digest,
+                "blobs": p.blobs,
+                "downloaded_bytes": p.downloaded,
+                "cached_bytes": p.cached,
+            });
+        }
+        if let Some(p) = &pushed {
+            v["pushed"] = serde_json::json!({
+                "reference": p.reference,
+                "manifest_digest": p.manifest_digest,
+                "uploaded_blobs": p.uploaded,
+                "skipped_blobs": p.skipped,
+                "uploaded_bytes": p.bytes,
+            });
+        }
+        print_json(&v)?;
     } else {
         println!("converted image written to {}", report.reference);
         println!("  manifest digest     {}", report.manifest_digest.oci());

@@ -40,6 +40,9 @@ use crate::Global;
     docker-archive:, each with an optional :TAG):
         coffer run docker-archive:web-confidential.tar:web:cc --coordinator 127.0.0.1:4433 ...
 
+    Straight from a registry (pulled through the shared blob cache):
+        coffer run docker://registry.example/app-cc:1 --coordinator 10.0.0.5:4433 ...
+
     Replace the image's Cmd, as `docker run IMAGE ARGS` does:
         coffer run ./web-confidential ... -- httpd -f -p 9090
 
@@ -66,7 +69,7 @@ EXIT STATUS:
     itself fails (image modified or unreadable, bad flags).")]
 pub(crate) struct RunArgs {
     /// The converted image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG],
-    /// or a bare layout directory or archive path.
+    /// docker://REGISTRY/NAME[:TAG|@DIGEST] (pulled), or a bare layout directory or archive.
     pub(crate) image: String,
     /// Coordinator address (`host:port`), passed to the launcher as COFFER_COORDINATOR.
     #[arg(long)]
@@ -105,6 +108,8 @@ pub(crate) struct RunArgs {
     /// Keep the unpacked image and bundle directory afterwards (its path is printed).
     #[arg(long)]
     pub(crate) keep: bool,
+    #[command(flatten)]
+    pub(crate) registry: crate::cmd::registry::RegistryArgs,
     /// Arguments replacing the image's Cmd.
     #[arg(last = true)]
     pub(crate) args: Vec<String>,
@@ -938,9 +943,22 @@ pub(crate) fn run(args: RunArgs, global: Global) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let image = image_ref(&args.image).map_err(|e| Failure::new("usage", format!("{e:#}")))?;
+    // A registry image is pulled into a layout first (its blobs stay in the shared cache).
+    let pulled = tempfile::Builder::new().prefix("coffer-pull-").tempdir()?;
+    let image = if args.image.starts_with(crate::cmd::registry::DOCKER) {
+        let dir = pulled.path().join("image");
+        let r = crate::cmd::registry::pull(&args.image, &dir, &args.registry, global.json)?;
+        ImageRef {
+            format: Format::OciDir,
+            path: dir,
+            tag: Some(r.tag),
+        }
+    } else {
+        image_ref(&args.image).map_err(|e| Failure::new("usage", format!("{e:#}")))?
+    };
     let prepared =
         prepare(&image, &opts, args.keep).map_err(|e| Failure::new("image", format!("{e:#}")))?;
+    drop(pulled);
     if args.keep {
         eprintln!(
             "coffer run: keeping the unpacked image and bundle in {}",

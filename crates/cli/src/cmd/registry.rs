@@ -1,0 +1,150 @@
+//! `docker://REF` for `coffer convert` and `coffer run`: the registry flags (as skopeo has
+//! them) and blocking wrappers around `coffer_registry` with a progress bar on a terminal.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use coffer_registry::{Options, Progress, ProgressFn, PullReport, PushReport};
+
+use crate::output::Failure;
+
+/// The transport prefix of registry references.
+pub(crate) const DOCKER: &str = "docker://";
+
+/// How to reach `docker://` registries.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct RegistryArgs {
+    /// Registry credentials for docker:// references (default: the auth file's entry for the
+    /// registry, else anonymous).
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "COFFER_REGISTRY_CREDS",
+        hide_env_values = true
+    )]
+    creds: Option<String>,
+    /// Require HTTPS and verified certificates for docker:// registries; --tls-verify=false
+    /// also allows unverified HTTPS and plain HTTP.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    tls_verify: bool,
+    /// Directory of extra CA certificates (`*.crt`, PEM) trusted for docker:// registries.
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    /// Auth file with registry credentials (default: $REGISTRY_AUTH_FILE, else
+    /// $XDG_RUNTIME_DIR/containers/auth.json, else ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+    /// Blob cache shared between pulls and pushes (default: ~/.cache/coffer/blobs).
+    #[arg(long, value_name = "DIR", env = "COFFER_BLOB_CACHE")]
+    blob_cache: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> Options {
+        let mut o = Options::new(
+            self.blob_cache
+                .clone()
+                .unwrap_or_else(coffer_registry::default_cache_dir),
+        );
+        o.tls_verify = self.tls_verify;
+        o.cert_dir = self.cert_dir.clone();
+        o.creds = self.creds.clone();
+        o.auth_file = self.authfile.clone();
+        o
+    }
+}
+
+fn fail(e: coffer_registry::Error) -> anyhow::Error {
+    anyhow::Error::new(Failure::new(e.kind(), e.to_string()))
+}
+
+/// A byte progress bar on a terminal (never with --json), fed by transfers.
+fn progress_bar(label: &'static str, json: bool) -> (Option<indicatif::ProgressBar>, ProgressFn) {
+    if json || !std::io::stderr().is_terminal() {
+        return (None, Arc::new(|_| {}));
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:8} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(label);
+    let b = bar.clone();
+    let f: ProgressFn = Arc::new(move |p| match p {
+        Progress::Start(total) => b.set_length(total),
+        Progress::Advance(n) => b.inc(n),
+    });
+    (Some(bar), f)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Pulls `reference` into a new OCI layout at `dest`.
+pub(crate) fn pull(
+    reference: &str,
+    dest: &Path,
+    args: &RegistryArgs,
+    json: bool,
+) -> anyhow::Result<PullReport> {
+    let (bar, progress) = progress_bar("pulling", json);
+    let r = runtime()?.block_on(coffer_registry::pull(
+        reference,
+        dest,
+        &args.options(),
+        &progress,
+    ));
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let r = r.map_err(fail)?;
+    if !json {
+        eprintln!(
+            "pulled {} ({}): {} blobs, {} MiB downloaded, {} MiB from the cache",
+            r.reference,
+            r.manifest_digest,
+            r.blobs,
+            r.downloaded >> 20,
+            r.cached >> 20
+        );
+    }
+    Ok(r)
+}
+
+/// Pushes the image tagged `tag` of the OCI layout at `src` to `reference`.
+pub(crate) fn push(
+    src: &Path,
+    tag: &str,
+    reference: &str,
+    args: &RegistryArgs,
+    json: bool,
+) -> anyhow::Result<PushReport> {
+    let (bar, progress) = progress_bar("pushing", json);
+    let r = runtime()?.block_on(coffer_registry::push(
+        src,
+        Some(tag),
+        reference,
+        &args.options(),
+        &progress,
+    ));
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    r.map_err(fail)
+}
