@@ -943,6 +943,9 @@ pub(crate) fn run(args: RunArgs, global: Global) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    // Watch for SIGTERM/SIGINT/SIGHUP from the start: a stop request, even during the pull or
+    // the unpacking, must never leave the container, runc or the unpacked image behind.
+    let stop_requests = watch_stop_signals()?;
     // A registry image is pulled into a layout first (its blobs stay in the shared cache).
     let pulled = tempfile::Builder::new().prefix("coffer-pull-").tempdir()?;
     let image = if args.image.starts_with(crate::cmd::registry::DOCKER) {
@@ -974,9 +977,14 @@ pub(crate) fn run(args: RunArgs, global: Global) -> anyhow::Result<ExitCode> {
     if !args.no_runtime && runc.is_none() {
         eprintln!("coffer run: warning: runc is not installed (bash scripts/install-deps.sh); running the launcher as a local process instead");
     }
-    // Watch for SIGTERM/SIGINT/SIGHUP before starting: a stop request must never leave the
-    // container, runc or the unpacked image behind.
-    let stop_requests = watch_stop_signals()?;
+    if let Ok(sig) = stop_requests.try_recv() {
+        eprintln!(
+            "coffer run: stopped (signal {}) before the container started",
+            sig.as_raw()
+        );
+        drop(prepared);
+        return Ok(ExitCode::from(128 + sig.as_raw() as u8));
+    }
     let mut child = match &runc {
         Some(r) => prepared.spawn_runc(r, StdioMode::Inherit)?,
         None => prepared.spawn_local(StdioMode::Inherit)?,
