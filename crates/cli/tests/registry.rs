@@ -166,14 +166,27 @@ fn json(out: &Output) -> serde_json::Value {
 /// `coffer --json convert SRC DST` with the test's launcher, a given blob cache and `extra`.
 fn convert(src: &str, dst: &str, cache: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(COFFER);
-    c.env("COFFER_LOG", "error")
-        .env("HOME", cache) // no user auth file is read
-        .args(["--json", "convert", src, dst, "--launcher"])
+    isolated(&mut c, cache);
+    c.args(["--json", "convert", src, dst, "--launcher"])
         .arg(launcher())
         .arg("--blob-cache")
         .arg(cache)
         .args(extra);
     c
+}
+
+/// No auth file of the developer's is read: HOME points into the test, the other variables
+/// that name one are removed.
+fn isolated(c: &mut Command, home: &Path) {
+    c.env("COFFER_LOG", "error").env("HOME", home);
+    for v in [
+        "REGISTRY_AUTH_FILE",
+        "XDG_RUNTIME_DIR",
+        "DOCKER_CONFIG",
+        "COFFER_REGISTRY_CREDS",
+    ] {
+        c.env_remove(v);
+    }
 }
 
 #[test]
@@ -269,8 +282,9 @@ fn plain_http_registry_pull_convert_push_read_back_and_run() {
     assert_eq!(v["image_measurement"], measurement.as_str());
 
     // coffer run pulls it: the launcher starts and asks for its Coordinator.
-    let out = run(Command::new(COFFER)
-        .env("COFFER_LOG", "error")
+    let mut c = Command::new(COFFER);
+    isolated(&mut c, &cache);
+    let out = run(c
         .args(["run", &format!("docker://{a}/busybox-cc:1"), "--no-runtime"])
         .args(insecure)
         .arg("--blob-cache")
@@ -321,7 +335,22 @@ fn plain_http_registry_pull_convert_push_read_back_and_run() {
     ));
     let v = json(&out);
     assert_eq!(v["error"]["kind"], "digest_mismatch", "{v}");
-    assert!(!t.path().join("y").exists());
+    // Refused by the pull itself (not later by the conversion), and nothing was cached.
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the registry served modified content"),
+        "{v}"
+    );
+    let cached: Vec<_> = fs::read_dir(t.path().join("fresh-cache/sha256"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            fs::metadata(e.path())
+                .map(|m| m.len() > 64 << 10)
+                .unwrap_or(false)
+        })
+        .collect();
+    assert!(cached.is_empty(), "{cached:?}");
 }
 
 #[test]
@@ -417,6 +446,17 @@ fn https_registry_with_a_private_ca_and_htpasswd_users() {
     assert_eq!(v["error"]["kind"], "registry_auth", "{v}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("wrong-pw"));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("wrong-pw"));
+
+    // --creds with two different registries would hand the password to both: refused.
+    let out = run(&mut convert(
+        &from,
+        "docker://other.example/team/x:1",
+        &t.path().join("cache5"),
+        &["--creds", "alice:s3cret-pw"],
+    ));
+    let v = json(&out);
+    assert_eq!(v["error"]["kind"], "usage", "{v}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret-pw"));
 
     // The CA not trusted: refused with the TLS reason and what to pass.
     let out = run(&mut convert(

@@ -64,7 +64,9 @@ fn from_auth_file(bytes: &[u8], file: &Path, registry: &str) -> Result<RegistryA
         return Ok(RegistryAuth::Anonymous);
     };
     // Keys are host[:port], sometimes with a scheme or Docker Hub's legacy URL.
-    let docker_hub = registry == "docker.io" || registry == "index.docker.io";
+    // Docker Hub goes by several names in auth files.
+    let hub = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+    let docker_hub = hub.contains(&registry);
     let entry = auths.iter().find_map(|(key, entry)| {
         let host = key
             .trim_start_matches("https://")
@@ -72,7 +74,7 @@ fn from_auth_file(bytes: &[u8], file: &Path, registry: &str) -> Result<RegistryA
             .split('/')
             .next()
             .unwrap_or_default();
-        let matches = host == registry || (docker_hub && host == "index.docker.io");
+        let matches = host == registry || (docker_hub && hub.contains(&host));
         matches.then_some(entry)
     });
     let Some(entry) = entry else {
@@ -116,6 +118,12 @@ mod tests {
         }
         assert!(matches!(
             auth(&file, "docker.io").unwrap(),
+            RegistryAuth::Basic(..)
+        ));
+        // podman and skopeo write Docker Hub as "docker.io"; the client says index.docker.io.
+        let podman = format!(r#"{{"auths": {{"docker.io": {{"auth": "{b64}"}}}}}}"#);
+        assert!(matches!(
+            auth(&podman, "index.docker.io").unwrap(),
             RegistryAuth::Basic(..)
         ));
         assert!(matches!(

@@ -97,6 +97,10 @@ pub(crate) fn write(
     fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
     for b in blobs {
         let (from, to) = (cache.join(b.hex()?), dir.join(b.hex()?));
+        // A manifest may name a blob twice; copying onto the link would empty both.
+        if to.exists() {
+            continue;
+        }
         if fs::hard_link(&from, &to).is_err() {
             fs::copy(&from, &to).map_err(Error::io("copying", &from))?;
         }
@@ -191,6 +195,32 @@ mod tests {
             "layers": [{"digest": "sha256:../x", "size": 1}]
         });
         assert!(manifest_blobs(&m).is_err());
+    }
+
+    #[test]
+    fn a_blob_named_twice_is_linked_once_and_stays_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = t.path().join("cache");
+        fs::create_dir(&cache).unwrap();
+        let data = b"layer bytes";
+        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
+        fs::write(cache.join(&hex), data).unwrap();
+        let b = Blob {
+            digest: format!("sha256:{hex}"),
+            size: data.len() as u64,
+        };
+        let manifest = b"{}";
+        let mdigest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(manifest))
+        );
+        let dest = t.path().join("layout");
+        write(&dest, &cache, &[b.clone(), b], manifest, &mdigest, "x", "1").unwrap();
+        assert_eq!(
+            fs::read(dest.join("blobs/sha256").join(&hex)).unwrap(),
+            data
+        );
+        assert_eq!(fs::read(cache.join(&hex)).unwrap(), data);
     }
 
     #[test]

@@ -21,13 +21,16 @@ mod transfer;
 use std::path::PathBuf;
 
 pub use auth::{credentials_for, default_auth_file};
-pub use transfer::{pull, push, PullReport, PushReport};
+pub use transfer::{pull, push, registry_of, PullReport, PushReport};
 
 /// Largest manifest, index or config accepted from a registry.
 pub const MAX_JSON: u64 = 8 << 20;
 
+/// Largest total of blob sizes an image may name (as `coffer convert`'s unpacked-size limit).
+pub const MAX_IMAGE: u64 = 64 << 30;
+
 /// How to reach registries.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Require HTTPS and verify certificates (skopeo's `--tls-verify`). When false, HTTPS is
     /// tried without verification, then plain HTTP.
@@ -42,6 +45,19 @@ pub struct Options {
     pub cache_dir: PathBuf,
     /// Blobs transferred at once.
     pub parallel: usize,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("tls_verify", &self.tls_verify)
+            .field("cert_dir", &self.cert_dir)
+            .field("creds", &self.creds.as_ref().map(|_| "<redacted>"))
+            .field("auth_file", &self.auth_file)
+            .field("cache_dir", &self.cache_dir)
+            .field("parallel", &self.parallel)
+            .finish()
+    }
 }
 
 impl Options {

@@ -60,6 +60,11 @@ fn parse_reference(s: &str) -> Result<Reference, Error> {
     })
 }
 
+/// The registry (host[:port]) a `docker://` reference names.
+pub fn registry_of(reference: &str) -> Result<String, Error> {
+    Ok(parse_reference(reference)?.resolve_registry().to_string())
+}
+
 fn install_crypto() {
     // reqwest is built without a bundled provider; the workspace's is ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -98,7 +103,7 @@ fn client(opts: &Options, protocol: ClientProtocol) -> Result<Client, Error> {
         Some(d) => extra_roots(d)?,
         None => Vec::new(),
     };
-    Ok(Client::new(ClientConfig {
+    let config = ClientConfig {
         protocol,
         accept_invalid_certificates: !opts.tls_verify,
         extra_root_certificates,
@@ -109,7 +114,9 @@ fn client(opts: &Options, protocol: ClientProtocol) -> Result<Client, Error> {
         read_timeout: Some(std::time::Duration::from_secs(60)),
         connect_timeout: Some(std::time::Duration::from_secs(15)),
         ..ClientConfig::default()
-    }))
+    };
+    // try_from, not new: new silently drops certificates it cannot use.
+    Client::try_from(config).map_err(|e| Error::Config(format!("registry client: {}", chain(&e))))
 }
 
 /// The error and its causes on one line (reqwest hides the TLS reason in its sources).
@@ -285,7 +292,14 @@ pub async fn pull(
         .unwrap_or(OCI_IMAGE_MEDIA_TYPE)
         .to_string();
     let blobs = layout::manifest_blobs(&manifest)?;
-    let total: u64 = blobs.iter().map(|b| b.size).sum();
+    let total = blobs
+        .iter()
+        .try_fold(0u64, |sum, b| sum.checked_add(b.size))
+        .filter(|t| *t <= crate::MAX_IMAGE)
+        .ok_or_else(|| Error::TooLarge {
+            what: format!("{reference} (the sizes its manifest names)"),
+            limit: crate::MAX_IMAGE,
+        })?;
     progress(Progress::Start(total));
     let cache = opts.cache_dir.join("sha256");
     tokio::fs::create_dir_all(&cache)
@@ -366,10 +380,15 @@ async fn fetch_blob(
     opts: &Options,
     progress: &ProgressFn,
 ) -> Result<(), Error> {
-    let tmp = path.with_extension(format!("partial-{}", std::process::id()));
-    let mut out = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(Error::io("creating", &tmp))?;
+    // A fresh, unpredictable file in the cache (removed if this future is dropped or fails),
+    // renamed over the blob's name only once its digest matched.
+    let cache = path.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempfile_in(cache)
+        .map_err(Error::io("creating a temporary file in", cache))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let mut out = tokio::fs::File::from_std(tmp.reopen().map_err(Error::io("opening", &tmp_path))?);
     let result = async {
         let mut stream = c
             .pull_blob_stream(r, b.digest.as_str())
@@ -403,10 +422,10 @@ async fn fetch_blob(
             hash.update(&chunk);
             out.write_all(&chunk)
                 .await
-                .map_err(Error::io("writing", &tmp))?;
+                .map_err(Error::io("writing", &tmp_path))?;
             progress(Progress::Advance(chunk.len() as u64));
         }
-        out.flush().await.map_err(Error::io("writing", &tmp))?;
+        out.flush().await.map_err(Error::io("writing", &tmp_path))?;
         let found = format!("sha256:{}", hex::encode(hash.finalize()));
         if found != b.digest || len != b.size {
             return Err(Error::Digest {
@@ -415,15 +434,13 @@ async fn fetch_blob(
                 found,
             });
         }
-        tokio::fs::rename(&tmp, path)
-            .await
-            .map_err(Error::io("renaming", &tmp))
+        Ok(())
     }
     .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result
+    result?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("renaming", &tmp_path)(e.error))?;
+    Ok(())
 }
 
 /// Pushes the image tagged `tag` (or the only one) of the OCI layout at `src` to `reference`:
@@ -456,7 +473,9 @@ pub async fn push(
     blobs.retain(|b| seen.insert(b.digest.clone()));
     let auth = auth::credentials_for(r.resolve_registry(), opts)?;
     let c = connect(&r, opts, &auth, RegistryOperation::Push).await?;
-    progress(Progress::Start(blobs.iter().map(|b| b.size).sum()));
+    progress(Progress::Start(
+        blobs.iter().fold(0u64, |sum, b| sum.saturating_add(b.size)),
+    ));
     let uploaded = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     futures::stream::iter(blobs.iter().map(Ok))

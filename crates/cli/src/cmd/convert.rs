@@ -208,6 +208,8 @@ fn write_key_file(path: &Path, key: &Key) -> anyhow::Result<()> {
 /// Runs `coffer convert`.
 pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode> {
     use crate::cmd::registry::{self, DOCKER};
+    args.registry
+        .check_one_registry(&args.source, &args.target)?;
     // Registry images go through a local layout: pulled before, pushed after conversion.
     let scratch = tempfile::Builder::new()
         .prefix("coffer-convert-")

@@ -14,7 +14,7 @@ use crate::output::Failure;
 pub(crate) const DOCKER: &str = "docker://";
 
 /// How to reach `docker://` registries.
-#[derive(Debug, Args, Clone)]
+#[derive(Args, Clone)]
 pub(crate) struct RegistryArgs {
     /// Registry credentials for docker:// references (default: the auth file's entry for the
     /// registry, else anonymous).
@@ -49,7 +49,42 @@ pub(crate) struct RegistryArgs {
     blob_cache: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for RegistryArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryArgs")
+            .field("creds", &self.creds.as_ref().map(|_| "<redacted>"))
+            .field("tls_verify", &self.tls_verify)
+            .field("cert_dir", &self.cert_dir)
+            .field("authfile", &self.authfile)
+            .field("blob_cache", &self.blob_cache)
+            .finish()
+    }
+}
+
 impl RegistryArgs {
+    /// Refuses `--creds` when pulling from one registry and pushing to another: the same
+    /// password would go to both (use the auth file, which is per registry).
+    pub(crate) fn check_one_registry(&self, source: &str, target: &str) -> anyhow::Result<()> {
+        if self.creds.is_none() || !source.starts_with(DOCKER) || !target.starts_with(DOCKER) {
+            return Ok(());
+        }
+        let (a, b) = (
+            coffer_registry::registry_of(source).map_err(fail)?,
+            coffer_registry::registry_of(target).map_err(fail)?,
+        );
+        if a != b {
+            return Err(Failure::new(
+                "usage",
+                format!(
+                    "--creds would be sent to both {a} and {b}; log in to each registry instead \
+                     (the auth file holds credentials per registry) and drop --creds"
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
     fn options(&self) -> Options {
         let mut o = Options::new(
             self.blob_cache
