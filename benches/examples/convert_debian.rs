@@ -11,7 +11,6 @@
 //! after the conversions: everything else the example does streams with a 1 MiB buffer.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,33 +32,12 @@ fn peak_rss_mib() -> f64 {
     kib / 1024.0
 }
 
-fn sha256_file(path: &Path) -> String {
-    let mut h = sha2::Sha256::new();
-    let mut f = fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    hex_lower(&h.finalize())
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Writes `dir` as an OCI layout whose one uncompressed layer is `rootfs` (hard-linked when on
-/// the same file system, else copied).
+/// Writes `dir` as an OCI layout whose one layer is `rootfs` (a `.tar.gz` becomes a gzip
+/// layer, as registries serve them); returns the number of tar entries (uncompressed only).
 fn layout(dir: &Path, rootfs: &Path) -> usize {
-    let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    // A `.tar.gz` is a gzip layer (as registries serve them): its diff_id is the tar's.
     let gzip = rootfs.extension().is_some_and(|e| e == "gz");
-    let digest = sha256_file(rootfs);
-    let diff_id = if gzip {
+    if gzip {
+        // The diff_id is the digest of the tar inside.
         let mut child = Command::new("gzip")
             .arg("-dc")
             .arg(rootfs)
@@ -69,58 +47,17 @@ fn layout(dir: &Path, rootfs: &Path) -> usize {
         let mut h = sha2::Sha256::new();
         std::io::copy(child.stdout.as_mut().unwrap(), &mut h).unwrap();
         assert!(child.wait().unwrap().success());
-        hex_lower(&h.finalize())
-    } else {
-        digest.clone()
-    };
-    let layer = blobs.join(&digest);
-    if fs::hard_link(rootfs, &layer).is_err() {
-        fs::copy(rootfs, &layer).unwrap();
+        let diff_id = format!("sha256:{:x}", h.finalize());
+        let media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+        convert_input::write_layout(dir, rootfs, media_type, Some(&diff_id));
+        return 0;
     }
-    let size = fs::metadata(&layer).unwrap().len();
-    let mut entries = 0;
-    if !gzip {
-        for e in tar::Archive::new(fs::File::open(rootfs).unwrap())
-            .entries()
-            .unwrap()
-        {
-            e.unwrap();
-            entries += 1;
-        }
-    }
-    let put = |bytes: &[u8]| {
-        let hex = hex_lower(&sha2::Sha256::digest(bytes));
-        fs::write(blobs.join(&hex), bytes).unwrap();
-        (format!("sha256:{hex}"), bytes.len())
-    };
-    let media_type = if gzip {
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-    } else {
-        "application/vnd.oci.image.layer.v1.tar"
-    };
-    let config = put(&serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": { "Cmd": ["/bin/sh"] },
-        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] }
-    }))
-    .unwrap());
-    let manifest = put(&serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0, "size": config.1 },
-        "layers": [{ "mediaType": media_type, "digest": format!("sha256:{digest}"), "size": size }]
-    }))
-    .unwrap());
-    fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&serde_json::json!({ "schemaVersion": 2, "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest.0, "size": manifest.1,
-            "annotations": { "org.opencontainers.image.ref.name": "bench" } }] }))
-        .unwrap(),
-    )
-    .unwrap();
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    entries
+    convert_input::write_layout(dir, rootfs, "application/vnd.oci.image.layer.v1.tar", None);
+    tar::Archive::new(fs::File::open(rootfs).unwrap())
+        .entries()
+        .unwrap()
+        .try_fold(0, |n, e| e.map(|_| n + 1))
+        .unwrap()
 }
 
 fn launcher() -> PathBuf {

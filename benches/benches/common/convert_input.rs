@@ -1,6 +1,6 @@
 //! The input of the conversion benchmarks, shared by the criterion bench
 //! (`benches/convert.rs`) and the one-shot timing (`examples/convert_timing.rs`; the real-image
-//! benchmark `examples/convert_debian.rs` uses only [`options`]): 256 files of
+//! benchmark `examples/convert_debian.rs` uses [`write_layout`] and [`options`]): 256 files of
 //! 4 MiB of pseudo-random bytes and 4096 files of 4 KiB (1.016 GiB), in one uncompressed layer of
 //! an OCI layout generated in a temporary directory (never committed).
 
@@ -47,12 +47,34 @@ pub(crate) fn put_blob(dir: &Path, bytes: &[u8]) -> String {
     d.oci()
 }
 
-pub(crate) fn write_layout(dir: &Path, layer_file: &Path, media_type: &str, diff_id: &str) {
+/// The SHA-256 of a file (`sha256:<hex>`), read in 1 MiB pieces.
+pub(crate) fn file_digest(path: &Path) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    let mut f = fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    format!("sha256:{:x}", hash.finalize())
+}
+
+/// Writes an OCI layout at `dir`, tagged `bench`, whose one layer is `layer_file` (hard-linked,
+/// else copied; never read into memory). `diff_id` is the digest of the uncompressed tar;
+/// `None` for an uncompressed layer, whose diff_id is its own digest.
+pub(crate) fn write_layout(dir: &Path, layer_file: &Path, media_type: &str, diff_id: Option<&str>) {
     fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    let blob = fs::read(layer_file).unwrap();
-    let ld = put_blob(dir, &blob);
-    let size = blob.len();
-    drop(blob);
+    let ld = file_digest(layer_file);
+    let blob = dir.join("blobs/sha256").join(&ld["sha256:".len()..]);
+    if fs::hard_link(layer_file, &blob).is_err() {
+        fs::copy(layer_file, &blob).unwrap();
+    }
+    let size = fs::metadata(&blob).unwrap().len();
+    let diff_id = diff_id.unwrap_or(&ld);
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Entrypoint": ["/bin/app"], "Cmd": ["--serve"]},
@@ -100,14 +122,8 @@ pub(crate) fn generate() -> Input {
     let mut b = tar::Builder::new(std::io::BufWriter::new(fs::File::create(&layer).unwrap()));
     b.append_dir_all(".", &root).unwrap();
     b.into_inner().unwrap().flush().unwrap();
-    let diff_id = Digest::of(&fs::read(&layer).unwrap()).oci();
     let oci = dir.path().join("oci");
-    write_layout(
-        &oci,
-        &layer,
-        "application/vnd.oci.image.layer.v1.tar",
-        &diff_id,
-    );
+    write_layout(&oci, &layer, "application/vnd.oci.image.layer.v1.tar", None);
     let oci_gz = if std::env::var_os("COFFER_BENCH_GZIP").is_some() {
         let gz = dir.path().join("layer.tar.gz");
         gzip(&layer, &gz);
@@ -116,7 +132,7 @@ pub(crate) fn generate() -> Input {
             &p,
             &gz,
             "application/vnd.oci.image.layer.v1.tar+gzip",
-            &diff_id,
+            Some(&file_digest(&layer)),
         );
         Some(p)
     } else {
