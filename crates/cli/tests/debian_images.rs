@@ -17,6 +17,9 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::image::{
+    free_port, is_root, oci_layout, put_blob, runc_installed, static_launcher, write_index,
+};
 use common::*;
 use sha2::{Digest, Sha256};
 
@@ -44,44 +47,20 @@ fn rootfs_tarball(name: &str) -> PathBuf {
     p
 }
 
-fn static_launcher() -> PathBuf {
-    let p = target_dir().join("x86_64-unknown-linux-gnu/release/coffer-launcher");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `bash scripts/build-launcher.sh` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
 fn needs_root_and_runc() {
     assert!(
-        rustix::process::geteuid().is_root(),
+        is_root(),
         "the real-image tests start runc containers: run them as root (CI does)"
     );
     assert!(
-        ["/usr/sbin/runc", "/usr/bin/runc"]
-            .iter()
-            .any(|p| Path::new(p).is_file()),
+        runc_installed(),
         "runc is missing: bash scripts/install-deps.sh"
     );
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// An OCI layout at `dir`: the Debian root filesystem as the first layer (as `docker import`
 /// makes it, /dev nodes included), then `extra` files as a second layer (as `COPY` adds them).
 fn oci_image(dir: &Path, rootfs: &Path, extra: &[(&str, &[u8])], cmd: &[&str]) {
-    let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| {
-        let hex = sha256_hex(data);
-        fs::write(blobs.join(&hex), data).unwrap();
-        (format!("sha256:{hex}"), data.len())
-    };
-    let base = put(&fs::read(rootfs).unwrap());
     let mut tar = tar::Builder::new(Vec::new());
     for (path, data) in extra {
         let mut h = tar::Header::new_ustar();
@@ -90,45 +69,19 @@ fn oci_image(dir: &Path, rootfs: &Path, extra: &[(&str, &[u8])], cmd: &[&str]) {
         h.set_size(data.len() as u64);
         tar.append_data(&mut h, path, *data).unwrap();
     }
-    let app = put(&tar.into_inner().unwrap());
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": { "Cmd": cmd, "Env": [PATH_ENV], "WorkingDir": "/" },
-        "rootfs": { "type": "layers", "diff_ids": [base.0, app.0] }
-    }))
-    .unwrap();
-    let config = put(&config);
-    let layer = |(d, n): &(String, usize)| serde_json::json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n });
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0, "size": config.1 },
-        "layers": [layer(&base), layer(&app)]
-    }))
-    .unwrap();
-    write_index(dir, &put(&manifest));
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-}
-
-fn write_index(dir: &Path, (digest, size): &(String, usize)) {
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{ "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size }]
-    });
-    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let app = tar.into_inner().unwrap();
+    oci_layout(
+        dir,
+        &[&fs::read(rootfs).unwrap(), &app],
+        serde_json::json!({ "Cmd": cmd, "Env": [PATH_ENV], "WorkingDir": "/" }),
+        None,
+    );
 }
 
 fn ok(args: &[&str]) -> serde_json::Value {
     let (success, v, output) = cli(args);
     assert!(success, "coffer {args:?}:\n{output}");
     v
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A simulated Coordinator with a manifest for one converted image and a user-defined secret
@@ -414,11 +367,7 @@ fn rewrite_layer(layout: &Path, needle: &[u8]) {
     let read_json = |hex: &str| -> serde_json::Value {
         serde_json::from_slice(&fs::read(blobs.join(hex)).unwrap()).unwrap()
     };
-    let put = |data: &[u8]| {
-        let hex = sha256_hex(data);
-        fs::write(blobs.join(&hex), data).unwrap();
-        (format!("sha256:{hex}"), data.len())
-    };
+    let put = |data: &[u8]| put_blob(layout, data);
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     let manifest_hex = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
@@ -445,7 +394,7 @@ fn rewrite_layer(layout: &Path, needle: &[u8]) {
         .expect("the needle is in the layer")
         + needle.len();
     tar[at] ^= 0x20;
-    let diff_id = format!("sha256:{}", sha256_hex(&tar));
+    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
     let blob = if gzip {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(&tar).unwrap();
@@ -461,5 +410,5 @@ fn rewrite_layer(layout: &Path, needle: &[u8]) {
     let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
     manifest["config"]["digest"] = cd.into();
     manifest["config"]["size"] = cs.into();
-    write_index(layout, &put(&serde_json::to_vec(&manifest).unwrap()));
+    write_index(layout, &put(&serde_json::to_vec(&manifest).unwrap()), None);
 }

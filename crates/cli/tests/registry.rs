@@ -7,15 +7,17 @@
 //! Needs docker-registry, apache2-utils (htpasswd), skopeo and busybox-static
 //! (`bash scripts/install-deps.sh`).
 
+mod common;
+
 use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
+use common::image::{busybox_layer, free_port, launcher, oci_layout};
 
-const COFFER: &str = env!("CARGO_BIN_EXE_coffer");
+use common::COFFER;
 
 /// A `docker-registry serve` process; killed on drop.
 struct Registry {
@@ -29,14 +31,6 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Registry {
@@ -83,59 +77,14 @@ impl Registry {
     }
 }
 
-/// A one-layer OCI layout: static busybox, Entrypoint `busybox echo hello`.
+/// A one-layer OCI layout tagged `1`: static busybox, Entrypoint `busybox echo hello`.
 fn source_image(dir: &Path) {
-    fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    let put = |data: &[u8]| {
-        let hex = hex::encode(Sha256::digest(data));
-        fs::write(dir.join("blobs/sha256").join(&hex), data).unwrap();
-        (format!("sha256:{hex}"), data.len())
-    };
-    let mut tar = tar::Builder::new(Vec::new());
-    let bb = fs::read("/usr/bin/busybox")
-        .or_else(|_| fs::read("/bin/busybox"))
-        .expect("busybox-static");
-    let mut h = tar::Header::new_ustar();
-    h.set_mode(0o755);
-    h.set_size(bb.len() as u64);
-    tar.append_data(&mut h, "bin/busybox", bb.as_slice())
-        .unwrap();
-    let layer = put(&tar.into_inner().unwrap());
-    let config = put(&serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": { "Entrypoint": ["/bin/busybox", "echo", "hello"] },
-        "rootfs": { "type": "layers", "diff_ids": [layer.0] }
-    }))
-    .unwrap());
-    let manifest = put(&serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0, "size": config.1 },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.0, "size": layer.1 }]
-    }))
-    .unwrap());
-    fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&serde_json::json!({ "schemaVersion": 2, "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest.0, "size": manifest.1,
-            "annotations": { "org.opencontainers.image.ref.name": "1" } }] }))
-        .unwrap(),
-    )
-    .unwrap();
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-}
-
-fn launcher() -> PathBuf {
-    let dir = PathBuf::from(COFFER).parent().unwrap().to_path_buf();
-    let static_one = dir
-        .parent()
-        .unwrap()
-        .join("x86_64-unknown-linux-gnu/release/coffer-launcher");
-    if static_one.is_file() {
-        static_one
-    } else {
-        dir.join("coffer-launcher")
-    }
+    oci_layout(
+        dir,
+        &[&busybox_layer()],
+        serde_json::json!({ "Entrypoint": ["/bin/busybox", "echo", "hello"] }),
+        Some("1"),
+    );
 }
 
 fn run(cmd: &mut Command) -> Output {

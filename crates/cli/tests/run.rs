@@ -2,35 +2,18 @@
 //! from an OCI layout holding the static busybox) and starts its launcher, under runc or as a
 //! local process; the launcher's exit status comes back as `coffer run`'s.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
+use common::image::{busybox_layer, is_root, launcher, oci_layout, runc, runc_installed};
 
 fn coffer() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_coffer"));
     c.env("COFFER_LOG", "error");
     c
-}
-
-/// The launcher to put into the image: the static build if present, else the workspace's.
-fn launcher() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_coffer"));
-    let dir = exe.parent().unwrap();
-    let static_one = dir
-        .parent()
-        .unwrap()
-        .join("x86_64-unknown-linux-gnu/release/coffer-launcher");
-    if static_one.is_file() {
-        return static_one;
-    }
-    let next = dir.join("coffer-launcher");
-    assert!(
-        next.is_file(),
-        "build the launcher first: cargo build --workspace --bins (scripts/test.sh does)"
-    );
-    next
 }
 
 fn is_static(p: &Path) -> bool {
@@ -50,57 +33,12 @@ fn source_image(dir: &Path) {
 }
 
 fn source_image_with(dir: &Path, entrypoint: &[&str]) {
-    fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    let put = |data: &[u8]| {
-        let hex = hex::encode(Sha256::digest(data));
-        fs::write(dir.join("blobs/sha256").join(&hex), data).unwrap();
-        format!("sha256:{hex}")
-    };
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Directory);
-    h.set_mode(0o755);
-    h.set_size(0);
-    tar.append_data(&mut h, "bin/", std::io::empty()).unwrap();
-    let bb = fs::read("/usr/bin/busybox")
-        .or_else(|_| fs::read("/bin/busybox"))
-        .expect("busybox-static");
-    let mut h = tar::Header::new_ustar();
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o755);
-    h.set_size(bb.len() as u64);
-    tar.append_data(&mut h, "bin/busybox", bb.as_slice())
-        .unwrap();
-    let layer = tar.into_inner().unwrap();
-    let layer_digest = put(&layer);
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": { "Entrypoint": entrypoint, "Env": ["PATH=/bin"] },
-        "rootfs": { "type": "layers", "diff_ids": [layer_digest] }
-    }))
-    .unwrap();
-    let config_digest = put(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len() }]
-    }))
-    .unwrap();
-    let manifest_digest = put(&manifest);
-    fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "manifests": [{ "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest.len() }]
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    oci_layout(
+        dir,
+        &[&busybox_layer()],
+        serde_json::json!({ "Entrypoint": entrypoint, "Env": ["PATH=/bin"] }),
+        None,
+    );
 }
 
 fn converted(tmp: &Path) -> PathBuf {
@@ -147,9 +85,7 @@ fn no_runtime_starts_the_launcher_and_passes_its_exit_status_through() {
 
 #[test]
 fn runc_starts_the_container_and_passes_its_exit_status_through() {
-    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
-        .iter()
-        .any(|p| Path::new(p).is_file());
+    let runc = runc_installed();
     let l = launcher();
     let tmp = tempfile::tempdir().unwrap();
     let image = converted(tmp.path());
@@ -288,10 +224,7 @@ fn stopped_run(extra: &[&str], signals: &[rustix::process::Signal]) -> (Option<i
     // Nothing is left behind: no unpacked image, no container.
     let left: Vec<_> = fs::read_dir(&work_parent).unwrap().flatten().collect();
     assert!(left.is_empty(), "work directories left: {left:?}\n{seen}");
-    if let Some(runc) = ["/usr/sbin/runc", "/usr/bin/runc"]
-        .iter()
-        .find(|p| Path::new(p).is_file())
-    {
+    if let Some(runc) = runc() {
         let list = Command::new(runc).args(["list", "-q"]).output().unwrap();
         let list = String::from_utf8_lossy(&list.stdout);
         assert!(!list.lines().any(|l| l == name), "container left: {list}");
@@ -311,9 +244,7 @@ fn a_stop_request_reaches_the_local_process_and_leaves_nothing_behind() {
 #[test]
 fn a_second_stop_request_kills_the_container_and_removes_it() {
     use rustix::process::Signal;
-    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
-        .iter()
-        .any(|p| Path::new(p).is_file());
+    let runc = runc_installed();
     if !runc || !is_static(&launcher()) || !is_root() {
         eprintln!("skipped: needs runc, root and the static launcher (scripts/test.sh builds it)");
         return;
@@ -322,10 +253,6 @@ fn a_second_stop_request_kills_the_container_and_removes_it() {
     // forwarded and ignored, the second ends the wait with SIGKILL.
     let (code, stderr) = stopped_run(&[], &[Signal::TERM, Signal::INT]);
     assert_eq!(code, Some(128 + 9), "{stderr}");
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 /// A `docker save` archive in the pre-25 form, whose member names carry no digests
@@ -446,9 +373,7 @@ fn archives_run_in_every_form_convert_writes_and_a_modified_one_is_refused() {
 
 #[test]
 fn the_container_has_its_own_hostname_hosts_and_hostname_files() {
-    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
-        .iter()
-        .any(|p| Path::new(p).is_file());
+    let runc = runc_installed();
     if !runc || !is_root() {
         eprintln!("skipped: needs runc and root (CI has both)");
         return;

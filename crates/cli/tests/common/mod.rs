@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod image;
+
 pub(crate) use std::io::{BufRead, BufReader};
 pub(crate) use std::path::Path;
 pub(crate) use std::process::{Child, Command, Stdio};
