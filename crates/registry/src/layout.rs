@@ -46,7 +46,8 @@ fn descriptor(v: &serde_json::Value, what: &str) -> Result<Blob, Error> {
     })
 }
 
-/// The config and the layers of an image manifest, in that order.
+/// The distinct blobs of an image manifest: the config, then the layers in order, each once
+/// (a manifest may name a blob twice, e.g. empty layers; it is fetched, linked and pushed once).
 pub(crate) fn manifest_blobs(m: &serde_json::Value) -> Result<Vec<Blob>, Error> {
     let config = m
         .get("config")
@@ -63,7 +64,10 @@ pub(crate) fn manifest_blobs(m: &serde_json::Value) -> Result<Vec<Blob>, Error> 
         });
     }
     for l in layers {
-        out.push(descriptor(l, "layer")?);
+        let b = descriptor(l, "layer")?;
+        if !out.iter().any(|o| o.digest == b.digest) {
+            out.push(b);
+        }
     }
     Ok(out)
 }
@@ -97,10 +101,6 @@ pub(crate) fn write(
     fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
     for b in blobs {
         let (from, to) = (cache.join(b.hex()?), dir.join(b.hex()?));
-        // A manifest may name a blob twice; copying onto the link would empty both.
-        if to.exists() {
-            continue;
-        }
         if fs::hard_link(&from, &to).is_err() {
             fs::copy(&from, &to).map_err(Error::io("copying", &from))?;
         }
@@ -205,17 +205,22 @@ mod tests {
         let data = b"layer bytes";
         let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
         fs::write(cache.join(&hex), data).unwrap();
-        let b = Blob {
-            digest: format!("sha256:{hex}"),
-            size: data.len() as u64,
-        };
+        let config = format!("sha256:{}", "c".repeat(64));
+        fs::write(cache.join("c".repeat(64)), b"{}").unwrap();
+        let layer = serde_json::json!({"digest": format!("sha256:{hex}"), "size": data.len()});
+        let m = serde_json::json!({
+            "config": {"digest": config, "size": 2},
+            "layers": [layer, layer]
+        });
+        let blobs = manifest_blobs(&m).unwrap();
+        assert_eq!(blobs.len(), 2, "config and one layer");
         let manifest = b"{}";
         let mdigest = format!(
             "sha256:{}",
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(manifest))
         );
         let dest = t.path().join("layout");
-        write(&dest, &cache, &[b.clone(), b], manifest, &mdigest, "x", "1").unwrap();
+        write(&dest, &cache, &blobs, manifest, &mdigest, "x", "1").unwrap();
         assert_eq!(
             fs::read(dest.join("blobs/sha256").join(&hex)).unwrap(),
             data

@@ -307,14 +307,7 @@ pub async fn pull(
         .map_err(Error::io("creating the blob cache", &cache))?;
     let downloaded = AtomicU64::new(0);
     let cached = AtomicU64::new(0);
-    // A manifest may name one blob twice (empty layers): each is fetched once.
-    let mut unique: Vec<&Blob> = Vec::new();
-    for b in &blobs {
-        if !unique.iter().any(|u| u.digest == b.digest) {
-            unique.push(b);
-        }
-    }
-    futures::stream::iter(unique.into_iter().map(Ok))
+    futures::stream::iter(blobs.iter().map(Ok))
         .try_for_each_concurrent(opts.parallel.max(1), |b| {
             let (c, r, cache) = (&c, &r, &cache);
             let (downloaded, cached) = (&downloaded, &cached);
@@ -467,10 +460,7 @@ pub async fn push(
             "latest".into(),
         );
     }
-    let (manifest_bytes, media_type, mut blobs) = layout::read(src, tag)?;
-    // One upload per distinct blob, even if the manifest names it twice.
-    let mut seen = std::collections::HashSet::new();
-    blobs.retain(|b| seen.insert(b.digest.clone()));
+    let (manifest_bytes, media_type, blobs) = layout::read(src, tag)?;
     let auth = auth::credentials_for(r.resolve_registry(), opts)?;
     let c = connect(&r, opts, &auth, RegistryOperation::Push).await?;
     progress(Progress::Start(

@@ -348,43 +348,29 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let mut report = match result {
+    // A failed conversion or push leaves no new key file behind.
+    let converted = result.map_err(fail).and_then(|mut report| {
+        let pushed = match &push_to {
+            Some(dest) => {
+                let p =
+                    registry::push(&report.output, PUSH_TAG, dest, &args.registry, global.json)?;
+                report.reference = format!("{DOCKER}{}", p.reference);
+                report.output = PathBuf::from(&p.reference);
+                Some(p)
+            }
+            None => None,
+        };
+        Ok((report, pushed))
+    });
+    let (report, pushed) = match converted {
         Ok(r) => r,
         Err(e) => {
             if let Some(p) = created_key_file {
                 let _ = std::fs::remove_file(p);
             }
-            return Err(fail(e));
+            return Err(e);
         }
     };
-    let mut pushed = None;
-    if let Some(dest) = &push_to {
-        match registry::push(&report.output, PUSH_TAG, dest, &args.registry, global.json) {
-            Ok(p) => {
-                report.reference = format!("{DOCKER}{}", p.reference);
-                report.output = PathBuf::from(&p.reference);
-                pushed = Some(p);
-            }
-            Err(e) => {
-                if let Some(p) = created_key_file {
-                    let _ = std::fs::remove_file(p);
-                }
-                return Err(e);
-            }
-        }
-    }
-    if let Some(p) = &pushed {
-        if !global.json {
-            eprintln!(
-                "pushed {} ({}): {} blobs uploaded ({} MiB), {} already in the registry",
-                p.reference,
-                p.manifest_digest,
-                p.uploaded,
-                p.bytes >> 20,
-                p.skipped
-            );
-        }
-    }
 
     let m = report.image_measurement.to_string();
     if let Some(sgx) = &report.sgx {

@@ -131,6 +131,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Runs one transfer on a runtime of its own, with a progress bar on a terminal.
+fn transfer<T, F>(
+    label: &'static str,
+    json: bool,
+    run: impl FnOnce(ProgressFn) -> F,
+) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = Result<T, coffer_registry::Error>>,
+{
+    let (bar, progress) = progress_bar(label, json);
+    let result = runtime()?.block_on(run(progress));
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    result.map_err(fail)
+}
+
 /// Pulls `reference` into a new OCI layout at `dest`.
 pub(crate) fn pull(
     reference: &str,
@@ -138,17 +155,10 @@ pub(crate) fn pull(
     args: &RegistryArgs,
     json: bool,
 ) -> anyhow::Result<PullReport> {
-    let (bar, progress) = progress_bar("pulling", json);
-    let r = runtime()?.block_on(coffer_registry::pull(
-        reference,
-        dest,
-        &args.options(),
-        &progress,
-    ));
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    let r = r.map_err(fail)?;
+    let opts = args.options();
+    let r = transfer("pulling", json, |progress| async move {
+        coffer_registry::pull(reference, dest, &opts, &progress).await
+    })?;
     if !json {
         eprintln!(
             "pulled {} ({}): {} blobs, {} MiB downloaded, {} MiB from the cache",
@@ -170,16 +180,19 @@ pub(crate) fn push(
     args: &RegistryArgs,
     json: bool,
 ) -> anyhow::Result<PushReport> {
-    let (bar, progress) = progress_bar("pushing", json);
-    let r = runtime()?.block_on(coffer_registry::push(
-        src,
-        Some(tag),
-        reference,
-        &args.options(),
-        &progress,
-    ));
-    if let Some(b) = bar {
-        b.finish_and_clear();
+    let opts = args.options();
+    let r = transfer("pushing", json, |progress| async move {
+        coffer_registry::push(src, Some(tag), reference, &opts, &progress).await
+    })?;
+    if !json {
+        eprintln!(
+            "pushed {} ({}): {} blobs uploaded ({} MiB), {} already in the registry",
+            r.reference,
+            r.manifest_digest,
+            r.uploaded,
+            r.bytes >> 20,
+            r.skipped
+        );
     }
-    r.map_err(fail)
+    Ok(r)
 }
