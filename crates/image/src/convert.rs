@@ -587,11 +587,11 @@ pub(crate) fn convert_with(
     let mut diff_ids: Vec<String> = Vec::new();
     progress(Progress::Stage("writing layers", total));
     for (i, (layer, (digest, size, comp))) in loaded.layers.iter().zip(&verified).enumerate() {
-        // zstd layers are re-encoded as gzip: umoci and older runtimes cannot read zstd.
+        // zstd layers are rewritten too: umoci and older runtimes cannot read zstd.
         if scan.rewrite.contains(&i) || *comp == Compression::Zstd {
-            let (out, d, s, diff) = rewrite_layer(layer, *comp, &encrypt, &work, &blobs)?;
-            layer_descs.push(descriptor(out.media_type(), s, &d)?);
-            diff_ids.push(diff.oci());
+            let (d, s) = rewrite_layer(layer, *comp, &encrypt, &work, &blobs)?;
+            layer_descs.push(descriptor(Compression::None.media_type(), s, &d)?);
+            diff_ids.push(d.oci());
         } else {
             let dst = blobs.join(digest.hex());
             if !dst.exists() && fs::hard_link(&layer.file, &dst).is_err() {
@@ -1135,14 +1135,14 @@ fn parse_layer(
 }
 
 /// Rewrites a layer without the entries `encrypt` matches (their plaintext must not stay in
-/// the image); gzip output. Returns (digest, size, diff_id).
+/// the image), uncompressed. Returns its digest (which is also its diff_id) and size.
 fn rewrite_layer(
     layer: &layout::Layer,
     comp: Compression,
     encrypt: &Globs,
     work: &Path,
     blobs: &Path,
-) -> Result<(Compression, Digest, u64, Digest), Error> {
+) -> Result<(Digest, u64), Error> {
     let f = fs::File::open(&layer.file).map_err(io_err("opening", &layer.file))?;
     let input: Box<dyn Read> = match comp {
         Compression::None => Box::new(std::io::BufReader::new(f)),
@@ -1156,20 +1156,10 @@ fn rewrite_layer(
     };
     let tmp = work.join("rewrite.tmp");
     let out = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
-    // An uncompressed layer stays uncompressed: deflating a Debian base layer would cost ten
-    // times the hashing. A compressed one is re-compressed at gzip's fast level.
-    let out_comp = match comp {
-        Compression::None => Compression::None,
-        Compression::Gzip | Compression::Zstd => Compression::Gzip,
-    };
-    let sink = match out_comp {
-        Compression::None => LayerSink::Plain(BufWriter::new(out)),
-        _ => LayerSink::Gzip(Box::new(flate2::GzBuilder::new().mtime(0).write(
-            HashWriter::new(BufWriter::new(out)),
-            flate2::Compression::fast(),
-        ))),
-    };
-    let mut w = HashWriter::new(sink);
+    // A rewritten layer is written uncompressed, whatever it was: deflating it again would cost
+    // ten times the hashing (BENCHMARKS.md, "Real images built from Debian packages"), and the
+    // layers rewritten are few (those with device nodes or encrypted files).
+    let mut w = HashWriter::new(BufWriter::new(out));
     let mut tar = TarReader::new(input, layer.name.clone());
     let mut buf = vec![0u8; 256 * 1024];
     let werr = io_err("writing", &tmp);
@@ -1197,49 +1187,11 @@ fn rewrite_layer(
         write(&mut w, &vec![0u8; tarball::padding(e.size)])?;
     }
     write(&mut w, &[0u8; 1024])?;
-    let (sink, diff, len) = w.finish();
-    let (digest, size) = sink.finish(diff, len).map_err(werr)?;
-    let dst = blobs.join(digest.hex());
+    let (mut out, diff, size) = w.finish();
+    out.flush().map_err(werr)?;
+    let dst = blobs.join(diff.hex());
     fs::rename(&tmp, &dst).map_err(io_err("renaming", &dst))?;
-    Ok((out_comp, digest, size, diff))
-}
-
-/// Where a rewritten layer's tar stream goes: the blob file as it is, or through gzip.
-enum LayerSink {
-    Plain(BufWriter<fs::File>),
-    Gzip(Box<flate2::write::GzEncoder<HashWriter<BufWriter<fs::File>>>>),
-}
-
-impl LayerSink {
-    /// Flushes the blob; returns its digest and size (for a plain tar, those of the stream).
-    fn finish(self, tar_digest: Digest, tar_len: u64) -> std::io::Result<(Digest, u64)> {
-        match self {
-            LayerSink::Plain(mut f) => {
-                f.flush()?;
-                Ok((tar_digest, tar_len))
-            }
-            LayerSink::Gzip(gz) => {
-                let (mut f, digest, size) = gz.finish()?.finish();
-                f.flush()?;
-                Ok((digest, size))
-            }
-        }
-    }
-}
-
-impl Write for LayerSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            LayerSink::Plain(w) => w.write(buf),
-            LayerSink::Gzip(w) => w.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            LayerSink::Plain(w) => w.flush(),
-            LayerSink::Gzip(w) => w.flush(),
-        }
-    }
+    Ok((diff, size))
 }
 
 enum LayerItem<'a> {

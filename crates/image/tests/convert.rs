@@ -312,6 +312,22 @@ fn busybox_image_converts_and_skopeo_umoci_accept_it() {
         report.image_measurement.hex()
     );
     assert_eq!(report.rewritten_layers, 1);
+    // Rewritten layers (here the first, which held the encrypted file, and the zstd one) are
+    // written uncompressed; the gzip layer is kept as it was.
+    let media: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        media[..3],
+        [
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar",
+        ]
+    );
 
     // The secret's plaintext is in no layer of the output.
     for l in manifest["layers"].as_array().unwrap() {
