@@ -16,8 +16,10 @@
 //!    tar the staging layout into a temporary file and rename that). On any error the staging
 //!    paths are removed: no partial output.
 //!
-//! zstd layers are re-encoded as gzip (same entries, new digest and diff_id) because umoci and
-//! older runtimes cannot read zstd. Other unchanged layer blobs are hard-linked (or copied) byte for byte, so their digests stay.
+//! zstd layers are rewritten as plain tar (same entries, new digest and diff_id) because umoci
+//! and older runtimes cannot read zstd; every rewritten layer is plain tar, since deflating it
+//! again would cost ten times the hashing. Other layer blobs are hard-linked (or copied) byte
+//! for byte, so their digests stay.
 //! Output is reproducible: everything we write is sorted, timestamps are `SOURCE_DATE_EPOCH`
 //! or 0, gzip headers carry mtime 0, JSON keys are sorted and encryption is deterministic.
 
