@@ -1,6 +1,6 @@
 //! `docker://` references against a real registry on 127.0.0.1: Debian's `docker-registry`
 //! (the CNCF distribution server), plain HTTP without auth, and HTTPS with a private CA and
-//! htpasswd users. skopeo pushes the source image, `coffer convert` pulls it and pushes the
+//! htpasswd users, and plain HTTP with bearer tokens from a token server. skopeo pushes the source image, `coffer convert` pulls it and pushes the
 //! result, skopeo reads what coffer pushed, `coffer run` pulls it; a second push sends no blob
 //! the registry has; a blob modified in the registry's storage is refused.
 //!
@@ -10,11 +10,14 @@
 mod common;
 
 use std::fs;
-use std::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::image::{busybox_layer, free_port, launcher, oci_layout};
 
 use common::COFFER;
@@ -34,8 +37,9 @@ impl Drop for Registry {
 }
 
 impl Registry {
-    /// Starts a registry storing in `dir`; with `tls` (certificate, key) and `htpasswd` if given.
-    fn start(dir: &Path, tls: Option<(&Path, &Path)>, htpasswd: Option<&Path>) -> Registry {
+    /// Starts a registry storing in `dir`; with `tls` (certificate, key) and `auth` (the
+    /// configuration's `auth:` section) if given.
+    fn start(dir: &Path, tls: Option<(&Path, &Path)>, auth: Option<&str>) -> Registry {
         let port = free_port();
         let storage = dir.join("storage");
         let mut config = format!(
@@ -49,11 +53,8 @@ impl Registry {
                 key.display()
             ));
         }
-        if let Some(h) = htpasswd {
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: coffer-test\n    path: {}\n",
-                h.display()
-            ));
+        if let Some(auth) = auth {
+            config.push_str(auth);
         }
         let config_path = dir.join("registry.yml");
         fs::write(&config_path, config).unwrap();
@@ -324,7 +325,11 @@ fn https_registry_with_a_private_ca_and_htpasswd_users() {
     let htpasswd = t.path().join("htpasswd");
     let h = ok(Command::new("htpasswd").args(["-Bbn", "alice", "s3cret-pw"]));
     fs::write(&htpasswd, &h.stdout).unwrap();
-    let reg = Registry::start(t.path(), Some((&cert, &key)), Some(&htpasswd));
+    let auth = format!(
+        "auth:\n  htpasswd:\n    realm: coffer-test\n    path: {}\n",
+        htpasswd.display()
+    );
+    let reg = Registry::start(t.path(), Some((&cert, &key)), Some(&auth));
     let a = &reg.addr;
     let src = t.path().join("src");
     source_image(&src);
@@ -425,7 +430,252 @@ fn https_registry_with_a_private_ca_and_htpasswd_users() {
     );
 }
 
+/// What the token server was asked for: by whom, for which scopes.
+#[derive(Debug, Clone)]
+struct TokenRequest {
+    user: Option<String>,
+    scopes: Vec<String>,
+}
+
+/// A token server as Docker Hub, Harbor or GitLab run one beside a registry: HTTP Basic in, an
+/// ES256 JWT out (signed by `key`, its certificate in the `x5c` header), granting the scopes
+/// asked for. Anonymous requests and wrong passwords get 401. Serves until the test ends.
+fn token_server(
+    key: &rcgen::KeyPair,
+    cert_der: Vec<u8>,
+    password: &'static str,
+) -> (String, Arc<Mutex<Vec<TokenRequest>>>) {
+    use p256::pkcs8::DecodePrivateKey;
+    let signer = p256::ecdsa::SigningKey::from_pkcs8_der(&key.serialize_der()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match stream.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let target = head.split(' ').nth(1).unwrap_or_default();
+            let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+            let scopes: Vec<String> = query
+                .split('&')
+                .filter_map(|kv| kv.strip_prefix("scope="))
+                .map(percent_decode)
+                .collect();
+            let user = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                if !name.eq_ignore_ascii_case("authorization") {
+                    return None;
+                }
+                let basic = value.trim().strip_prefix("Basic ")?;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(basic)
+                    .ok()?;
+                let (user, pass) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+                (pass == password).then(|| user.to_string())
+            });
+            log.lock().unwrap().push(TokenRequest {
+                user: user.clone(),
+                scopes: scopes.clone(),
+            });
+            let response = match user {
+                Some(user) => {
+                    let body = serde_json::json!({
+                        "token": jwt(&signer, &cert_der, &user, &scopes),
+                        "expires_in": 300,
+                    })
+                    .to_string();
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                }
+                None => {
+                    let body = "{\"details\":\"incorrect username or password\"}";
+                    format!(
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                }
+            };
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (addr, seen)
+}
+
+/// A registry token (distribution's `token` auth): issuer and audience as the registry's
+/// configuration names them, an `access` claim per scope (`repository:NAME:ACTIONS`).
+fn jwt(signer: &p256::ecdsa::SigningKey, cert_der: &[u8], user: &str, scopes: &[String]) -> String {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use p256::ecdsa::signature::Signer;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|s| {
+            let (kind, rest) = s.split_once(':')?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            Some(serde_json::json!({
+                "type": kind,
+                "name": name,
+                "actions": actions.split(',').collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    let header =
+        serde_json::json!({ "alg": "ES256", "typ": "JWT", "x5c": [STANDARD.encode(cert_der)] });
+    let claims = serde_json::json!({
+        "iss": "coffer-test-issuer",
+        "sub": user,
+        "aud": "coffer-test-registry",
+        "exp": now + 300,
+        "nbf": now - 10,
+        "iat": now,
+        "jti": format!("{now}-{}", scopes.join(" ")),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature: p256::ecdsa::Signature = signer.sign(signing_input.as_bytes());
+    format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.to_bytes())
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[test]
+fn registry_with_bearer_token_auth() {
+    let t = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let bundle = t.path().join("token-signer.pem");
+    fs::write(&bundle, cert.pem()).unwrap();
+    let (token_addr, seen) = token_server(&key, cert.der().to_vec(), "t0ken-pw");
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://{token_addr}/token\n    service: coffer-test-registry\n    issuer: coffer-test-issuer\n    rootcertbundle: {}\n",
+        bundle.display()
+    );
+    let reg = Registry::start(t.path(), None, Some(&auth));
+    let a = &reg.addr;
+    let src = t.path().join("src");
+    source_image(&src);
+    ok(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "bob:t0ken-pw",
+        &format!("oci:{}:1", src.display()),
+        &format!("docker://{a}/team/busybox:1"),
+    ]));
+    let from = format!("docker://{a}/team/busybox:1");
+    seen.lock().unwrap().clear();
+
+    // Pulled and pushed with tokens the server issued to bob, one scope per repository.
+    let v = json(&ok(&mut convert(
+        &from,
+        &format!("docker://{a}/team/busybox-cc:1"),
+        &t.path().join("cache"),
+        &["--tls-verify=false", "--creds", "bob:t0ken-pw"],
+    )));
+    assert_eq!(
+        v["pushed"]["reference"],
+        format!("{a}/team/busybox-cc:1"),
+        "{v}"
+    );
+    let requests = seen.lock().unwrap().clone();
+    assert!(
+        requests.iter().all(|r| r.user.as_deref() == Some("bob")),
+        "{requests:?}"
+    );
+    let scopes: Vec<&str> = requests
+        .iter()
+        .flat_map(|r| r.scopes.iter().map(String::as_str))
+        .collect();
+    assert!(
+        scopes.contains(&"repository:team/busybox:pull"),
+        "{scopes:?}"
+    );
+    assert!(
+        scopes.contains(&"repository:team/busybox-cc:pull,push"),
+        "{scopes:?}"
+    );
+    let inspect = json(&ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        "bob:t0ken-pw",
+        &format!("docker://{a}/team/busybox-cc:1"),
+    ])));
+    assert_eq!(
+        inspect["Labels"]["dev.coffer.image-measurement"], v["image_measurement"],
+        "{inspect}"
+    );
+
+    // No credentials, and a wrong password: the token server refuses, and so does coffer,
+    // naming an authentication failure; the password is never printed.
+    for (i, extra) in [vec![], vec!["--creds", "bob:wr0ng-pw"]]
+        .into_iter()
+        .enumerate()
+    {
+        let mut args = vec!["--tls-verify=false"];
+        args.extend(extra);
+        let out = run(&mut convert(
+            &from,
+            &format!("oci:{}", t.path().join(format!("denied{i}")).display()),
+            &t.path().join(format!("cache-denied{i}")),
+            &args,
+        ));
+        let v = json(&out);
+        assert_eq!(v["error"]["kind"], "registry_auth", "{v}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("wr0ng-pw"));
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("wr0ng-pw"));
+    }
+}
+
 fn base64_encode(b: &[u8]) -> String {
-    use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
