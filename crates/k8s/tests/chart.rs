@@ -311,19 +311,38 @@ fn node_agent_daemonset_runs_on_sgx_nodes_with_the_device_plugin_dirs() {
         pod.service_account_name.as_deref(),
         Some("coffer-node-agent")
     );
+    let selector = pod.node_selector.clone().unwrap();
     assert_eq!(
-        pod.node_selector
-            .clone()
-            .unwrap()
-            .get("feature.node.kubernetes.io/cpu-security.sgx.enabled"),
+        selector.get("feature.node.kubernetes.io/cpu-security.sgx.enabled"),
         Some(&"true".to_string())
+    );
+    assert_eq!(
+        selector.get("kubernetes.io/arch"),
+        Some(&"amd64".to_string())
+    );
+    assert_eq!(
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.seccomp_profile.as_ref())
+            .map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
     );
     assert_eq!(
         pod.tolerations.clone().unwrap()[0].key.as_deref(),
         Some("sgx.intel.com/epc")
     );
     let c = container(&pod, "node-agent");
-    assert_eq!(args(c), strings(&["k8s", "node-agent"]));
+    assert_eq!(
+        args(c),
+        strings(&[
+            "k8s",
+            "node-agent",
+            "--host-dev",
+            "/host/dev",
+            "--device-plugin",
+            "auto"
+        ])
+    );
     let env = &c.env.as_ref().unwrap()[0];
     assert_eq!(env.name, "NODE_NAME");
     let field = env.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
@@ -331,17 +350,49 @@ fn node_agent_daemonset_runs_on_sgx_nodes_with_the_device_plugin_dirs() {
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!(sc.privileged, Some(false));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let res = c.resources.as_ref().unwrap();
+    assert_eq!(res.requests.as_ref().unwrap()["memory"], q("32Mi"));
+    assert_eq!(res.limits.as_ref().unwrap()["memory"], q("64Mi"));
     let hp = volume(&pod, "device-plugins").host_path.clone().unwrap();
     assert_eq!(hp.path, "/var/lib/kubelet/device-plugins");
-    let hp = volume(&pod, "dev").host_path.clone().unwrap();
+    let hp = volume(&pod, "host-dev").host_path.clone().unwrap();
     assert_eq!(hp.path, "/dev");
     let mounts = c.volume_mounts.clone().unwrap();
     assert!(mounts
         .iter()
         .any(|m| m.name == "device-plugins" && m.mount_path == "/var/lib/kubelet/device-plugins"));
+    // Nothing over the container's own /dev, where the kubelet adds /dev/termination-log.
     assert!(mounts
         .iter()
-        .any(|m| m.name == "dev" && m.mount_path == "/dev" && m.read_only == Some(true)));
+        .any(|m| m.name == "host-dev" && m.mount_path == "/host/dev" && m.read_only == Some(true)));
+    assert!(
+        !mounts
+            .iter()
+            .any(|m| m.mount_path == "/dev" || m.mount_path.starts_with("/dev/")),
+        "{mounts:?}"
+    );
+
+    // Without NFD (AKS): only the architecture; beside Intel's plugin: device plugins off.
+    let r = render_with(
+        "coffer",
+        &["nodeAgent.nodeSelector=null,nodeAgent.devicePlugin=off"],
+    );
+    let ds: DaemonSet = r.get("DaemonSet", "coffer-node-agent");
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.node_selector
+            .clone()
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [("kubernetes.io/arch".to_string(), "amd64".to_string())]
+    );
+    assert_eq!(
+        args(container(&pod, "node-agent"))
+            .last()
+            .map(String::as_str),
+        Some("off")
+    );
 
     let r = render_with("coffer", &["nodeAgent.enabled=false"]);
     assert!(r.find("DaemonSet", "coffer-node-agent").is_none());

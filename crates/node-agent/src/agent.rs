@@ -2,9 +2,9 @@
 //!
 //! 1. Read the EPC size from CPUID ([`crate::epc::read_epc`]); a node without SGX is an error
 //!    (the DaemonSet is meant for SGX nodes only, selected by the NFD label).
-//! 2. Check that the SGX device nodes exist under the device root (`/dev/sgx_enclave` is
-//!    required; `/dev/sgx_provision` only warns: enclaves run without it, only quoting
-//!    enclaves need it).
+//! 2. Look at the SGX device nodes under the device root. A missing one is logged, not fatal:
+//!    its resource is then advertised as unhealthy until the node appears (a driver loaded
+//!    after the agent), as the device plugin API intends.
 //! 3. Keep the Node's `sgx.intel.com/epc` capacity published: publish at start, then every
 //!    [`AgentConfig::check_interval`] read it back and re-publish when it is missing or
 //!    different (a kubelet that re-registers its Node zeroes extended resources; a deleted
@@ -14,13 +14,14 @@
 //!    [`AgentConfig::retry_max`]; the agent never gives up on the API server, because a
 //!    DaemonSet pod that exits is only restarted later with the same problem.
 //! 4. Beside it, serve the device plugins for `sgx.intel.com/enclave` and
-//!    `sgx.intel.com/provision` ([`crate::device_plugin::run_all`]).
+//!    `sgx.intel.com/provision` ([`crate::device_plugin::run_all`]), unless
+//!    [`AgentConfig::device_plugin`] says not to: by default they are left to Intel's SGX
+//!    device plugin when it already serves this node, so no resource is registered twice.
 //!
 //! Both stop when the `shutdown` future completes ([`run`] uses SIGTERM/SIGINT); a device
 //! plugin failing stops the EPC loop too and is returned, so the pod restarts as a whole.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,32 @@ pub struct AgentConfig {
     pub retry_initial: Duration,
     /// Longest wait between retries (default 5 min).
     pub retry_max: Duration,
+    /// Whether to serve the device plugins (default [`DevicePluginMode::Auto`]).
+    pub device_plugin: DevicePluginMode,
+}
+
+/// Whether the agent serves `sgx.intel.com/enclave` and `sgx.intel.com/provision` itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevicePluginMode {
+    /// Serve them unless Intel's SGX device plugin already does on this node (its sockets in
+    /// the kubelet's plugin directory accept connections); checked once at start.
+    Auto,
+    /// Always serve them.
+    On,
+    /// Never: another plugin provides the resources; the agent only publishes the EPC.
+    Off,
+}
+
+impl std::str::FromStr for DevicePluginMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            _ => Err(format!("{s:?} is not one of auto, on, off")),
+        }
+    }
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -72,6 +99,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("republish_interval", &self.republish_interval)
             .field("retry_initial", &self.retry_initial)
             .field("retry_max", &self.retry_max)
+            .field("device_plugin", &self.device_plugin)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +124,7 @@ impl AgentConfig {
             republish_interval: Duration::from_secs(600),
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
+            device_plugin: DevicePluginMode::Auto,
         }
     }
 
@@ -109,8 +138,9 @@ impl AgentConfig {
 }
 
 /// Runs the agent with the in-cluster (or kubeconfig) Kubernetes client until SIGTERM or
-/// SIGINT. Returns an error for what retrying cannot fix (no SGX, missing device, invalid
-/// node name, no client configuration); API errors are retried, never returned.
+/// SIGINT. Returns an error for what retrying cannot fix (no SGX, invalid node name, no client
+/// configuration, a plugin socket another plugin serves); API errors are retried, never
+/// returned.
 pub async fn run(cfg: AgentConfig) -> Result<(), Error> {
     let client = kube::Client::try_default()
         .await
@@ -154,7 +184,25 @@ pub async fn run_with(
         sgx2 = sgx.sgx2,
         "EPC read from CPUID"
     );
-    check_devices(&cfg.devices.dev_root)?;
+    report_devices(&cfg.devices);
+    let serve_plugins = match cfg.device_plugin {
+        DevicePluginMode::On => true,
+        DevicePluginMode::Off => false,
+        DevicePluginMode::Auto => {
+            match device_plugin::intel_plugin_serving(&cfg.devices.plugin_dir) {
+                Some(socket) => {
+                    tracing::info!(socket = %socket.display(),
+                    "Intel's SGX device plugin serves this node: leaving sgx.intel.com/enclave \
+                     and sgx.intel.com/provision to it");
+                    false
+                }
+                None => true,
+            }
+        }
+    };
+    if !serve_plugins {
+        tracing::info!("device plugins off: only the EPC capacity is published");
+    }
 
     // One stop signal for both halves: the caller's shutdown, or a device plugin failing.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -162,7 +210,12 @@ pub async fn run_with(
         let _ = rx.wait_for(|s| *s).await;
     };
     let plugins = async {
-        let result = device_plugin::run_all(cfg.devices.clone(), stopped(stop_rx.clone())).await;
+        let result = if serve_plugins {
+            device_plugin::run_all(cfg.devices.clone(), stopped(stop_rx.clone())).await
+        } else {
+            stopped(stop_rx.clone()).await;
+            Ok(())
+        };
         let _ = stop_tx.send(true);
         result
     };
@@ -250,22 +303,26 @@ async fn sync_capacity(
     Ok(true)
 }
 
-/// `sgx_enclave` must exist under `dev_root`; a missing `sgx_provision` is only logged.
-pub fn check_devices(dev_root: &Path) -> Result<(), Error> {
-    let enclave = dev_root.join(ENCLAVE_DEVICE);
-    if !enclave.exists() {
-        return Err(Error::DeviceMissing {
-            path: enclave.display().to_string(),
-        });
+/// Logs the SGX device nodes that are missing (as this process sees the host's device root):
+/// their resources are advertised as unhealthy until they appear.
+pub fn report_devices(devices: &DevicePluginConfig) {
+    for (resource, consequence) in [
+        (
+            device_plugin::ENCLAVE,
+            "no enclave can start on this node until the SGX driver is loaded (Linux 5.11+); \
+             sgx.intel.com/enclave is advertised as unhealthy",
+        ),
+        (
+            device_plugin::PROVISION,
+            "pods that are their own quote provider cannot run here; sgx.intel.com/provision \
+             is advertised as unhealthy",
+        ),
+    ] {
+        let path = devices.view_path(&resource);
+        if !path.exists() {
+            tracing::warn!(path = %path.display(), "SGX device missing: {consequence}");
+        }
     }
-    let provision = dev_root.join(PROVISION_DEVICE);
-    if !provision.exists() {
-        tracing::warn!(
-            path = %provision.display(),
-            "no SGX provisioning device: pods that are their own quote provider cannot run here"
-        );
-    }
-    Ok(())
 }
 
 /// Completes on SIGTERM (the kubelet stopping the pod) or SIGINT. If the handlers cannot be

@@ -67,6 +67,20 @@ pub const DEFAULT_PLUGIN_DIR: &str = "/var/lib/kubelet/device-plugins";
 /// Where the SGX device nodes are on a host by default.
 pub const DEFAULT_DEV_ROOT: &str = "/dev";
 
+/// The sockets Intel's SGX device plugin serves in the kubelet's plugin directory (its
+/// `pkg/deviceplugin/server.go` names them `<namespace>-<device type>.sock`).
+pub const INTEL_PLUGIN_SOCKETS: [&str; 2] =
+    ["sgx.intel.com-enclave.sock", "sgx.intel.com-provision.sock"];
+
+/// The first of Intel's SGX plugin sockets in `plugin_dir` that accepts a connection: Intel's
+/// plugin is running on this node.
+pub fn intel_plugin_serving(plugin_dir: &Path) -> Option<PathBuf> {
+    INTEL_PLUGIN_SOCKETS
+        .iter()
+        .map(|name| plugin_dir.join(name))
+        .find(|p| std::os::unix::net::UnixStream::connect(p).is_ok())
+}
+
 /// Default number of device IDs per resource: the kubelet's default `maxPods`, so one node
 /// never runs out of SGX "devices" before it runs out of pods.
 pub const DEFAULT_DEVICES_PER_RESOURCE: u32 = 110;
@@ -152,8 +166,14 @@ impl SgxResource {
 pub struct DevicePluginConfig {
     /// The kubelet's device plugin directory (its `kubelet.sock`, our sockets).
     pub plugin_dir: PathBuf,
-    /// The directory holding `sgx_enclave` and `sgx_provision` on the host.
+    /// The directory holding `sgx_enclave` and `sgx_provision` on the host: what the kubelet
+    /// is told to give a container.
     pub dev_root: PathBuf,
+    /// Where this process sees the host's `dev_root`, when not at the same path: the
+    /// DaemonSet mounts the host's `/dev` read-only at `/host/dev` (mounting it over the
+    /// container's own `/dev` would keep the kubelet from adding `/dev/termination-log`).
+    /// Health is checked here; `None` checks `dev_root` itself.
+    pub dev_view: Option<PathBuf>,
     /// Device IDs advertised per resource (1..=[`MAX_DEVICES_PER_RESOURCE`]).
     pub devices_per_resource: u32,
     /// How often the device nodes are checked for health (default 5 s).
@@ -173,6 +193,7 @@ impl Default for DevicePluginConfig {
         Self {
             plugin_dir: PathBuf::from(DEFAULT_PLUGIN_DIR),
             dev_root: PathBuf::from(DEFAULT_DEV_ROOT),
+            dev_view: None,
             devices_per_resource: DEFAULT_DEVICES_PER_RESOURCE,
             health_interval: Duration::from_secs(5),
             socket_check_interval: Duration::from_secs(1),
@@ -215,6 +236,14 @@ impl DevicePluginConfig {
     /// The host path of a resource's device node.
     pub fn host_path(&self, resource: &SgxResource) -> PathBuf {
         self.dev_root.join(resource.device)
+    }
+
+    /// Where this process sees a resource's device node on the host (for health checks).
+    pub fn view_path(&self, resource: &SgxResource) -> PathBuf {
+        self.dev_view
+            .as_ref()
+            .unwrap_or(&self.dev_root)
+            .join(resource.device)
     }
 
     /// The path of a resource's plugin socket.
@@ -498,11 +527,17 @@ async fn poll_health(path: PathBuf, interval: Duration, tx: watch::Sender<bool>)
     }
 }
 
-/// Removes a socket left by an earlier run (a crash leaves it behind and `bind` would fail);
-/// anything that is not a socket is left alone and refused.
+/// Removes a socket left by an earlier run (a crash leaves it behind and `bind` would fail).
+/// A socket that still accepts connections belongs to a running plugin (a second agent, or
+/// another install) and is left alone and refused, as is anything that is not a socket.
 fn remove_stale_socket(path: &Path) -> Result<(), Error> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(Error::SocketInUse {
+                    path: path.display().to_string(),
+                });
+            }
             std::fs::remove_file(path).map_err(|source| Error::Io {
                 path: path.display().to_string(),
                 source,
@@ -543,11 +578,12 @@ pub async fn serve_resource(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     cfg.validate()?;
-    let device = cfg.host_path(&resource);
-    let host_path = device
+    let device = cfg.view_path(&resource);
+    let host = cfg.host_path(&resource);
+    let host_path = host
         .to_str()
         .ok_or_else(|| Error::DevicePluginConfig {
-            reason: format!("the device path {} is not UTF-8", device.display()),
+            reason: format!("the device path {} is not UTF-8", host.display()),
         })?
         .to_owned();
     let socket = cfg.socket_path(&resource);
@@ -829,6 +865,18 @@ mod tests {
             Err(Error::SocketPathOccupied { .. })
         ));
         assert_eq!(std::fs::read(&file)?, b"keep me");
+
+        // A socket some process still serves is not removed.
+        let live = dir.path().join("live.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&live)?;
+        assert!(matches!(
+            remove_stale_socket(&live),
+            Err(Error::SocketInUse { .. })
+        ));
+        assert!(socket_present(&live));
+        drop(listener);
+        remove_stale_socket(&live)?;
+        assert!(!socket_present(&live));
 
         let sock = dir.path().join("stale.sock");
         drop(std::os::unix::net::UnixListener::bind(&sock)?);

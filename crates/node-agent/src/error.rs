@@ -105,6 +105,16 @@ pub enum Error {
         /// The socket path.
         path: String,
     },
+    /// The plugin socket is served by another process (a second node agent, or another
+    /// install of the chart); deleting it would cut that plugin off from the kubelet.
+    #[error(
+        "{path} is served by another running device plugin; stop that plugin (another node \
+         agent or chart install on this node) or set nodeAgent.devicePlugin=off"
+    )]
+    SocketInUse {
+        /// The socket path.
+        path: String,
+    },
     /// Registering a resource with the kubelet failed.
     #[error("registering {resource} with the kubelet at {socket}: {reason}")]
     Registration {
@@ -128,12 +138,6 @@ pub enum Error {
     AgentConfig {
         /// What is wrong.
         reason: String,
-    },
-    /// An SGX device node the agent serves is missing.
-    #[error("{path} does not exist: load the in-kernel SGX driver (Linux 5.11+) or mount the host's /dev")]
-    DeviceMissing {
-        /// The device path.
-        path: String,
     },
 }
 

@@ -60,10 +60,13 @@ fn start_kubelet(
     Ok((rx, task))
 }
 
-fn config(plugin_dir: &Path, dev_root: &Path) -> DevicePluginConfig {
+/// The host's device nodes are in `/dev`; the agent sees them at `dev_view` (as the DaemonSet
+/// mounts the host's `/dev` at `/host/dev`): health follows `dev_view`, `Allocate` names `/dev`.
+fn config(plugin_dir: &Path, dev_view: &Path) -> DevicePluginConfig {
     DevicePluginConfig {
         plugin_dir: plugin_dir.to_path_buf(),
-        dev_root: dev_root.to_path_buf(),
+        dev_root: PathBuf::from("/dev"),
+        dev_view: Some(dev_view.to_path_buf()),
         devices_per_resource: DEVICES,
         health_interval: Duration::from_millis(50),
         socket_check_interval: Duration::from_millis(50),
@@ -187,12 +190,11 @@ async fn register_list_allocate_health_reregister_shutdown() -> TestResult {
             .await?
             .into_inner();
         assert_eq!(answer.container_responses.len(), 1);
-        let host_path: PathBuf = dev.path().join(resource.device);
         assert_eq!(
             answer.container_responses[0].devices,
             [DeviceSpec {
                 container_path: format!("/dev/{}", resource.device),
-                host_path: host_path.display().to_string(),
+                host_path: format!("/dev/{}", resource.device),
                 permissions: "rw".into(),
             }]
         );

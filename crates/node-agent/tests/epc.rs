@@ -579,19 +579,104 @@ mod agent_loop {
         }
     }
 
+    /// Runs the agent until it has published the capacity, answered 20 API requests (the
+    /// plugins run in the same task as the publisher, so by then they have bound their
+    /// sockets if they run at all) and `ready` holds (polled, not timed), then stops it;
+    /// returns whether its plugin sockets were there at that point.
+    async fn run_until_published(
+        cfg: AgentConfig,
+        ready: impl Fn() -> bool + Send + 'static,
+    ) -> bool {
+        let sockets: Vec<PathBuf> = coffer_node_agent::device_plugin::RESOURCES
+            .iter()
+            .map(|r| cfg.devices.plugin_dir.join(r.socket_name))
+            .collect();
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(svc, "default");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let seen = sockets.clone();
+        let server = tokio::spawn(async move {
+            let mut stop_tx = Some(stop_tx);
+            let mut sockets_seen = false;
+            let (mut published, mut requests) = (false, 0);
+            while let Some((req, send)) = handle.next_request().await {
+                published |= req.method() == http::Method::PATCH;
+                requests += 1;
+                send.send_response(answer(
+                    StatusCode::OK,
+                    node_json("sgx-node-1", Some("98041856")),
+                ));
+                if published && requests >= 20 && stop_tx.is_some() {
+                    let mut waited = 0;
+                    while !ready() && waited < 1000 {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        waited += 1;
+                    }
+                    sockets_seen = seen.iter().all(|s| s.exists());
+                    if let Some(tx) = stop_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            sockets_seen
+        });
+        agent::run_with(cfg, client, async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .expect("clean stop");
+        server.await.expect("mock server")
+    }
+
     #[tokio::test]
-    async fn missing_enclave_device_is_refused_before_any_request() {
+    async fn missing_devices_are_not_fatal_the_plugins_serve_them_unhealthy() {
         let dev = tempfile::tempdir().expect("tempdir");
-        let cfg = config(recorded("coffee-lake-128m.txt"), dev.path());
-        let (client, mut handle) = mock_client();
-        let err = agent::run_with(cfg, client, std::future::pending::<()>())
-            .await
-            .expect_err("no device");
-        match &err {
-            Error::DeviceMissing { path } => assert!(path.ends_with("sgx_enclave"), "{path}"),
-            other => panic!("{other:?}"),
+        let plugins = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(recorded("coffee-lake-128m.txt"), dev.path());
+        cfg.devices.plugin_dir = plugins.path().to_path_buf();
+        let dir = plugins.path().to_path_buf();
+        let sockets_seen = run_until_published(cfg, move || {
+            coffer_node_agent::device_plugin::RESOURCES
+                .iter()
+                .all(|r| dir.join(r.socket_name).exists())
+        })
+        .await;
+        assert!(sockets_seen, "the device plugins did not start");
+    }
+
+    #[tokio::test]
+    async fn intel_plugin_on_the_node_leaves_the_resources_to_it() {
+        let dev = dev_root();
+        let plugins = tempfile::tempdir().expect("tempdir");
+        // Intel's plugin serving its enclave socket.
+        let intel = std::os::unix::net::UnixListener::bind(
+            plugins
+                .path()
+                .join(coffer_node_agent::device_plugin::INTEL_PLUGIN_SOCKETS[0]),
+        )
+        .expect("bind");
+        let mut cfg = config(recorded("coffee-lake-128m.txt"), dev.path());
+        cfg.devices.plugin_dir = plugins.path().to_path_buf();
+        let sockets_seen = run_until_published(cfg.clone(), || true).await;
+        assert!(
+            !sockets_seen,
+            "a second plugin registered the same resources"
+        );
+        for r in coffer_node_agent::device_plugin::RESOURCES {
+            assert!(!plugins.path().join(r.socket_name).exists());
         }
-        assert!(handle.next_request().await.is_none());
+        // `on` serves them anyway; with Intel's plugin gone, `auto` serves them too.
+        cfg.device_plugin = agent::DevicePluginMode::On;
+        let dir = plugins.path().to_path_buf();
+        let all = move || {
+            coffer_node_agent::device_plugin::RESOURCES
+                .iter()
+                .all(|r| dir.join(r.socket_name).exists())
+        };
+        assert!(run_until_published(cfg.clone(), all.clone()).await);
+        drop(intel);
+        cfg.device_plugin = agent::DevicePluginMode::Auto;
+        assert!(run_until_published(cfg, all).await);
     }
 
     #[tokio::test]

@@ -77,12 +77,20 @@ WHAT THE POD MUST SET ITSELF:
     Webhook(WebhookArgs),
     /// Run the node agent: publish the EPC capacity and serve the SGX devices to the kubelet.
     #[command(after_help = "EXAMPLES:
-    As the chart's DaemonSet runs it (NODE_NAME from the downward API):
-        NODE_NAME=worker-1 coffer k8s node-agent
+    As the chart's DaemonSet runs it (NODE_NAME from the downward API, the host's /dev
+    mounted read-only at /host/dev):
+        NODE_NAME=worker-1 coffer k8s node-agent --host-dev /host/dev
+
+    Beside Intel's SGX device plugin, publishing only the EPC capacity:
+        coffer k8s node-agent --node-name worker-1 --device-plugin off
 
     With other kubelet and device directories:
         coffer k8s node-agent --node-name worker-1 --plugin-dir /var/lib/kubelet/device-plugins \\
-            --dev-root /dev")]
+            --dev-root /dev
+
+DEVICES:
+    A missing /dev/sgx_enclave or /dev/sgx_provision is not fatal: its resource is advertised
+    as unhealthy (no pod is admitted for it) until the device node appears.")]
     NodeAgent(NodeAgentArgs),
     /// Show this machine's SGX EPC sections as read from CPUID leaf 0x12.
     #[command(after_help = "EXAMPLES:
@@ -156,9 +164,21 @@ pub(crate) struct NodeAgentArgs {
     /// This node's name (the chart sets NODE_NAME from `spec.nodeName`).
     #[arg(long, env = agent::NODE_NAME_ENV)]
     node_name: String,
-    /// Where `sgx_enclave` and `sgx_provision` are.
+    /// Where `sgx_enclave` and `sgx_provision` are on the host (what the kubelet gives pods).
     #[arg(long, default_value = device_plugin::DEFAULT_DEV_ROOT)]
     dev_root: PathBuf,
+    /// Where this process sees the host's --dev-root, if elsewhere (the chart mounts the
+    /// host's /dev read-only at /host/dev); device health is checked there.
+    #[arg(long, value_name = "DIR")]
+    host_dev: Option<PathBuf>,
+    /// Serve sgx.intel.com/enclave and sgx.intel.com/provision: auto (unless Intel's SGX
+    /// device plugin already serves this node), on, or off (only publish the EPC).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    device_plugin: String,
+    /// Read CPUID values from this recorded file (`coffer k8s epc --record`) instead of this
+    /// processor: for tests, and for checking a node's EPC from a recording.
+    #[arg(long, value_name = "FILE")]
+    cpuid_file: Option<PathBuf>,
     /// The kubelet's device plugin directory (with `kubelet.sock`).
     #[arg(long, default_value = device_plugin::DEFAULT_PLUGIN_DIR)]
     plugin_dir: PathBuf,
@@ -335,8 +355,22 @@ async fn wait_for_files(paths: &[PathBuf], limit: Duration) -> anyhow::Result<()
 }
 
 async fn node_agent(args: NodeAgentArgs) -> anyhow::Result<ExitCode> {
-    let mut cfg = AgentConfig::new(args.node_name);
+    let mut cfg = match &args.cpuid_file {
+        Some(path) => AgentConfig::with_cpuid(
+            args.node_name,
+            Arc::new(
+                RecordedCpuid::load(path)
+                    .map_err(|e| Failure::new("invalid-input", e.to_string()))?,
+            ),
+        ),
+        None => AgentConfig::new(args.node_name),
+    };
+    cfg.device_plugin = args
+        .device_plugin
+        .parse()
+        .map_err(|e: String| Failure::new("usage", e))?;
     cfg.devices.dev_root = args.dev_root;
+    cfg.devices.dev_view = args.host_dev;
     cfg.devices.plugin_dir = args.plugin_dir;
     cfg.devices.devices_per_resource = args.devices_per_resource;
     agent::run(cfg)
