@@ -1,6 +1,6 @@
 //! `coffer k8s` as a user runs it: the rendered chart, the admission webhook as a real HTTPS
 //! process whose certificate files appear after it starts (as when the Coordinator writes them),
-//! and the EPC reading from recorded CPUID values.
+//! the EPC reading from recorded CPUID values, and the node agent's DaemonSet container under runc.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -302,4 +302,286 @@ fn webhook_process_waits_for_its_certificate_then_mutates_a_pod_over_https() {
     ] {
         assert!(patch.contains(needle), "{needle} missing from {patch}");
     }
+}
+
+/// The rendered node-agent DaemonSet's container, run under runc the way the kubelet runs it:
+/// its command, args, user, security context and volumes from the chart, plus the mounts the
+/// kubelet adds to every container (`/dev/termination-log`, the service account, `/etc/hosts`,
+/// `/etc/hostname`, `/etc/resolv.conf`). Host paths are directories of the test. The image is
+/// the `coffer` binary and the libraries `ldd` names, bind-mounted read-only. One argument is
+/// added to what the chart renders, `--cpuid-file` (this machine has no SGX). The container
+/// must start, publish nothing (no API server answers), serve both device plugins in the
+/// host's plugin directory, see the host's device nodes, and stop cleanly on SIGTERM, removing
+/// its sockets. The chart's earlier layout (the host's `/dev` read-only over `/dev`) is run
+/// too and must fail as it does under a kubelet.
+#[test]
+fn rendered_node_agent_daemonset_runs_under_runc_with_the_kubelets_mounts() {
+    let Some(runc) = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+    else {
+        eprintln!("skipped: needs runc (CI installs it)");
+        return;
+    };
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root (CI has it)");
+        return;
+    }
+    let (ok, rendered, err) = coffer(&["--json", "k8s", "render"]);
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&rendered).expect("kubectl List");
+    let ds = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|o| o["kind"] == "DaemonSet" && o["metadata"]["name"] == "coffer-node-agent")
+        .expect("the node agent DaemonSet")
+        .clone();
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+
+    let t = tempfile::tempdir().expect("tempdir");
+    let host = t.path().join("host");
+    let host_dev = host.join("dev");
+    let host_plugins = host.join("device-plugins");
+    std::fs::create_dir_all(&host_dev).unwrap();
+    std::fs::create_dir_all(&host_plugins).unwrap();
+    for d in ["sgx_enclave", "sgx_provision"] {
+        std::fs::write(host_dev.join(d), b"").unwrap();
+    }
+    // What the kubelet writes for every pod.
+    let kubelet = t.path().join("kubelet");
+    let sa = kubelet.join("serviceaccount");
+    std::fs::create_dir_all(&sa).unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["kubernetes.default.svc".into()]).unwrap();
+    std::fs::write(sa.join("ca.crt"), ca.cert.pem()).unwrap();
+    std::fs::write(sa.join("token"), "test-token").unwrap();
+    std::fs::write(sa.join("namespace"), "coffer").unwrap();
+    for (f, text) in [
+        ("hosts", "127.0.0.1 localhost\n"),
+        ("hostname", "coffer-node-agent-x\n"),
+        ("resolv.conf", "nameserver 127.0.0.1\n"),
+        ("termination-log", ""),
+    ] {
+        std::fs::write(kubelet.join(f), text).unwrap();
+    }
+    let cpuid = cpuid_file("coffee-lake-128m.txt");
+
+    // The image: coffer and its libraries.
+    let rootfs = t.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let ldd = Command::new("ldd").arg(COFFER).output().expect("ldd");
+    let mut image_files = vec![(
+        Path::new(COFFER).to_path_buf(),
+        "/usr/local/bin/coffer".to_string(),
+    )];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(std::path::PathBuf::from);
+        if let Some(p) = path {
+            image_files.push((p.clone(), p.display().to_string()));
+        }
+    }
+
+    let bind = |src: &Path, dst: &str, ro: bool| {
+        let mut options = vec!["rbind", "rprivate"];
+        if ro {
+            options.push("ro");
+        }
+        serde_json::json!({"destination": dst, "type": "bind", "source": src, "options": options})
+    };
+    let mut mounts = vec![
+        serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        serde_json::json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        serde_json::json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    for (src, dst) in &image_files {
+        mounts.push(bind(src, dst, true));
+    }
+    mounts.push(bind(&cpuid, "/cpuid.txt", true));
+    // The chart's volumes, each hostPath mapped to the test's directory for it.
+    let host_dir = |path: &str| match path {
+        "/dev" => host_dev.clone(),
+        "/var/lib/kubelet/device-plugins" => host_plugins.clone(),
+        other => panic!("the DaemonSet mounts host path {other}, which this test does not map"),
+    };
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let chart_mounts: Vec<serde_json::Value> = c["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .map(|m| {
+            let v = volumes
+                .iter()
+                .find(|v| v["name"] == m["name"])
+                .expect("volume of the mount");
+            let src = host_dir(v["hostPath"]["path"].as_str().expect("a hostPath"));
+            bind(
+                &src,
+                m["mountPath"].as_str().unwrap(),
+                m["readOnly"] == true,
+            )
+        })
+        .collect();
+    // What the kubelet adds, after the volumes (as it orders them).
+    let kubelet_mounts = vec![
+        bind(&sa, "/var/run/secrets/kubernetes.io/serviceaccount", true),
+        bind(&kubelet.join("hosts"), "/etc/hosts", false),
+        bind(&kubelet.join("hostname"), "/etc/hostname", false),
+        bind(&kubelet.join("resolv.conf"), "/etc/resolv.conf", false),
+        bind(
+            &kubelet.join("termination-log"),
+            "/dev/termination-log",
+            false,
+        ),
+    ];
+
+    let sc = &c["securityContext"];
+    let mut args: Vec<String> = c["command"]
+        .as_array()
+        .into_iter()
+        .chain(c["args"].as_array())
+        .flatten()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    args.extend(["--cpuid-file".into(), "/cpuid.txt".into()]);
+    assert_eq!(
+        c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    let config = |mounts: Vec<serde_json::Value>| {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": sc["runAsUser"].as_u64().expect("runAsUser"), "gid": 0},
+                "args": args,
+                "env": [
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "NODE_NAME=worker-1",
+                    "KUBERNETES_SERVICE_HOST=127.0.0.1",
+                    "KUBERNETES_SERVICE_PORT=1",
+                    "COFFER_LOG=info",
+                ],
+                "cwd": "/",
+                // capabilities: drop ALL.
+                "capabilities": {"bounding": [], "effective": [], "permitted": []},
+                "noNewPrivileges": sc["allowPrivilegeEscalation"] == false,
+            },
+            "root": {"path": "rootfs", "readonly": sc["readOnlyRootFilesystem"] == true},
+            "hostname": "coffer-node-agent-x",
+            "mounts": mounts,
+            "linux": {
+                "namespaces": [
+                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                    {"type": "network"}
+                ],
+                "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
+                "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"],
+            }
+        })
+    };
+    let write_bundle = |mounts: Vec<serde_json::Value>| {
+        std::fs::write(
+            t.path().join("config.json"),
+            serde_json::to_vec_pretty(&config(mounts)).unwrap(),
+        )
+        .unwrap();
+    };
+    let id = format!("coffer-node-agent-test-{}", std::process::id());
+    let runc_cmd = || {
+        let mut cmd = Command::new(runc);
+        cmd.arg("--root").arg(t.path().join("runc-state"));
+        cmd
+    };
+
+    // The chart as it is: the container starts and serves.
+    let all: Vec<_> = mounts
+        .iter()
+        .chain(&chart_mounts)
+        .chain(&kubelet_mounts)
+        .cloned()
+        .collect();
+    write_bundle(all);
+    let log = t.path().join("agent.log");
+    let mut child = runc_cmd()
+        .args(["run", "--bundle"])
+        .arg(t.path())
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(t.path().join("agent.out")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("runc run");
+    let sockets: Vec<_> = ["coffer-sgx-enclave.sock", "coffer-sgx-provision.sock"]
+        .iter()
+        .map(|s| host_plugins.join(s))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !sockets.iter().all(|s| s.exists()) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the node agent container ended ({status}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no plugin sockets:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = runc_cmd().args(["kill", &id, "TERM"]).output().unwrap();
+    assert!(
+        kill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = runc_cmd().args(["delete", "--force", &id]).output();
+    assert!(status.success(), "{status}:\n{text}");
+    assert!(text.contains("EPC read from CPUID"), "{text}");
+    assert!(!text.contains("SGX device missing"), "{text}");
+    for s in &sockets {
+        assert!(!s.exists(), "{} left behind", s.display());
+    }
+
+    // The earlier layout: the host's /dev read-only over the container's /dev. runc cannot
+    // create /dev/termination-log in it, as under a kubelet.
+    let old_dev = bind(&host_dev, "/dev", true);
+    let all: Vec<_> = mounts
+        .iter()
+        .chain([&old_dev])
+        .chain(
+            chart_mounts
+                .iter()
+                .filter(|m| m["destination"] != "/host/dev"),
+        )
+        .chain(&kubelet_mounts)
+        .cloned()
+        .collect();
+    write_bundle(all);
+    let out = runc_cmd()
+        .args(["run", "--bundle"])
+        .arg(t.path())
+        .arg(format!("{id}-old"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = runc_cmd()
+        .args(["delete", "--force", &format!("{id}-old")])
+        .output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("read-only file system"), "{err}");
 }
