@@ -585,3 +585,48 @@ fn rendered_node_agent_daemonset_runs_under_runc_with_the_kubelets_mounts() {
     assert!(!out.status.success());
     assert!(err.contains("read-only file system"), "{err}");
 }
+
+/// `coffer k8s inject` prints the pod as the webhook admits it; the printed pod goes through
+/// again unchanged (so a Kata policy computed from it stays valid), and a pod the webhook
+/// refuses is refused with the webhook's reason.
+#[test]
+fn inject_prints_the_admitted_pod() {
+    let t = tempfile::tempdir().unwrap();
+    let pod = Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s/tests/data/pods/tdx.yaml");
+    let coord = ["--coordinator", "coffer-coordinator.coffer.svc:4433"];
+    let mut args = vec!["k8s", "inject", "-f", pod.to_str().unwrap()];
+    args.extend(coord);
+    let (ok, first, err) = coffer(&args);
+    assert!(ok, "{err}");
+    let v: serde_yaml::Value = serde_yaml::from_str(&first).unwrap();
+    assert_eq!(
+        v["spec"]["runtimeClassName"].as_str(),
+        Some("kata-qemu-tdx")
+    );
+    assert!(first.contains("COFFER_WORKLOAD"), "{first}");
+    let injected = t.path().join("injected.yaml");
+    std::fs::write(&injected, &first).unwrap();
+    let mut args = vec!["k8s", "inject", "-f", injected.to_str().unwrap()];
+    args.extend(coord);
+    let (ok, second, err) = coffer(&args);
+    assert!(ok, "{err}");
+    assert_eq!(first, second, "not idempotent");
+
+    let mut refused = v.clone();
+    refused["spec"]["runtimeClassName"] = "kata-qemu-snp".into();
+    let bad = t.path().join("bad.yaml");
+    std::fs::write(&bad, serde_yaml::to_string(&refused).unwrap()).unwrap();
+    let mut args = vec!["--json", "k8s", "inject", "-f", bad.to_str().unwrap()];
+    args.extend(coord);
+    let (ok, out, _) = coffer(&args);
+    assert!(!ok);
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["error"]["kind"], "refused", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("runtimeClassName \"kata-qemu-snp\""),
+        "{e}"
+    );
+}

@@ -58,8 +58,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, HostPathVolumeSource, ObjectFieldSelector, Pod,
-    ResourceRequirements, Toleration, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
+    ObjectFieldSelector, Pod, PodSpec, ResourceRequirements, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -93,6 +93,22 @@ pub const RESOURCE_ENCLAVE: &str = "sgx.intel.com/enclave";
 pub const RESOURCE_PROVISION: &str = "sgx.intel.com/provision";
 /// The older AKS resource: EPC in MiB, rewritten to [`RESOURCE_EPC`].
 pub const RESOURCE_AKS_EPC_MIB: &str = "kubernetes.azure.com/sgx_epc_mem_in_MiB";
+/// The older Intel/AKS resource name in the AKS FAQ's Job: EPC in MiB, rewritten to
+/// [`RESOURCE_EPC`].
+pub const RESOURCE_INTEL_EPC_MIB: &str = "sgx.intel.com/sgx_epc_mem_in_MiB";
+/// The legacy EPC resources (MiB) no current node offers; every pod's are rewritten.
+pub const LEGACY_EPC_MIB: [&str; 2] = [RESOURCE_INTEL_EPC_MIB, RESOURCE_AKS_EPC_MIB];
+/// Pod annotation with the pod's total EPC, which Kata uses to size a VM's EPC (Intel's
+/// webhook writes it too).
+pub const ANNOTATION_POD_EPC: &str = "sgx.intel.com/epc";
+/// Pod annotation listing the confidential containers (comma-separated names); without it
+/// every container is one.
+pub const ANNOTATION_CONTAINERS: &str = "coffer.dev/containers";
+/// Pod annotation listing containers that stay ordinary (log shippers, proxies).
+pub const ANNOTATION_EXCLUDE: &str = "coffer.dev/exclude-containers";
+/// The Kata agent policy annotation (genpolicy, `az confcom katapolicygen`): computed from
+/// the spec, so a pod that carries it must not be changed afterwards.
+pub const ANNOTATION_KATA_POLICY: &str = "io.katacontainers.config.agent.policy";
 /// The aesmd socket directory on SGX nodes (and inside the containers).
 pub const AESMD_DIR: &str = "/var/run/aesmd";
 /// Name of the volume the webhook adds for [`AESMD_DIR`].
@@ -524,17 +540,128 @@ enum QuoteProvider {
     Aesmd,
 }
 
-/// Applies the Coffer policy to `pod`. Pods without [`LABEL_WORKLOAD`] come back unchanged.
+/// Rewrites the legacy EPC resources of `c` (MiB: [`LEGACY_EPC_MIB`]) into [`RESOURCE_EPC`]
+/// with the container's own value. A container asking for EPC under two names must ask for
+/// the same amount.
+fn rewrite_legacy_epc(c: &mut Container, warnings: &mut Vec<String>) -> Result<(), Refusal> {
+    let mut own = read_resource(c, RESOURCE_EPC, |s| parse_epc(s).map(|e| e.bytes))?;
+    for legacy in LEGACY_EPC_MIB {
+        let Some((bytes, text)) = read_resource(c, legacy, parse_aks_mib)? else {
+            continue;
+        };
+        match &own {
+            Some((b, own_text)) if *b != bytes => {
+                return refuse(format!(
+                    "container {:?}: conflicting EPC: {RESOURCE_EPC} {own_text:?} but {legacy} \
+                     {text:?} ({text}Mi); keep only {RESOURCE_EPC}",
+                    c.name
+                ))
+            }
+            Some(_) => {}
+            None => {
+                let mib = format!("{}Mi", bytes >> 20);
+                set_resource(c, RESOURCE_EPC, &mib);
+                own = Some((bytes, mib.clone()));
+                warnings.push(format!(
+                    "container {:?}: {legacy} {text} rewritten to {RESOURCE_EPC} {mib} (no node \
+                     offers {legacy})",
+                    c.name
+                ));
+            }
+        }
+        remove_resource(c, legacy);
+    }
+    Ok(())
+}
+
+/// The EPC a container asks for, in bytes (after [`rewrite_legacy_epc`]).
+fn epc_bytes(c: &Container) -> u128 {
+    read_resource(c, RESOURCE_EPC, |s| parse_epc(s).map(|e| e.bytes))
+        .ok()
+        .flatten()
+        .map_or(0, |(b, _)| b)
+}
+
+/// Sets [`ANNOTATION_POD_EPC`] to the sum of the containers' EPC (when there is any).
+fn annotate_pod_epc(pod: &mut Pod, warnings: &mut Vec<String>) {
+    let total: u128 = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(epc_bytes)
+        .sum();
+    if total == 0 {
+        return;
+    }
+    let text = if total % (1 << 20) == 0 {
+        format!("{}Mi", total >> 20)
+    } else {
+        total.to_string()
+    };
+    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    match annotations.get(ANNOTATION_POD_EPC) {
+        Some(v) if *v == text => {}
+        Some(v) => {
+            warnings.push(format!(
+                "annotation {ANNOTATION_POD_EPC} {v:?} replaced by {text:?}, the sum of the \
+                 containers' {RESOURCE_EPC}"
+            ));
+            annotations.insert(ANNOTATION_POD_EPC.to_string(), text);
+        }
+        None => {
+            annotations.insert(ANNOTATION_POD_EPC.to_string(), text);
+        }
+    }
+}
+
+/// The container names listed in `annotation` (comma-separated), each a container of the pod.
+fn listed_containers(
+    annotations: &BTreeMap<String, String>,
+    annotation: &str,
+    containers: &[Container],
+) -> Result<Option<Vec<String>>, Refusal> {
+    let Some(list) = annotations.get(annotation) else {
+        return Ok(None);
+    };
+    let names: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !containers.iter().any(|c| c.name == **n))
+    {
+        return refuse(format!(
+            "annotation {annotation} names {unknown:?}, which is not a container of this pod"
+        ));
+    }
+    Ok(Some(names))
+}
+
+/// Applies the Coffer policy to `pod`. Every pod's legacy EPC resources are rewritten
+/// ([`LEGACY_EPC_MIB`]); pods without [`LABEL_WORKLOAD`] get nothing else.
 ///
 /// Pure and deterministic; applying it to its own output gives the same pod back.
 pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
     let mut warnings = Vec::new();
+    let mut out = pod.clone();
+    if let Some(spec) = out.spec.as_mut() {
+        let all = spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten());
+        for c in all {
+            rewrite_legacy_epc(c, &mut warnings)?;
+        }
+    }
     let labels = pod.metadata.labels.as_ref();
     let Some(workload) = labels.and_then(|l| l.get(LABEL_WORKLOAD)) else {
-        return Ok(Mutation {
-            pod: pod.clone(),
-            warnings,
-        });
+        if out != *pod {
+            annotate_pod_epc(&mut out, &mut warnings);
+        }
+        return Ok(Mutation { pod: out, warnings });
     };
     validate_workload_name(workload).map_err(|e| {
         Refusal(format!(
@@ -548,15 +675,35 @@ pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
             .parse::<Tee>()
             .map_err(|e| Refusal(format!("annotation {ANNOTATION_TEE}: {e}")))?,
     };
-    let mut out = pod.clone();
     let Some(spec) = out.spec.as_mut() else {
         return refuse("the pod has no spec");
     };
     if spec.containers.is_empty() {
         return refuse("the pod has no containers");
     }
+    // Which containers are confidential: those listed (all without a list), minus the
+    // excluded ones.
+    let listed = listed_containers(&annotations, ANNOTATION_CONTAINERS, &spec.containers)?;
+    let excluded =
+        listed_containers(&annotations, ANNOTATION_EXCLUDE, &spec.containers)?.unwrap_or_default();
+    let confidential: Vec<bool> = spec
+        .containers
+        .iter()
+        .map(|c| listed.as_ref().is_none_or(|l| l.contains(&c.name)) && !excluded.contains(&c.name))
+        .collect();
+    if !confidential.contains(&true) {
+        return refuse(format!(
+            "no confidential container is left: annotations {ANNOTATION_CONTAINERS} and \
+             {ANNOTATION_EXCLUDE} exclude every container"
+        ));
+    }
 
-    for c in &mut spec.containers {
+    for (c, _) in spec
+        .containers
+        .iter_mut()
+        .zip(&confidential)
+        .filter(|(_, conf)| **conf)
+    {
         ensure_env(c, "COFFER_COORDINATOR", EnvWant::Value(&cfg.coordinator))?;
         ensure_env(c, "COFFER_WORKLOAD", EnvWant::Value(workload))?;
         ensure_env(c, "COFFER_INSTANCE_ID", EnvWant::PodUid)?;
@@ -564,103 +711,7 @@ pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
     }
 
     match tee {
-        Tee::Sgx => {
-            let annotation_epc = match annotations.get(ANNOTATION_EPC) {
-                None => None,
-                Some(s) => Some(
-                    parse_epc(s)
-                        .map_err(|e| Refusal(format!("annotation {ANNOTATION_EPC}: {e}")))?,
-                ),
-            };
-            let default_epc = parse_epc(&cfg.default_epc).map_err(|e| {
-                Refusal(format!(
-                    "the Coffer webhook's default EPC {e}; ask the cluster operator to fix it"
-                ))
-            })?;
-            if let Some(rc) = spec.runtime_class_name.as_deref() {
-                if rc == "kata-qemu-tdx" || rc == "kata-qemu-snp" {
-                    return refuse(format!(
-                        "runtimeClassName {rc:?} runs the pod in a confidential VM, but the pod \
-                         asks for TEE sgx; set annotation {ANNOTATION_TEE} to tdx or snp"
-                    ));
-                }
-            }
-            let provider = match annotations
-                .get(ANNOTATION_QUOTE_PROVIDER)
-                .map(String::as_str)
-            {
-                None => QuoteProvider::None,
-                Some(name) => match spec.containers.iter().position(|c| c.name == name) {
-                    Some(i) => QuoteProvider::Container(i),
-                    None if name == "aesmd" => QuoteProvider::Aesmd,
-                    None => {
-                        return refuse(format!(
-                            "annotation {ANNOTATION_QUOTE_PROVIDER} {name:?} is neither \"aesmd\" \
-                             nor the name of a container of this pod"
-                        ))
-                    }
-                },
-            };
-            for (i, c) in spec.containers.iter_mut().enumerate() {
-                let own = read_resource(c, RESOURCE_EPC, |s| parse_epc(s).map(|e| e.bytes))?;
-                let aks = read_resource(c, RESOURCE_AKS_EPC_MIB, parse_aks_mib)?;
-                let epc_text = match (&own, &aks) {
-                    (Some((b, text)), aks) => {
-                        if let Some((ab, atext)) = aks {
-                            if ab != b {
-                                return refuse(format!(
-                                    "container {:?}: conflicting EPC: {RESOURCE_EPC} {text:?} \
-                                     but {RESOURCE_AKS_EPC_MIB} {atext:?} ({atext}Mi); keep only \
-                                     {RESOURCE_EPC}",
-                                    c.name
-                                ));
-                            }
-                        }
-                        if let Some(a) = &annotation_epc {
-                            if a.bytes != *b {
-                                warnings.push(format!(
-                                    "container {:?} keeps its own {RESOURCE_EPC} {text:?}; \
-                                     annotation {ANNOTATION_EPC} {:?} applies only to containers \
-                                     without one",
-                                    c.name, a.text
-                                ));
-                            }
-                        }
-                        text.clone()
-                    }
-                    (None, Some((ab, atext))) => {
-                        if let Some(a) = &annotation_epc {
-                            if a.bytes != *ab {
-                                return refuse(format!(
-                                    "container {:?}: conflicting EPC: annotation {ANNOTATION_EPC} \
-                                     {:?} but {RESOURCE_AKS_EPC_MIB} {atext:?} ({atext}Mi)",
-                                    c.name, a.text
-                                ));
-                            }
-                        }
-                        format!("{}Mi", ab >> 20)
-                    }
-                    (None, None) => annotation_epc.as_ref().unwrap_or(&default_epc).text.clone(),
-                };
-                remove_resource(c, RESOURCE_AKS_EPC_MIB);
-                set_resource(c, RESOURCE_EPC, &epc_text);
-                ensure_one_device(c, RESOURCE_ENCLAVE)?;
-                match provider {
-                    QuoteProvider::Container(p) if p == i => {
-                        ensure_one_device(c, RESOURCE_PROVISION)?;
-                    }
-                    QuoteProvider::Aesmd => {
-                        ensure_aesmd_mount(c, spec.volumes.as_deref())?;
-                        ensure_env(c, "SGX_AESM_ADDR", EnvWant::Value("1"))?;
-                    }
-                    _ => {}
-                }
-            }
-            if matches!(provider, QuoteProvider::Aesmd) {
-                ensure_aesmd_volume(&mut spec.volumes)?;
-            }
-            ensure_toleration(&mut spec.tolerations, &sgx_toleration());
-        }
+        Tee::Sgx => mutate_sgx(spec, &annotations, cfg, &confidential, &mut warnings)?,
         Tee::Tdx | Tee::Snp => {
             let Some(want) = tee.runtime_class() else {
                 return refuse("internal: no runtime class for a VM TEE");
@@ -710,6 +761,9 @@ pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
     for t in &cfg.extra_tolerations {
         ensure_toleration(&mut spec.tolerations, t);
     }
+    if tee == Tee::Sgx {
+        annotate_pod_epc(&mut out, &mut warnings);
+    }
     if cfg.evidence == EvidenceMode::Sim {
         let text = simulation_notice();
         out.metadata
@@ -718,19 +772,138 @@ pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
             .insert(ANNOTATION_SIMULATION.to_string(), text.clone());
         warnings.push(text);
     }
+    if out != *pod && annotations.contains_key(ANNOTATION_KATA_POLICY) {
+        return refuse(format!(
+            "the pod carries a Kata agent policy ({ANNOTATION_KATA_POLICY}) computed from the \
+             spec before the Coffer webhook changed it, so the Kata agent would deny the \
+             changed containers; print the injected pod with `coffer k8s inject -f pod.yaml`, \
+             generate the policy from that (genpolicy, az confcom katapolicygen) and apply it"
+        ));
+    }
     Ok(Mutation { pod: out, warnings })
+}
+
+/// The SGX part of [`mutate_pod`]: EPC and the enclave device for every SGX container (the
+/// confidential ones, those asking for EPC themselves, the quote provider), and the quote
+/// provider's wiring, as Intel's SGX webhook does it.
+fn mutate_sgx(
+    spec: &mut PodSpec,
+    annotations: &BTreeMap<String, String>,
+    cfg: &WebhookConfig,
+    confidential: &[bool],
+    warnings: &mut Vec<String>,
+) -> Result<(), Refusal> {
+    let annotation_epc = match annotations.get(ANNOTATION_EPC) {
+        None => None,
+        Some(s) => {
+            Some(parse_epc(s).map_err(|e| Refusal(format!("annotation {ANNOTATION_EPC}: {e}")))?)
+        }
+    };
+    let default_epc = parse_epc(&cfg.default_epc).map_err(|e| {
+        Refusal(format!(
+            "the Coffer webhook's default EPC {e}; ask the cluster operator to fix it"
+        ))
+    })?;
+    if let Some(rc) = spec.runtime_class_name.as_deref() {
+        if rc == "kata-qemu-tdx" || rc == "kata-qemu-snp" {
+            return refuse(format!(
+                "runtimeClassName {rc:?} runs the pod in a confidential VM, but the pod asks for \
+                 TEE sgx; set annotation {ANNOTATION_TEE} to tdx or snp"
+            ));
+        }
+    }
+    let provider = match annotations
+        .get(ANNOTATION_QUOTE_PROVIDER)
+        .map(String::as_str)
+    {
+        None => QuoteProvider::None,
+        Some(name) => match spec.containers.iter().position(|c| c.name == name) {
+            Some(i) => QuoteProvider::Container(i),
+            None if name == "aesmd" => QuoteProvider::Aesmd,
+            None => {
+                return refuse(format!(
+                    "annotation {ANNOTATION_QUOTE_PROVIDER} {name:?} is neither \"aesmd\" nor \
+                     the name of a container of this pod"
+                ))
+            }
+        },
+    };
+    let mut sgx = Vec::new();
+    for (i, c) in spec.containers.iter_mut().enumerate() {
+        let own = read_resource(c, RESOURCE_EPC, |s| parse_epc(s).map(|e| e.bytes))?;
+        let is_provider = matches!(provider, QuoteProvider::Container(p) if p == i);
+        if !(confidential[i] || own.is_some() || is_provider) {
+            continue;
+        }
+        let text = match (&own, &annotation_epc) {
+            (Some((b, text)), Some(a)) if a.bytes != *b => {
+                warnings.push(format!(
+                    "container {:?} keeps its own {RESOURCE_EPC} {text:?}; annotation \
+                     {ANNOTATION_EPC} {:?} applies only to containers without one",
+                    c.name, a.text
+                ));
+                text.clone()
+            }
+            (Some((_, text)), _) => text.clone(),
+            (None, a) => a.as_ref().unwrap_or(&default_epc).text.clone(),
+        };
+        // Fills in the request (or limit) where only one was written.
+        set_resource(c, RESOURCE_EPC, &text);
+        ensure_one_device(c, RESOURCE_ENCLAVE)?;
+        sgx.push(i);
+    }
+    // The quote provider (Intel's convention): a container of the pod that runs aesmd gets
+    // /dev/sgx_provision and shares its socket directory with the other SGX containers (an
+    // in-memory emptyDir); "aesmd" without such a container is the node's aesmd (hostPath).
+    let socket_volume = match provider {
+        QuoteProvider::None => None,
+        QuoteProvider::Container(p) => {
+            ensure_one_device(&mut spec.containers[p], RESOURCE_PROVISION)?;
+            (sgx.len() >= 2).then(aesmd_shared_volume)
+        }
+        QuoteProvider::Aesmd => Some(aesmd_host_volume()),
+    };
+    if let Some(volume) = socket_volume {
+        let mut used = false;
+        for &i in &sgx {
+            let c = &mut spec.containers[i];
+            used |= ensure_aesmd_mount(c, spec.volumes.as_deref())?;
+            if !matches!(provider, QuoteProvider::Container(p) if p == i) {
+                ensure_env(c, "SGX_AESM_ADDR", EnvWant::Value("1"))?;
+            }
+        }
+        if used {
+            ensure_aesmd_volume(&mut spec.volumes, volume)?;
+        }
+    }
+    ensure_toleration(&mut spec.tolerations, &sgx_toleration());
+    Ok(())
 }
 
 fn simulation_notice() -> String {
     "SIMULATION: COFFER_EVIDENCE=sim, this pod's evidence is simulated, not from a TEE".to_string()
 }
 
-fn aesmd_volume() -> Volume {
+/// The node's aesmd socket directory (created if missing, as Intel's webhook does: on AKS
+/// the aesmd DaemonSet may start after the pod).
+fn aesmd_host_volume() -> Volume {
     Volume {
         name: AESMD_VOLUME.to_string(),
         host_path: Some(HostPathVolumeSource {
             path: AESMD_DIR.to_string(),
-            type_: Some("Directory".to_string()),
+            type_: Some("DirectoryOrCreate".to_string()),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The socket directory an aesmd container of the pod shares with the others: in memory.
+fn aesmd_shared_volume() -> Volume {
+    Volume {
+        name: AESMD_VOLUME.to_string(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".to_string()),
+            size_limit: None,
         }),
         ..Default::default()
     }
@@ -742,35 +915,37 @@ fn is_aesmd_host_path(v: &Volume) -> bool {
         .is_some_and(|h| h.path.trim_end_matches('/') == AESMD_DIR)
 }
 
-fn ensure_aesmd_volume(volumes: &mut Option<Vec<Volume>>) -> Result<(), Refusal> {
+fn ensure_aesmd_volume(volumes: &mut Option<Vec<Volume>>, want: Volume) -> Result<(), Refusal> {
     let list = volumes.get_or_insert_with(Vec::new);
     match list.iter().find(|v| v.name == AESMD_VOLUME) {
-        Some(v) if is_aesmd_host_path(v) => Ok(()),
+        Some(v) if *v == want => Ok(()),
         Some(_) => refuse(format!(
-            "the pod has a volume named {AESMD_VOLUME:?} that is not the host's {AESMD_DIR}; \
-             rename it (the webhook adds that volume for the aesmd quote provider)"
+            "the pod has a volume named {AESMD_VOLUME:?} that is not the aesmd socket directory \
+             the webhook adds; rename it"
         )),
         None => {
-            list.push(aesmd_volume());
+            list.push(want);
             Ok(())
         }
     }
 }
 
-fn ensure_aesmd_mount(c: &mut Container, volumes: Option<&[Volume]>) -> Result<(), Refusal> {
+/// Mounts the aesmd socket directory in `c`; true when the mount uses [`AESMD_VOLUME`] (the
+/// user's own hostPath of the node's directory is kept and needs no volume of ours).
+fn ensure_aesmd_mount(c: &mut Container, volumes: Option<&[Volume]>) -> Result<bool, Refusal> {
     let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
     let existing = mounts
         .iter()
         .find(|m| m.mount_path.trim_end_matches('/') == AESMD_DIR);
     match existing {
-        Some(m) if m.name == AESMD_VOLUME => Ok(()),
+        Some(m) if m.name == AESMD_VOLUME => Ok(true),
         Some(m) => {
             let user_host_path = volumes
                 .into_iter()
                 .flatten()
                 .any(|v| v.name == m.name && is_aesmd_host_path(v));
             if user_host_path {
-                Ok(())
+                Ok(false)
             } else {
                 refuse(format!(
                     "container {:?} mounts volume {:?} at {AESMD_DIR}, where the aesmd quote \
@@ -785,7 +960,7 @@ fn ensure_aesmd_mount(c: &mut Container, volumes: Option<&[Volume]>) -> Result<(
                 mount_path: AESMD_DIR.to_string(),
                 ..Default::default()
             });
-            Ok(())
+            Ok(true)
         }
     }
 }
@@ -967,8 +1142,9 @@ mod tests {
         assert_eq!(limit(&m.pod, 1, RESOURCE_EPC).as_deref(), Some("64Mi"));
         assert_eq!(limit(&m.pod, 1, RESOURCE_AKS_EPC_MIB), None);
         assert_eq!(limit(&m.pod, 2, RESOURCE_EPC).as_deref(), Some("64Mi"));
-        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
-        assert!(m.warnings[0].contains("keeps its own"));
+        assert_eq!(m.warnings.len(), 2, "{:?}", m.warnings);
+        assert!(m.warnings[0].contains("rewritten to sgx.intel.com/epc 64Mi"));
+        assert!(m.warnings[1].contains("keeps its own"));
         let again = mutate_pod(&m.pod, &cfg()).expect("allowed");
         assert_eq!(again.pod, m.pod);
     }

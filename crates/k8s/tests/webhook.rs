@@ -394,7 +394,7 @@ async fn fixtures_are_mutated_as_documented_and_idempotently() {
         .expect("aesmd volume");
     let hp = vol.host_path.as_ref().expect("hostPath");
     assert_eq!(hp.path, "/var/run/aesmd");
-    assert_eq!(hp.type_.as_deref(), Some("Directory"));
+    assert_eq!(hp.type_.as_deref(), Some("DirectoryOrCreate"));
     for name in ["frontend", "backend"] {
         let c = container(&pod, name);
         assert_launcher_env(c, "shop", "auto");
@@ -435,7 +435,9 @@ async fn fixtures_are_mutated_as_documented_and_idempotently() {
         resource(metrics, "limits", "sgx.intel.com/enclave").as_deref(),
         Some("1")
     );
+    // The provider's aesmd socket directory is shared in memory with the other SGX container.
     assert_eq!(env(app, "SGX_AESM_ADDR"), None);
+    assert_eq!(env(metrics, "SGX_AESM_ADDR").as_deref(), Some("1"));
     assert_eq!(
         pod.spec
             .as_ref()
@@ -443,8 +445,155 @@ async fn fixtures_are_mutated_as_documented_and_idempotently() {
             .map(Vec::len),
         Some(1)
     );
-    assert!(pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).is_none());
+    let vols = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap();
+    assert_eq!(vols.len(), 1);
+    assert_eq!(
+        vols[0].empty_dir.as_ref().and_then(|e| e.medium.as_deref()),
+        Some("Memory")
+    );
 
+    hook.stop().await;
+}
+
+/// The pod of the AKS FAQ's Job, exactly as written: not labelled for Coffer, EPC under the
+/// legacy name. It gets `sgx.intel.com/epc` with its own 10Mi (not the default), and nothing
+/// else of Coffer's; labelled, it keeps its 10Mi too.
+#[tokio::test]
+async fn legacy_epc_names_are_rewritten_for_every_pod() {
+    let pki = pki("coffer-webhook");
+    let hook = Webhook::start(cfg(), &pki).await;
+    let ca = &pki.ca_der;
+    let job = fixture("aks-faq-job.yaml");
+    let a = admit(&hook, ca, &job).await;
+    assert!(
+        a.warnings.iter().any(|w| w.contains("rewritten")),
+        "{:?}",
+        a.warnings
+    );
+    let (raw, pod) = mutate(&hook, ca, &job).await;
+    let c = container(&pod, "sgxtest");
+    for which in ["limits", "requests"] {
+        assert_eq!(
+            resource(c, which, "sgx.intel.com/epc").as_deref(),
+            Some("10Mi")
+        );
+        assert_eq!(resource(c, which, "sgx.intel.com/sgx_epc_mem_in_MiB"), None);
+    }
+    assert_eq!(raw["metadata"]["annotations"]["sgx.intel.com/epc"], "10Mi");
+    assert_eq!(env(c, "COFFER_WORKLOAD"), None);
+    assert_eq!(resource(c, "limits", "sgx.intel.com/enclave"), None);
+
+    let mut labelled = job.clone();
+    labelled["metadata"]["labels"]["coffer.dev/workload"] = json!("sgx-test");
+    let (_, pod) = mutate(&hook, ca, &labelled).await;
+    let c = container(&pod, "sgxtest");
+    assert_launcher_env(c, "sgx-test", "auto");
+    assert_eq!(
+        resource(c, "limits", "sgx.intel.com/epc").as_deref(),
+        Some("10Mi")
+    );
+    assert_eq!(
+        resource(c, "limits", "sgx.intel.com/enclave").as_deref(),
+        Some("1")
+    );
+    hook.stop().await;
+}
+
+/// Intel's aesmd sidecar: the app and the aesmd container share the socket directory in
+/// memory; the app gets SGX_AESM_ADDR, aesmd gets provision; the unlisted log shipper is left
+/// as it was.
+#[tokio::test]
+async fn aesmd_sidecar_and_per_container_selection() {
+    let pki = pki("coffer-webhook");
+    let hook = Webhook::start(cfg(), &pki).await;
+    let (raw, pod) = mutate(&hook, &pki.ca_der, &fixture("aesmd-sidecar.yaml")).await;
+    let app = container(&pod, "app");
+    assert_launcher_env(app, "shop", "auto");
+    assert_eq!(env(app, "SGX_AESM_ADDR").as_deref(), Some("1"));
+    assert_eq!(
+        resource(app, "limits", "sgx.intel.com/epc").as_deref(),
+        Some("64Mi")
+    );
+    assert_eq!(resource(app, "limits", "sgx.intel.com/provision"), None);
+    let aesmd = container(&pod, "aesmd");
+    assert_eq!(env(aesmd, "COFFER_WORKLOAD"), None, "aesmd is not listed");
+    assert_eq!(env(aesmd, "SGX_AESM_ADDR"), None);
+    assert_eq!(
+        resource(aesmd, "limits", "sgx.intel.com/provision").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        resource(aesmd, "limits", "sgx.intel.com/epc").as_deref(),
+        Some("1Mi")
+    );
+    for c in [app, aesmd] {
+        assert_eq!(
+            resource(c, "limits", "sgx.intel.com/enclave").as_deref(),
+            Some("1")
+        );
+        assert!(c.volume_mounts.as_ref().is_some_and(|m| m
+            .iter()
+            .any(|m| m.name == "coffer-aesmd" && m.mount_path == "/var/run/aesmd")));
+    }
+    let original = fixture("aesmd-sidecar.yaml");
+    assert_eq!(
+        raw["spec"]["containers"][2], original["spec"]["containers"][2],
+        "the log shipper was changed"
+    );
+    let vols = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap();
+    let v = vols.iter().find(|v| v.name == "coffer-aesmd").unwrap();
+    assert_eq!(
+        v.empty_dir.as_ref().and_then(|e| e.medium.as_deref()),
+        Some("Memory")
+    );
+    assert!(v.host_path.is_none());
+    assert_eq!(raw["metadata"]["annotations"]["sgx.intel.com/epc"], "65Mi");
+
+    // An opt-out instead of a list; a name that is no container is refused.
+    let mut opt_out = original.clone();
+    let ann = opt_out["metadata"]["annotations"].as_object_mut().unwrap();
+    ann.remove("coffer.dev/containers");
+    ann.insert(
+        "coffer.dev/exclude-containers".into(),
+        json!("log-shipper, aesmd"),
+    );
+    let (raw2, _) = mutate(&hook, &pki.ca_der, &opt_out).await;
+    assert_eq!(raw2["spec"], raw["spec"]);
+    let mut typo = original.clone();
+    typo["metadata"]["annotations"]["coffer.dev/containers"] = json!("ap");
+    let a = admit(&hook, &pki.ca_der, &typo).await;
+    assert!(!a.allowed);
+    assert!(
+        a.message
+            .contains("coffer.dev/containers names \"ap\", which is not a container"),
+        "{}",
+        a.message
+    );
+    hook.stop().await;
+}
+
+/// A Kata agent policy computed before injection is refused with what to do; one computed
+/// from the injected pod (which the webhook leaves unchanged) is admitted.
+#[tokio::test]
+async fn kata_agent_policy_must_be_computed_after_injection() {
+    let pki = pki("coffer-webhook");
+    let hook = Webhook::start(cfg(), &pki).await;
+    let mut tdx = fixture("tdx.yaml");
+    let policy = "cGFja2FnZSBhZ2VudF9wb2xpY3k=";
+    tdx["metadata"]["annotations"]["io.katacontainers.config.agent.policy"] = json!(policy);
+    let a = admit(&hook, &pki.ca_der, &tdx).await;
+    assert!(!a.allowed);
+    assert!(
+        a.message.contains("coffer k8s inject -f pod.yaml"),
+        "{}",
+        a.message
+    );
+    // Injected first, then the policy added: admitted with no change.
+    let (mut injected, _) = mutate(&hook, &pki.ca_der, &fixture("tdx.yaml")).await;
+    injected["metadata"]["annotations"]["io.katacontainers.config.agent.policy"] = json!(policy);
+    let a = admit(&hook, &pki.ca_der, &injected).await;
+    assert!(a.allowed, "{}", a.message);
+    assert!(a.patch.is_none(), "{:?}", a.patch);
     hook.stop().await;
 }
 

@@ -75,6 +75,20 @@ WHAT THE POD MUST SET ITSELF:
     holds; simulated quotes verify only against that platform): the webhook injects no sim
     directory, and the launcher refuses to start with COFFER_EVIDENCE=sim and no COFFER_SIM_DIR.")]
     Webhook(WebhookArgs),
+    /// Print a pod as the webhook would admit it (for Kata agent policies computed afterwards).
+    #[command(after_help = "EXAMPLES:
+    The injected pod, then its Kata agent policy computed from it:
+        coffer k8s inject -f pod.yaml --coordinator coffer-coordinator.coffer.svc:4433 \\
+            --default-tee tdx > pod-injected.yaml
+        genpolicy -y pod-injected.yaml
+
+    A TDX pod from standard input, as JSON:
+        kubectl create --dry-run=client -o json -f pod.yaml | coffer --json k8s inject -f - \\
+            --coordinator coffer-coordinator.coffer.svc:4433
+
+The webhook admits the result unchanged, so a policy computed from it stays valid. Warnings
+go to standard error; a pod the webhook would refuse is refused here with the same message.")]
+    Inject(InjectArgs),
     /// Run the node agent: publish the EPC capacity and serve the SGX devices to the kubelet.
     #[command(after_help = "EXAMPLES:
     As the chart's DaemonSet runs it (NODE_NAME from the downward API, the host's /dev
@@ -125,6 +139,55 @@ pub(crate) struct RenderArgs {
     output: Option<PathBuf>,
 }
 
+/// What the webhook injects (shared by `k8s webhook` and `k8s inject`).
+#[derive(Debug, Args)]
+pub(crate) struct PolicyArgs {
+    /// The Coordinator's address as pods reach it, injected as COFFER_COORDINATOR.
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: String,
+    /// TEE for pods without the coffer.dev/tee annotation: sgx, tdx or snp.
+    #[arg(long, default_value = "sgx")]
+    default_tee: String,
+    /// EPC limit for SGX containers without coffer.dev/epc or their own limit.
+    #[arg(long, default_value = "10Mi")]
+    default_epc: String,
+    /// Injected as COFFER_EVIDENCE: auto, gramine, tsm, or sim (SIMULATION, development only;
+    /// pods then also need COFFER_SIM_DIR, which is not injected: see `k8s webhook --help`).
+    #[arg(long, default_value = "auto")]
+    evidence: String,
+}
+
+impl PolicyArgs {
+    /// The webhook configuration these flags describe, checked.
+    fn config(&self) -> anyhow::Result<WebhookConfig> {
+        let tee: Tee = self
+            .default_tee
+            .parse()
+            .map_err(|e: String| Failure::new("invalid-argument", format!("--default-tee: {e}")))?;
+        let evidence: EvidenceMode = self
+            .evidence
+            .parse()
+            .map_err(|e: String| Failure::new("invalid-argument", format!("--evidence: {e}")))?;
+        let mut cfg = WebhookConfig::new(self.coordinator.clone());
+        cfg.default_tee = tee;
+        cfg.default_epc = self.default_epc.clone();
+        cfg.evidence = evidence;
+        cfg.validate()
+            .map_err(|e| Failure::new("invalid-argument", e.to_string()))?;
+        Ok(cfg)
+    }
+}
+
+/// `coffer k8s inject` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct InjectArgs {
+    /// The pod (YAML or JSON; `-` for standard input).
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    file: PathBuf,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
 /// `coffer k8s webhook` arguments.
 #[derive(Debug, Args)]
 pub(crate) struct WebhookArgs {
@@ -139,19 +202,8 @@ pub(crate) struct WebhookArgs {
     /// Patch `caBundle` of this MutatingWebhookConfiguration with `ca.crt` at start-up.
     #[arg(long, value_name = "NAME")]
     ca_bundle_for: Option<String>,
-    /// The Coordinator's address as pods reach it, injected as COFFER_COORDINATOR.
-    #[arg(long, value_name = "HOST:PORT")]
-    coordinator: String,
-    /// TEE for pods without the coffer.dev/tee annotation: sgx, tdx or snp.
-    #[arg(long, default_value = "sgx")]
-    default_tee: String,
-    /// EPC limit for SGX containers without coffer.dev/epc or their own limit.
-    #[arg(long, default_value = "10Mi")]
-    default_epc: String,
-    /// Injected as COFFER_EVIDENCE: auto, gramine, tsm, or sim (SIMULATION, development only;
-    /// pods then also need COFFER_SIM_DIR, which is not injected: see below).
-    #[arg(long, default_value = "auto")]
-    evidence: String,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// How long to wait for the certificate files to appear (the Coordinator writes them once
     /// it has started).
     #[arg(long, default_value_t = 300)]
@@ -205,6 +257,7 @@ pub(crate) fn run(cmd: K8sCmd, global: Global) -> anyhow::Result<ExitCode> {
     match cmd {
         K8sCmd::Render(a) => render(a, global),
         K8sCmd::Webhook(a) => runtime()?.block_on(serve_webhook(a, global)),
+        K8sCmd::Inject(a) => inject(a, global),
         K8sCmd::NodeAgent(a) => runtime()?.block_on(node_agent(a)),
         K8sCmd::Epc(a) => show_epc(a, global),
     }
@@ -261,24 +314,11 @@ fn render(args: RenderArgs, global: Global) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve_webhook(args: WebhookArgs, global: Global) -> anyhow::Result<ExitCode> {
-    let tee: Tee = args
-        .default_tee
-        .parse()
-        .map_err(|e: String| Failure::new("invalid-argument", format!("--default-tee: {e}")))?;
-    let evidence: EvidenceMode = args
-        .evidence
-        .parse()
-        .map_err(|e: String| Failure::new("invalid-argument", format!("--evidence: {e}")))?;
-    if evidence == EvidenceMode::Sim {
+    let cfg = args.policy.config()?;
+    if cfg.evidence == EvidenceMode::Sim {
         tracing::warn!("SIMULATION: Coffer pods get COFFER_EVIDENCE=sim and prove nothing");
         eprintln!("warning: SIMULATION: pods will use simulated evidence (development only)");
     }
-    let mut cfg = WebhookConfig::new(args.coordinator);
-    cfg.default_tee = tee;
-    cfg.default_epc = args.default_epc;
-    cfg.evidence = evidence;
-    cfg.validate()
-        .map_err(|e| Failure::new("invalid-argument", e.to_string()))?;
 
     let tls = TlsFiles::new(args.tls_dir.join("tls.crt"), args.tls_dir.join("tls.key"));
     let mut wanted = vec![tls.cert_path.clone(), tls.key_path.clone()];
@@ -353,6 +393,59 @@ async fn wait_for_files(paths: &[PathBuf], limit: Duration) -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+fn inject(args: InjectArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let cfg = args.policy.config()?;
+    use std::io::Read as _;
+    let source: Box<dyn std::io::Read> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(&args.file)
+                .with_context(|| format!("reading {}", args.file.display()))?,
+        )
+    };
+    let mut text = String::new();
+    source
+        .take(MAX_POD_BYTES)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    if text.len() as u64 >= MAX_POD_BYTES {
+        return Err(Failure::new(
+            "invalid-input",
+            format!("the pod is larger than {MAX_POD_BYTES} bytes (the API server's limit)"),
+        )
+        .into());
+    }
+    let pod: k8s_openapi::api::core::v1::Pod = serde_yaml::from_str(&text)
+        .map_err(|e| Failure::new("invalid-input", format!("not a Pod in YAML or JSON: {e}")))?;
+    if pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(webhook::LABEL_WORKLOAD))
+        .is_none()
+    {
+        eprintln!(
+            "warning: the pod has no {} label: the webhook only rewrites its legacy EPC resources",
+            webhook::LABEL_WORKLOAD
+        );
+    }
+    let m = webhook::mutate_pod(&pod, &cfg)
+        .map_err(|r| Failure::new("refused", format!("the webhook would refuse this pod: {r}")))?;
+    for w in &m.warnings {
+        eprintln!("warning: {w}");
+    }
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&m.pod)?);
+    } else {
+        print!("{}", serde_yaml::to_string(&m.pod)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Largest pod `k8s inject` reads: the API server's own limit for an object.
+const MAX_POD_BYTES: u64 = 3 * 1024 * 1024;
 
 async fn node_agent(args: NodeAgentArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = match &args.cpuid_file {
