@@ -539,7 +539,23 @@ fn default_chart_deploys_the_coordinator_webhook_and_node_agent() {
 
     let m: MutatingWebhookConfiguration = r.get("MutatingWebhookConfiguration", "coffer-webhook");
     assert!(m.metadata.annotations.is_none());
-    let wh = &m.webhooks.unwrap()[0];
+    let webhooks = m.webhooks.unwrap();
+    // The second entry sees the unlabelled pods (legacy EPC names only), never blocking them.
+    let names = webhooks.get(1).unwrap();
+    assert_eq!(names.name, "epc-names.webhook.coffer.dev");
+    assert_eq!(names.failure_policy.as_deref(), Some("Ignore"));
+    let sel = &names
+        .object_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(
+        (sel.key.as_str(), sel.operator.as_str()),
+        ("coffer.dev/workload", "DoesNotExist")
+    );
+    let wh = &webhooks[0];
     assert_eq!(wh.admission_review_versions, strings(&["v1"]));
     assert_eq!(wh.side_effects, "None");
     assert_eq!(wh.failure_policy.as_deref(), Some("Fail"));
