@@ -16,24 +16,39 @@
 //!
 //! # What a Coffer pod gets
 //!
-//! A pod is for Coffer when it carries the label [`LABEL_WORKLOAD`] (`coffer.dev/workload`),
-//! whose value is the workload name in the deployment manifest (as Marblerun's `marbletype`).
-//! Pods without it are allowed unchanged. Every container of a Coffer pod (not the init
-//! containers: they run before the app, are not converted images, and an enclave resource on
-//! them would be allocated to a container that never starts an enclave) gets:
+//! Every pod the webhook sees has its legacy EPC resources ([`LEGACY_EPC_MIB`], in MiB, as the
+//! AKS FAQ's Job writes them) rewritten into [`RESOURCE_EPC`] with its own value: no node
+//! offers the old names, so such a pod could never be scheduled. Nothing else changes for a
+//! pod without the label [`LABEL_WORKLOAD`] (`coffer.dev/workload`); the chart sends those
+//! pods through a second webhook entry with `failurePolicy: Ignore`.
+//!
+//! A pod is for Coffer when it carries that label, whose value is the workload name in the
+//! deployment manifest (as Marblerun's `marbletype`). Its confidential containers are those
+//! listed in [`ANNOTATION_CONTAINERS`] (all, without it) minus those in
+//! [`ANNOTATION_EXCLUDE`]; init containers never are (they run before the app, are not
+//! converted images, and an enclave resource on them would be allocated to a container that
+//! never starts an enclave). Each confidential container gets:
 //!
 //! - the launcher environment: `COFFER_COORDINATOR`, `COFFER_WORKLOAD` (the label),
 //!   `COFFER_INSTANCE_ID` (the pod UID through the downward API, stable across container
 //!   restarts, unique per pod) and `COFFER_EVIDENCE`;
 //! - for SGX (annotation [`ANNOTATION_TEE`] absent → the configured default, or `sgx`): limits
-//!   and requests (equal) `sgx.intel.com/epc` (from the container's own value, else the AKS
-//!   legacy `kubernetes.azure.com/sgx_epc_mem_in_MiB` rewritten to `NMi`, else the annotation
+//!   and requests (equal) `sgx.intel.com/epc` (the container's own value, else the annotation
 //!   [`ANNOTATION_EPC`], else the configured default) and `sgx.intel.com/enclave: 1`; the
-//!   toleration for SGX nodes; and the quote provider named by
-//!   `sgx.intel.com/quote-provider`: a container of that name gets `sgx.intel.com/provision: 1`;
-//!   otherwise the value `aesmd` mounts the host's `/var/run/aesmd` socket directory in every
-//!   container and sets `SGX_AESM_ADDR=1`;
+//!   toleration for SGX nodes; the pod annotation [`ANNOTATION_POD_EPC`] with the sum (Kata
+//!   sizes a VM's EPC from it). Containers asking for EPC themselves, and the quote provider,
+//!   are SGX containers too (Intel's rule), without the launcher environment.
+//! - the quote provider named by `sgx.intel.com/quote-provider`, as Intel's webhook wires it:
+//!   a container of that name (an aesmd sidecar) gets `sgx.intel.com/provision: 1` and shares
+//!   its socket directory `/var/run/aesmd` with the other SGX containers through an in-memory
+//!   `emptyDir`, and they get `SGX_AESM_ADDR=1`; the value `aesmd` without such a container
+//!   means the node's aesmd: the host's `/var/run/aesmd` (`DirectoryOrCreate`) in every SGX
+//!   container, with `SGX_AESM_ADDR=1`;
 //! - for TDX/SNP: `runtimeClassName: kata-qemu-tdx` / `kata-qemu-snp`.
+//!
+//! A pod carrying a Kata agent policy ([`ANNOTATION_KATA_POLICY`]) that the webhook would
+//! change is refused: the policy was computed from the spec before injection. `coffer k8s
+//! inject` prints the injected pod to compute the policy from.
 //!
 //! # Rules for values already in the pod
 //!
@@ -45,8 +60,8 @@
 //!   and the variable). Variables coming from `envFrom` are not visible here; explicit `env`
 //!   takes precedence over them in Kubernetes, so the webhook's values win.
 //! - A container's own `sgx.intel.com/epc` is kept; the annotation and the default only fill it
-//!   in where it is missing (a warning tells the user when the annotation was not applied). The
-//!   AKS resource must agree with both the container's own value and the annotation.
+//!   in where it is missing (a warning tells the user when the annotation was not applied). A
+//!   legacy EPC resource must agree with the container's own `sgx.intel.com/epc`.
 //! - An existing `runtimeClassName` must be the one the TEE needs.
 //!
 //! Applying the webhook to a pod it already mutated changes nothing (empty patch).
