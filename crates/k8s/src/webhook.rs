@@ -250,6 +250,10 @@ pub struct WebhookConfig {
     /// Tolerations added to every Coffer pod besides the SGX one (e.g. the taint of a
     /// confidential node pool); each is added only when an equal one is not already there.
     pub extra_tolerations: Vec<Toleration>,
+    /// Namespaces whose pods the webhook never changes (the chart's: `kube-system` and
+    /// Coffer's own). A pod labelled for Coffer there is admitted unchanged with a warning
+    /// that it runs without Coffer.
+    pub excluded_namespaces: Vec<String>,
 }
 
 impl WebhookConfig {
@@ -261,6 +265,7 @@ impl WebhookConfig {
             default_epc: "10Mi".to_string(),
             evidence: EvidenceMode::Auto,
             extra_tolerations: Vec::new(),
+            excluded_namespaces: Vec::new(),
         }
     }
 
@@ -879,6 +884,7 @@ fn mutate_sgx(
         QuoteProvider::Aesmd => Some(aesmd_host_volume()),
     };
     if let Some(volume) = socket_volume {
+        let host_path = volume.host_path.is_some();
         let mut used = false;
         for &i in &sgx {
             let c = &mut spec.containers[i];
@@ -889,6 +895,14 @@ fn mutate_sgx(
         }
         if used {
             ensure_aesmd_volume(&mut spec.volumes, volume)?;
+            if host_path {
+                warnings.push(format!(
+                    "the pod gets the hostPath {AESMD_DIR} (the node's aesmd socket); a \
+                     namespace enforcing the baseline or restricted Pod Security Standard \
+                     refuses it: label the namespace pod-security.kubernetes.io/enforce=privileged \
+                     or run aesmd as a sidecar container named in {ANNOTATION_QUOTE_PROVIDER}"
+                ));
+            }
         }
     }
     ensure_toleration(&mut spec.tolerations, &sgx_toleration());
@@ -997,6 +1011,26 @@ pub fn review_request(
     let Some(object) = req.object.as_ref() else {
         return resp.deny("the AdmissionReview request has no object");
     };
+    if let Some(ns) = req
+        .namespace
+        .as_deref()
+        .filter(|ns| cfg.excluded_namespaces.iter().any(|e| e == ns))
+    {
+        let labelled = object
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(LABEL_WORKLOAD));
+        let mut resp = resp;
+        if labelled {
+            resp.warnings = Some(vec![format!(
+                "Coffer does not change pods in namespace {ns:?} (excluded: the system's and \
+                 Coffer's own); this pod labelled {LABEL_WORKLOAD} runs WITHOUT Coffer: create \
+                 it in another namespace"
+            )]);
+        }
+        return resp;
+    }
     let original = match serde_json::to_value(object).and_then(serde_json::from_value::<Pod>) {
         Ok(p) => p,
         Err(e) => return resp.deny(format!("the pod object is malformed: {e}")),

@@ -124,8 +124,11 @@ fn render_with(ns: &str, sets: &[&str]) -> Rendered {
 }
 
 fn render_values(ns: &str, values: &Value) -> Rendered {
-    let text =
-        chart::render(&release(ns), values).unwrap_or_else(|e| panic!("render {values:?}: {e}"));
+    render_release(&release(ns), values)
+}
+
+fn render_release(release: &Release, values: &Value) -> Rendered {
+    let text = chart::render(release, values).unwrap_or_else(|e| panic!("render {values:?}: {e}"));
     assert!(
         text.starts_with("---\n# Source: coffer/templates/"),
         "{text}"
@@ -508,6 +511,12 @@ fn default_chart_deploys_the_coordinator_webhook_and_node_agent() {
     );
     assert_eq!(flag(&wa, "--default-tee"), Some("sgx"));
     assert_eq!(flag(&wa, "--default-epc"), Some("10Mi"));
+    let excluded: Vec<&str> = wa
+        .windows(2)
+        .filter(|w| w[0] == "--excluded-namespace")
+        .map(|w| w[1].as_str())
+        .collect();
+    assert_eq!(excluded, ["kube-system", "coffer"]);
     assert_eq!(flag(&wa, "--evidence"), None);
     assert_eq!(w.ports.as_ref().unwrap()[0].container_port, 8443);
     let tls = volume(&pod, "webhook-tls").empty_dir.clone().unwrap();
@@ -555,6 +564,19 @@ fn default_chart_deploys_the_coordinator_webhook_and_node_agent() {
         (sel.key.as_str(), sel.operator.as_str()),
         ("coffer.dev/workload", "DoesNotExist")
     );
+    // The third sees labelled pods in the excluded namespaces, only to warn.
+    let excluded = webhooks.get(2).unwrap();
+    assert_eq!(excluded.name, "excluded.webhook.coffer.dev");
+    assert_eq!(excluded.failure_policy.as_deref(), Some("Ignore"));
+    let ns = &excluded
+        .namespace_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(ns.operator, "In");
+    assert_eq!(ns.values, Some(strings(&["kube-system", "coffer"])));
     let wh = &webhooks[0];
     assert_eq!(wh.admission_review_versions, strings(&["v1"]));
     assert_eq!(wh.side_effects, "None");
@@ -1333,4 +1355,72 @@ fn an_owner_certificate_pins_who_sets_the_first_manifest() {
         volume(&spec, "owner").config_map.as_ref().unwrap().name,
         "coffer-coordinator-owner"
     );
+}
+
+#[test]
+fn two_releases_get_distinct_cluster_scoped_names() {
+    let a = render_with("coffer", &[]);
+    let b = render_release(&Release::new("prod", "confidential").unwrap(), &Value::Null);
+    let cluster_scoped = |r: &Rendered| -> BTreeSet<(String, String)> {
+        r.kinds()
+            .into_iter()
+            .filter(|(k, _)| {
+                matches!(
+                    k.as_str(),
+                    "ClusterRole" | "ClusterRoleBinding" | "MutatingWebhookConfiguration"
+                )
+            })
+            .collect()
+    };
+    let (ca, cb) = (cluster_scoped(&a), cluster_scoped(&b));
+    assert_eq!(ca.len(), 5, "{ca:?}");
+    assert!(ca.is_disjoint(&cb), "{ca:?} {cb:?}");
+    // The webhook patches its own configuration, and RBAC allows exactly that one.
+    let m: MutatingWebhookConfiguration = b.get("MutatingWebhookConfiguration", "prod-webhook");
+    for wh in m.webhooks.unwrap() {
+        assert_eq!(wh.reinvocation_policy.as_deref(), Some("IfNeeded"));
+    }
+    let role: ClusterRole = b.get("ClusterRole", "prod-webhook-cabundle");
+    assert_eq!(
+        role.rules.unwrap()[0].resource_names,
+        Some(strings(&["prod-webhook"]))
+    );
+    let binding: ClusterRoleBinding = b.get("ClusterRoleBinding", "prod-node-agent");
+    assert_eq!(binding.role_ref.name, "prod-node-agent");
+    let d: Deployment = b.get("Deployment", "coffer-coordinator");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        flag(&args(container(&pod, "webhook")), "--ca-bundle-for"),
+        Some("prod-webhook")
+    );
+}
+
+#[test]
+fn coordinator_on_aks_schedules_on_epc_alone_with_cpu_and_memory() {
+    let r = render_with(
+        "coffer",
+        &["coordinator.sgx.nfdNodeSelector=false,coordinator.resources.requests.cpu=500m,coordinator.resources.requests.memory=256Mi,coordinator.resources.limits.memory=1Gi"],
+    );
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    assert!(pod.node_selector.is_none(), "{:?}", pod.node_selector);
+    let res = container(&pod, "coordinator").resources.clone().unwrap();
+    let requests = res.requests.unwrap();
+    assert_eq!(requests["cpu"], q("500m"));
+    assert_eq!(requests["memory"], q("256Mi"));
+    let limits = res.limits.unwrap();
+    assert_eq!(limits["memory"], q("1Gi"));
+    assert_eq!(limits["sgx.intel.com/epc"], q("64Mi"));
+    assert_eq!(limits["sgx.intel.com/enclave"], q("1"));
+    let aesmd = volume(&pod, "aesmd").host_path.clone().unwrap();
+    assert_eq!(aesmd.type_.as_deref(), Some("DirectoryOrCreate"));
+
+    // The default keeps NFD's label.
+    let r = render_with("coffer", &[]);
+    let d: Deployment = r.get("Deployment", "coffer-coordinator");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    assert!(pod
+        .node_selector
+        .unwrap()
+        .contains_key("feature.node.kubernetes.io/cpu-security.sgx.enabled"));
 }

@@ -597,6 +597,40 @@ async fn kata_agent_policy_must_be_computed_after_injection() {
     hook.stop().await;
 }
 
+/// A labelled pod in an excluded namespace is admitted unchanged, with a warning that it runs
+/// without Coffer; the node's aesmd hostPath comes with a Pod Security warning.
+#[tokio::test]
+async fn excluded_namespace_and_host_path_warnings() {
+    let pki = pki("coffer-webhook");
+    let mut c = cfg();
+    c.excluded_namespaces = vec!["kube-system".into(), "default".into()];
+    let hook = Webhook::start(c, &pki).await;
+    let a = admit(&hook, &pki.ca_der, &fixture("job-epc.yaml")).await;
+    assert!(a.allowed);
+    assert!(a.patch.is_none(), "{:?}", a.patch);
+    assert!(
+        a.warnings.iter().any(|w| w.contains("runs WITHOUT Coffer")),
+        "{:?}",
+        a.warnings
+    );
+    hook.stop().await;
+
+    let hook = Webhook::start(cfg(), &pki).await;
+    let a = admit(&hook, &pki.ca_der, &fixture("aesmd.yaml")).await;
+    assert!(a.allowed);
+    assert!(
+        a.warnings
+            .iter()
+            .any(|w| w.contains("hostPath /var/run/aesmd") && w.contains("Pod Security")),
+        "{:?}",
+        a.warnings
+    );
+    // The sidecar layout needs no hostPath and gets no such warning.
+    let a = admit(&hook, &pki.ca_der, &fixture("aesmd-sidecar.yaml")).await;
+    assert!(!a.warnings.iter().any(|w| w.contains("Pod Security")));
+    hook.stop().await;
+}
+
 #[tokio::test]
 async fn pod_without_label_gets_no_patch() {
     let pki = pki("coffer-webhook");

@@ -204,6 +204,10 @@ pub(crate) struct WebhookArgs {
     ca_bundle_for: Option<String>,
     #[command(flatten)]
     policy: PolicyArgs,
+    /// A namespace whose pods are never changed (may be repeated); a pod labelled for Coffer
+    /// there is admitted with a warning that it runs without Coffer.
+    #[arg(long = "excluded-namespace", value_name = "NAMESPACE")]
+    excluded_namespaces: Vec<String>,
     /// How long to wait for the certificate files to appear (the Coordinator writes them once
     /// it has started).
     #[arg(long, default_value_t = 300)]
@@ -314,7 +318,8 @@ fn render(args: RenderArgs, global: Global) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve_webhook(args: WebhookArgs, global: Global) -> anyhow::Result<ExitCode> {
-    let cfg = args.policy.config()?;
+    let mut cfg = args.policy.config()?;
+    cfg.excluded_namespaces = args.excluded_namespaces.clone();
     if cfg.evidence == EvidenceMode::Sim {
         tracing::warn!("SIMULATION: Coffer pods get COFFER_EVIDENCE=sim and prove nothing");
         eprintln!("warning: SIMULATION: pods will use simulated evidence (development only)");
