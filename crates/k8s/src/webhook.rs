@@ -44,7 +44,8 @@
 //!   `emptyDir`, and they get `SGX_AESM_ADDR=1`; the value `aesmd` without such a container
 //!   means the node's aesmd: the host's `/var/run/aesmd` (`DirectoryOrCreate`) in every SGX
 //!   container, with `SGX_AESM_ADDR=1`;
-//! - for TDX/SNP: `runtimeClassName: kata-qemu-tdx` / `kata-qemu-snp`.
+//! - for TDX/SNP: the first configured RuntimeClass (`kata-qemu-tdx` / `kata-qemu-snp` by
+//!   default), unless the pod already names one of the configured ones.
 //!
 //! A pod carrying a Kata agent policy ([`ANNOTATION_KATA_POLICY`]) that the webhook would
 //! change is refused: the policy was computed from the spec before injection. `coffer k8s
@@ -62,7 +63,7 @@
 //! - A container's own `sgx.intel.com/epc` is kept; the annotation and the default only fill it
 //!   in where it is missing (a warning tells the user when the annotation was not applied). A
 //!   legacy EPC resource must agree with the container's own `sgx.intel.com/epc`.
-//! - An existing `runtimeClassName` must be the one the TEE needs.
+//! - An existing `runtimeClassName` must be one of those configured for the TEE.
 //!
 //! Applying the webhook to a pod it already mutated changes nothing (empty patch).
 
@@ -158,8 +159,9 @@ impl Tee {
         }
     }
 
-    /// The RuntimeClass a pod of this TEE must use (`None` for SGX: ordinary runc).
-    pub fn runtime_class(self) -> Option<&'static str> {
+    /// The default RuntimeClass of a pod of this TEE (`None` for SGX: ordinary runc); see
+    /// [`WebhookConfig::runtime_classes`].
+    pub fn default_runtime_class(self) -> Option<&'static str> {
         match self {
             Self::Sgx => None,
             Self::Tdx => Some("kata-qemu-tdx"),
@@ -250,6 +252,11 @@ pub struct WebhookConfig {
     /// Tolerations added to every Coffer pod besides the SGX one (e.g. the taint of a
     /// confidential node pool); each is added only when an equal one is not already there.
     pub extra_tolerations: Vec<Toleration>,
+    /// The RuntimeClasses a TDX pod may name (the first is set on a pod that names none):
+    /// `kata-qemu-tdx` by default; clusters name theirs differently (another CoCo class).
+    pub tdx_runtime_classes: Vec<String>,
+    /// The same for SEV-SNP: `kata-qemu-snp` by default (AKS: `kata-cc-isolation`).
+    pub snp_runtime_classes: Vec<String>,
     /// Namespaces whose pods the webhook never changes (the chart's: `kube-system` and
     /// Coffer's own). A pod labelled for Coffer there is admitted unchanged with a warning
     /// that it runs without Coffer.
@@ -265,7 +272,18 @@ impl WebhookConfig {
             default_epc: "10Mi".to_string(),
             evidence: EvidenceMode::Auto,
             extra_tolerations: Vec::new(),
+            tdx_runtime_classes: vec!["kata-qemu-tdx".to_string()],
+            snp_runtime_classes: vec!["kata-qemu-snp".to_string()],
             excluded_namespaces: Vec::new(),
+        }
+    }
+
+    /// The RuntimeClasses a pod of `tee` may name; the first is the one set when it names none.
+    pub fn runtime_classes(&self, tee: Tee) -> &[String] {
+        match tee {
+            Tee::Sgx => &[],
+            Tee::Tdx => &self.tdx_runtime_classes,
+            Tee::Snp => &self.snp_runtime_classes,
         }
     }
 
@@ -291,8 +309,35 @@ impl WebhookConfig {
         }
         parse_epc(&self.default_epc)
             .map_err(|e| Error::InvalidConfig(format!("default EPC {e}")))?;
+        for tee in [Tee::Tdx, Tee::Snp] {
+            let classes = self.runtime_classes(tee);
+            if classes.is_empty() {
+                return Err(Error::InvalidConfig(format!(
+                    "no RuntimeClass for {tee} pods"
+                )));
+            }
+            if let Some(bad) = classes.iter().find(|c| !is_dns_subdomain(c)) {
+                return Err(Error::InvalidConfig(format!(
+                    "RuntimeClass {bad:?} for {tee} pods is not a DNS subdomain name"
+                )));
+            }
+        }
         Ok(())
     }
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain): what a RuntimeClass name must be.
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Why a Coffer pod was refused; the message is what the pod's author sees in `kubectl`.
@@ -733,8 +778,12 @@ pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
     match tee {
         Tee::Sgx => mutate_sgx(spec, &annotations, cfg, &confidential, &mut warnings)?,
         Tee::Tdx | Tee::Snp => {
-            let Some(want) = tee.runtime_class() else {
-                return refuse("internal: no runtime class for a VM TEE");
+            let classes = cfg.runtime_classes(tee);
+            let Some(want) = classes.first() else {
+                return refuse(format!(
+                    "the Coffer webhook has no RuntimeClass for {tee} pods; ask the cluster \
+                     operator to configure one"
+                ));
             };
             for a in [ANNOTATION_EPC, ANNOTATION_QUOTE_PROVIDER] {
                 if annotations.contains_key(a) {
@@ -766,12 +815,13 @@ pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
                 }
             }
             match spec.runtime_class_name.as_deref() {
-                None => spec.runtime_class_name = Some(want.to_string()),
-                Some(rc) if rc == want => {}
+                None => spec.runtime_class_name = Some(want.clone()),
+                Some(rc) if classes.iter().any(|c| c == rc) => {}
                 Some(rc) => {
                     return refuse(format!(
-                        "the pod names runtimeClassName {rc:?}, but TEE {tee} needs {want:?}; \
-                         remove runtimeClassName from the pod spec"
+                        "the pod names runtimeClassName {rc:?}, but TEE {tee} needs one of \
+                         {classes:?}; remove runtimeClassName from the pod spec, or ask the \
+                         cluster operator to add {rc:?} to the webhook's {tee} classes"
                     ))
                 }
             }
@@ -825,7 +875,12 @@ fn mutate_sgx(
         ))
     })?;
     if let Some(rc) = spec.runtime_class_name.as_deref() {
-        if rc == "kata-qemu-tdx" || rc == "kata-qemu-snp" {
+        let vm = cfg
+            .runtime_classes(Tee::Tdx)
+            .iter()
+            .chain(cfg.runtime_classes(Tee::Snp))
+            .any(|c| c == rc);
+        if vm {
             return refuse(format!(
                 "runtimeClassName {rc:?} runs the pod in a confidential VM, but the pod asks for \
                  TEE sgx; set annotation {ANNOTATION_TEE} to tdx or snp"

@@ -517,6 +517,8 @@ fn default_chart_deploys_the_coordinator_webhook_and_node_agent() {
         .map(|w| w[1].as_str())
         .collect();
     assert_eq!(excluded, ["kube-system", "coffer"]);
+    assert_eq!(flag(&wa, "--tdx-runtime-class"), Some("kata-qemu-tdx"));
+    assert_eq!(flag(&wa, "--snp-runtime-class"), Some("kata-qemu-snp"));
     assert_eq!(flag(&wa, "--evidence"), None);
     assert_eq!(w.ports.as_ref().unwrap()[0].container_port, 8443);
     let tls = volume(&pod, "webhook-tls").empty_dir.clone().unwrap();

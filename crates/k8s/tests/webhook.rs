@@ -631,6 +631,35 @@ async fn excluded_namespace_and_host_path_warnings() {
     hook.stop().await;
 }
 
+/// A cluster whose SNP class is AKS's `kata-cc-isolation`: a pod naming it is kept, one naming
+/// none gets the first configured class, and an SGX pod naming it is refused.
+#[tokio::test]
+async fn configured_runtime_classes_per_tee() {
+    let pki = pki("coffer-webhook");
+    let mut c = cfg();
+    c.snp_runtime_classes = vec!["kata-cc-isolation".into(), "kata-qemu-snp".into()];
+    let hook = Webhook::start(c, &pki).await;
+    let mut snp = fixture("tdx.yaml");
+    snp["metadata"]["annotations"]["coffer.dev/tee"] = json!("snp");
+    let (_, pod) = mutate(&hook, &pki.ca_der, &snp).await;
+    assert_eq!(
+        pod.spec.as_ref().unwrap().runtime_class_name.as_deref(),
+        Some("kata-cc-isolation")
+    );
+    snp["spec"]["runtimeClassName"] = json!("kata-qemu-snp");
+    let (_, pod) = mutate(&hook, &pki.ca_der, &snp).await;
+    assert_eq!(
+        pod.spec.as_ref().unwrap().runtime_class_name.as_deref(),
+        Some("kata-qemu-snp")
+    );
+    let mut sgx = fixture("job-epc.yaml");
+    sgx["spec"]["runtimeClassName"] = json!("kata-cc-isolation");
+    let a = admit(&hook, &pki.ca_der, &sgx).await;
+    assert!(!a.allowed);
+    assert!(a.message.contains("confidential VM"), "{}", a.message);
+    hook.stop().await;
+}
+
 #[tokio::test]
 async fn pod_without_label_gets_no_patch() {
     let pki = pki("coffer-webhook");
@@ -652,7 +681,7 @@ async fn refusals_name_the_problem() {
         ("refuse-unknown-tee.yaml", "annotation coffer.dev/tee: unknown TEE \"sev\": expected one of sgx, tdx, snp"),
         ("refuse-sgx-on-tdx.yaml", "container \"web\" asks for SGX resource sgx.intel.com/epc, but the pod asks for TEE tdx"),
         ("refuse-bad-quote-provider.yaml", "annotation sgx.intel.com/quote-provider \"qe\" is neither \"aesmd\" nor the name of a container of this pod"),
-        ("refuse-runtime-class.yaml", "the pod names runtimeClassName \"kata-qemu-snp\", but TEE tdx needs \"kata-qemu-tdx\""),
+        ("refuse-runtime-class.yaml", "the pod names runtimeClassName \"kata-qemu-snp\", but TEE tdx needs one of [\"kata-qemu-tdx\"]"),
     ];
     for (file, want) in cases {
         let a = admit(&hook, &pki.ca_der, &fixture(file)).await;

@@ -155,6 +155,14 @@ pub(crate) struct PolicyArgs {
     /// pods then also need COFFER_SIM_DIR, which is not injected: see `k8s webhook --help`).
     #[arg(long, default_value = "auto")]
     evidence: String,
+    /// A RuntimeClass TDX pods may name (may be repeated; the first is set on pods naming
+    /// none). Default: kata-qemu-tdx.
+    #[arg(long = "tdx-runtime-class", value_name = "NAME")]
+    tdx_runtime_classes: Vec<String>,
+    /// A RuntimeClass SEV-SNP pods may name (may be repeated; the first is set on pods
+    /// naming none). Default: kata-qemu-snp; AKS names its class kata-cc-isolation.
+    #[arg(long = "snp-runtime-class", value_name = "NAME")]
+    snp_runtime_classes: Vec<String>,
 }
 
 impl PolicyArgs {
@@ -172,6 +180,12 @@ impl PolicyArgs {
         cfg.default_tee = tee;
         cfg.default_epc = self.default_epc.clone();
         cfg.evidence = evidence;
+        if !self.tdx_runtime_classes.is_empty() {
+            cfg.tdx_runtime_classes = self.tdx_runtime_classes.clone();
+        }
+        if !self.snp_runtime_classes.is_empty() {
+            cfg.snp_runtime_classes = self.snp_runtime_classes.clone();
+        }
         cfg.validate()
             .map_err(|e| Failure::new("invalid-argument", e.to_string()))?;
         Ok(cfg)
