@@ -25,7 +25,9 @@
 //! A pod is for Coffer when it carries that label, whose value is the workload name in the
 //! deployment manifest (as Marblerun's `marbletype`). Its confidential containers are those
 //! listed in [`ANNOTATION_CONTAINERS`] (all, without it) minus those in
-//! [`ANNOTATION_EXCLUDE`]; init containers never are (they run before the app, are not
+//! [`ANNOTATION_EXCLUDE`] (the list used is written into [`ANNOTATION_CONTAINERS`], so a
+//! re-invocation after another webhook added a container leaves that one alone); init
+//! containers never are (they run before the app, are not
 //! converted images, and an enclave resource on them would be allocated to a container that
 //! never starts an enclave). Each confidential container gets:
 //!
@@ -761,6 +763,21 @@ pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
             "no confidential container is left: annotations {ANNOTATION_CONTAINERS} and \
              {ANNOTATION_EXCLUDE} exclude every container"
         ));
+    }
+    // The selection is written into the pod, so that a re-invocation after another webhook
+    // added a container (a service-mesh proxy) leaves that container alone.
+    if listed.is_none() {
+        let names: Vec<&str> = spec
+            .containers
+            .iter()
+            .zip(&confidential)
+            .filter(|(_, conf)| **conf)
+            .map(|(c, _)| c.name.as_str())
+            .collect();
+        out.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(ANNOTATION_CONTAINERS.to_string(), names.join(","));
     }
 
     for (c, _) in spec

@@ -660,6 +660,30 @@ async fn configured_runtime_classes_per_tee() {
     hook.stop().await;
 }
 
+/// Re-invocation (reinvocationPolicy IfNeeded): after Coffer's patch another webhook adds a
+/// service-mesh proxy and the API server sends the pod again. The proxy is left alone: the
+/// first pass wrote the confidential containers into coffer.dev/containers.
+#[tokio::test]
+async fn reinvocation_after_another_webhook_leaves_its_container_alone() {
+    let pki = pki("coffer-webhook");
+    let hook = Webhook::start(cfg(), &pki).await;
+    let (mut raw, _) = mutate(&hook, &pki.ca_der, &fixture("job-epc.yaml")).await;
+    assert_eq!(
+        raw["metadata"]["annotations"]["coffer.dev/containers"],
+        "hello"
+    );
+    let proxy = json!({"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.0",
+        "args": ["proxy", "sidecar"]});
+    raw["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(proxy.clone());
+    let a = admit(&hook, &pki.ca_der, &raw).await;
+    assert!(a.allowed, "{}", a.message);
+    assert!(a.patch.is_none(), "the proxy was changed: {:?}", a.patch);
+    hook.stop().await;
+}
+
 #[tokio::test]
 async fn pod_without_label_gets_no_patch() {
     let pki = pki("coffer-webhook");
