@@ -960,7 +960,7 @@ fn mutate_sgx(
         let mut used = false;
         for &i in &sgx {
             let c = &mut spec.containers[i];
-            used |= ensure_aesmd_mount(c, spec.volumes.as_deref())?;
+            used |= ensure_aesmd_mount(c, spec.volumes.as_deref(), &volume)?;
             if !matches!(provider, QuoteProvider::Container(p) if p == i) {
                 ensure_env(c, "SGX_AESM_ADDR", EnvWant::Value("1"))?;
             }
@@ -1031,9 +1031,24 @@ fn ensure_aesmd_volume(volumes: &mut Option<Vec<Volume>>, want: Volume) -> Resul
     }
 }
 
-/// Mounts the aesmd socket directory in `c`; true when the mount uses [`AESMD_VOLUME`] (the
-/// user's own hostPath of the node's directory is kept and needs no volume of ours).
-fn ensure_aesmd_mount(c: &mut Container, volumes: Option<&[Volume]>) -> Result<bool, Refusal> {
+/// Whether `v` provides the aesmd socket directory the way `want` does: the node's directory
+/// (hostPath) or one shared inside the pod (emptyDir, as Intel's webhook adds it).
+fn same_aesmd_source(v: &Volume, want: &Volume) -> bool {
+    if want.host_path.is_some() {
+        is_aesmd_host_path(v)
+    } else {
+        v.empty_dir.is_some()
+    }
+}
+
+/// Mounts the aesmd socket directory in `c`; true when the mount uses [`AESMD_VOLUME`]. A
+/// mount the pod already has there from a volume of the same kind (the user's own, or
+/// Intel's webhook's `aesmd-socket`) is kept and needs no volume of ours.
+fn ensure_aesmd_mount(
+    c: &mut Container,
+    volumes: Option<&[Volume]>,
+    want: &Volume,
+) -> Result<bool, Refusal> {
     let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
     let existing = mounts
         .iter()
@@ -1041,11 +1056,11 @@ fn ensure_aesmd_mount(c: &mut Container, volumes: Option<&[Volume]>) -> Result<b
     match existing {
         Some(m) if m.name == AESMD_VOLUME => Ok(true),
         Some(m) => {
-            let user_host_path = volumes
+            let same = volumes
                 .into_iter()
                 .flatten()
-                .any(|v| v.name == m.name && is_aesmd_host_path(v));
-            if user_host_path {
+                .any(|v| v.name == m.name && same_aesmd_source(v, want));
+            if same {
                 Ok(false)
             } else {
                 refuse(format!(

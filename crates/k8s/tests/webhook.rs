@@ -559,6 +559,22 @@ async fn aesmd_sidecar_and_per_container_selection() {
     );
     let (raw2, _) = mutate(&hook, &pki.ca_der, &opt_out).await;
     assert_eq!(raw2["spec"], raw["spec"]);
+    // Intel's webhook ran first and wired its own socket volume: kept, none of ours added.
+    let mut intel = original.clone();
+    intel["spec"]["volumes"] = json!([{"name": "aesmd-socket", "emptyDir": {"medium": "Memory"}}]);
+    for i in [0, 1] {
+        intel["spec"]["containers"][i]["volumeMounts"] =
+            json!([{"name": "aesmd-socket", "mountPath": "/var/run/aesmd"}]);
+    }
+    intel["spec"]["containers"][0]["env"] = json!([{"name": "SGX_AESM_ADDR", "value": "1"}]);
+    let (_, pod) = mutate(&hook, &pki.ca_der, &intel).await;
+    let vols = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap();
+    assert_eq!(vols.len(), 1, "{vols:?}");
+    assert_eq!(vols[0].name, "aesmd-socket");
+    let app = container(&pod, "app");
+    assert_eq!(env(app, "SGX_AESM_ADDR").as_deref(), Some("1"));
+    assert_eq!(app.volume_mounts.as_ref().map(Vec::len), Some(1));
+
     let mut typo = original.clone();
     typo["metadata"]["annotations"]["coffer.dev/containers"] = json!("ap");
     let a = admit(&hook, &pki.ca_der, &typo).await;
