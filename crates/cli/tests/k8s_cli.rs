@@ -304,43 +304,294 @@ fn webhook_process_waits_for_its_certificate_then_mutates_a_pod_over_https() {
     }
 }
 
-/// The rendered node-agent DaemonSet's container, run under runc the way the kubelet runs it:
-/// its command, args, user, security context and volumes from the chart, plus the mounts the
-/// kubelet adds to every container (`/dev/termination-log`, the service account, `/etc/hosts`,
-/// `/etc/hostname`, `/etc/resolv.conf`). Host paths are directories of the test. The image is
-/// the `coffer` binary and the libraries `ldd` names, bind-mounted read-only. One argument is
-/// added to what the chart renders, `--cpuid-file` (this machine has no SGX). The container
-/// must start, publish nothing (no API server answers), serve both device plugins in the
-/// host's plugin directory, see the host's device nodes, and stop cleanly on SIGTERM, removing
-/// its sockets. The chart's earlier layout (the host's `/dev` read-only over `/dev`) is run
-/// too and must fail as it does under a kubelet.
+/// What runs a rendered pod's container under runc the way the kubelet runs it: the image is
+/// the `coffer` binary and the libraries `ldd` names, bind-mounted read-only; the container's
+/// command, args, user, capabilities and read-only root come from its spec; its volumes are
+/// bind mounts of the test's directories; the kubelet's own mounts (`/dev/termination-log`,
+/// the service account, `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`) come after them.
+struct KubeletSim {
+    runc: &'static str,
+    dir: std::path::PathBuf,
+}
+
+impl KubeletSim {
+    /// `None` (and a note why) without runc or root.
+    fn new(dir: &Path) -> Option<Self> {
+        let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file());
+        if runc.is_none() || !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs runc and root (CI has both)");
+            return None;
+        }
+        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+        Some(KubeletSim {
+            runc: runc?,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn runc(&self) -> Command {
+        let mut cmd = Command::new(self.runc);
+        cmd.arg("--root").arg(self.dir.join("runc-state"));
+        cmd
+    }
+
+    /// The runtime's mounts and the image (coffer and its libraries).
+    fn base_mounts(&self) -> Vec<serde_json::Value> {
+        let mut mounts = vec![
+            serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+            serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+            serde_json::json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+            serde_json::json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+            serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"]}),
+            bind(Path::new(COFFER), "/usr/local/bin/coffer", true),
+        ];
+        let ldd = Command::new("ldd").arg(COFFER).output().expect("ldd");
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            if let Some(lib) = line.split_whitespace().find(|w| w.starts_with('/')) {
+                mounts.push(bind(Path::new(lib), lib, true));
+            }
+        }
+        mounts
+    }
+
+    /// The container's volume mounts, each volume's source given by `source` (a directory of
+    /// the test standing in for a hostPath, Secret or emptyDir).
+    fn volume_mounts(
+        pod: &serde_json::Value,
+        container: &serde_json::Value,
+        source: impl Fn(&serde_json::Value) -> std::path::PathBuf,
+    ) -> Vec<serde_json::Value> {
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        container["volumeMounts"]
+            .as_array()
+            .expect("volumeMounts")
+            .iter()
+            .map(|m| {
+                let v = volumes
+                    .iter()
+                    .find(|v| v["name"] == m["name"])
+                    .expect("the mount's volume");
+                bind(
+                    &source(v),
+                    m["mountPath"].as_str().unwrap(),
+                    m["readOnly"] == true,
+                )
+            })
+            .collect()
+    }
+
+    /// What the kubelet adds to every container, after its volumes.
+    fn kubelet_mounts(&self) -> Vec<serde_json::Value> {
+        let kubelet = self.dir.join("kubelet");
+        let sa = kubelet.join("serviceaccount");
+        std::fs::create_dir_all(&sa).unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["kubernetes.default.svc".into()]).unwrap();
+        std::fs::write(sa.join("ca.crt"), ca.cert.pem()).unwrap();
+        std::fs::write(sa.join("token"), "test-token").unwrap();
+        std::fs::write(sa.join("namespace"), "coffer").unwrap();
+        for (f, text) in [
+            ("hosts", "127.0.0.1 localhost\n"),
+            ("hostname", "coffer-pod-x\n"),
+            ("resolv.conf", "nameserver 127.0.0.1\n"),
+            ("termination-log", ""),
+        ] {
+            std::fs::write(kubelet.join(f), text).unwrap();
+        }
+        vec![
+            bind(&sa, "/var/run/secrets/kubernetes.io/serviceaccount", true),
+            bind(&kubelet.join("hosts"), "/etc/hosts", false),
+            bind(&kubelet.join("hostname"), "/etc/hostname", false),
+            bind(&kubelet.join("resolv.conf"), "/etc/resolv.conf", false),
+            bind(
+                &kubelet.join("termination-log"),
+                "/dev/termination-log",
+                false,
+            ),
+        ]
+    }
+
+    /// Writes the bundle's config.json for `container` with `mounts`, `extra_args` after the
+    /// spec's, and `env` (what the kubelet resolves from the downward API and Services).
+    /// `own_network`: a network namespace of its own (else the host's, to reach its port).
+    fn write_config(
+        &self,
+        container: &serde_json::Value,
+        mounts: Vec<serde_json::Value>,
+        extra_args: &[&str],
+        env: &[&str],
+        own_network: bool,
+    ) {
+        let sc = &container["securityContext"];
+        let mut args: Vec<String> = container["command"]
+            .as_array()
+            .into_iter()
+            .chain(container["args"].as_array())
+            .flatten()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        // containerd's default capabilities, unless the spec drops them all.
+        let caps: Vec<&str> = if sc["capabilities"]["drop"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|c| c == "ALL"))
+        {
+            vec![]
+        } else {
+            vec![
+                "CAP_CHOWN",
+                "CAP_DAC_OVERRIDE",
+                "CAP_FSETID",
+                "CAP_FOWNER",
+                "CAP_MKNOD",
+                "CAP_NET_RAW",
+                "CAP_SETGID",
+                "CAP_SETUID",
+                "CAP_SETFCAP",
+                "CAP_SETPCAP",
+                "CAP_NET_BIND_SERVICE",
+                "CAP_SYS_CHROOT",
+                "CAP_KILL",
+                "CAP_AUDIT_WRITE",
+            ]
+        };
+        let mut env: Vec<String> = env.iter().map(|e| e.to_string()).collect();
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let mut namespaces = vec![
+            serde_json::json!({"type": "pid"}),
+            serde_json::json!({"type": "ipc"}),
+            serde_json::json!({"type": "uts"}),
+            serde_json::json!({"type": "mount"}),
+        ];
+        if own_network {
+            namespaces.push(serde_json::json!({"type": "network"}));
+        }
+        let config = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": sc["runAsUser"].as_u64().unwrap_or(0), "gid": 0},
+                "args": args,
+                "env": env,
+                "cwd": "/",
+                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+                "noNewPrivileges": sc["allowPrivilegeEscalation"] == false,
+            },
+            "root": {"path": "rootfs", "readonly": sc["readOnlyRootFilesystem"] == true},
+            "hostname": "coffer-pod-x",
+            "mounts": mounts,
+            "linux": {
+                "namespaces": namespaces,
+                "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
+                "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"],
+            }
+        });
+        std::fs::write(
+            self.dir.join("config.json"),
+            serde_json::to_vec_pretty(&config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// `runc run` of the bundle as container `id`, its standard error into `log`.
+    fn start(&self, id: &str, log: &Path) -> std::process::Child {
+        self.runc()
+            .args(["run", "--bundle"])
+            .arg(&self.dir)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(self.dir.join(format!("{id}.out"))).unwrap())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("runc run")
+    }
+
+    /// SIGTERM, as the kubelet stops a container; returns its exit status.
+    fn stop(&self, id: &str, child: &mut std::process::Child) -> std::process::ExitStatus {
+        let kill = self.runc().args(["kill", id, "TERM"]).output().unwrap();
+        assert!(
+            kill.status.success(),
+            "{}",
+            String::from_utf8_lossy(&kill.stderr)
+        );
+        let status = child.wait().unwrap();
+        let _ = self.runc().args(["delete", "--force", id]).output();
+        status
+    }
+}
+
+fn bind(src: &Path, dst: &str, ro: bool) -> serde_json::Value {
+    let mut options = vec!["rbind", "rprivate"];
+    if ro {
+        options.push("ro");
+    }
+    serde_json::json!({"destination": dst, "type": "bind", "source": src, "options": options})
+}
+
+/// The rendered objects of `coffer k8s render` with `sets`, as JSON.
+fn rendered(sets: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["--json", "k8s", "render"];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let (ok, out, err) = coffer(&args);
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).expect("kubectl List");
+    list["items"].as_array().expect("items").clone()
+}
+
+fn find<'a>(items: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    items
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// Waits (polling, bounded) until `ready`, failing with the log if the container ends first.
+fn wait_until(child: &mut std::process::Child, log: &Path, what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the container ended ({status}) before {what}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The rendered node-agent DaemonSet's container under runc with the kubelet's mounts. One
+/// argument is added to what the chart renders, `--cpuid-file` (this machine has no SGX). The
+/// container must start, publish nothing (no API server answers), serve both device plugins
+/// in the host's plugin directory, see the host's device nodes, and stop cleanly on SIGTERM,
+/// removing its sockets. The chart's earlier layout (the host's `/dev` read-only over `/dev`)
+/// is run too and must fail as it does under a kubelet.
 #[test]
 fn rendered_node_agent_daemonset_runs_under_runc_with_the_kubelets_mounts() {
-    let Some(runc) = ["/usr/sbin/runc", "/usr/bin/runc"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-    else {
-        eprintln!("skipped: needs runc (CI installs it)");
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some(sim) = KubeletSim::new(t.path()) else {
         return;
     };
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root (CI has it)");
-        return;
-    }
-    let (ok, rendered, err) = coffer(&["--json", "k8s", "render"]);
-    assert!(ok, "{err}");
-    let list: serde_json::Value = serde_json::from_str(&rendered).expect("kubectl List");
-    let ds = list["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .find(|o| o["kind"] == "DaemonSet" && o["metadata"]["name"] == "coffer-node-agent")
-        .expect("the node agent DaemonSet")
-        .clone();
+    let items = rendered(&[]);
+    let ds = find(&items, "DaemonSet", "coffer-node-agent");
     let pod = &ds["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
+    assert_eq!(
+        c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
 
-    let t = tempfile::tempdir().expect("tempdir");
     let host = t.path().join("host");
     let host_dev = host.join("dev");
     let host_plugins = host.join("device-plugins");
@@ -349,206 +600,48 @@ fn rendered_node_agent_daemonset_runs_under_runc_with_the_kubelets_mounts() {
     for d in ["sgx_enclave", "sgx_provision"] {
         std::fs::write(host_dev.join(d), b"").unwrap();
     }
-    // What the kubelet writes for every pod.
-    let kubelet = t.path().join("kubelet");
-    let sa = kubelet.join("serviceaccount");
-    std::fs::create_dir_all(&sa).unwrap();
-    let ca = rcgen::generate_simple_self_signed(vec!["kubernetes.default.svc".into()]).unwrap();
-    std::fs::write(sa.join("ca.crt"), ca.cert.pem()).unwrap();
-    std::fs::write(sa.join("token"), "test-token").unwrap();
-    std::fs::write(sa.join("namespace"), "coffer").unwrap();
-    for (f, text) in [
-        ("hosts", "127.0.0.1 localhost\n"),
-        ("hostname", "coffer-node-agent-x\n"),
-        ("resolv.conf", "nameserver 127.0.0.1\n"),
-        ("termination-log", ""),
-    ] {
-        std::fs::write(kubelet.join(f), text).unwrap();
-    }
-    let cpuid = cpuid_file("coffee-lake-128m.txt");
-
-    // The image: coffer and its libraries.
-    let rootfs = t.path().join("rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    let ldd = Command::new("ldd").arg(COFFER).output().expect("ldd");
-    let mut image_files = vec![(
-        Path::new(COFFER).to_path_buf(),
-        "/usr/local/bin/coffer".to_string(),
-    )];
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = line
-            .split_whitespace()
-            .find(|w| w.starts_with('/'))
-            .map(std::path::PathBuf::from);
-        if let Some(p) = path {
-            image_files.push((p.clone(), p.display().to_string()));
+    let mut base = sim.base_mounts();
+    base.push(bind(
+        &cpuid_file("coffee-lake-128m.txt"),
+        "/cpuid.txt",
+        true,
+    ));
+    let volumes = KubeletSim::volume_mounts(pod, c, |v| {
+        match v["hostPath"]["path"].as_str().expect("a hostPath") {
+            "/dev" => host_dev.clone(),
+            "/var/lib/kubelet/device-plugins" => host_plugins.clone(),
+            other => panic!("the DaemonSet mounts host path {other}, which this test does not map"),
         }
-    }
-
-    let bind = |src: &Path, dst: &str, ro: bool| {
-        let mut options = vec!["rbind", "rprivate"];
-        if ro {
-            options.push("ro");
-        }
-        serde_json::json!({"destination": dst, "type": "bind", "source": src, "options": options})
-    };
-    let mut mounts = vec![
-        serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc"}),
-        serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        serde_json::json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
-        serde_json::json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-            "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    });
+    let kubelet = sim.kubelet_mounts();
+    let env = [
+        "NODE_NAME=worker-1",
+        "KUBERNETES_SERVICE_HOST=127.0.0.1",
+        "KUBERNETES_SERVICE_PORT=1",
+        "COFFER_LOG=info",
     ];
-    for (src, dst) in &image_files {
-        mounts.push(bind(src, dst, true));
-    }
-    mounts.push(bind(&cpuid, "/cpuid.txt", true));
-    // The chart's volumes, each hostPath mapped to the test's directory for it.
-    let host_dir = |path: &str| match path {
-        "/dev" => host_dev.clone(),
-        "/var/lib/kubelet/device-plugins" => host_plugins.clone(),
-        other => panic!("the DaemonSet mounts host path {other}, which this test does not map"),
-    };
-    let volumes = pod["volumes"].as_array().expect("volumes");
-    let chart_mounts: Vec<serde_json::Value> = c["volumeMounts"]
-        .as_array()
-        .expect("volumeMounts")
-        .iter()
-        .map(|m| {
-            let v = volumes
-                .iter()
-                .find(|v| v["name"] == m["name"])
-                .expect("volume of the mount");
-            let src = host_dir(v["hostPath"]["path"].as_str().expect("a hostPath"));
-            bind(
-                &src,
-                m["mountPath"].as_str().unwrap(),
-                m["readOnly"] == true,
-            )
-        })
-        .collect();
-    // What the kubelet adds, after the volumes (as it orders them).
-    let kubelet_mounts = vec![
-        bind(&sa, "/var/run/secrets/kubernetes.io/serviceaccount", true),
-        bind(&kubelet.join("hosts"), "/etc/hosts", false),
-        bind(&kubelet.join("hostname"), "/etc/hostname", false),
-        bind(&kubelet.join("resolv.conf"), "/etc/resolv.conf", false),
-        bind(
-            &kubelet.join("termination-log"),
-            "/dev/termination-log",
-            false,
-        ),
-    ];
-
-    let sc = &c["securityContext"];
-    let mut args: Vec<String> = c["command"]
-        .as_array()
-        .into_iter()
-        .chain(c["args"].as_array())
-        .flatten()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
-    args.extend(["--cpuid-file".into(), "/cpuid.txt".into()]);
-    assert_eq!(
-        c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
-        "spec.nodeName"
-    );
-    let config = |mounts: Vec<serde_json::Value>| {
-        serde_json::json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": sc["runAsUser"].as_u64().expect("runAsUser"), "gid": 0},
-                "args": args,
-                "env": [
-                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "NODE_NAME=worker-1",
-                    "KUBERNETES_SERVICE_HOST=127.0.0.1",
-                    "KUBERNETES_SERVICE_PORT=1",
-                    "COFFER_LOG=info",
-                ],
-                "cwd": "/",
-                // capabilities: drop ALL.
-                "capabilities": {"bounding": [], "effective": [], "permitted": []},
-                "noNewPrivileges": sc["allowPrivilegeEscalation"] == false,
-            },
-            "root": {"path": "rootfs", "readonly": sc["readOnlyRootFilesystem"] == true},
-            "hostname": "coffer-node-agent-x",
-            "mounts": mounts,
-            "linux": {
-                "namespaces": [
-                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                    {"type": "network"}
-                ],
-                "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
-                "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"],
-            }
-        })
-    };
-    let write_bundle = |mounts: Vec<serde_json::Value>| {
-        std::fs::write(
-            t.path().join("config.json"),
-            serde_json::to_vec_pretty(&config(mounts)).unwrap(),
-        )
-        .unwrap();
-    };
-    let id = format!("coffer-node-agent-test-{}", std::process::id());
-    let runc_cmd = || {
-        let mut cmd = Command::new(runc);
-        cmd.arg("--root").arg(t.path().join("runc-state"));
-        cmd
-    };
+    let extra = ["--cpuid-file", "/cpuid.txt"];
 
     // The chart as it is: the container starts and serves.
-    let all: Vec<_> = mounts
+    let all: Vec<_> = base
         .iter()
-        .chain(&chart_mounts)
-        .chain(&kubelet_mounts)
+        .chain(&volumes)
+        .chain(&kubelet)
         .cloned()
         .collect();
-    write_bundle(all);
+    sim.write_config(c, all, &extra, &env, true);
+    let id = format!("coffer-node-agent-test-{}", std::process::id());
     let log = t.path().join("agent.log");
-    let mut child = runc_cmd()
-        .args(["run", "--bundle"])
-        .arg(t.path())
-        .arg(&id)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(t.path().join("agent.out")).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("runc run");
+    let mut child = sim.start(&id, &log);
     let sockets: Vec<_> = ["coffer-sgx-enclave.sock", "coffer-sgx-provision.sock"]
         .iter()
         .map(|s| host_plugins.join(s))
         .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !sockets.iter().all(|s| s.exists()) {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "the node agent container ended ({status}):\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no plugin sockets:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let kill = runc_cmd().args(["kill", &id, "TERM"]).output().unwrap();
-    assert!(
-        kill.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kill.stderr)
-    );
-    let status = child.wait().unwrap();
+    wait_until(&mut child, &log, "plugin sockets", || {
+        sockets.iter().all(|s| s.exists())
+    });
+    let status = sim.stop(&id, &mut child);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = runc_cmd().args(["delete", "--force", &id]).output();
     assert!(status.success(), "{status}:\n{text}");
     assert!(text.contains("EPC read from CPUID"), "{text}");
     assert!(!text.contains("SGX device missing"), "{text}");
@@ -559,31 +652,134 @@ fn rendered_node_agent_daemonset_runs_under_runc_with_the_kubelets_mounts() {
     // The earlier layout: the host's /dev read-only over the container's /dev. runc cannot
     // create /dev/termination-log in it, as under a kubelet.
     let old_dev = bind(&host_dev, "/dev", true);
-    let all: Vec<_> = mounts
+    let all: Vec<_> = base
         .iter()
         .chain([&old_dev])
-        .chain(
-            chart_mounts
-                .iter()
-                .filter(|m| m["destination"] != "/host/dev"),
-        )
-        .chain(&kubelet_mounts)
+        .chain(volumes.iter().filter(|m| m["destination"] != "/host/dev"))
+        .chain(&kubelet)
         .cloned()
         .collect();
-    write_bundle(all);
-    let out = runc_cmd()
+    sim.write_config(c, all, &extra, &env, true);
+    let out = sim
+        .runc()
         .args(["run", "--bundle"])
         .arg(t.path())
         .arg(format!("{id}-old"))
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let _ = runc_cmd()
+    let _ = sim
+        .runc()
         .args(["delete", "--force", &format!("{id}-old")])
         .output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("read-only file system"), "{err}");
+}
+
+/// The rendered webhook container (certificates from cert-manager's Secret) under runc with
+/// the kubelet's mounts, in the host's network: it serves on the port the chart names, mutates
+/// a pod the way the API server asks, and stops cleanly on SIGTERM.
+#[test]
+fn rendered_webhook_container_runs_under_runc_and_mutates_a_pod() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some(sim) = KubeletSim::new(t.path()) else {
+        return;
+    };
+    let items = rendered(&["webhook.certManager.enabled=true"]);
+    let d = find(&items, "Deployment", "coffer-coordinator");
+    let pod = &d["spec"]["template"]["spec"];
+    let c = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "webhook")
+        .expect("webhook container");
+    let port = c["ports"][0]["containerPort"].as_u64().expect("port");
+
+    // The Secret cert-manager writes: tls.crt, tls.key, ca.crt.
+    let secret = t.path().join("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(vec![coffer_coordinator::pki::SERVER_NAME.to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+    std::fs::write(secret.join("tls.key"), leaf_key.serialize_pem()).unwrap();
+    std::fs::write(secret.join("tls.crt"), leaf.pem()).unwrap();
+    std::fs::write(secret.join("ca.crt"), ca.pem()).unwrap();
+
+    let volumes = KubeletSim::volume_mounts(pod, c, |v| {
+        assert_eq!(v["secret"]["secretName"], "coffer-webhook-tls", "{v}");
+        secret.clone()
+    });
+    let all: Vec<_> = sim
+        .base_mounts()
+        .into_iter()
+        .chain(volumes)
+        .chain(sim.kubelet_mounts())
+        .collect();
+    sim.write_config(c, all, &[], &["COFFER_LOG=info"], false);
+    let id = format!("coffer-webhook-test-{}", std::process::id());
+    let log = t.path().join("webhook.log");
+    let mut child = sim.start(&id, &log);
+    let addr = format!("127.0.0.1:{port}");
+    wait_until(&mut child, &log, "the webhook's port", || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0d1c3a4e-5b6f-4a7b-8c9d-0e1f2a3b4c5d",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"generateName": "web-7d4b9c-", "labels": {"coffer.dev/workload": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "example/web:1"}]}
+            }
+        }
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = rt.block_on(async {
+        let mut client = Client::new(&addr, &Trust::Service(ca.der().to_vec()), None).unwrap();
+        client
+            .request(
+                Method::POST,
+                "/mutate",
+                Some(serde_json::to_vec(&review).unwrap()),
+            )
+            .await
+            .unwrap()
+    });
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    use base64::Engine;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(answer["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let patch = String::from_utf8(patch).unwrap();
+    assert!(
+        patch.contains("coffer-coordinator.coffer.svc:4433"),
+        "{patch}"
+    );
+    assert!(patch.contains("sgx.intel.com/enclave"), "{patch}");
+
+    let status = sim.stop(&id, &mut child);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{status}:\n{text}");
 }
 
 /// `coffer k8s inject` prints the pod as the webhook admits it; the printed pod goes through
