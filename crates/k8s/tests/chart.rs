@@ -566,6 +566,20 @@ fn default_chart_deploys_the_coordinator_webhook_and_node_agent() {
         (sel.key.as_str(), sel.operator.as_str()),
         ("coffer.dev/workload", "DoesNotExist")
     );
+    let narrowed = render_with(
+        "coffer",
+        &["webhook.legacyEpcNamesNamespaces={team-a,team-b}"],
+    );
+    let nm: MutatingWebhookConfiguration =
+        narrowed.get("MutatingWebhookConfiguration", "coffer-webhook");
+    let exprs = nm.webhooks.unwrap()[1]
+        .namespace_selector
+        .clone()
+        .unwrap()
+        .match_expressions
+        .unwrap();
+    assert_eq!(exprs[1].operator, "In");
+    assert_eq!(exprs[1].values, Some(strings(&["team-a", "team-b"])));
     // The third sees labelled pods in the excluded namespaces, only to warn.
     let excluded = webhooks.get(2).unwrap();
     assert_eq!(excluded.name, "excluded.webhook.coffer.dev");
