@@ -45,6 +45,18 @@ pub enum Item {
     SimPlatform,
     /// An RA-TLS certificate (a TLS certificate carrying a quote over its key).
     RaTlsCertificate,
+    /// An AMD SEV-SNP attestation report.
+    SnpReport,
+    /// The SNP report's signature by the VCEK or VLEK.
+    SnpReportSignature,
+    /// The VCEK or VLEK certificate.
+    VekCertificate,
+    /// The ASK or ASVK certificate.
+    AskCertificate,
+    /// AMD's root key certificate (ARK).
+    ArkCertificate,
+    /// AMD's CRL for a product.
+    SnpCrl,
 }
 
 impl fmt::Display for Item {
@@ -66,6 +78,12 @@ impl fmt::Display for Item {
             Item::TrustAnchors => "trust anchors",
             Item::SimPlatform => "simulated platform",
             Item::RaTlsCertificate => "RA-TLS certificate",
+            Item::SnpReport => "SNP report",
+            Item::SnpReportSignature => "SNP report signature",
+            Item::VekCertificate => "VCEK/VLEK certificate",
+            Item::AskCertificate => "ASK/ASVK certificate",
+            Item::ArkCertificate => "ARK certificate",
+            Item::SnpCrl => "SNP CRL",
         })
     }
 }

@@ -101,6 +101,7 @@ mod quote;
 pub mod ratls;
 mod reader;
 pub mod sim;
+pub mod snp;
 pub mod tcb;
 mod verify;
 
