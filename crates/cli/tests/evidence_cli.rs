@@ -817,3 +817,139 @@ fn pccs_without_the_fmspc_is_reported_naming_service_and_item() {
     let msg = j["error"]["message"].as_str().unwrap();
     assert!(msg.contains("TCB info") && msg.contains("404"), "{msg}");
 }
+
+/// A KDS-shaped collateral directory for an SNP vector: the VEK, the intermediate and the ARK
+/// (both from a cert_chain bundle, as KDS serves it).
+fn snp_dir(dir: &Path, vek: &str, vek_name: &str, chain: &str, ask_name: &str) {
+    let snp = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vectors/snp");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(snp.join(vek), dir.join(vek_name)).unwrap();
+    let bundle = std::fs::read_to_string(snp.join(chain)).unwrap();
+    let blocks: Vec<String> = bundle
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .map(str::to_string)
+        .collect();
+    // trustee's bundle is ASK, ARK, ASVK.
+    let (ask, ark) = match ask_name {
+        "asvk.pem" => (blocks[2].clone(), blocks[1].clone()),
+        _ => (blocks[0].clone(), blocks[1].clone()),
+    };
+    std::fs::write(dir.join(ask_name), ask).unwrap();
+    std::fs::write(dir.join("ark.pem"), ark).unwrap();
+}
+
+#[test]
+fn snp_reports_verify_with_the_documented_json_and_refusals() {
+    let t = tempfile::tempdir().unwrap();
+    let snp = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vectors/snp");
+    let vcek = t.path().join("vcek");
+    snp_dir(
+        &vcek,
+        "trustee/test-vcek.der",
+        "vcek.der",
+        "trustee/milan_ask_ark_asvk.pem",
+        "ask.pem",
+    );
+    let report = snp.join("trustee/test-report.bin");
+    let args = |report: &Path, dir: &Path, now: &str| -> Vec<String> {
+        ["--json", "evidence", "verify", "--tee", "snp", "--quote"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([report.display().to_string()])
+            .chain([
+                "--collateral".into(),
+                dir.display().to_string(),
+                "--now".into(),
+                now.into(),
+            ])
+            .collect()
+    };
+    let r = run(
+        &args(&report, &vcek, "1700000000")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["tee"], "snp");
+    assert_eq!(v["report_version"], 2);
+    assert_eq!(v["signer"], "vcek");
+    assert_eq!(v["policy"], "000000000003001f");
+    assert_eq!(v["debug"], false);
+    assert_eq!(v["vmpl"], 0);
+    assert_eq!(v["crl_checked"], false);
+    assert_eq!(v["reported_tcb"]["snp"], 8);
+    assert_eq!(v["reported_tcb"]["microcode"], 115);
+    for (field, bytes) in [
+        ("measurement", 48),
+        ("host_data", 32),
+        ("report_data", 64),
+        ("chip_id", 64),
+    ] {
+        assert!(is_lower_hex(&v[field], bytes), "{field}: {}", v[field]);
+    }
+
+    // The VLEK-signed v3 report, with its ASVK.
+    let vlek = t.path().join("vlek");
+    snp_dir(
+        &vlek,
+        "trustee/test-vlek.der",
+        "vlek.der",
+        "trustee/milan_ask_ark_asvk.pem",
+        "asvk.pem",
+    );
+    let r = run(
+        &args(
+            &snp.join("trustee/test-vlek-report.bin"),
+            &vlek,
+            "2025-06-15T15:06:40Z",
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["signer"], "vlek");
+    assert_eq!(r.json()["report_version"], 3);
+
+    // One byte of the measurement changed: bad signature, exit 1.
+    let mut bytes = std::fs::read(&report).unwrap();
+    bytes[0x90] ^= 1;
+    let tampered = t.path().join("tampered.bin");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let r = run(
+        &args(&tampered, &vcek, "1700000000")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json()["error"]["kind"], "bad_signature", "{}", r.stdout);
+
+    // The clock after the VCEK expired.
+    let r = run(
+        &args(&report, &vcek, "2040-01-01T00:00:00Z")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json()["error"]["kind"], "expired", "{}", r.stdout);
+
+    // A directory without the ARK: the file is named.
+    std::fs::remove_file(vcek.join("ark.pem")).unwrap();
+    let r = run(
+        &args(&report, &vcek, "1700000000")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stdout.contains("ark.pem"), "{}", r.stdout);
+}

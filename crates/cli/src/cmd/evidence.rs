@@ -1,4 +1,4 @@
-//! `coffer evidence …`: parse, verify and simulate DCAP quotes.
+//! `coffer evidence …`: parse, verify and simulate DCAP quotes; verify SEV-SNP reports.
 //!
 //! Glue only: reading files, fetching collateral (`coffer-pccs`), printing. Parsing and every
 //! verification check live in `coffer-evidence`, which does no I/O.
@@ -8,6 +8,13 @@
 //! `report_data`, `debug`, the measurement (`mrenclave`, `mrsigner`, `isv_prod_id`, `isv_svn`
 //! for SGX; `mrtd`, `rtmr0`..`rtmr3` for TDX), hex in lower case. A refusal exits 1 with
 //! `{"error":{"kind","message"}}`, `kind` being the evidence crate's `ErrorKind` in snake case.
+//!
+//! `verify --tee snp --quote REPORT --collateral DIR` verifies an AMD SEV-SNP report (raw 1184
+//! bytes or hex) against the KDS certificates in DIR (`vcek.der` or `vlek.der`, `ask.pem` or
+//! `asvk.pem`, `ark.pem`, optional `crl.der`) under AMD's pinned ARKs; with `--json` it prints
+//! `tee: "snp"`, `report_version`, `product`, `signer` (`vcek`/`vlek`), `measurement`,
+//! `host_data`, `report_data`, `chip_id`, `policy` (16 hex digits), `debug`, `vmpl`,
+//! `reported_tcb` (an object), `crl_checked`; exit status and errors as for DCAP.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -57,6 +64,7 @@ pub(crate) enum EvidenceCmd {
     coffer evidence verify --quote quote.bin --pccs-url https://api.trustedservices.intel.com
     coffer evidence verify --quote quote.bin --pccs-url https://pccs:8081 --pccs-tls-root ca.pem
     coffer evidence verify --quote quote.bin --collateral-dir ./collateral-cache --now 1750420800
+    coffer --json evidence verify --tee snp --quote report.bin --collateral ./kds --now 1700000000
     coffer evidence verify --quote app.quote --collateral sim-collateral.json \\
         --trust-root sim-root.pem
 
@@ -129,11 +137,17 @@ it).")]
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["collateral", "pccs_url", "collateral_dir"])))]
 pub(crate) struct VerifyArgs {
-    /// The quote: raw bytes or hex.
+    /// The quote (for --tee snp: the 1184-byte attestation report): raw bytes or hex.
     #[arg(long, value_name = "FILE")]
     quote: PathBuf,
+    /// The TEE: sgx or tdx (DCAP quotes; the default, read from the quote), or snp (an AMD
+    /// SEV-SNP attestation report, with --collateral DIR).
+    #[arg(long, value_enum)]
+    tee: Option<VerifyTee>,
     /// Collateral JSON (dcap-qvl shape: PEM chains, hex CRLs, signed JSON, hex signatures).
-    #[arg(long, value_name = "FILE")]
+    /// With --tee snp a directory: vcek.der or vlek.der, ask.pem or asvk.pem, ark.pem (PEM or
+    /// DER, as AMD's KDS serves them) and optionally crl.der.
+    #[arg(long, value_name = "FILE|DIR")]
     collateral: Option<PathBuf>,
     /// Fetch collateral from this PCS/PCCS v4 base URL.
     #[arg(long, value_name = "URL")]
@@ -170,6 +184,17 @@ pub(crate) struct VerifyArgs {
     /// Trust this root certificate (PEM) instead of the pinned Intel SGX Root CA.
     #[arg(long, value_name = "PEM")]
     trust_root: Option<PathBuf>,
+}
+
+/// The TEE `verify --tee` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum VerifyTee {
+    /// An SGX DCAP quote.
+    Sgx,
+    /// A TDX DCAP quote.
+    Tdx,
+    /// An AMD SEV-SNP attestation report.
+    Snp,
 }
 
 /// `coffer evidence inspect`.
@@ -336,6 +361,9 @@ fn verify(a: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
         None => unix_now()?,
     };
     let quote_bytes = read_quote(&a.quote)?;
+    if a.tee == Some(VerifyTee::Snp) {
+        return verify_snp(&a, &quote_bytes, now, global);
+    }
     let anchors = match &a.trust_root {
         Some(path) => {
             let pem = read_text(path, "trust root")?;
@@ -434,12 +462,131 @@ fn verify(a: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
 
     let verified =
         coffer_evidence::verify(&quote_bytes, &collateral, &anchors, now).map_err(refused)?;
+    let quote_tee = match verified.tee {
+        Tee::Sgx => VerifyTee::Sgx,
+        Tee::Tdx => VerifyTee::Tdx,
+    };
+    if let Some(t) = a.tee.filter(|t| *t != quote_tee) {
+        return Err(Failure::new(
+            "policy_mismatch",
+            format!(
+                "--tee {} but the quote is a {} quote",
+                format!("{t:?}").to_lowercase(),
+                verified.tee
+            ),
+        )
+        .into());
+    }
     let custom_root = a.trust_root.is_some();
     let out = verified_json(&verified, now, custom_root, Value::Object(source));
     if global.json {
         print_json(&out)?;
     } else {
         print_verified_text(&verified, now, custom_root);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verify --tee snp`: the report against the VEK chain in the `--collateral` directory.
+fn verify_snp(a: &VerifyArgs, report: &[u8], now: i64, global: Global) -> anyhow::Result<ExitCode> {
+    use coffer_evidence::snp::{self, Signer, SnpAnchors, SnpCollateral};
+    use coffer_evidence::Item;
+    let Some(dir) = a
+        .collateral
+        .as_ref()
+        .filter(|_| a.pccs_url.is_none() && a.collateral_dir.is_none() && a.trust_root.is_none())
+    else {
+        return Err(Failure::new(
+            "usage",
+            "--tee snp takes --collateral DIR (vcek.der or vlek.der, ask.pem or asvk.pem, ark.pem, \
+             optionally crl.der), and none of --pccs-url, --collateral-dir, --trust-root",
+        )
+        .into());
+    };
+    let parsed = snp::Report::parse(report).map_err(refused)?;
+    let (vek_name, ask_name) = match parsed.signer {
+        Signer::Vcek => ("vcek.der", "ask.pem"),
+        Signer::Vlek => ("vlek.der", "asvk.pem"),
+    };
+    let load = |name: &str, item: Item| -> anyhow::Result<Vec<u8>> {
+        let path = dir.join(name);
+        let bytes = read_limited(&path, SMALL_FILE_LIMIT, name)?;
+        let certs = snp::certificates(&bytes, item)
+            .map_err(|e| Failure::new(e.kind().as_str(), format!("{}: {e}", path.display())))?;
+        // A KDS cert_chain bundle holds the intermediate first, then the ARK.
+        Ok(certs.into_iter().next().unwrap_or_default())
+    };
+    let vek = load(vek_name, Item::VekCertificate)?;
+    let ask = load(ask_name, Item::AskCertificate)?;
+    let ark = load("ark.pem", Item::ArkCertificate)?;
+    let crl_path = dir.join("crl.der");
+    let crl = if crl_path.exists() {
+        Some(read_limited(&crl_path, SMALL_FILE_LIMIT, "crl.der")?)
+    } else {
+        None
+    };
+    let collateral = SnpCollateral {
+        vek: &vek,
+        ask: &ask,
+        ark: &ark,
+        crl: crl.as_deref(),
+    };
+    let v = snp::verify_snp(report, &collateral, &SnpAnchors::amd(), now).map_err(refused)?;
+    let r = &v.report;
+    let t = &v.reported_tcb;
+    let mut tcb = Map::new();
+    if let Some(fmc) = t.fmc {
+        tcb.insert("fmc".into(), json!(fmc));
+    }
+    tcb.insert("bootloader".into(), json!(t.bootloader));
+    tcb.insert("tee".into(), json!(t.tee));
+    tcb.insert("snp".into(), json!(t.snp));
+    tcb.insert("microcode".into(), json!(t.microcode));
+    let out = json!({
+        "tee": "snp",
+        "report_version": r.version,
+        "product": v.product.as_str(),
+        "signer": v.signer.as_str(),
+        "measurement": hex::encode(r.measurement),
+        "host_data": hex::encode(r.host_data),
+        "report_data": hex::encode(r.report_data),
+        "chip_id": hex::encode(r.chip_id),
+        "policy": format!("{:016x}", r.policy),
+        "debug": r.debug(),
+        "migrate_ma": r.migrate_ma(),
+        "smt_allowed": r.smt_allowed(),
+        "vmpl": r.vmpl,
+        "guest_svn": r.guest_svn,
+        "family_id": hex::encode(r.family_id),
+        "image_id": hex::encode(r.image_id),
+        "id_key_digest": hex::encode(r.id_key_digest),
+        "author_key_digest": hex::encode(r.author_key_digest),
+        "reported_tcb": tcb,
+        "crl_checked": v.crl_checked,
+        "verified_at": fmt_time(now),
+    });
+    if global.json {
+        print_json(&out)?;
+    } else {
+        println!(
+            "verified: SNP report v{} ({}, signed by its {}) at {}",
+            r.version,
+            v.product,
+            v.signer.as_str().to_uppercase(),
+            fmt_time(now)
+        );
+        println!("measurement:   {}", hex::encode(r.measurement));
+        println!("host_data:     {}", hex::encode(r.host_data));
+        println!("report_data:   {}", hex::encode(r.report_data));
+        println!("policy:        {:016x} (debug {})", r.policy, r.debug());
+        println!("vmpl:          {}", r.vmpl);
+        println!("reported_tcb:  {t:?}");
+        if !v.crl_checked {
+            println!(
+                "crl:           not checked (no crl.der in {})",
+                dir.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
