@@ -105,6 +105,7 @@ fn main() {
                     format: coffer_api::EvidenceFormat::DcapQuote,
                     data: b64.encode(quote),
                 },
+                image_measurement: None,
             })
             .expect("json")
         })

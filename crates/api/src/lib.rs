@@ -53,6 +53,30 @@ pub fn workload_report_data(csr_spki_der: &[u8]) -> [u8; 64] {
     out
 }
 
+/// The domain of the image slot of a workload's report data, so that no other 32 bytes Coffer
+/// puts in report data (a nonce hash, a state head) can be read as an image binding.
+pub const IMAGE_BINDING_DOMAIN: &[u8] = b"coffer/image-measurement/v1\0";
+
+/// The report data of a workload that binds its image too, as the launcher sends it:
+/// bytes 0..32 as [`workload_report_data`], bytes 32..64 SHA-256 of
+/// [`IMAGE_BINDING_DOMAIN`] followed by the image measurement (the digest `coffer convert`
+/// prints, which covers every file of the image and its configuration).
+///
+/// In a confidential VM (TDX, SEV-SNP) the firmware measurements (MRTD, MEASUREMENT) say
+/// nothing about the container, so this slot is what ties the evidence to the image; what a
+/// process in the VM can put there is bounded by the guest's policy (see DESIGN.md).
+pub fn workload_report_data_for_image(
+    csr_spki_der: &[u8],
+    image_measurement: &[u8; 32],
+) -> [u8; 64] {
+    let mut out = workload_report_data(csr_spki_der);
+    let mut h = Sha256::new();
+    h.update(IMAGE_BINDING_DOMAIN);
+    h.update(image_measurement);
+    out[32..].copy_from_slice(&h.finalize());
+    out
+}
+
 /// The report data of the Coordinator's own evidence: SHA-256 of its root CA certificate's DER
 /// SubjectPublicKeyInfo in bytes 0..32 and SHA-256 of the client's nonce in bytes 32..64 (zeros
 /// when no nonce was given), so a client can check both what it trusts and that the quote is fresh.
@@ -94,8 +118,13 @@ pub struct ActivationRequest {
     pub instance_id: uuid::Uuid,
     /// PKCS#10 CSR (PEM) for a P-256 key generated inside the TEE; report data binds its key.
     pub csr_pem: String,
-    /// Evidence whose report data is [`workload_report_data`] of the CSR's key.
+    /// Evidence whose report data is [`workload_report_data`] of the CSR's key, or, with
+    /// `image_measurement`, [`workload_report_data_for_image`].
     pub evidence: Evidence,
+    /// The image measurement the launcher checked the image against (64 hex digits), bound
+    /// into the evidence's report data; a package may pin it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_measurement: Option<String>,
 }
 
 /// One file the launcher writes before the app starts.

@@ -170,6 +170,7 @@ async fn activate(
             format: EvidenceFormat::DcapQuote,
             data: base64::engine::general_purpose::STANDARD.encode(quote),
         },
+        image_measurement: None,
     };
     let r: ActivationResponse = c.call(Method::POST, "/api/v1/activate", Some(&req)).await?;
     Ok(r.open(&key.serialize_der())

@@ -6,7 +6,8 @@
 //! - anyone floods refused activations into the audit log;
 //! - a manifest update adds a per-instance secret and existing instances cannot restart;
 //! - a stranger sets the first manifest of a Coordinator that has an owner;
-//! - collateral for hardware quotes: `--pccs-url` is used (and named when unreachable).
+//! - collateral for hardware quotes: `--pccs-url` is used (and named when unreachable);
+//! - a TD with the package's firmware and boot measurements runs another container image.
 
 mod common;
 
@@ -136,6 +137,71 @@ async fn a_replayed_activation_request_yields_nothing_readable() {
         replayed.open(&attacker_key).unwrap_err(),
         coffer_api::SealError::Authentication
     );
+}
+
+/// In a confidential VM the firmware and boot registers do not measure the container: only
+/// the image binding in the report data (bytes 32..64) does. A TD with the right MRTD and
+/// RTMRs activates only with the pinned image, and only when its evidence binds the image it
+/// claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_td_running_another_image_does_not_activate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, sim) = (dir.path().join("data"), dir.path().join("sim"));
+    let p = start(&data, &sim);
+    let (mut c, _) = attested(&p.addr, &sim, None).await;
+    let (image, other) = ([0xc3u8; 32], [0xc4u8; 32]);
+    let rtmr = [[0x10u8; 48], [0x11; 48], [0x12; 48], [0; 48]];
+    let u = users();
+    let m = serde_json::json!({
+        "packages": {"td": {"tee": "tdx", "mrtd": hex::encode([0xa1u8; 48]),
+            "rtmr0": hex::encode(rtmr[0]), "rtmr1": hex::encode(rtmr[1]),
+            "rtmr2": hex::encode(rtmr[2]), "image_measurement": hex::encode(image)}},
+        "workloads": {"batch": {"package": "td"}},
+        "users": {"admin": {"certificate": u.admin_pem, "roles": ["updater"]}},
+        "roles": {"updater": {"resource": "manifest", "actions": ["update"]}}
+    });
+    set_manifest(&mut c, &m).await;
+    let platform = sim_platform(&sim);
+    let try_activate = |bound: Option<[u8; 32]>, claimed: Option<[u8; 32]>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr_pem = coffer_coordinator::pki::make_csr(&key, "w").unwrap();
+        let spki = coffer_coordinator::pki::key_spki(&key);
+        let report_data = match bound {
+            Some(i) => coffer_api::workload_report_data_for_image(&spki, &i),
+            None => coffer_api::workload_report_data(&spki),
+        };
+        let q = platform.tdx_quote(&coffer_evidence::sim::TdxQuoteSpec {
+            mrtd: [0xa1; 48],
+            rtmr,
+            report_data,
+            ..Default::default()
+        });
+        let mut req = request("batch", uuid::Uuid::new_v4(), &csr_pem, &q);
+        req.image_measurement = claimed.map(hex::encode);
+        serde_json::to_vec(&req).unwrap()
+    };
+    async fn send(c: &mut Client, body: Vec<u8>) -> (u16, String) {
+        let (status, body) = c
+            .request(Method::POST, "/api/v1/activate", Some(body))
+            .await
+            .unwrap();
+        (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+    }
+    // The pinned image, bound: activated.
+    let (status, body) = send(&mut c, try_activate(Some(image), Some(image))).await;
+    assert_eq!(status, 200, "{body}");
+    // Another image in the same TD: refused, naming the image measurement.
+    let (status, body) = send(&mut c, try_activate(Some(other), Some(other))).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("image measurement"), "{body}");
+    // Claiming the pinned image without evidence that binds it: refused.
+    let (status, body) = send(&mut c, try_activate(Some(other), Some(image))).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("report data does not bind"), "{body}");
+    // No image at all (an old launcher, or a process that is not the launcher): refused.
+    let (status, body) = send(&mut c, try_activate(None, None)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("image measurement"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

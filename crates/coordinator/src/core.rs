@@ -1461,16 +1461,26 @@ impl Coordinator {
         // Signature checks over the quote and its collateral: CPU work, off the async workers.
         let verifier = self.verifier.clone();
         let verified = blocking(move || verifier.verify(&quote, now)).await?;
-        let expected = coffer_api::workload_report_data(csr.spki_der());
+        let image = match req.image_measurement.as_deref() {
+            None => None,
+            Some(h) => Some(parse_image_measurement(h)?),
+        };
+        let expected = match &image {
+            Some(m) => coffer_api::workload_report_data_for_image(csr.spki_der(), m),
+            None => coffer_api::workload_report_data(csr.spki_der()),
+        };
         if verified.report_data != expected {
             return Err(Error::PolicyMismatch(
-                "report data does not bind the CSR's key: it must be SHA-256 of the CSR's DER SubjectPublicKeyInfo \
-                 followed by 32 zero bytes (replayed evidence or a key swap)"
+                "report data does not bind the CSR's key and the image: bytes 0..32 must be SHA-256 of \
+                 the CSR's DER SubjectPublicKeyInfo, bytes 32..64 the image binding of \
+                 image_measurement (or zero without one) (replayed evidence, a key swap or \
+                 another image)"
                     .into(),
             ));
         }
         *proved = true;
-        let claims = claims_of(&verified);
+        let mut claims = claims_of(&verified);
+        claims.image_measurement = image;
         manifest
             .match_workload(&req.workload, &claims)
             .map_err(|m| Error::PolicyMismatch(m.to_string()))?;
@@ -2289,6 +2299,26 @@ pub fn authenticate(manifest: &Manifest, peer: Option<&[u8]>) -> Result<String, 
     ))
 }
 
+/// An activation's `image_measurement`: 64 lower-case hex digits.
+fn parse_image_measurement(h: &str) -> Result<[u8; 32], Error> {
+    let bad = || {
+        Error::BadRequest(format!(
+            "image_measurement {:?} is not 64 lower-case hex digits",
+            h.chars().take(80).collect::<String>()
+        ))
+    };
+    if h.len() != 64
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(h, &mut out).map_err(|_| bad())?;
+    Ok(out)
+}
+
 /// The claims the manifest's policy checks, from verified evidence.
 pub fn claims_of(v: &coffer_evidence::Verified) -> MeasurementClaims {
     use coffer_evidence::Measurement;
@@ -2304,6 +2334,7 @@ pub fn claims_of(v: &coffer_evidence::Verified) -> MeasurementClaims {
             mrtd: None,
             rtmrs: None,
             mrconfigid: None,
+            image_measurement: None,
         },
         Measurement::Tdx(m) => MeasurementClaims {
             tee: Tee::Tdx,
@@ -2316,6 +2347,7 @@ pub fn claims_of(v: &coffer_evidence::Verified) -> MeasurementClaims {
             mrtd: Some(m.mrtd),
             rtmrs: Some(m.rtmr),
             mrconfigid: Some(m.mrconfigid),
+            image_measurement: None,
         },
     }
 }

@@ -33,11 +33,14 @@
 //! 5. the quote verifies ([`coffer_evidence::Verifier`], collateral cached; on the blocking
 //!    pool) under the pinned anchors: Intel's root, or the simulated platform's root only with
 //!    `--simulation`;
-//! 6. report data equals [`coffer_api::workload_report_data`] of the CSR's SPKI (so evidence
-//!    replayed with another key is refused). Refusals up to here prove nothing about the
-//!    sender and are counted and summarised, not audited one by one;
+//! 6. report data equals [`coffer_api::workload_report_data_for_image`] of the CSR's SPKI and
+//!    the request's `image_measurement` ([`coffer_api::workload_report_data`] without one), so
+//!    evidence replayed with another key, or claiming another image, is refused. Refusals up
+//!    to here prove nothing about the sender and are counted and summarised, not audited one
+//!    by one;
 //! 7. the manifest's policy ([`coffer_manifest::Manifest::match_workload`]): TEE kind, debug,
-//!    MRENCLAVE or MRSIGNER+ISVPRODID+min ISVSVN, TDX registers, accepted TCB statuses;
+//!    MRENCLAVE or MRSIGNER+ISVPRODID+min ISVSVN, TDX registers, the pinned image
+//!    measurement, accepted TCB statuses;
 //! 8. `max_activations` counts distinct instance UUIDs, decided in the single writer so two
 //!    concurrent activations cannot both take the last slot; a known UUID is a restart and
 //!    gets its stored per-instance secrets (and any the manifest added since, generated now);
@@ -46,6 +49,27 @@
 //!    the TEE's own key opens;
 //! 10. the decision is in the audit log, committed before the answer; metrics count it by
 //!     workload and reason kind.
+//!
+//! ## Confidential VMs: what the evidence proves
+//! In an SGX enclave the evidence measures the enclave, which is the app and its files.
+//! In a TD (or an SEV-SNP guest) it measures the firmware (MRTD), the boot chain (RTMR0..2:
+//! TD configuration, kernel, initrd, command line) and whatever the guest extends later, but
+//! not the container: Kata pulls and runs images inside the guest after boot. So:
+//! - a TDX package must pin the boot (RTMR0..2, or MRCONFIGID), not only MRTD; validation
+//!   refuses a firmware-only package;
+//! - the launcher binds the image measurement it checked (every file of the converted image,
+//!   its config) into report data bytes 32..64, domain-separated
+//!   ([`coffer_api::IMAGE_BINDING_DOMAIN`]), and a package pins it with `image_measurement`.
+//!
+//! What that proves, and what it cannot: report data is chosen by whichever process in the
+//! guest asks the TDX module (or the SNP firmware) for a report. Coffer's launcher asks only
+//! after checking the image, but inside a VM it is one process among several: another
+//! process in the same guest could request a report naming any image. The binding is only as
+//! strong as the guest's policy that keeps other code out: the kernel and initrd (pinned by
+//! RTMR1..2), and the Kata agent policy or initdata that decides which containers, commands
+//! and mounts the agent accepts (CoCo and Contrast measure it into MRCONFIGID or HOST_DATA,
+//! which the package can pin). A package that pins the boot, the agent policy and the image
+//! admits exactly: this guest OS, running only what this policy allows, with this image.
 //!
 //! ## State: authenticated as a whole
 //! Every value is AES-256-GCM under a random state key with AAD = table ‖ name

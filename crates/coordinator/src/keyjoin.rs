@@ -300,6 +300,7 @@ mod tests {
             mrtd: None,
             rtmrs: None,
             mrconfigid: None,
+            image_measurement: None,
         }
     }
 

@@ -238,6 +238,7 @@ mod coordinators {
                 format: EvidenceFormat::DcapQuote,
                 data: base64::engine::general_purpose::STANDARD.encode(quote),
             },
+            image_measurement: None,
         };
         let r = c.activate(req, None).await?;
         Ok(r.open(&key.serialize_der())

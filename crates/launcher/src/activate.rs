@@ -49,9 +49,9 @@ impl WorkloadKey {
         self.key.subject_public_key_info()
     }
 
-    /// The report data the evidence must carry.
-    pub fn report_data(&self) -> [u8; 64] {
-        coffer_api::workload_report_data(&self.spki_der())
+    /// The report data the evidence must carry: this key, and the image the launcher checked.
+    pub fn report_data(&self, image_measurement: &[u8; 32]) -> [u8; 64] {
+        coffer_api::workload_report_data_for_image(&self.spki_der(), image_measurement)
     }
 
     /// A PKCS#10 CSR (PEM) naming the workload.
@@ -191,6 +191,8 @@ pub struct Request<'a> {
     pub trust: &'a CoordinatorTrust,
     /// How long to keep retrying while the Coordinator is unreachable.
     pub timeout: Duration,
+    /// The image measurement bound into the evidence (see [`WorkloadKey::report_data`]).
+    pub image_measurement: [u8; 32],
 }
 
 /// A successful activation.
@@ -220,6 +222,7 @@ pub fn activate(
             format: EvidenceFormat::DcapQuote,
             data: base64::engine::general_purpose::STANDARD.encode(quote),
         },
+        image_measurement: Some(hex::encode(req.image_measurement)),
     };
     let body = serde_json::to_vec(&body).map_err(|e| Error::Protocol(e.to_string()))?;
     let start = Instant::now();
@@ -373,8 +376,15 @@ mod tests {
     #[test]
     fn key_binds_report_data_and_csr() {
         let k = WorkloadKey::generate().unwrap();
-        let rd = k.report_data();
-        assert_eq!(rd[32..], [0u8; 32]);
+        let rd = k.report_data(&[7; 32]);
+        assert_eq!(
+            rd[..32],
+            coffer_api::workload_report_data(&k.spki_der())[..32]
+        );
+        // The image slot is domain-separated: not the bare measurement, not zero, and another
+        // image gives another value.
+        assert!(rd[32..] != [0u8; 32] && rd[32..] != [7u8; 32]);
+        assert_ne!(rd[32..], k.report_data(&[8; 32])[32..]);
         let csr = k.csr_pem("web").unwrap();
         assert!(csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
         assert!(!format!("{k:?}").contains("BEGIN"));

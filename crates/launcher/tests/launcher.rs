@@ -259,7 +259,14 @@ fn gramine_attestation_interface_is_used_when_present() {
     let req = server.last_request.lock().unwrap().clone().unwrap();
     let csr = rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem).unwrap();
     let spki = rcgen::PublicKeyData::subject_public_key_info(&csr.public_key);
-    assert_eq!(written, coffer_api::workload_report_data(&spki).to_vec());
+    let image: [u8; 32] = hex::decode(req.image_measurement.as_deref().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    assert_eq!(
+        written,
+        coffer_api::workload_report_data_for_image(&spki, &image).to_vec()
+    );
 }
 
 #[test]

@@ -28,7 +28,8 @@
 //! | `packages.NAME.tee` | `sgx` or `tdx` |
 //! | `packages.NAME.mrenclave` | SGX: exact enclave measurement, 64 hex |
 //! | `packages.NAME.mrsigner`, `isv_prod_id`, `isv_svn` | SGX: signer (64 hex) + product + *minimum* SVN (all three together) |
-//! | `packages.NAME.mrtd`, `rtmr0`..`rtmr3`, `mrconfigid` | TDX: 96 hex each; `mrtd` required |
+//! | `packages.NAME.mrtd`, `rtmr0`..`rtmr3`, `mrconfigid` | TDX: 96 hex each; `mrtd` required, with `rtmr0`..`rtmr2` or `mrconfigid` (MRTD alone measures only the firmware) |
+//! | `packages.NAME.image_measurement` | 64 hex, as `coffer convert` prints it: the image the launcher binds into the evidence's report data (bytes 32..64) must be this one |
 //! | `packages.NAME.debug` | accept debug TEEs (default `false`) |
 //! | `packages.NAME.accepted_tcb_statuses` | Intel spelling, default `["UpToDate"]`; `Revoked` is refused |
 //! | `workloads.NAME.package` | the package its evidence must match |

@@ -85,7 +85,8 @@ fn default_tcb_statuses() -> Vec<String> {
 ///
 /// SGX: either `mrenclave` (one exact build) or `mrsigner` + `isv_prod_id` + minimum `isv_svn`
 /// (any build of that product by that signer at or above that security version), or both (all
-/// given values must match). TDX: `mrtd` and optionally `rtmr0`..`rtmr3` and `mrconfigid`.
+/// given values must match). TDX: `mrtd` with `rtmr0`..`rtmr2` or `mrconfigid` (the firmware
+/// alone is not a workload), optionally `rtmr3`. Either: `image_measurement`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Package {
@@ -121,6 +122,12 @@ pub struct Package {
     /// TDX: expected MRCONFIGID, 96 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mrconfigid: Option<String>,
+    /// The image measurement `coffer convert` prints, 64 hex digits: the launcher binds the
+    /// image it checked into the evidence's report data, and the Coordinator requires this one.
+    /// In a confidential VM it is what ties the evidence to the container image (MRTD measures
+    /// only the firmware); with SGX, MRENCLAVE covers the image already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_measurement: Option<String>,
     /// Whether debug enclaves/TDs are accepted. Default false: a debug TEE's memory is readable
     /// by the host, so accepting one is an explicit, visible choice.
     #[serde(default)]

@@ -32,6 +32,9 @@ pub struct MeasurementClaims {
     pub rtmrs: Option<[[u8; 48]; 4]>,
     /// TDX MRCONFIGID.
     pub mrconfigid: Option<[u8; 48]>,
+    /// The image measurement the evidence's report data binds (bytes 32..64), when the
+    /// workload sent one.
+    pub image_measurement: Option<[u8; 32]>,
 }
 
 /// Why evidence does not satisfy a package. Display is a reason fit for the caller and the
@@ -246,6 +249,13 @@ impl Package {
                 )?;
             }
         }
+        check_hex(
+            name,
+            "image measurement",
+            "image_measurement",
+            &self.image_measurement,
+            claims.image_measurement.as_ref(),
+        )?;
         if !self
             .accepted_tcb_statuses
             .iter()
@@ -298,6 +308,9 @@ impl fmt::Display for MeasurementClaims {
         }
         if let Some(m) = &self.mrtd {
             write!(f, " MRTD={}", hex::encode(m))?;
+        }
+        if let Some(m) = &self.image_measurement {
+            write!(f, " image={}", hex::encode(m))?;
         }
         write!(f, " debug={} tcb={}", self.debug, self.tcb_status)
     }

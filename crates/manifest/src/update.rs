@@ -159,6 +159,10 @@ fn package_fields(a: &Package, b: &Package) -> Vec<&'static str> {
     cmp("rtmr2", a.rtmr2 == b.rtmr2);
     cmp("rtmr3", a.rtmr3 == b.rtmr3);
     cmp("mrconfigid", a.mrconfigid == b.mrconfigid);
+    cmp(
+        "image_measurement",
+        a.image_measurement == b.image_measurement,
+    );
     cmp("debug", a.debug == b.debug);
     cmp(
         "accepted_tcb_statuses",

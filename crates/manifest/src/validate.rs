@@ -164,8 +164,26 @@ impl Checker<'_> {
                 self.hex_field(&f("rtmr2"), &p.rtmr2, 96, "RTMR2");
                 self.hex_field(&f("rtmr3"), &p.rtmr3, 96, "RTMR3");
                 self.hex_field(&f("mrconfigid"), &p.mrconfigid, 96, "MRCONFIGID");
+                let boot = p.rtmr0.is_some() && p.rtmr1.is_some() && p.rtmr2.is_some();
+                if p.mrtd.is_some() && !boot && p.mrconfigid.is_none() {
+                    self.err(
+                        f("mrtd"),
+                        "this TDX package pins only the firmware (MRTD): any TD booted from the \
+                         same TDVF, whatever kernel, initrd or container it runs, would activate \
+                         as this workload",
+                        "also pin rtmr0, rtmr1 and rtmr2 (the TD's configuration, kernel and \
+                         command line, as Kata boots them), or mrconfigid; and image_measurement \
+                         to bind the container image",
+                    );
+                }
             }
         }
+        self.hex_field(
+            &f("image_measurement"),
+            &p.image_measurement,
+            64,
+            "image measurement",
+        );
         if p.accepted_tcb_statuses.is_empty() {
             self.err(
                 f("accepted_tcb_statuses"),

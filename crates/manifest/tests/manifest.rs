@@ -128,6 +128,11 @@ const BROKEN: &[Case] = &[
         "TDX field",
     ),
     (
+        broken!("tdx_firmware_only.json"),
+        "$.packages.td.mrtd",
+        "pins only the firmware (MRTD)",
+    ),
+    (
         broken!("mrsigner_without_svn.json"),
         "$.packages.app.isv_svn",
         "required with mrsigner",
@@ -360,6 +365,7 @@ fn sgx_claims() -> MeasurementClaims {
         mrtd: None,
         rtmrs: None,
         mrconfigid: None,
+        image_measurement: None,
     }
 }
 
@@ -456,6 +462,24 @@ fn policy_matches_and_refuses_precisely() {
     ));
     t.mrtd = Some([0xa1; 48]);
     t.rtmrs = Some([[0; 48], [0xb2; 48], [0; 48], [0; 48]]);
+    // The container image is bound through the report data: without it, or another image,
+    // the TD does not activate as "batch".
+    assert!(matches!(
+        m.match_workload("batch", &t),
+        Err(Mismatch::MissingClaim {
+            claim: "image measurement",
+            ..
+        })
+    ));
+    t.image_measurement = Some([0xc4; 32]);
+    assert!(matches!(
+        m.match_workload("batch", &t),
+        Err(Mismatch::Measurement {
+            register: "image measurement",
+            ..
+        })
+    ));
+    t.image_measurement = Some([0xc3; 32]);
     assert!(m.match_workload("batch", &t).is_ok());
     t.rtmrs = Some([[0; 48]; 4]);
     assert!(matches!(

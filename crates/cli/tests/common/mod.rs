@@ -289,6 +289,7 @@ pub(crate) fn request(
             format: EvidenceFormat::DcapQuote,
             data: b64().encode(quote),
         },
+        image_measurement: None,
     }
 }
 

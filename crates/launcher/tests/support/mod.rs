@@ -317,7 +317,16 @@ fn decide(state: &State, body: &[u8]) -> Result<ActivationResponse, (u16, ErrorK
     let csr = rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem)
         .map_err(|e| (400, ErrorKind::BadRequest, e.to_string()))?;
     let spki = rcgen::PublicKeyData::subject_public_key_info(&csr.public_key);
-    if verified.report_data != coffer_api::workload_report_data(&spki) {
+    let expected = match req.image_measurement.as_deref().map(hex::decode) {
+        Some(Ok(m)) if m.len() == 32 => {
+            let mut image = [0u8; 32];
+            image.copy_from_slice(&m);
+            coffer_api::workload_report_data_for_image(&spki, &image)
+        }
+        Some(_) => return Err((400, ErrorKind::BadRequest, "image_measurement".into())),
+        None => coffer_api::workload_report_data(&spki),
+    };
+    if verified.report_data != expected {
         return Err((
             403,
             ErrorKind::PolicyMismatch,
