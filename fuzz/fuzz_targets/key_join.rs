@@ -25,6 +25,7 @@ fn claims(mr: u8) -> MeasurementClaims {
         mrtd: None,
         rtmrs: None,
         mrconfigid: None,
+        image_measurement: None,
     }
 }
 
