@@ -915,6 +915,28 @@ fn snp_reports_verify_with_the_documented_json_and_refusals() {
     assert_eq!(r.json()["signer"], "vlek");
     assert_eq!(r.json()["report_version"], 3);
 
+    // inspect reads the same fields without verifying.
+    let r = run(
+        &[
+            "--json",
+            "evidence",
+            "inspect",
+            "--tee",
+            "snp",
+            "--quote",
+            snp.join("trustee/test-vlek-report.bin").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let i = r.json();
+    assert_eq!(i["verified"], false);
+    assert_eq!(
+        (i["signer"].as_str(), i["product"].as_str()),
+        (Some("vlek"), Some("Milan"))
+    );
+    assert_eq!(i["vmpl"], 1);
+
     // One byte of the measurement changed: bad signature, exit 1.
     let mut bytes = std::fs::read(&report).unwrap();
     bytes[0x90] ^= 1;

@@ -200,9 +200,12 @@ pub(crate) enum VerifyTee {
 /// `coffer evidence inspect`.
 #[derive(Debug, Args)]
 pub(crate) struct InspectArgs {
-    /// The quote: raw bytes or hex.
+    /// The quote (or SEV-SNP attestation report): raw bytes or hex.
     #[arg(long, value_name = "FILE")]
     quote: PathBuf,
+    /// What the file holds: sgx or tdx (a DCAP quote; the default), or snp (a report).
+    #[arg(long, value_enum)]
+    tee: Option<VerifyTee>,
 }
 
 /// Which TEE a simulated quote comes from.
@@ -717,6 +720,46 @@ fn print_verified_text(v: &Verified, now: i64, custom_root: bool) {
 
 fn inspect(a: InspectArgs, global: Global) -> anyhow::Result<ExitCode> {
     let bytes = read_quote(&a.quote)?;
+    if a.tee == Some(VerifyTee::Snp) {
+        let r = coffer_evidence::snp::Report::parse(&bytes).map_err(|e| {
+            Failure::new(
+                e.kind().as_str(),
+                format!("report {} does not parse: {e}", a.quote.display()),
+            )
+        })?;
+        let mut o = Map::new();
+        o.insert("verified".into(), json!(false));
+        o.insert("tee".into(), json!("snp"));
+        o.insert("report_version".into(), json!(r.version));
+        o.insert(
+            "signer".into(),
+            json!(match r.signer {
+                coffer_evidence::snp::Signer::Vcek => "vcek",
+                coffer_evidence::snp::Signer::Vlek => "vlek",
+            }),
+        );
+        if let Some(p) = r.product_from_cpuid() {
+            o.insert("product".into(), json!(p.as_str()));
+        }
+        o.insert("measurement".into(), json!(hex::encode(r.measurement)));
+        o.insert("host_data".into(), json!(hex::encode(r.host_data)));
+        o.insert("report_data".into(), json!(hex::encode(r.report_data)));
+        o.insert("chip_id".into(), json!(hex::encode(r.chip_id)));
+        o.insert("policy".into(), json!(format!("{:016x}", r.policy)));
+        o.insert("debug".into(), json!(r.debug()));
+        o.insert("vmpl".into(), json!(r.vmpl));
+        o.insert(
+            "reported_tcb".into(),
+            json!(format!("{:016x}", r.reported_tcb)),
+        );
+        o.insert(
+            "current_tcb".into(),
+            json!(format!("{:016x}", r.current_tcb)),
+        );
+        let (ma, mi, b) = r.current_version;
+        o.insert("firmware".into(), json!(format!("{ma}.{mi}.{b}")));
+        return print_inspected(o, global);
+    }
     let q = Quote::parse(&bytes).map_err(|e| {
         Failure::new(
             e.kind().as_str(),
@@ -776,6 +819,11 @@ fn inspect(a: InspectArgs, global: Global) -> anyhow::Result<ExitCode> {
     if let Ok(ca) = q.pck_ca() {
         o.insert("pck_ca".into(), json!(ca.as_str()));
     }
+    print_inspected(o, global)
+}
+
+/// What `inspect` found: JSON, or lines under a NOT VERIFIED banner.
+fn print_inspected(o: Map<String, Value>, global: Global) -> anyhow::Result<ExitCode> {
     if global.json {
         print_json(&Value::Object(o))?;
     } else {
