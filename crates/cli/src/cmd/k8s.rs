@@ -28,6 +28,9 @@ pub(crate) const GROUP_HELP: &str = "EXAMPLES:
     what Coffer pods then need):
         coffer k8s render --set simulation=true > coffer-sim.yaml
 
+    A pod as the webhook admits it (e.g. to compute a Kata agent policy from it):
+        coffer k8s inject -f pod.yaml --coordinator coffer-coordinator.coffer.svc:4433
+
     This machine's SGX EPC, as the node agent publishes it:
         coffer k8s epc";
 
