@@ -17,10 +17,12 @@
 //! # What a Coffer pod gets
 //!
 //! Every pod the webhook sees has its legacy EPC resources ([`LEGACY_EPC_MIB`], in MiB, as the
-//! AKS FAQ's Job writes them) rewritten into [`RESOURCE_EPC`] with its own value: no node
-//! offers the old names, so such a pod could never be scheduled. Nothing else changes for a
-//! pod without the label [`LABEL_WORKLOAD`] (`coffer.dev/workload`); the chart sends those
-//! pods through a second webhook entry with `failurePolicy: Ignore`.
+//! AKS FAQ's Job writes them) rewritten into [`RESOURCE_EPC`] with its own value, and the
+//! pod annotation [`ANNOTATION_POD_EPC`] set to the sum: no node offers the old names, so such
+//! a pod could never be scheduled. Nothing else changes for a pod without the label
+//! [`LABEL_WORKLOAD`] (`coffer.dev/workload`), and such a pod is never refused (a conflict, or a
+//! Kata policy computed from its spec, leaves it as it is, with a warning); the chart sends
+//! those pods through a second webhook entry with `failurePolicy: Ignore`.
 //!
 //! A pod is for Coffer when it carries that label, whose value is the workload name in the
 //! deployment manifest (as Marblerun's `marbletype`). Its confidential containers are those
@@ -127,6 +129,8 @@ pub const ANNOTATION_EXCLUDE: &str = "coffer.dev/exclude-containers";
 /// The Kata agent policy annotation (genpolicy, `az confcom katapolicygen`): computed from
 /// the spec, so a pod that carries it must not be changed afterwards.
 pub const ANNOTATION_KATA_POLICY: &str = "io.katacontainers.config.agent.policy";
+/// Kata's initdata annotation (CoCo): measured at launch, it carries the agent policy too.
+pub const ANNOTATION_KATA_INITDATA: &str = "io.katacontainers.config.hypervisor.cc_init_data";
 /// The aesmd socket directory on SGX nodes (and inside the containers).
 pub const AESMD_DIR: &str = "/var/run/aesmd";
 /// Name of the volume the webhook adds for [`AESMD_DIR`].
@@ -611,6 +615,15 @@ enum QuoteProvider {
 /// with the container's own value. A container asking for EPC under two names must ask for
 /// the same amount.
 fn rewrite_legacy_epc(c: &mut Container, warnings: &mut Vec<String>) -> Result<(), Refusal> {
+    let has_legacy = c.resources.as_ref().is_some_and(|r| {
+        [&r.limits, &r.requests]
+            .into_iter()
+            .flatten()
+            .any(|m| LEGACY_EPC_MIB.iter().any(|k| m.contains_key(*k)))
+    });
+    if !has_legacy {
+        return Ok(());
+    }
     let mut own = read_resource(c, RESOURCE_EPC, |s| parse_epc(s).map(|e| e.bytes))?;
     for legacy in LEGACY_EPC_MIB {
         let Some((bytes, text)) = read_resource(c, legacy, parse_aks_mib)? else {
@@ -707,6 +720,15 @@ fn listed_containers(
     Ok(Some(names))
 }
 
+/// The Kata annotation carrying a policy computed from the pod's spec, when there is one: the
+/// agent policy itself, or initdata (which CoCo measures and which holds the policy).
+fn kata_policy_annotation(pod: &Pod) -> Option<&'static str> {
+    let annotations = pod.metadata.annotations.as_ref()?;
+    [ANNOTATION_KATA_POLICY, ANNOTATION_KATA_INITDATA]
+        .into_iter()
+        .find(|a| annotations.contains_key(*a))
+}
+
 /// Applies the Coffer policy to `pod`. Every pod's legacy EPC resources are rewritten
 /// ([`LEGACY_EPC_MIB`]); pods without [`LABEL_WORKLOAD`] get nothing else.
 ///
@@ -714,22 +736,40 @@ fn listed_containers(
 pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
     let mut warnings = Vec::new();
     let mut out = pod.clone();
-    if let Some(spec) = out.spec.as_mut() {
-        let all = spec
+    let rewritten = match out.spec.as_mut() {
+        None => Ok(()),
+        Some(spec) => spec
             .containers
             .iter_mut()
-            .chain(spec.init_containers.iter_mut().flatten());
-        for c in all {
-            rewrite_legacy_epc(c, &mut warnings)?;
-        }
-    }
+            .chain(spec.init_containers.iter_mut().flatten())
+            .try_for_each(|c| rewrite_legacy_epc(c, &mut warnings)),
+    };
     let labels = pod.metadata.labels.as_ref();
     let Some(workload) = labels.and_then(|l| l.get(LABEL_WORKLOAD)) else {
-        if out != *pod {
-            annotate_pod_epc(&mut out, &mut warnings);
-        }
-        return Ok(Mutation { pod: out, warnings });
+        // Not Coffer's pod: never refused, only its legacy EPC names rewritten, and not even
+        // that when it carries a Kata policy computed from the spec as it is.
+        let policy = kata_policy_annotation(pod);
+        return Ok(match (rewritten, policy) {
+            (Err(r), _) => Mutation {
+                pod: pod.clone(),
+                warnings: vec![format!("legacy EPC resources left as they are: {r}")],
+            },
+            (Ok(()), Some(a)) if out != *pod => Mutation {
+                pod: pod.clone(),
+                warnings: vec![format!(
+                    "legacy EPC resources left as they are: the pod carries {a}, computed from \
+                     its spec; rewrite them to {RESOURCE_EPC} before computing the policy"
+                )],
+            },
+            (Ok(()), _) => {
+                if out != *pod {
+                    annotate_pod_epc(&mut out, &mut warnings);
+                }
+                Mutation { pod: out, warnings }
+            }
+        });
     };
+    rewritten?;
     validate_workload_name(workload).map_err(|e| {
         Refusal(format!(
             "label {LABEL_WORKLOAD} {workload:?} is not a workload name: it {e}"
@@ -753,10 +793,19 @@ pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
     let listed = listed_containers(&annotations, ANNOTATION_CONTAINERS, &spec.containers)?;
     let excluded =
         listed_containers(&annotations, ANNOTATION_EXCLUDE, &spec.containers)?.unwrap_or_default();
+    // Without a list, every container but the quote provider (an aesmd sidecar, not a
+    // converted image).
+    let provider = annotations.get(ANNOTATION_QUOTE_PROVIDER);
     let confidential: Vec<bool> = spec
         .containers
         .iter()
-        .map(|c| listed.as_ref().is_none_or(|l| l.contains(&c.name)) && !excluded.contains(&c.name))
+        .map(|c| {
+            let selected = match &listed {
+                Some(l) => l.contains(&c.name),
+                None => provider != Some(&c.name),
+            };
+            selected && !excluded.contains(&c.name)
+        })
         .collect();
     if !confidential.contains(&true) {
         return refuse(format!(
@@ -859,12 +908,12 @@ pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig) -> Result<Mutation, Refusal> {
             .insert(ANNOTATION_SIMULATION.to_string(), text.clone());
         warnings.push(text);
     }
-    if out != *pod && annotations.contains_key(ANNOTATION_KATA_POLICY) {
+    if let Some(a) = kata_policy_annotation(pod).filter(|_| out != *pod) {
         return refuse(format!(
-            "the pod carries a Kata agent policy ({ANNOTATION_KATA_POLICY}) computed from the \
-             spec before the Coffer webhook changed it, so the Kata agent would deny the \
-             changed containers; print the injected pod with `coffer k8s inject -f pod.yaml`, \
-             generate the policy from that (genpolicy, az confcom katapolicygen) and apply it"
+            "the pod carries a Kata agent policy ({a}) computed from the spec before the Coffer \
+             webhook changed it, so the Kata agent would deny the changed containers; print the \
+             injected pod with `coffer k8s inject -f pod.yaml`, generate the policy from that \
+             (genpolicy, az confcom katapolicygen) and apply it"
         ));
     }
     Ok(Mutation { pod: out, warnings })
@@ -957,10 +1006,24 @@ fn mutate_sgx(
     };
     if let Some(volume) = socket_volume {
         let host_path = volume.host_path.is_some();
+        // A socket directory of the right kind already mounted in one SGX container (Intel's
+        // webhook's aesmd-socket, or the user's) is the one the others must share.
+        let shared = sgx
+            .iter()
+            .flat_map(|&i| spec.containers[i].volume_mounts.iter().flatten())
+            .filter(|m| m.mount_path.trim_end_matches('/') == AESMD_DIR)
+            .find(|m| {
+                spec.volumes
+                    .iter()
+                    .flatten()
+                    .any(|v| v.name == m.name && same_aesmd_source(v, &volume))
+            })
+            .map(|m| m.name.clone());
+        let name = shared.as_deref().unwrap_or(AESMD_VOLUME);
         let mut used = false;
         for &i in &sgx {
             let c = &mut spec.containers[i];
-            used |= ensure_aesmd_mount(c, spec.volumes.as_deref(), &volume)?;
+            used |= ensure_aesmd_mount(c, spec.volumes.as_deref(), &volume, name)?;
             if !matches!(provider, QuoteProvider::Container(p) if p == i) {
                 ensure_env(c, "SGX_AESM_ADDR", EnvWant::Value("1"))?;
             }
@@ -1041,13 +1104,14 @@ fn same_aesmd_source(v: &Volume, want: &Volume) -> bool {
     }
 }
 
-/// Mounts the aesmd socket directory in `c`; true when the mount uses [`AESMD_VOLUME`]. A
-/// mount the pod already has there from a volume of the same kind (the user's own, or
-/// Intel's webhook's `aesmd-socket`) is kept and needs no volume of ours.
+/// Mounts the aesmd socket directory (volume `name`) in `c`; true when the mount uses
+/// [`AESMD_VOLUME`]. A mount the container already has there from a volume of the same kind
+/// (the user's own, or Intel's webhook's `aesmd-socket`) is kept.
 fn ensure_aesmd_mount(
     c: &mut Container,
     volumes: Option<&[Volume]>,
     want: &Volume,
+    name: &str,
 ) -> Result<bool, Refusal> {
     let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
     let existing = mounts
@@ -1072,11 +1136,11 @@ fn ensure_aesmd_mount(
         }
         None => {
             mounts.push(VolumeMount {
-                name: AESMD_VOLUME.to_string(),
+                name: name.to_string(),
                 mount_path: AESMD_DIR.to_string(),
                 ..Default::default()
             });
-            Ok(true)
+            Ok(name == AESMD_VOLUME)
         }
     }
 }

@@ -483,6 +483,25 @@ async fn legacy_epc_names_are_rewritten_for_every_pod() {
     assert_eq!(env(c, "COFFER_WORKLOAD"), None);
     assert_eq!(resource(c, "limits", "sgx.intel.com/enclave"), None);
 
+    // Not Coffer's pod, so never refused: a conflicting EPC, or a Kata policy computed from
+    // the spec, leaves it as it is, with a warning.
+    let mut conflicting = job.clone();
+    conflicting["spec"]["containers"][0]["resources"]["limits"]["sgx.intel.com/epc"] =
+        json!("64Mi");
+    let mut with_policy = job.clone();
+    with_policy["metadata"]["annotations"] =
+        json!({"io.katacontainers.config.hypervisor.cc_init_data": "aW5pdGRhdGE="});
+    for pod in [conflicting, with_policy] {
+        let a = admit(&hook, ca, &pod).await;
+        assert!(a.allowed, "{}", a.message);
+        assert!(a.patch.is_none(), "{:?}", a.patch);
+        assert!(
+            a.warnings.iter().any(|w| w.contains("left as they are")),
+            "{:?}",
+            a.warnings
+        );
+    }
+
     let mut labelled = job.clone();
     labelled["metadata"]["labels"]["coffer.dev/workload"] = json!("sgx-test");
     let (_, pod) = mutate(&hook, ca, &labelled).await;
@@ -559,6 +578,33 @@ async fn aesmd_sidecar_and_per_container_selection() {
     );
     let (raw2, _) = mutate(&hook, &pki.ca_der, &opt_out).await;
     assert_eq!(raw2["spec"], raw["spec"]);
+    // Without the list, the quote provider is not taken for a confidential container.
+    let mut unlisted = original.clone();
+    unlisted["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("coffer.dev/containers");
+    let (raw3, pod3) = mutate(&hook, &pki.ca_der, &unlisted).await;
+    assert_eq!(env(container(&pod3, "aesmd"), "COFFER_WORKLOAD"), None);
+    assert_eq!(
+        raw3["metadata"]["annotations"]["coffer.dev/containers"],
+        "app,log-shipper"
+    );
+
+    // Intel's webhook ran first and mounted its socket volume in the aesmd container only:
+    // the app shares that one, and no volume of Coffer's is added.
+    let mut half = original.clone();
+    half["spec"]["volumes"] = json!([{"name": "aesmd-socket", "emptyDir": {"medium": "Memory"}}]);
+    half["spec"]["containers"][1]["volumeMounts"] =
+        json!([{"name": "aesmd-socket", "mountPath": "/var/run/aesmd"}]);
+    let (_, pod) = mutate(&hook, &pki.ca_der, &half).await;
+    let vols = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap();
+    assert_eq!(vols.len(), 1, "{vols:?}");
+    assert!(container(&pod, "app")
+        .volume_mounts
+        .as_ref()
+        .is_some_and(|m| m.iter().any(|m| m.name == "aesmd-socket")));
+
     // Intel's webhook ran first and wired its own socket volume: kept, none of ours added.
     let mut intel = original.clone();
     intel["spec"]["volumes"] = json!([{"name": "aesmd-socket", "emptyDir": {"medium": "Memory"}}]);
