@@ -1457,14 +1457,14 @@ impl Coordinator {
                 reason: "evidence.data is not base64 (standard alphabet, padded)".into(),
             })?;
         let csr = pki::parse_csr(&req.csr_pem)?;
-        let now = now_unix();
-        // Signature checks over the quote and its collateral: CPU work, off the async workers.
-        let verifier = self.verifier.clone();
-        let verified = blocking(move || verifier.verify(&quote, now)).await?;
         let image = match req.image_measurement.as_deref() {
             None => None,
             Some(h) => Some(parse_image_measurement(h)?),
         };
+        let now = now_unix();
+        // Signature checks over the quote and its collateral: CPU work, off the async workers.
+        let verifier = self.verifier.clone();
+        let verified = blocking(move || verifier.verify(&quote, now)).await?;
         let expected = match &image {
             Some(m) => coffer_api::workload_report_data_for_image(csr.spki_der(), m),
             None => coffer_api::workload_report_data(csr.spki_der()),
@@ -2096,7 +2096,7 @@ fn load_snapshot(store: &Store) -> Result<Snapshot, Error> {
     };
     let manifest = match store.get(K_MANIFEST)? {
         Some(b) => {
-            let m = Manifest::parse(&b)
+            let m = Manifest::parse_stored(&b)
                 .map_err(|e| Error::Store(format!("stored manifest no longer validates: {e:?}")))?;
             Some(Arc::new(LoadedManifest {
                 hash: m.hash_hex(),

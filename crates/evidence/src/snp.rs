@@ -10,11 +10,11 @@
 //!
 //! | check | error |
 //! |---|---|
-//! | the report is exactly 1184 bytes, version 2, 3 or 5, signature algorithm 1 (ECDSA P-384 / SHA-384), a VCEK or VLEK signer, policy bit 17 set, every reserved field zero (also the signature's unused bytes) | [`Error::Malformed`] / [`Error::Unsupported`] |
+//! | the report is exactly 1184 bytes, version 2, 3 or 5, signature algorithm 1 (ECDSA P-384 / SHA-384), a VCEK or VLEK signer, policy bit 17 set, the reserved byte ranges zero (also the signature's unused bytes; REPORTED_TCB's for the product); policy and PLATFORM_INFO bits later firmware may define are passed on, not refused | [`Error::Malformed`] / [`Error::Unsupported`] |
 //! | the ARK's public key is one of AMD's pinned keys (Milan, Genoa, Turin), or the caller's ([`SnpAnchors`]); the ARK is self-signed | [`Error::UntrustedRoot`] / [`Error::BadSignature`] |
 //! | ASK (or ASVK) signed by the ARK, VCEK (or VLEK) signed by the ASK; RSASSA-PSS SHA-384, MGF1 SHA-384, salt 48; names linked | [`Error::BadSignature`] / [`Error::Mismatch`] |
-//! | a VCEK under an ASK and a VLEK under an ASVK, as the report's signer field says; the VEK's product is the ARK's | [`Error::Mismatch`] |
-//! | the three certificates (and the CRL, when given: signed by the ARK, listing neither the ASK nor the VEK) valid at `now` | [`Error::Expired`] / [`Error::Revoked`] |
+//! | a VCEK under an ASK and a VLEK under an ASVK, as the report's signer field says; the VEK's productName (required) and the report's CPUID (v3+) name the ARK's product | [`Error::Mismatch`] |
+//! | the three certificates (and the CRL, when given: signed by the ARK, not listing the ASK) valid at `now` | [`Error::Expired`] / [`Error::Revoked`] |
 //! | the report signature by the VEK over bytes 0..0x2A0 | [`Error::BadSignature`] |
 //! | the VEK's TCB extensions (boot loader, TEE, SNP, microcode; Turin: FMC) equal REPORTED_TCB | [`Error::Mismatch`] |
 //! | a VCEK's hwID equals CHIP_ID (unless MASK_CHIP_KEY; Turin: the first 8 bytes, the rest zero) | [`Error::Mismatch`] |
@@ -510,7 +510,7 @@ impl ChainCert<'_> {
                 ),
             });
         }
-        check_pss_sha384(&self.cert, self.item)?;
+        check_pss_sha384(&self.cert.signature_algorithm, self.item)?;
         let key = &issuer
             .cert
             .tbs_certificate
@@ -567,10 +567,14 @@ impl ChainCert<'_> {
     }
 }
 
-fn check_pss_sha384(cert: &X509Certificate<'_>, item: Item) -> Result<(), Error> {
+/// AMD signs every certificate and CRL with RSASSA-PSS SHA-384, MGF1 SHA-384, salt 48.
+fn check_pss_sha384(
+    alg: &x509_parser::x509::AlgorithmIdentifier<'_>,
+    item: Item,
+) -> Result<(), Error> {
     let sha384 = Oid::from(&[2u64, 16, 840, 1, 101, 3, 4, 2, 2][..])
         .map_err(|_| Error::malformed(item, "OID"))?;
-    match SignatureAlgorithm::try_from(&cert.signature_algorithm) {
+    match SignatureAlgorithm::try_from(alg) {
         Ok(SignatureAlgorithm::RSASSA_PSS(p))
             if *p.hash_algorithm_oid() == sha384
                 && p.salt_length() == 48
@@ -629,14 +633,15 @@ pub fn verify_snp(
             ),
         });
     }
-    if let Some(name) = vek.amd_ext(&[2]) {
-        let name = ia5(name).unwrap_or_default();
-        if !name.starts_with(product.as_str()) {
-            return Err(Error::Mismatch {
-                check: "SNP product",
-                detail: format!("the VEK is for product {name:?}, the ARK for {product}"),
-            });
-        }
+    let name = vek
+        .amd_ext(&[2])
+        .and_then(ia5)
+        .ok_or_else(|| Error::malformed(Item::VekCertificate, "no productName extension"))?;
+    if !name.starts_with(product.as_str()) {
+        return Err(Error::Mismatch {
+            check: "SNP product",
+            detail: format!("the VEK is for product {name:?}, the ARK for {product}"),
+        });
     }
     if let Some(p) = parsed.product_from_cpuid() {
         if p != product {
@@ -653,7 +658,8 @@ pub fn verify_snp(
     let crl_checked = match collateral.crl {
         None => false,
         Some(der) => {
-            check_crl(der, &ark, &[&ask, &vek], now)?;
+            // The ARK's CRL lists what the ARK issued: the ASK (VCEK serials are all 0).
+            check_crl(der, &ark, &ask, now)?;
             true
         }
     };
@@ -760,12 +766,7 @@ fn ia5(v: &[u8]) -> Option<String> {
     }
 }
 
-fn check_crl(
-    der: &[u8],
-    ark: &ChainCert<'_>,
-    listed: &[&ChainCert<'_>],
-    now: i64,
-) -> Result<(), Error> {
+fn check_crl(der: &[u8], ark: &ChainCert<'_>, ask: &ChainCert<'_>, now: i64) -> Result<(), Error> {
     let (rest, crl) = CertificateRevocationList::from_der(der)
         .map_err(|e| Error::malformed(Item::SnpCrl, e.to_string()))?;
     if !rest.is_empty() {
@@ -780,18 +781,13 @@ fn check_crl(
             ),
         });
     }
-    let sha384 = Oid::from(&[2u64, 16, 840, 1, 101, 3, 4, 2, 2][..])
-        .map_err(|_| Error::malformed(Item::SnpCrl, "OID"))?;
-    let pss = matches!(
-        SignatureAlgorithm::try_from(&crl.signature_algorithm),
-        Ok(SignatureAlgorithm::RSASSA_PSS(p)) if *p.hash_algorithm_oid() == sha384 && p.salt_length() == 48
-    );
-    if !pss {
-        return Err(Error::Unsupported {
-            item: Item::SnpCrl,
-            detail: "signature algorithm: expected RSASSA-PSS SHA-384, salt 48".into(),
-        });
+    if crl.signature_algorithm != crl.tbs_cert_list.signature {
+        return Err(Error::malformed(
+            Item::SnpCrl,
+            "outer signature algorithm differs from the signed one",
+        ));
     }
+    check_pss_sha384(&crl.signature_algorithm, Item::SnpCrl)?;
     let key = &ark.cert.tbs_certificate.subject_pki.subject_public_key.data;
     UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA384, key)
         .verify(crl.tbs_cert_list.as_ref(), &crl.signature_value.data)
@@ -815,18 +811,16 @@ fn check_crl(
             });
         }
     }
-    for c in listed {
-        let serial = c.cert.tbs_certificate.raw_serial();
-        if crl
-            .iter_revoked_certificates()
-            .any(|r| r.raw_serial() == serial)
-        {
-            return Err(Error::Revoked {
-                item: c.item,
-                serial: hex::encode(serial),
-                by: Item::SnpCrl,
-            });
-        }
+    let serial = ask.cert.tbs_certificate.raw_serial();
+    if crl
+        .iter_revoked_certificates()
+        .any(|r| r.raw_serial() == serial)
+    {
+        return Err(Error::Revoked {
+            item: ask.item,
+            serial: hex::encode(serial),
+            by: Item::SnpCrl,
+        });
     }
     Ok(())
 }

@@ -580,6 +580,21 @@ fn default_chart_deploys_the_coordinator_webhook_and_node_agent() {
         .unwrap();
     assert_eq!(exprs[1].operator, "In");
     assert_eq!(exprs[1].values, Some(strings(&["team-a", "team-b"])));
+    assert_eq!(names.timeout_seconds, Some(2));
+    // One install's webhook narrowed to its namespaces, so a second install does not overlap.
+    let scoped = render_with("coffer", &["webhook.namespaces={shop}"]);
+    let sm: MutatingWebhookConfiguration =
+        scoped.get("MutatingWebhookConfiguration", "coffer-webhook");
+    let pods = sm.webhooks.unwrap()[0]
+        .namespace_selector
+        .clone()
+        .unwrap()
+        .match_expressions
+        .unwrap();
+    assert_eq!(
+        (pods[1].operator.as_str(), pods[1].values.clone()),
+        ("In", Some(strings(&["shop"])))
+    );
     // The third sees labelled pods in the excluded namespaces, only to warn.
     let excluded = webhooks.get(2).unwrap();
     assert_eq!(excluded.name, "excluded.webhook.coffer.dev");

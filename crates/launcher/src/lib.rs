@@ -141,8 +141,9 @@ pub fn prepare(
     }
 
     let key = activate::WorkloadKey::generate()?;
-    // The image as checked above (outside simulation the files match the workload file).
-    let report_data = key.report_data(&wf.image_measurement.0);
+    // The image as measured on disk (outside simulation checked above against the workload
+    // file).
+    let report_data = key.report_data(&measured.measurement.0);
     let quote = match &source {
         Source::Gramine(root) => evidence::gramine_quote(root, &report_data)?,
         Source::Tsm(root) => evidence::tsm_quote(root, &report_data)?,
@@ -157,7 +158,7 @@ pub fn prepare(
         instance_id: config.instance_id,
         trust: config.trust()?,
         timeout: config.activate_timeout,
-        image_measurement: wf.image_measurement.0,
+        image_measurement: measured.measurement.0,
     };
     let activated = activate::activate(&req, &tls, &key, &quote, pinned_root.as_deref())?;
     let resp = &activated.response;

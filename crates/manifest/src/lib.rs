@@ -342,6 +342,17 @@ impl Manifest {
 
     /// Like [`Manifest::parse`], also returning the detected format.
     pub fn parse_with_format(bytes: &[u8]) -> Result<(Manifest, Format), ValidationErrors> {
+        Self::parse_checked(bytes, false)
+    }
+
+    /// Parses a manifest that was accepted before (the Coordinator's stored one): every check
+    /// but the rules added since for new manifests, so an upgrade never stops a Coordinator
+    /// from serving the manifest it has. Setting or updating a manifest uses [`Manifest::parse`].
+    pub fn parse_stored(bytes: &[u8]) -> Result<Manifest, ValidationErrors> {
+        Self::parse_checked(bytes, true).map(|(m, _)| m)
+    }
+
+    fn parse_checked(bytes: &[u8], stored: bool) -> Result<(Manifest, Format), ValidationErrors> {
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(ValidationErrors(vec![ValidationError::new(
                 "$",
@@ -363,7 +374,10 @@ impl Manifest {
         }
         let format = detect_format(bytes);
         let mut m = deserialize(bytes, format)?;
-        m.validate()?;
+        let errors = validate::validate(&m, stored);
+        if !errors.is_empty() {
+            return Err(ValidationErrors(errors));
+        }
         m.normalize();
         // YAML aliases and JSON escaping can make the canonical form larger than the input;
         // bound it too, so every accepted manifest's canonical form is itself accepted.
@@ -382,7 +396,7 @@ impl Manifest {
 
     /// Runs every semantic check on this value (parse already does).
     pub fn validate(&self) -> Result<(), ValidationErrors> {
-        let errors = validate::validate(self);
+        let errors = validate::validate(self, false);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -393,6 +407,7 @@ impl Manifest {
     fn normalize(&mut self) {
         for p in self.packages.values_mut() {
             for h in [
+                &mut p.image_measurement,
                 &mut p.mrenclave,
                 &mut p.mrsigner,
                 &mut p.mrtd,

@@ -59,6 +59,9 @@ enum Place {
 struct Checker<'a> {
     m: &'a Manifest,
     errors: Vec<ValidationError>,
+    /// Loading a stored manifest: the rules for new manifests only (a TDX package pinning only
+    /// MRTD, refused since 2026-12) are skipped.
+    stored: bool,
 }
 
 impl Checker<'_> {
@@ -165,7 +168,7 @@ impl Checker<'_> {
                 self.hex_field(&f("rtmr3"), &p.rtmr3, 96, "RTMR3");
                 self.hex_field(&f("mrconfigid"), &p.mrconfigid, 96, "MRCONFIGID");
                 let boot = p.rtmr0.is_some() && p.rtmr1.is_some() && p.rtmr2.is_some();
-                if p.mrtd.is_some() && !boot && p.mrconfigid.is_none() {
+                if p.mrtd.is_some() && !boot && p.mrconfigid.is_none() && !self.stored {
                     self.err(
                         f("mrtd"),
                         "this TDX package pins only the firmware (MRTD): any TD booted from the \
@@ -915,10 +918,14 @@ fn valid_dns_name(s: &str) -> bool {
 }
 
 /// Runs every check; returns all problems.
-pub(crate) fn validate(m: &Manifest) -> Vec<ValidationError> {
+/// Every check. `stored`: the manifest was accepted before and is being loaded again; the
+/// rules added since for new manifests ([`Checker::stored`]) are not applied, so a Coordinator
+/// keeps serving the manifest it has after an upgrade.
+pub(crate) fn validate(m: &Manifest, stored: bool) -> Vec<ValidationError> {
     let mut c = Checker {
         m,
         errors: Vec::new(),
+        stored,
     };
     c.run();
     c.errors

@@ -184,7 +184,6 @@ pub async fn run_with(
         sgx2 = sgx.sgx2,
         "EPC read from CPUID"
     );
-    report_devices(&cfg.devices);
     let serve_plugins = match cfg.device_plugin {
         DevicePluginMode::On => true,
         DevicePluginMode::Off => false,
@@ -200,7 +199,9 @@ pub async fn run_with(
             }
         }
     };
-    if !serve_plugins {
+    if serve_plugins {
+        report_devices(&cfg.devices);
+    } else {
         tracing::info!("device plugins off: only the EPC capacity is published");
     }
 

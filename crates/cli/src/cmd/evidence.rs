@@ -13,8 +13,10 @@
 //! bytes or hex) against the KDS certificates in DIR (`vcek.der` or `vlek.der`, `ask.pem` or
 //! `asvk.pem`, `ark.pem`, optional `crl.der`) under AMD's pinned ARKs; with `--json` it prints
 //! `tee: "snp"`, `report_version`, `product`, `signer` (`vcek`/`vlek`), `measurement`,
-//! `host_data`, `report_data`, `chip_id`, `policy` (16 hex digits), `debug`, `vmpl`,
-//! `reported_tcb` (an object), `crl_checked`; exit status and errors as for DCAP.
+//! `host_data`, `report_data`, `chip_id`, `policy` (16 hex digits), `debug`, `migrate_ma`,
+//! `smt_allowed`, `vmpl`, `guest_svn`, `family_id`, `image_id`, `id_key_digest`,
+//! `author_key_digest`, `reported_tcb` (an object), `crl_checked`, `verified_at`; exit status
+//! and errors as for DCAP.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -511,17 +513,34 @@ fn verify_snp(a: &VerifyArgs, report: &[u8], now: i64, global: Global) -> anyhow
         Signer::Vcek => ("vcek.der", "ask.pem"),
         Signer::Vlek => ("vlek.der", "asvk.pem"),
     };
-    let load = |name: &str, item: Item| -> anyhow::Result<Vec<u8>> {
+    // A KDS cert_chain bundle holds the intermediate first, then the ARK: either file may be
+    // one, so the intermediate is the first certificate and the ARK the last.
+    let load = |name: &str, item: Item, last: bool| -> anyhow::Result<Vec<u8>> {
         let path = dir.join(name);
         let bytes = read_limited(&path, SMALL_FILE_LIMIT, name)?;
-        let certs = snp::certificates(&bytes, item)
+        let mut certs = snp::certificates(&bytes, item)
             .map_err(|e| Failure::new(e.kind().as_str(), format!("{}: {e}", path.display())))?;
-        // A KDS cert_chain bundle holds the intermediate first, then the ARK.
-        Ok(certs.into_iter().next().unwrap_or_default())
+        if certs.len() > 2 {
+            return Err(Failure::new(
+                "malformed",
+                format!(
+                    "{} holds {} certificates; expected one, or a KDS cert_chain (two)",
+                    path.display(),
+                    certs.len()
+                ),
+            )
+            .into());
+        }
+        Ok(if last {
+            certs.pop()
+        } else {
+            certs.into_iter().next()
+        }
+        .unwrap_or_default())
     };
-    let vek = load(vek_name, Item::VekCertificate)?;
-    let ask = load(ask_name, Item::AskCertificate)?;
-    let ark = load("ark.pem", Item::ArkCertificate)?;
+    let vek = load(vek_name, Item::VekCertificate, false)?;
+    let ask = load(ask_name, Item::AskCertificate, false)?;
+    let ark = load("ark.pem", Item::ArkCertificate, true)?;
     let crl_path = dir.join("crl.der");
     let crl = if crl_path.exists() {
         Some(read_limited(&crl_path, SMALL_FILE_LIMIT, "crl.der")?)
@@ -731,13 +750,7 @@ fn inspect(a: InspectArgs, global: Global) -> anyhow::Result<ExitCode> {
         o.insert("verified".into(), json!(false));
         o.insert("tee".into(), json!("snp"));
         o.insert("report_version".into(), json!(r.version));
-        o.insert(
-            "signer".into(),
-            json!(match r.signer {
-                coffer_evidence::snp::Signer::Vcek => "vcek",
-                coffer_evidence::snp::Signer::Vlek => "vlek",
-            }),
-        );
+        o.insert("signer".into(), json!(r.signer.as_str()));
         if let Some(p) = r.product_from_cpuid() {
             o.insert("product".into(), json!(p.as_str()));
         }
