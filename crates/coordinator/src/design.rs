@@ -70,6 +70,9 @@
 //! and mounts the agent accepts (CoCo and Contrast measure it into MRCONFIGID or HOST_DATA,
 //! which the package can pin). A package that pins the boot, the agent policy and the image
 //! admits exactly: this guest OS, running only what this policy allows, with this image.
+//! Without MRCONFIGID (or an equivalent measured policy) the host's Kata agent requests can
+//! start other processes in the guest, and one of them could ask for a report naming the
+//! pinned image: pin it wherever the runtime measures the policy.
 //!
 //! ## State: authenticated as a whole
 //! Every value is AES-256-GCM under a random state key with AAD = table ‖ name
