@@ -53,7 +53,7 @@
 //! | quote signature over header ‖ body by the attestation key | [`Error::BadSignature`] (`QuoteSignature`) |
 //! | every certificate, both CRLs, TCB info and QE identity valid at `now` (the item that expired first is named) | [`Error::Expired`] |
 //! | QE vendor ID is Intel's; QE identity id (QE / TD_QE), MRSIGNER, ISVPRODID, MISCSELECT and ATTRIBUTES under masks; QE not in debug mode | [`Error::Mismatch`] |
-//! | TCB info id (SGX / TDX) matches the quote; FMSPC and PCE-ID match the PCK certificate; TDX module MRSIGNERSEAM / SEAMATTRIBUTES match `tdxModule` (and the module identity) | [`Error::Mismatch`] |
+//! | TCB info id (SGX / TDX) matches the quote; FMSPC and PCE-ID match the PCK certificate; TDX module SEAMATTRIBUTES zero (as Intel's QVL requires), MRSIGNERSEAM / SEAMATTRIBUTES match `tdxModule` (and the module identity) | [`Error::Mismatch`] |
 //! | a platform TCB level matches the PCK's CPUSVN components and PCESVN (TDX: and TEE_TCB_SVN; module identity for module versions > 0); a QE level matches the QE ISVSVN | [`Error::TcbNotMatched`] |
 //!
 //! The TCB status ([`TcbStatus`]) is computed and merged as Intel's QVL does (see [`tcb`]);

@@ -96,6 +96,9 @@ pub struct TdxQuoteSpec {
     pub report_data: [u8; 64],
     /// Sets TDATTRIBUTES.DEBUG.
     pub debug: bool,
+    /// SEAMATTRIBUTES of the TDX module (zero on production modules; tests set it to see it
+    /// refused).
+    pub seam_attributes: [u8; 8],
 }
 
 impl Default for TdxQuoteSpec {
@@ -108,6 +111,7 @@ impl Default for TdxQuoteSpec {
             mrownerconfig: [0; 48],
             report_data: [0; 64],
             debug: false,
+            seam_attributes: [0; 8],
         }
     }
 }
@@ -719,7 +723,7 @@ impl SimPlatform {
             tee_tcb_svn: SIM_TEE_TCB_SVN,
             mr_seam,
             mr_signer_seam: [0; 48],
-            seam_attributes: [0; 8],
+            seam_attributes: spec.seam_attributes,
             td_attributes,
             xfam: [0xe7, 0x02, 0x06, 0, 0, 0, 0, 0],
             mr_td: spec.mrtd,

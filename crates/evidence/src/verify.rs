@@ -597,6 +597,17 @@ fn finish(
 }
 
 fn check_module(m: &crate::collateral::TdxModule, b: &crate::quote::TdReport) -> Result<(), Error> {
+    // Intel's QVL refuses any non-zero SEAMATTRIBUTES (a debug or otherwise non-production TDX
+    // module), whatever the collateral's mask says.
+    if b.seam_attributes != [0; 8] {
+        return Err(Error::mismatch(
+            "TDX module SEAMATTRIBUTES",
+            format!(
+                "{} is not zero: not a production TDX module",
+                hex::encode(b.seam_attributes)
+            ),
+        ));
+    }
     if m.mrsigner != b.mr_signer_seam {
         return Err(Error::mismatch(
             "TDX module MRSIGNERSEAM",

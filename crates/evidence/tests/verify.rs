@@ -888,6 +888,21 @@ fn sim_tdx_quote_round_trips_through_verify() {
     }
 }
 
+/// Intel's QVL refuses a TDX module with any SEAMATTRIBUTES bit set, whatever the collateral's
+/// mask allows; so do we (the quote is otherwise valid and correctly signed).
+#[test]
+fn a_non_production_tdx_module_is_refused() {
+    let sim = SimPlatform::from_seed([4; 32]);
+    let q = sim.tdx_quote(&TdxQuoteSpec {
+        seam_attributes: [0, 0, 0, 0, 0, 0, 0, 0x80],
+        ..TdxQuoteSpec::default()
+    });
+    let c = sim.collateral_for(Tee::Tdx, SIM_NOW);
+    let e = verify(&q, &c, &sim.trust_anchors(), SIM_NOW).unwrap_err();
+    assert_eq!(e.kind(), PolicyMismatch, "{e}");
+    assert!(e.to_string().contains("SEAMATTRIBUTES"), "{e}");
+}
+
 #[test]
 fn sim_quotes_are_refused_under_the_intel_root_and_other_sims() {
     let sim = SimPlatform::from_seed([5; 32]);
