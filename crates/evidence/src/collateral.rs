@@ -492,6 +492,14 @@ impl TcbInfo {
                 a.tdx_components,
             ))
         });
+        // Two levels for the same TCB would make the status depend on their order; Intel's
+        // QVL refuses such a TCB info.
+        if levels.windows(2).any(|w| {
+            (w[0].sgx_components, w[0].pce_svn, w[0].tdx_components)
+                == (w[1].sgx_components, w[1].pce_svn, w[1].tdx_components)
+        }) {
+            return Err(Error::malformed(it, "two tcbLevels for the same TCB"));
+        }
         let tdx_module = raw
             .tdx_module
             .map(|m| parse_module(&m.mrsigner, &m.attributes, &m.attributes_mask))
@@ -500,7 +508,7 @@ impl TcbInfo {
         for m in raw.tdx_module_identities {
             ids.push(TdxModuleIdentity {
                 module: parse_module(&m.mrsigner, &m.attributes, &m.attributes_mask)?,
-                tcb_levels: parse_isv_levels(m.tcb_levels, it)?,
+                tcb_levels: parse_isv_levels(m.tcb_levels, it, MODULE_STATUSES)?,
                 id: m.id,
             });
         }
@@ -585,16 +593,39 @@ fn parse_level(l: RawTcbLevel, version: u32, tdx: bool) -> Result<TcbLevel, Stri
     })
 }
 
-fn parse_isv_levels(levels: Vec<RawIsvLevel>, it: Item) -> Result<Vec<IsvSvnLevel>, Error> {
+/// The statuses a TDX module identity's level may have (Intel's TDX module identity spec).
+const MODULE_STATUSES: &[TcbStatus] = &[
+    TcbStatus::UpToDate,
+    TcbStatus::OutOfDate,
+    TcbStatus::Revoked,
+];
+
+/// Every status (QE identity levels).
+const ANY_STATUS: &[TcbStatus] = &[];
+
+/// ISVSVN levels (QE identity, TDX module identity), each SVN once; `allowed` (empty: any)
+/// limits the statuses.
+fn parse_isv_levels(
+    levels: Vec<RawIsvLevel>,
+    it: Item,
+    allowed: &[TcbStatus],
+) -> Result<Vec<IsvSvnLevel>, Error> {
     let mut out = Vec::with_capacity(levels.len());
     for (i, l) in levels.into_iter().enumerate() {
+        let status: TcbStatus = l
+            .tcb_status
+            .parse()
+            .map_err(|d| Error::malformed(it, format!("tcbLevels[{i}]: {d}")))?;
+        if !allowed.is_empty() && !allowed.contains(&status) {
+            return Err(Error::malformed(
+                it,
+                format!("tcbLevels[{i}]: status {status} is not allowed for this kind of level"),
+            ));
+        }
         out.push(IsvSvnLevel {
             isv_svn: l.tcb.isvsvn,
             tcb_date: l.tcb_date,
-            status: l
-                .tcb_status
-                .parse()
-                .map_err(|d| Error::malformed(it, format!("tcbLevels[{i}]: {d}")))?,
+            status,
             advisory_ids: l.advisory_ids,
         });
     }
@@ -602,6 +633,9 @@ fn parse_isv_levels(levels: Vec<RawIsvLevel>, it: Item) -> Result<Vec<IsvSvnLeve
         return Err(Error::malformed(it, "no TCB levels"));
     }
     out.sort_by_key(|l| std::cmp::Reverse(l.isv_svn));
+    if out.windows(2).any(|w| w[0].isv_svn == w[1].isv_svn) {
+        return Err(Error::malformed(it, "two tcbLevels for the same ISVSVN"));
+    }
     Ok(out)
 }
 
@@ -634,7 +668,7 @@ impl QeIdentity {
             attributes_mask: hex_array(&raw.attributes_mask, it, "attributesMask")?,
             mrsigner: hex_array(&raw.mrsigner, it, "mrsigner")?,
             isv_prod_id: raw.isvprodid,
-            tcb_levels: parse_isv_levels(raw.tcb_levels, it)?,
+            tcb_levels: parse_isv_levels(raw.tcb_levels, it, ANY_STATUS)?,
             id: raw.id,
             version: raw.version,
         })
@@ -692,6 +726,38 @@ mod hex_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The simulated platform's TDX TCB info, edited by `f`, parsed again.
+    fn edited_tdx_tcb_info(f: impl Fn(&mut serde_json::Value)) -> Result<TcbInfo, Error> {
+        let sim = crate::sim::SimPlatform::from_seed([9; 32]);
+        let c = sim.collateral_for(crate::Tee::Tdx, 1_750_000_000);
+        let mut v: serde_json::Value = serde_json::from_str(&c.tcb_info).unwrap();
+        f(&mut v);
+        TcbInfo::from_json(&v.to_string())
+    }
+
+    #[test]
+    fn duplicate_levels_and_module_statuses_are_refused() {
+        assert!(edited_tdx_tcb_info(|_| {}).is_ok());
+        let e = edited_tdx_tcb_info(|v| {
+            let first = v["tcbLevels"][0].clone();
+            v["tcbLevels"].as_array_mut().unwrap().push(first);
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("same TCB"), "{e}");
+        let e = edited_tdx_tcb_info(|v| {
+            let levels = &mut v["tdxModuleIdentities"][0]["tcbLevels"];
+            let first = levels[0].clone();
+            levels.as_array_mut().unwrap().push(first);
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("same ISVSVN"), "{e}");
+        let e = edited_tdx_tcb_info(|v| {
+            v["tdxModuleIdentities"][0]["tcbLevels"][0]["tcbStatus"] = "SWHardeningNeeded".into();
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("not allowed"), "{e}");
+    }
 
     #[test]
     fn split_signed_json_keeps_exact_bytes() {

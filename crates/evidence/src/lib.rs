@@ -42,7 +42,7 @@
 //! | check | error ([`ErrorKind`]) |
 //! |---|---|
 //! | quote parses strictly: version 3/4/5, ECDSA P-256 key, SGX/TDX TEE type, v5 body type/size, exact signature-data and certification-data lengths, reserved report fields zero, only zero padding after the signature data | [`Error::Malformed`] / [`Error::Unsupported`] |
-//! | collateral JSON, PEM, DER (certificates, CRLs, SGX extension), TCB info and QE identity JSON parse strictly | [`Error::Malformed`] / [`Error::Unsupported`] |
+//! | collateral JSON, PEM, DER (certificates, CRLs, SGX extension), TCB info and QE identity JSON parse strictly (no two levels for one TCB or ISVSVN; TDX module levels only UpToDate, OutOfDate or Revoked) | [`Error::Malformed`] / [`Error::Unsupported`] |
 //! | every chain (PCK, PCK CRL issuer, TCB info issuer, QE identity issuer) ends in a root whose **public key is pinned** | [`Error::UntrustedRoot`] |
 //! | each certificate's signature by its issuer (and the root's self-signature unless it is the anchor certificate itself); issuer names linked; CA flags; end entity not a CA; QVL's CN phrases | [`Error::BadSignature`] / [`Error::Mismatch`] |
 //! | Root CA CRL signed by the root, PCK CRL signed by the PCK CA that issued the PCK certificate | [`Error::BadSignature`] / [`Error::Mismatch`] |
