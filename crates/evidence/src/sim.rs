@@ -99,6 +99,9 @@ pub struct TdxQuoteSpec {
     /// SEAMATTRIBUTES of the TDX module (zero on production modules; tests set it to see it
     /// refused).
     pub seam_attributes: [u8; 8],
+    /// The TDX module's minor version (TEE_TCB_SVN byte 1): 0 matches `tdxModule`, 1 the
+    /// collateral's module identity `TDX_01`.
+    pub module_version: u8,
 }
 
 impl Default for TdxQuoteSpec {
@@ -112,6 +115,7 @@ impl Default for TdxQuoteSpec {
             report_data: [0; 64],
             debug: false,
             seam_attributes: [0; 8],
+            module_version: 0,
         }
     }
 }
@@ -137,6 +141,9 @@ pub struct SimCollateralOptions {
     pub valid_before_secs: i64,
     /// … and valid until `now + valid_after_secs`.
     pub valid_after_secs: i64,
+    /// TDX: publish a `tdxModule` whose MRSIGNERSEAM is not the module's, beside a module
+    /// identity that is right (the identity must be what counts).
+    pub stale_tdx_module: bool,
 }
 
 impl Default for SimCollateralOptions {
@@ -150,6 +157,7 @@ impl Default for SimCollateralOptions {
             qe_below_all_levels: false,
             valid_before_secs: 3600,
             valid_after_secs: 30 * 24 * 3600,
+            stale_tdx_module: false,
         }
     }
 }
@@ -577,6 +585,9 @@ impl SimPlatform {
                 "attributesMask": "FFFFFFFFFFFFFFFF",
             });
             info["tdxModule"] = module.clone();
+            if o.stale_tdx_module {
+                info["tdxModule"]["mrsigner"] = hex::encode_upper([0x11u8; 48]).into();
+            }
             let mut ident = module;
             ident["id"] = "TDX_01".into();
             ident["tcbLevels"] = serde_json::json!([
@@ -719,8 +730,10 @@ impl SimPlatform {
         td_attributes[3] = 0x10; // SEPT_VE_DISABLE
         let mut mr_seam = [0u8; 48];
         mr_seam[..32].copy_from_slice(&Sha256::digest(b"Coffer Simulated TDX module"));
+        let mut tee_tcb_svn = SIM_TEE_TCB_SVN;
+        tee_tcb_svn[1] = spec.module_version;
         let body = QuoteBody::Td(TdReport {
-            tee_tcb_svn: SIM_TEE_TCB_SVN,
+            tee_tcb_svn,
             mr_seam,
             mr_signer_seam: [0; 48],
             seam_attributes: spec.seam_attributes,

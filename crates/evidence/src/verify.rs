@@ -524,7 +524,13 @@ fn finish(
                 .tdx_module
                 .as_ref()
                 .ok_or_else(|| Error::malformed(Item::TcbInfo, "TDX TCB info without tdxModule"))?;
-            check_module(module, b)?;
+            let module_level = tcb::select_module_level(ti, &b.tee_tcb_svn)?;
+            // A module identity for this module version replaces the `tdxModule` values, as
+            // in Intel's QVL (`TdxModuleCheck`); `tdxModule` counts only without one.
+            match &module_level {
+                Some((identity, _)) => check_module(&identity.module, b)?,
+                None => check_module(module, b)?,
+            }
             let tdx_level = tcb::select_tdx_level(
                 &ti.tcb_levels,
                 &vp.ext.comp_svn,
@@ -540,11 +546,9 @@ fn finish(
                 ),
             })?;
             add(&mut advisories, &tdx_level.advisory_ids);
-            let module_level = tcb::select_module_level(ti, &b.tee_tcb_svn)?;
             let mut status = tdx_level.status;
             let mut module_status = None;
-            if let Some((identity, level)) = module_level {
-                check_module(&identity.module, b)?;
+            if let Some((_, level)) = module_level {
                 add(&mut advisories, &level.advisory_ids);
                 status = tcb::converge_tdx_module(status, level.status);
                 module_status = Some(level.status);

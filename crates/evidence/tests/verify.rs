@@ -888,6 +888,31 @@ fn sim_tdx_quote_round_trips_through_verify() {
     }
 }
 
+/// A module identity for the module's version is what counts, not `tdxModule`: a stale
+/// `tdxModule` beside a right identity does not refuse the quote.
+#[test]
+fn the_module_identity_replaces_tdx_module() {
+    let sim = SimPlatform::from_seed([4; 32]);
+    let q = sim.tdx_quote(&TdxQuoteSpec {
+        module_version: 1,
+        ..TdxQuoteSpec::default()
+    });
+    let c = sim.collateral_with(
+        Tee::Tdx,
+        SIM_NOW,
+        &SimCollateralOptions {
+            stale_tdx_module: true,
+            ..SimCollateralOptions::default()
+        },
+    );
+    let v = verify(&q, &c, &sim.trust_anchors(), SIM_NOW).unwrap();
+    assert_eq!(v.tcb_status, TcbStatus::UpToDate);
+    // Without an identity for the module's version (minor version 0), `tdxModule` counts.
+    let q0 = sim.tdx_quote(&TdxQuoteSpec::default());
+    let e = verify(&q0, &c, &sim.trust_anchors(), SIM_NOW).unwrap_err();
+    assert!(e.to_string().contains("MRSIGNERSEAM"), "{e}");
+}
+
 /// Intel's QVL refuses a TDX module with any SEAMATTRIBUTES bit set, whatever the collateral's
 /// mask allows; so do we (the quote is otherwise valid and correctly signed).
 #[test]
