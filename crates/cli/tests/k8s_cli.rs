@@ -207,6 +207,57 @@ impl Drop for Webhook {
     }
 }
 
+const REVIEW_UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
+
+/// Sends the webhook at `addr` (its certificate under `ca_der`) a pod CREATE the way the API
+/// server does, with `metadata` for the pod (one container); checks it is allowed and returns
+/// the answer and the decoded JSON patch.
+fn admit_over_https(
+    addr: &str,
+    ca_der: &[u8],
+    user: &str,
+    metadata: serde_json::Value,
+) -> (serde_json::Value, String) {
+    use base64::Engine;
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": REVIEW_UID,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {"username": user},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": metadata,
+                "spec": {"containers": [{"name": "app", "image": "example/web:1"}]}
+            }
+        }
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = rt.block_on(async {
+        let mut client = Client::new(addr, &Trust::Service(ca_der.to_vec()), None).unwrap();
+        client
+            .request(
+                Method::POST,
+                "/mutate",
+                Some(serde_json::to_vec(&review).unwrap()),
+            )
+            .await
+            .unwrap()
+    });
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(answer["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    (answer, String::from_utf8(patch).unwrap())
+}
+
 #[test]
 fn webhook_process_waits_for_its_certificate_then_mutates_a_pod_over_https() {
     let dir = tempfile::tempdir().unwrap();
@@ -251,47 +302,15 @@ fn webhook_process_waits_for_its_certificate_then_mutates_a_pod_over_https() {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("first line {line:?}: {e}"));
     let addr = v["listening"].as_str().unwrap().to_string();
 
-    let review = serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "apps",
-            "operation": "CREATE",
-            "userInfo": {"username": "admin"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "web", "labels": {"coffer.dev/workload": "web"}},
-                "spec": {"containers": [{"name": "app", "image": "example/web:1"}]}
-            }
-        }
-    });
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (status, body) = rt.block_on(async {
-        let mut client = Client::new(&addr, &Trust::Service(ca.der().to_vec()), None).unwrap();
-        client
-            .request(
-                Method::POST,
-                "/mutate",
-                Some(serde_json::to_vec(&review).unwrap()),
-            )
-            .await
-            .unwrap()
-    });
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (answer, patch) = admit_over_https(
+        &addr,
+        ca.der(),
+        "admin",
+        serde_json::json!({"name": "web", "labels": {"coffer.dev/workload": "web"}}),
+    );
     let response = &answer["response"];
-    assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
-    assert_eq!(response["allowed"], true);
+    assert_eq!(response["uid"], REVIEW_UID);
     assert_eq!(response["patchType"], "JSONPatch");
-    use base64::Engine;
-    let patch = base64::engine::general_purpose::STANDARD
-        .decode(response["patch"].as_str().unwrap())
-        .unwrap();
-    let patch = String::from_utf8(patch).unwrap();
     for needle in [
         "COFFER_COORDINATOR",
         "coffer-coordinator.coffer.svc:4433",
@@ -733,44 +752,12 @@ fn rendered_webhook_container_runs_under_runc_and_mutates_a_pod() {
         std::net::TcpStream::connect(&addr).is_ok()
     });
 
-    let review = serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "0d1c3a4e-5b6f-4a7b-8c9d-0e1f2a3b4c5d",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"generateName": "web-7d4b9c-", "labels": {"coffer.dev/workload": "web"}},
-                "spec": {"containers": [{"name": "app", "image": "example/web:1"}]}
-            }
-        }
-    });
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (status, body) = rt.block_on(async {
-        let mut client = Client::new(&addr, &Trust::Service(ca.der().to_vec()), None).unwrap();
-        client
-            .request(
-                Method::POST,
-                "/mutate",
-                Some(serde_json::to_vec(&review).unwrap()),
-            )
-            .await
-            .unwrap()
-    });
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(answer["response"]["allowed"], true, "{answer}");
-    use base64::Engine;
-    let patch = base64::engine::general_purpose::STANDARD
-        .decode(answer["response"]["patch"].as_str().unwrap())
-        .unwrap();
-    let patch = String::from_utf8(patch).unwrap();
+    let (_, patch) = admit_over_https(
+        &addr,
+        ca.der(),
+        "system:serviceaccount:kube-system:replicaset-controller",
+        serde_json::json!({"generateName": "web-7d4b9c-", "labels": {"coffer.dev/workload": "web"}}),
+    );
     assert!(
         patch.contains("coffer-coordinator.coffer.svc:4433"),
         "{patch}"
