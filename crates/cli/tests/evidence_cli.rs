@@ -851,26 +851,26 @@ fn snp_reports_verify_with_the_documented_json_and_refusals() {
         "ask.pem",
     );
     let report = snp.join("trustee/test-report.bin");
-    let args = |report: &Path, dir: &Path, now: &str| -> Vec<String> {
-        ["--json", "evidence", "verify", "--tee", "snp", "--quote"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([report.display().to_string()])
-            .chain([
-                "--collateral".into(),
-                dir.display().to_string(),
-                "--now".into(),
-                now.into(),
-            ])
-            .collect()
+    let verify = |report: &Path, dir: &Path, now: &str| -> Run {
+        let (report, dir) = (report.display().to_string(), dir.display().to_string());
+        run(
+            &[
+                "--json",
+                "evidence",
+                "verify",
+                "--tee",
+                "snp",
+                "--quote",
+                &report,
+                "--collateral",
+                &dir,
+                "--now",
+                now,
+            ],
+            &[],
+        )
     };
-    let r = run(
-        &args(&report, &vcek, "1700000000")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let r = verify(&report, &vcek, "1700000000");
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let v = r.json();
     assert_eq!(v["tee"], "snp");
@@ -900,16 +900,10 @@ fn snp_reports_verify_with_the_documented_json_and_refusals() {
         "trustee/milan_ask_ark_asvk.pem",
         "asvk.pem",
     );
-    let r = run(
-        &args(
-            &snp.join("trustee/test-vlek-report.bin"),
-            &vlek,
-            "2025-06-15T15:06:40Z",
-        )
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>(),
-        &[],
+    let r = verify(
+        &snp.join("trustee/test-vlek-report.bin"),
+        &vlek,
+        "2025-06-15T15:06:40Z",
     );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(r.json()["signer"], "vlek");
@@ -942,36 +936,18 @@ fn snp_reports_verify_with_the_documented_json_and_refusals() {
     bytes[0x90] ^= 1;
     let tampered = t.path().join("tampered.bin");
     std::fs::write(&tampered, &bytes).unwrap();
-    let r = run(
-        &args(&tampered, &vcek, "1700000000")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let r = verify(&tampered, &vcek, "1700000000");
     assert_eq!(r.code, 1);
     assert_eq!(r.json()["error"]["kind"], "bad_signature", "{}", r.stdout);
 
     // The clock after the VCEK expired.
-    let r = run(
-        &args(&report, &vcek, "2040-01-01T00:00:00Z")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let r = verify(&report, &vcek, "2040-01-01T00:00:00Z");
     assert_eq!(r.code, 1);
     assert_eq!(r.json()["error"]["kind"], "expired", "{}", r.stdout);
 
     // A directory without the ARK: the file is named.
     std::fs::remove_file(vcek.join("ark.pem")).unwrap();
-    let r = run(
-        &args(&report, &vcek, "1700000000")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let r = verify(&report, &vcek, "1700000000");
     assert_ne!(r.code, 0);
     assert!(r.stdout.contains("ark.pem"), "{}", r.stdout);
 }
