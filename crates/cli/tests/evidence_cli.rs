@@ -156,6 +156,18 @@ fn verifies_the_tdx_vector() {
         assert!(is_lower_hex(&j[format!("rtmr{i}")], 48), "rtmr{i}");
     }
     assert_eq!(j["debug"], false);
+    // What Intel's QVL exposes too: the module, the TD's features, the collateral's
+    // evaluation number and the matched level's date.
+    assert!(is_lower_hex(&j["mrseam"], 48));
+    assert!(is_lower_hex(&j["xfam"], 8));
+    assert!(is_lower_hex(&j["tee_tcb_svn"], 16));
+    assert_eq!(
+        j["mrservicetd"],
+        serde_json::Value::Null,
+        "a v4 quote has none"
+    );
+    assert!(j["tcb_evaluation_data_number"].as_u64().unwrap() > 0, "{j}");
+    assert!(j["tcb_date"].as_str().unwrap().starts_with("20"), "{j}");
 }
 
 #[test]

@@ -35,6 +35,11 @@ pub struct Verified {
     pub collateral_not_before: i64,
     /// End of that window (Unix seconds): re-verify with fresh collateral after it.
     pub collateral_not_after: i64,
+    /// `tcbDate` of the matched platform TCB level (RFC 3339, as Intel publishes it).
+    pub tcb_date: String,
+    /// The collateral's `tcbEvaluationDataNumber` (the lower of TCB info's and QE identity's):
+    /// which TCB recovery the collateral reflects; a policy can require a minimum.
+    pub tcb_evaluation_data_number: u32,
 }
 
 /// The measured identity in a verified quote.
@@ -101,6 +106,18 @@ pub struct TdxMeasurement {
     /// TDATTRIBUTES.
     #[serde(with = "hexser")]
     pub td_attributes: [u8; 8],
+    /// XFAM: the extended CPU features the TD may use.
+    #[serde(with = "hexser")]
+    pub xfam: [u8; 8],
+    /// MRSEAM: the TDX module's measurement.
+    #[serde(with = "hexser")]
+    pub mrseam: [u8; 48],
+    /// TEE_TCB_SVN: the TDX module's SVNs.
+    #[serde(with = "hexser")]
+    pub tee_tcb_svn: [u8; 16],
+    /// MRSERVICETD (TD 1.5 bodies, quote v5): the service TDs bound to this TD; zero when none.
+    #[serde(serialize_with = "hexser::option")]
+    pub mrservicetd: Option<[u8; 48]>,
     /// TDATTRIBUTES.DEBUG.
     pub debug: bool,
 }
@@ -112,6 +129,15 @@ mod hexser {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v))
+    }
+    pub(super) fn option<S: Serializer, const N: usize>(
+        v: &Option<[u8; N]>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&hex::encode(v)),
+            None => s.serialize_none(),
+        }
     }
     pub(super) mod rtmr {
         use serde::ser::SerializeSeq;
@@ -505,7 +531,7 @@ fn finish(
             }
         }
     };
-    let (measurement, report_data, platform_status) = match q.body() {
+    let (measurement, report_data, platform_status, tcb_date) = match q.body() {
         QuoteBody::Sgx(b) => {
             add(&mut advisories, &sgx_level.advisory_ids);
             let m = Measurement::Sgx(SgxMeasurement {
@@ -517,7 +543,12 @@ fn finish(
                 debug: b.debug(),
                 miscselect: b.misc_select,
             });
-            (m, b.report_data, sgx_level.status)
+            (
+                m,
+                b.report_data,
+                sgx_level.status,
+                sgx_level.tcb_date.clone(),
+            )
         }
         QuoteBody::Td(b) => {
             let module = ti
@@ -572,9 +603,13 @@ fn finish(
                 mrowner: b.mr_owner,
                 mrownerconfig: b.mr_owner_config,
                 td_attributes: b.td_attributes,
+                xfam: b.xfam,
+                mrseam: b.mr_seam,
+                tee_tcb_svn: b.tee_tcb_svn,
+                mrservicetd: b.mr_service_td,
                 debug: b.debug(),
             });
-            (m, b.report_data, status)
+            (m, b.report_data, status, tdx_level.tcb_date.clone())
         }
     };
     add(&mut advisories, &qe_level.advisory_ids);
@@ -597,6 +632,10 @@ fn finish(
         advisory_ids: advisories,
         collateral_not_before,
         collateral_not_after,
+        tcb_date,
+        tcb_evaluation_data_number: ti
+            .tcb_evaluation_data_number
+            .min(qi.tcb_evaluation_data_number),
     })
 }
 

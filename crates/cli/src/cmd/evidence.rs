@@ -5,8 +5,10 @@
 //!
 //! Output contract (outside checks rely on it): `verify` exits 0 and, with `--json`, prints one
 //! object with `tee`, `quote_version`, `tcb_status` (Intel spelling), `advisory_ids`,
-//! `report_data`, `debug`, the measurement (`mrenclave`, `mrsigner`, `isv_prod_id`, `isv_svn`
-//! for SGX; `mrtd`, `rtmr0`..`rtmr3` for TDX), hex in lower case. A refusal exits 1 with
+//! `report_data`, `debug`, `tcb_date` (of the matched level), `tcb_evaluation_data_number`, the
+//! measurement (`mrenclave`, `mrsigner`, `isv_prod_id`, `isv_svn` for SGX; `mrtd`,
+//! `rtmr0`..`rtmr3`, `mrconfigid`, `mrseam`, `xfam`, `tee_tcb_svn`, `mrservicetd` (null before
+//! quote v5) for TDX), hex in lower case. A refusal exits 1 with
 //! `{"error":{"kind","message"}}`, `kind` being the evidence crate's `ErrorKind` in snake case.
 //!
 //! `verify --tee snp --quote REPORT --collateral DIR` verifies an AMD SEV-SNP report (raw 1184
@@ -647,6 +649,11 @@ fn verified_json(v: &Verified, now: i64, custom_root: bool, source: Value) -> Va
     o.insert("debug".into(), json!(v.measurement.debug()));
     insert_measurement(&mut o, &v.measurement);
     o.insert("fmspc".into(), json!(hex::encode(v.fmspc)));
+    o.insert("tcb_date".into(), json!(v.tcb_date));
+    o.insert(
+        "tcb_evaluation_data_number".into(),
+        json!(v.tcb_evaluation_data_number),
+    );
     o.insert(
         "collateral_not_before".into(),
         json!(v.collateral_not_before),
@@ -688,6 +695,10 @@ fn insert_measurement(o: &mut Map<String, Value>, m: &Measurement) {
             o.insert("mrowner".into(), json!(hex::encode(t.mrowner)));
             o.insert("mrownerconfig".into(), json!(hex::encode(t.mrownerconfig)));
             o.insert("td_attributes".into(), json!(hex::encode(t.td_attributes)));
+            o.insert("xfam".into(), json!(hex::encode(t.xfam)));
+            o.insert("mrseam".into(), json!(hex::encode(t.mrseam)));
+            o.insert("tee_tcb_svn".into(), json!(hex::encode(t.tee_tcb_svn)));
+            o.insert("mrservicetd".into(), json!(t.mrservicetd.map(hex::encode)));
         }
     }
 }
