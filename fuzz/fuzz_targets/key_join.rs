@@ -26,6 +26,8 @@ fn claims(mr: u8) -> MeasurementClaims {
         rtmrs: None,
         mrconfigid: None,
         image_measurement: None,
+        mrservicetd: None,
+        tcb_evaluation_data_number: None,
     }
 }
 

@@ -2335,6 +2335,8 @@ pub fn claims_of(v: &coffer_evidence::Verified) -> MeasurementClaims {
             rtmrs: None,
             mrconfigid: None,
             image_measurement: None,
+            mrservicetd: None,
+            tcb_evaluation_data_number: Some(v.tcb_evaluation_data_number),
         },
         Measurement::Tdx(m) => MeasurementClaims {
             tee: Tee::Tdx,
@@ -2348,6 +2350,9 @@ pub fn claims_of(v: &coffer_evidence::Verified) -> MeasurementClaims {
             rtmrs: Some(m.rtmr),
             mrconfigid: Some(m.mrconfigid),
             image_measurement: None,
+            // A quote without a service TD field (TD 1.0) binds none: zero.
+            mrservicetd: Some(m.mrservicetd.unwrap_or([0; 48])),
+            tcb_evaluation_data_number: Some(v.tcb_evaluation_data_number),
         },
     }
 }

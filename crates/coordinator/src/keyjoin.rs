@@ -301,6 +301,8 @@ mod tests {
             rtmrs: None,
             mrconfigid: None,
             image_measurement: None,
+            mrservicetd: None,
+            tcb_evaluation_data_number: None,
         }
     }
 

@@ -29,6 +29,8 @@
 //! | `packages.NAME.mrenclave` | SGX: exact enclave measurement, 64 hex |
 //! | `packages.NAME.mrsigner`, `isv_prod_id`, `isv_svn` | SGX: signer (64 hex) + product + *minimum* SVN (all three together) |
 //! | `packages.NAME.mrtd`, `rtmr0`..`rtmr3`, `mrconfigid` | TDX: 96 hex each; `mrtd` required, with `rtmr0`..`rtmr2` or `mrconfigid` (MRTD alone measures only the firmware) |
+//! | `packages.NAME.mrservicetd` | TDX: 96 hex; a quote without one counts as zero |
+//! | `packages.NAME.min_tcb_evaluation_data_number` | the lowest collateral `tcbEvaluationDataNumber` accepted |
 //! | `packages.NAME.image_measurement` | 64 hex, as `coffer convert` prints it: the image the launcher binds into the evidence's report data (bytes 32..64) must be this one |
 //! | `packages.NAME.debug` | accept debug TEEs (default `false`) |
 //! | `packages.NAME.accepted_tcb_statuses` | Intel spelling, default `["UpToDate"]`; `Revoked` is refused |
@@ -408,6 +410,7 @@ impl Manifest {
         for p in self.packages.values_mut() {
             for h in [
                 &mut p.image_measurement,
+                &mut p.mrservicetd,
                 &mut p.mrenclave,
                 &mut p.mrsigner,
                 &mut p.mrtd,

@@ -128,6 +128,14 @@ pub struct Package {
     /// only the firmware); with SGX, MRENCLAVE covers the image already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_measurement: Option<String>,
+    /// TDX: expected MRSERVICETD, 96 hex digits (TD 1.5 quotes; a quote without one counts as
+    /// zero, so all zeros requires that no service TD is bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mrservicetd: Option<String>,
+    /// The lowest `tcbEvaluationDataNumber` of the collateral accepted: refuses evidence judged
+    /// against collateral from before a given TCB recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tcb_evaluation_data_number: Option<u32>,
     /// Whether debug enclaves/TDs are accepted. Default false: a debug TEE's memory is readable
     /// by the host, so accepting one is an explicit, visible choice.
     #[serde(default)]

@@ -35,6 +35,10 @@ pub struct MeasurementClaims {
     /// The image measurement the evidence's report data binds (bytes 32..64), when the
     /// workload sent one.
     pub image_measurement: Option<[u8; 32]>,
+    /// TDX MRSERVICETD (zero when the quote has none).
+    pub mrservicetd: Option<[u8; 48]>,
+    /// The collateral's `tcbEvaluationDataNumber`.
+    pub tcb_evaluation_data_number: Option<u32>,
 }
 
 /// Why evidence does not satisfy a package. Display is a reason fit for the caller and the
@@ -57,6 +61,19 @@ pub enum Mismatch {
         expected: Tee,
         /// What the evidence is.
         got: Tee,
+    },
+    /// The collateral predates the TCB recovery the package requires.
+    #[error(
+        "collateral tcbEvaluationDataNumber {got} is below package {package}'s minimum {minimum}: \
+         fetch current collateral"
+    )]
+    TcbEvaluationTooOld {
+        /// Package name.
+        package: String,
+        /// The collateral's number.
+        got: u32,
+        /// The package's minimum.
+        minimum: u32,
     },
     /// A debug TEE, not allowed by the package.
     #[error("debug {what} not allowed by package {package}")]
@@ -247,6 +264,28 @@ impl Package {
                     &self.mrconfigid,
                     claims.mrconfigid.as_ref(),
                 )?;
+                check_hex(
+                    name,
+                    "MRSERVICETD",
+                    "mrservicetd",
+                    &self.mrservicetd,
+                    claims.mrservicetd.as_ref(),
+                )?;
+            }
+        }
+        if let Some(minimum) = self.min_tcb_evaluation_data_number {
+            let got = claims
+                .tcb_evaluation_data_number
+                .ok_or(Mismatch::MissingClaim {
+                    package: name.into(),
+                    claim: "tcbEvaluationDataNumber",
+                })?;
+            if got < minimum {
+                return Err(Mismatch::TcbEvaluationTooOld {
+                    package: name.into(),
+                    got,
+                    minimum,
+                });
             }
         }
         check_hex(

@@ -163,6 +163,11 @@ fn package_fields(a: &Package, b: &Package) -> Vec<&'static str> {
         "image_measurement",
         a.image_measurement == b.image_measurement,
     );
+    cmp("mrservicetd", a.mrservicetd == b.mrservicetd);
+    cmp(
+        "min_tcb_evaluation_data_number",
+        a.min_tcb_evaluation_data_number == b.min_tcb_evaluation_data_number,
+    );
     cmp("debug", a.debug == b.debug);
     cmp(
         "accepted_tcb_statuses",

@@ -104,6 +104,7 @@ impl Checker<'_> {
                     ("rtmr2", p.rtmr2.is_some()),
                     ("rtmr3", p.rtmr3.is_some()),
                     ("mrconfigid", p.mrconfigid.is_some()),
+                    ("mrservicetd", p.mrservicetd.is_some()),
                 ] {
                     if present {
                         self.err(
@@ -167,6 +168,7 @@ impl Checker<'_> {
                 self.hex_field(&f("rtmr2"), &p.rtmr2, 96, "RTMR2");
                 self.hex_field(&f("rtmr3"), &p.rtmr3, 96, "RTMR3");
                 self.hex_field(&f("mrconfigid"), &p.mrconfigid, 96, "MRCONFIGID");
+                self.hex_field(&f("mrservicetd"), &p.mrservicetd, 96, "MRSERVICETD");
                 let boot = p.rtmr0.is_some() && p.rtmr1.is_some() && p.rtmr2.is_some();
                 if p.mrtd.is_some() && !boot && p.mrconfigid.is_none() && !self.stored {
                     self.err(

@@ -366,6 +366,8 @@ fn sgx_claims() -> MeasurementClaims {
         rtmrs: None,
         mrconfigid: None,
         image_measurement: None,
+        mrservicetd: None,
+        tcb_evaluation_data_number: None,
     }
 }
 
@@ -481,6 +483,39 @@ fn policy_matches_and_refuses_precisely() {
     ));
     t.image_measurement = Some([0xc3; 32]);
     assert!(m.match_workload("batch", &t).is_ok());
+    // No service TD bound (zero), and collateral from a recent enough TCB recovery.
+    {
+        let p = m.packages.get_mut("batch").unwrap();
+        p.mrservicetd = Some("00".repeat(48));
+        p.min_tcb_evaluation_data_number = Some(17);
+    }
+    t.mrservicetd = Some([0; 48]);
+    t.tcb_evaluation_data_number = Some(17);
+    assert!(m.match_workload("batch", &t).is_ok());
+    t.mrservicetd = Some([0x5e; 48]);
+    assert!(matches!(
+        m.match_workload("batch", &t),
+        Err(Mismatch::Measurement {
+            register: "MRSERVICETD",
+            ..
+        })
+    ));
+    t.mrservicetd = Some([0; 48]);
+    t.tcb_evaluation_data_number = Some(16);
+    assert!(matches!(
+        m.match_workload("batch", &t),
+        Err(Mismatch::TcbEvaluationTooOld {
+            got: 16,
+            minimum: 17,
+            ..
+        })
+    ));
+    t.tcb_evaluation_data_number = Some(17);
+    {
+        let p = m.packages.get_mut("batch").unwrap();
+        p.mrservicetd = None;
+        p.min_tcb_evaluation_data_number = None;
+    }
     t.rtmrs = Some([[0; 48]; 4]);
     assert!(matches!(
         m.match_workload("batch", &t),
