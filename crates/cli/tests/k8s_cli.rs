@@ -207,6 +207,24 @@ impl Drop for Webhook {
     }
 }
 
+/// A CA and a webhook certificate for the name the Coordinator client checks, written as
+/// `tls.crt` and `tls.key` in `dir`; returns the CA.
+fn write_webhook_certificate(dir: &Path) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(vec![coffer_coordinator::pki::SERVER_NAME.to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+    std::fs::write(dir.join("tls.key"), leaf_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("tls.crt"), leaf.pem()).unwrap();
+    ca
+}
+
 const REVIEW_UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
 
 /// Sends the webhook at `addr` (its certificate under `ca_der`) a pod CREATE the way the API
@@ -283,18 +301,7 @@ fn webhook_process_waits_for_its_certificate_then_mutates_a_pod_over_https() {
     // The certificate appears only after the process started, as when the Coordinator in the
     // same pod writes it; the server name is the one the Coordinator client checks.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf =
-        rcgen::CertificateParams::new(vec![coffer_coordinator::pki::SERVER_NAME.to_string()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
-    std::fs::write(dir.path().join("tls.key"), leaf_key.serialize_pem()).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), leaf.pem()).unwrap();
+    let ca = write_webhook_certificate(dir.path());
 
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
@@ -719,18 +726,7 @@ fn rendered_webhook_container_runs_under_runc_and_mutates_a_pod() {
     // The Secret cert-manager writes: tls.crt, tls.key, ca.crt.
     let secret = t.path().join("secret");
     std::fs::create_dir_all(&secret).unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf =
-        rcgen::CertificateParams::new(vec![coffer_coordinator::pki::SERVER_NAME.to_string()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
-    std::fs::write(secret.join("tls.key"), leaf_key.serialize_pem()).unwrap();
-    std::fs::write(secret.join("tls.crt"), leaf.pem()).unwrap();
+    let ca = write_webhook_certificate(&secret);
     std::fs::write(secret.join("ca.crt"), ca.pem()).unwrap();
 
     let volumes = KubeletSim::volume_mounts(pod, c, |v| {

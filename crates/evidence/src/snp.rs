@@ -436,8 +436,6 @@ pub struct SnpVerified {
     pub report: Report,
     /// The product the ARK is for.
     pub product: Product,
-    /// VCEK or VLEK.
-    pub signer: Signer,
     /// REPORTED_TCB, decoded (equal to the VEK certificate's TCB).
     pub reported_tcb: TcbVersion,
     /// Whether a CRL was checked.
@@ -740,7 +738,6 @@ pub fn verify_snp(
     }
 
     Ok(SnpVerified {
-        signer: parsed.signer,
         report: parsed,
         product,
         reported_tcb,

@@ -24,6 +24,7 @@ fn pem(rel: &str) -> Vec<Vec<u8>> {
     certificates(&read(rel), Item::AskCertificate).unwrap()
 }
 
+#[derive(Clone)]
 struct Case {
     report: Vec<u8>,
     vek: Vec<u8>,
@@ -33,6 +34,18 @@ struct Case {
 }
 
 impl Case {
+    /// A vector: its report, its VEK, and the KDS bundle `chain` whose certificate `ask_at` is
+    /// the intermediate (the ARK is always second).
+    fn load(report: &str, vek: &str, chain: &str, ask_at: usize, now: i64) -> Case {
+        let chain = pem(chain);
+        Case {
+            report: read(report),
+            vek: read(vek),
+            ask: chain[ask_at].clone(),
+            ark: chain[1].clone(),
+            now,
+        }
+    }
     fn collateral(&self) -> SnpCollateral<'_> {
         SnpCollateral {
             vek: &self.vek,
@@ -53,49 +66,45 @@ impl Case {
 
 /// go-sev-guest's Milan v2 report (debug policy), at 2022-09-24T01:00:00Z.
 fn go_sev_guest() -> Case {
-    let chain = pem("go-sev-guest/trust/ask_ark_milan.pem");
-    Case {
-        report: read("go-sev-guest/attestation.bin"),
-        vek: read("go-sev-guest/vcek.testcer"),
-        ask: chain[0].clone(),
-        ark: chain[1].clone(),
-        now: 1_663_981_200,
-    }
+    Case::load(
+        "go-sev-guest/attestation.bin",
+        "go-sev-guest/vcek.testcer",
+        "go-sev-guest/trust/ask_ark_milan.pem",
+        0,
+        1_663_981_200,
+    )
 }
 
 /// virtee/sev's Milan v2 report, at 2023-11-14.
 fn virtee() -> Case {
-    let chain = pem("virtee-sev/cert_chain_milan");
-    Case {
-        report: read("virtee-sev/report_milan.bin.derived"),
-        vek: read("virtee-sev/vcek_milan.der"),
-        ask: chain[0].clone(),
-        ark: chain[1].clone(),
-        now: 1_700_000_000,
-    }
+    Case::load(
+        "virtee-sev/report_milan.bin.derived",
+        "virtee-sev/vcek_milan.der",
+        "virtee-sev/cert_chain_milan",
+        0,
+        1_700_000_000,
+    )
 }
 
-/// trustee's VCEK-signed Milan report and its VLEK-signed v3 report.
+/// trustee's VCEK-signed Milan report and its VLEK-signed v3 report (bundle: ASK, ARK, ASVK).
 fn trustee_vcek() -> Case {
-    let chain = pem("trustee/milan_ask_ark_asvk.pem");
-    Case {
-        report: read("trustee/test-report.bin"),
-        vek: read("trustee/test-vcek.der"),
-        ask: chain[0].clone(),
-        ark: chain[1].clone(),
-        now: 1_700_000_000,
-    }
+    Case::load(
+        "trustee/test-report.bin",
+        "trustee/test-vcek.der",
+        "trustee/milan_ask_ark_asvk.pem",
+        0,
+        1_700_000_000,
+    )
 }
 
 fn trustee_vlek() -> Case {
-    let chain = pem("trustee/milan_ask_ark_asvk.pem");
-    Case {
-        report: read("trustee/test-vlek-report.bin"),
-        vek: read("trustee/test-vlek.der"),
-        ask: chain[2].clone(),
-        ark: chain[1].clone(),
-        now: 1_750_000_000,
-    }
+    Case::load(
+        "trustee/test-vlek-report.bin",
+        "trustee/test-vlek.der",
+        "trustee/milan_ask_ark_asvk.pem",
+        2,
+        1_750_000_000,
+    )
 }
 
 #[test]
@@ -109,7 +118,7 @@ fn virtee_report_hex_and_derived_binary_agree() {
 fn real_reports_verify_with_their_expected_fields() {
     let v = go_sev_guest().verify().expect("go-sev-guest vector");
     assert_eq!(v.product, Product::Milan);
-    assert_eq!(v.signer, Signer::Vcek);
+    assert_eq!(v.report.signer, Signer::Vcek);
     assert_eq!(v.report.version, 2);
     assert!(v.report.debug(), "this vector's policy has DEBUG set");
     assert_eq!(v.report.policy, 0xb0000);
@@ -141,7 +150,7 @@ fn real_reports_verify_with_their_expected_fields() {
     assert_eq!(v.report.policy, 0x3001f);
 
     let v = trustee_vlek().verify().expect("trustee VLEK vector");
-    assert_eq!(v.signer, Signer::Vlek);
+    assert_eq!(v.report.signer, Signer::Vlek);
     assert_eq!(v.report.version, 3);
     assert_eq!(v.report.cpuid, Some((0x19, 1, 1)));
     assert_eq!(v.report.chip_id, [0; 64]);
@@ -159,10 +168,7 @@ fn real_reports_verify_with_their_expected_fields() {
 fn every_bit_of_the_signed_report_matters() {
     for case in [virtee(), trustee_vlek()] {
         for byte in 0..SIGNED_LEN {
-            let mut c = Case {
-                report: case.report.clone(),
-                ..clone_case(&case)
-            };
+            let mut c = case.clone();
             c.report[byte] ^= 0x01;
             let e = c
                 .verify()
@@ -185,27 +191,17 @@ fn every_bit_of_the_signed_report_matters() {
             SIGNED_LEN + 72,
             SIGNED_LEN + 119,
         ] {
-            let mut c = clone_case(&case);
+            let mut c = case.clone();
             c.report[byte] ^= 0x80;
             let e = c.verify().expect_err("signature changed");
             assert_eq!(e.kind(), ErrorKind::BadSignature, "{e}");
         }
         // The unused high bytes of R and the padding after the signature are checked too.
         for byte in [SIGNED_LEN + 48, SIGNED_LEN + 144, 0x4A0 - 1] {
-            let mut c = clone_case(&case);
+            let mut c = case.clone();
             c.report[byte] = 1;
             assert_eq!(c.verify().unwrap_err().kind(), ErrorKind::Malformed);
         }
-    }
-}
-
-fn clone_case(c: &Case) -> Case {
-    Case {
-        report: c.report.clone(),
-        vek: c.vek.clone(),
-        ask: c.ask.clone(),
-        ark: c.ark.clone(),
-        now: c.now,
     }
 }
 

@@ -278,8 +278,16 @@ impl WebhookConfig {
             default_epc: "10Mi".to_string(),
             evidence: EvidenceMode::Auto,
             extra_tolerations: Vec::new(),
-            tdx_runtime_classes: vec!["kata-qemu-tdx".to_string()],
-            snp_runtime_classes: vec!["kata-qemu-snp".to_string()],
+            tdx_runtime_classes: Tee::Tdx
+                .default_runtime_class()
+                .map(String::from)
+                .into_iter()
+                .collect(),
+            snp_runtime_classes: Tee::Snp
+                .default_runtime_class()
+                .map(String::from)
+                .into_iter()
+                .collect(),
             excluded_namespaces: Vec::new(),
         }
     }

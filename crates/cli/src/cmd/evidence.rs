@@ -570,7 +570,7 @@ fn verify_snp(a: &VerifyArgs, report: &[u8], now: i64, global: Global) -> anyhow
         "tee": "snp",
         "report_version": r.version,
         "product": v.product.as_str(),
-        "signer": v.signer.as_str(),
+        "signer": r.signer.as_str(),
         "measurement": hex::encode(r.measurement),
         "host_data": hex::encode(r.host_data),
         "report_data": hex::encode(r.report_data),
@@ -596,7 +596,7 @@ fn verify_snp(a: &VerifyArgs, report: &[u8], now: i64, global: Global) -> anyhow
             "verified: SNP report v{} ({}, signed by its {}) at {}",
             r.version,
             v.product,
-            v.signer.as_str().to_uppercase(),
+            r.signer.as_str().to_uppercase(),
             fmt_time(now)
         );
         println!("measurement:   {}", hex::encode(r.measurement));
