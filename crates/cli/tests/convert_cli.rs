@@ -216,14 +216,29 @@ fn convert_errors_are_clear_and_leave_nothing() {
     // `--tee sgx` without its inputs is refused, naming the missing flag.
     let gdir = gramine_dir(&t.0);
     let key = vector_key();
+    let gdir_flag = vec!["--gramine-dir".to_string(), gdir.display().to_string()];
+    let key_flag = ["--sign-key".to_string(), key.display().to_string()];
+    let root_flag = vec![
+        "--coordinator-root-ca".to_string(),
+        root_ca().display().to_string(),
+    ];
+    let workload_flag = vec!["--workload".to_string(), "web".to_string()];
     for (extra, missing) in [
         (
-            vec!["--gramine-dir".to_string(), gdir.display().to_string()],
+            [&gdir_flag[..], &workload_flag, &root_flag].concat(),
             "--sign-key",
         ),
         (
-            vec!["--sign-key".to_string(), key.display().to_string()],
+            [&key_flag[..], &workload_flag, &root_flag].concat(),
             "--gramine-dir",
+        ),
+        (
+            [&key_flag[..], &gdir_flag, &root_flag].concat(),
+            "--workload",
+        ),
+        (
+            [&key_flag[..], &gdir_flag, &workload_flag].concat(),
+            "--coordinator-root-ca",
         ),
     ] {
         let o = coffer()
@@ -280,10 +295,13 @@ fn vector_key() -> PathBuf {
 }
 
 /// A stand-in Gramine library directory: `sgx/libpal.so` is a real ELF shared object of this
-/// machine (the system libc, as the sgx crate's tests use) and `libsysdb.so` a file to hash.
+/// machine (the system libc, as the sgx crate's tests use), `sgx/loader` a real dynamically
+/// linked program (`echo`, so a started image prints what Gramine's loader would get), and
+/// `libsysdb.so` and `runtime/glibc/libc.so.6` files to hash.
 fn gramine_dir(t: &Path) -> PathBuf {
     let d = t.join("gramine");
     std::fs::create_dir_all(d.join("sgx")).unwrap();
+    std::fs::create_dir_all(d.join("runtime/glibc")).unwrap();
     let libc = [
         "/lib/x86_64-linux-gnu/libc.so.6",
         "/usr/lib/x86_64-linux-gnu/libc.so.6",
@@ -292,8 +310,54 @@ fn gramine_dir(t: &Path) -> PathBuf {
     .find(|p| Path::new(p).exists())
     .expect("a system libc.so.6 to stand in for libpal.so");
     std::fs::copy(libc, d.join("sgx/libpal.so")).unwrap();
+    std::fs::copy("/bin/echo", d.join("sgx/loader")).unwrap();
     std::fs::write(d.join("libsysdb.so"), b"stand-in libsysdb\n").unwrap();
+    std::fs::write(
+        d.join("runtime/glibc/libc.so.6"),
+        b"stand-in Gramine glibc\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("runtime/glibc/ld-linux-x86-64.so.2"),
+        b"stand-in ld.so\n",
+    )
+    .unwrap();
     d
+}
+
+/// A PEM certificate standing in for the Coordinator's root CA.
+fn root_ca() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/vectors/intel-qvl-sample/PCKCertSelection-SampleData/pck0_sample.pem")
+}
+
+/// The `--tee sgx` flags besides the key and Gramine.
+fn sgx_flags() -> Vec<String> {
+    vec![
+        "--workload".into(),
+        "web".into(),
+        "--coordinator-root-ca".into(),
+        root_ca().display().to_string(),
+        "--secret-dir".into(),
+        "/run/secrets".into(),
+    ]
+}
+
+/// The ENTRYPOINT of a single-manifest OCI layout's config.
+fn entrypoint(layout: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(
+        layout,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&blob(
+        layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    config["config"]["Entrypoint"].clone()
 }
 
 /// Reads a blob of an OCI layout by digest (`sha256:…`).
@@ -366,7 +430,8 @@ fn convert_tee_sgx_emits_a_signed_gramine_enclave() {
             .arg("--isv-svn")
             .arg("3")
             .arg("--allowed")
-            .arg("/var/cache/**"));
+            .arg("/var/cache/**")
+            .args(sgx_flags()));
         (out, serde_json::from_slice(&o.stdout).unwrap())
     };
     let (out, v) = run("out");
@@ -393,10 +458,11 @@ fn convert_tee_sgx_emits_a_signed_gramine_enclave() {
     let sig = &files["coffer/gramine/coffer.sig"];
 
     // The SIGSTRUCT parses, its signature verifies, and it signs the MRENCLAVE that Gramine's
-    // layout gives for the emitted manifest and the libpal.so used.
+    // layout gives for the emitted manifest and the libpal.so shipped in the image.
     let ss = coffer_sgx::Sigstruct::parse(sig).unwrap();
     ss.verify().unwrap();
-    let libpal = std::fs::read(gdir.join("sgx/libpal.so")).unwrap();
+    let libpal = files["coffer/gramine/lib/sgx/libpal.so"].clone();
+    assert_eq!(libpal, std::fs::read(gdir.join("sgx/libpal.so")).unwrap());
     let m =
         coffer_sgx::gramine::measure(manifest, &libpal, &coffer_sgx::gramine::LayoutConstants::V1)
             .unwrap();
@@ -423,6 +489,62 @@ fn convert_tee_sgx_emits_a_signed_gramine_enclave() {
     assert!(text.contains("\"file:/bin/busybox\""));
     assert!(text.contains("\"file:/var/cache/\""));
     assert!(text.contains("sgx.remote_attestation = \"dcap\""));
+    // Gramine is in the image, and the launcher's configuration is measured, not the host's.
+    let toml: toml::Value = toml::from_str(text).unwrap();
+    assert_eq!(
+        toml["loader"]["entrypoint"]["uri"].as_str(),
+        Some("file:/coffer/gramine/lib/libsysdb.so")
+    );
+    assert_eq!(
+        toml["loader"]["entrypoint"]["sha256"].as_str().unwrap(),
+        hex::encode(sha2::Sha256::digest(
+            &files["coffer/gramine/lib/libsysdb.so"]
+        ))
+    );
+    let env = &toml["loader"]["env"];
+    assert_eq!(env["COFFER_WORKLOAD"].as_str(), Some("web"));
+    assert_eq!(env["COFFER_EVIDENCE"].as_str(), Some("gramine"));
+    assert_eq!(
+        env["COFFER_ROOT_CA"].as_str(),
+        Some("/coffer/gramine/coordinator-root-ca.pem")
+    );
+    assert_eq!(
+        env["COFFER_SECRET_DIRS"].as_str(),
+        Some("/coffer/tls:/run/secrets")
+    );
+    assert!(env["LD_LIBRARY_PATH"]
+        .as_str()
+        .unwrap()
+        .starts_with("/coffer/gramine/lib/runtime/glibc:"));
+    assert_eq!(
+        env["COFFER_COORDINATOR"]["passthrough"].as_bool(),
+        Some(true)
+    );
+    assert!(env.get("COFFER_SIM_DIR").is_none() && env.get("COFFER_ROOTFS").is_none());
+    assert_eq!(
+        toml["sys"]["enable_sigterm_injection"].as_bool(),
+        Some(true)
+    );
+    let root_hash = hex::encode(sha2::Sha256::digest(std::fs::read(root_ca()).unwrap()));
+    assert!(text.contains(&format!(
+        "{{ uri = \"file:/coffer/gramine/coordinator-root-ca.pem\", sha256 = \"{root_hash}\" }}"
+    )));
+    assert!(text.contains("\"file:/coffer/gramine/lib/runtime/glibc/libc.so.6\""));
+    let mounts: Vec<&str> = toml["fs"]["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(mounts, ["/coffer/tls", "/run/secrets", "/tmp"]);
+    // The host loader runs with the glibc bundled beside it, from the image's ENTRYPOINT.
+    assert!(files.contains_key("coffer/gramine/host/loader"));
+    assert!(files.contains_key("coffer/gramine/host/ld.so"));
+    assert!(files.contains_key("coffer/gramine/host/libc.so.6"));
+    assert_eq!(
+        entrypoint(&out),
+        serde_json::json!(["/coffer/launcher", "--start-gramine-sgx"])
+    );
 
     // A tampered signed byte (ISVSVN) no longer verifies.
     let mut bad = sig.clone();
@@ -456,6 +578,7 @@ fn convert_tee_sgx_emits_a_signed_gramine_enclave() {
         .arg(&gdir)
         .arg("--allowed")
         .arg("/var/*.log")
+        .args(sgx_flags())
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));

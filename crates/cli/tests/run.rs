@@ -413,3 +413,82 @@ fn the_container_has_its_own_hostname_hosts_and_hostname_files() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("need a container runtime"), "{stderr}");
 }
+
+/// An SGX image starts Gramine's loader from its ENTRYPOINT with neither a shell nor a C
+/// library in the image: the host loader runs on the glibc Coffer bundled beside it. `echo`
+/// stands in for Gramine's loader (this machine has no SGX), so the container prints exactly
+/// the command line Gramine's loader would get.
+#[test]
+fn an_sgx_image_starts_gramines_loader_without_a_shell_or_libc_in_the_image() {
+    let runc = runc_installed();
+    if !runc || !is_static(&launcher()) || !is_root() {
+        eprintln!("skipped: needs runc, root and the static launcher (scripts/test.sh builds it)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    source_image(&src);
+    let gramine = tmp.path().join("gramine");
+    fs::create_dir_all(gramine.join("sgx")).unwrap();
+    fs::create_dir_all(gramine.join("runtime/glibc")).unwrap();
+    fs::copy("/bin/echo", gramine.join("sgx/loader")).unwrap();
+    fs::write(gramine.join("sgx/libpal.so"), b"not an ELF: refused").unwrap();
+    fs::write(gramine.join("libsysdb.so"), b"stand-in libsysdb").unwrap();
+    fs::write(gramine.join("runtime/glibc/libc.so.6"), b"stand-in").unwrap();
+    let convert_sgx = |libpal: &Path| {
+        fs::copy(libpal, gramine.join("sgx/libpal.so")).unwrap();
+        let out = tmp.path().join("sgx");
+        let _ = fs::remove_dir_all(&out);
+        let o = coffer()
+            .arg("convert")
+            .arg(format!("oci:{}", src.display()))
+            .arg(format!("oci:{}", out.display()))
+            .arg("--launcher")
+            .arg(launcher())
+            .args(["--tee", "sgx", "--workload", "web", "--sign-key"])
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../testdata/vectors/sgx-sign/encl.pem"),
+            )
+            .arg("--gramine-dir")
+            .arg(&gramine)
+            .arg("--coordinator-root-ca")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(
+                "../../testdata/vectors/intel-qvl-sample/PCKCertSelection-SampleData/pck0_sample.pem",
+            ))
+            .output()
+            .unwrap();
+        (out, o)
+    };
+    // A libpal.so that is no ELF shared object cannot be measured: refused, nothing written.
+    let (out, o) = convert_sgx(&gramine.join("libsysdb.so"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!out.exists());
+    let libc = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .map(Path::new)
+    .find(|p| p.exists())
+    .unwrap();
+    let (out, o) = convert_sgx(libc);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let run = coffer()
+        .arg("run")
+        .arg(&out)
+        .args(["--coordinator", "127.0.0.1:9", "--", "pod", "args"])
+        .env("LD_PRELOAD", "/nonexistent.so")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "/coffer/gramine/lib/sgx/libpal.so init /coffer/gramine/coffer\n",
+        "{stderr}"
+    );
+    // The pod's arguments are named as ignored, not silently dropped.
+    assert!(stderr.contains("ignoring 2 argument(s)"), "{stderr}");
+}

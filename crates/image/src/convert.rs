@@ -346,8 +346,11 @@ fn io_err<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> E
 pub(crate) struct EnclaveOutput {
     /// Recorded in the labels and the report.
     pub(crate) info: SgxInfo,
-    /// Files added to the coffer layer: `(absolute path under /coffer, bytes)`.
-    pub(crate) files: Vec<(String, Vec<u8>)>,
+    /// Files added to the coffer layer: `(absolute path under /coffer, bytes, mode)`; their
+    /// parent directories are added too.
+    pub(crate) files: Vec<(String, Vec<u8>, u32)>,
+    /// Arguments after `/coffer/launcher` in the image's ENTRYPOINT.
+    pub(crate) entrypoint_args: Vec<String>,
 }
 
 /// An enclave build step: gets the sealed workload file and its exact JSON bytes (as written
@@ -611,10 +614,15 @@ pub(crate) fn convert_with(
         (WORKLOAD_PATH.into(), LayerItem::Bytes(&wf_json, 0o644)),
     ];
     if let Some(eo) = &enclave_out {
-        entries.push(("/coffer/gramine".into(), LayerItem::Dir));
-        for (path, bytes) in &eo.files {
-            entries.push((path.clone(), LayerItem::Bytes(bytes, 0o644)));
+        let mut dirs = std::collections::BTreeSet::new();
+        for (path, bytes, mode) in &eo.files {
+            let mut d = paths::parent(path);
+            while d != "/" && d != "/coffer" && dirs.insert(d.to_string()) {
+                d = paths::parent(d);
+            }
+            entries.push((path.clone(), LayerItem::Bytes(bytes, *mode)));
         }
+        entries.extend(dirs.into_iter().map(|d| (d, LayerItem::Dir)));
     }
     for e in &encs {
         entries.push((
@@ -636,7 +644,11 @@ pub(crate) fn convert_with(
     // 5. Config, manifest, index.
     let mut config = loaded.config.clone();
     let mut c = cfg.clone();
-    c.set_entrypoint(Some(vec![LAUNCHER_PATH.to_string()]));
+    let mut entrypoint = vec![LAUNCHER_PATH.to_string()];
+    if let Some(eo) = &enclave_out {
+        entrypoint.extend(eo.entrypoint_args.iter().cloned());
+    }
+    c.set_entrypoint(Some(entrypoint));
     c.set_cmd(None);
     let mut labels = c.labels().clone().unwrap_or_default();
     labels.insert(LABEL_MEASUREMENT.into(), wf.image_measurement.hex());

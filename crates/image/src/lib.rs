@@ -7,8 +7,8 @@
 //! - [`protect`]: the encrypted-file format (AES-256-GCM in authenticated chunks, bound to the
 //!   path) used by `coffer convert --encrypt`.
 //! - [`paths`]: canonical in-image paths and globs.
-//! - `sgx` (feature `sgx`): `convert --tee sgx`, which also renders, measures and signs the
-//!   image's Gramine enclave (`/coffer/gramine/coffer.manifest.sgx`, `/coffer/gramine/coffer.sig`).
+//! - `sgx` (feature `sgx`): `convert --tee sgx`, which puts Gramine into the image and renders,
+//!   measures and signs its enclave; [`gramine`] says where everything goes.
 //!
 //! ```
 //! use coffer_image::workload::{WorkloadFile, TrustedFile, FORMAT_VERSION};
@@ -42,6 +42,7 @@
 pub mod convert;
 mod digest;
 mod error;
+pub mod gramine;
 pub mod layout;
 pub mod paths;
 pub mod protect;

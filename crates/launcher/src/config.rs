@@ -82,6 +82,10 @@ pub struct Config {
     pub chroot: bool,
     /// `COFFER_ACTIVATE_TIMEOUT`: seconds to keep retrying an unreachable Coordinator.
     pub activate_timeout: Duration,
+    /// `COFFER_SECRET_DIRS`: under Gramine, the in-enclave tmpfs directories the manifest's
+    /// files may go to (the converted image's manifest fixes it); always includes
+    /// [`crate::materialise::TLS_DIR`].
+    pub secret_dirs: Vec<String>,
 }
 
 /// Names of the variables the launcher reads; they are removed from the app's environment.
@@ -98,6 +102,7 @@ pub const LAUNCHER_VARS: &[&str] = &[
     "COFFER_ROOTFS",
     "COFFER_CHROOT",
     "COFFER_ACTIVATE_TIMEOUT",
+    "COFFER_SECRET_DIRS",
 ];
 
 impl Config {
@@ -166,6 +171,20 @@ impl Config {
                 )?)
             }
         };
+        let mut secret_dirs = vec![crate::materialise::TLS_DIR.to_string()];
+        for d in get("COFFER_SECRET_DIRS").unwrap_or("").split(':') {
+            if d.is_empty() {
+                continue;
+            }
+            crate::fsutil::canonical_components(d).map_err(|e| {
+                Error::Config(format!(
+                    "COFFER_SECRET_DIRS: {d:?} is not a canonical path: {e}"
+                ))
+            })?;
+            if !secret_dirs.iter().any(|s| s == d) {
+                secret_dirs.push(d.to_string());
+            }
+        }
         let rootfs = path("COFFER_ROOTFS", "/");
         if !rootfs.is_absolute() {
             return Err(Error::Config(
@@ -185,6 +204,7 @@ impl Config {
             rootfs,
             chroot,
             activate_timeout,
+            secret_dirs,
         })
     }
 
@@ -271,6 +291,10 @@ mod tests {
             &CoordinatorTrust::Measurement([0xab; 32])
         );
         assert_eq!(c.activate_timeout, Duration::from_secs(5));
+        assert_eq!(c.secret_dirs, ["/coffer/tls"]);
+        let c =
+            Config::from_env(&env(&[("COFFER_SECRET_DIRS", "/coffer/tls:/etc/app/s:")])).unwrap();
+        assert_eq!(c.secret_dirs, ["/coffer/tls", "/etc/app/s"]);
     }
 
     #[test]
@@ -288,6 +312,7 @@ mod tests {
             ("COFFER_ROOTFS", "relative", "COFFER_ROOTFS"),
             ("COFFER_CHROOT", "yes", "COFFER_CHROOT"),
             ("COFFER_ACTIVATE_TIMEOUT", "-1", "COFFER_ACTIVATE_TIMEOUT"),
+            ("COFFER_SECRET_DIRS", "/a:b/../c", "COFFER_SECRET_DIRS"),
         ] {
             let err = Config::from_env(&env(&[(k, v)])).unwrap_err();
             assert!(

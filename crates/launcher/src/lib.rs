@@ -31,6 +31,13 @@
 //! | `COFFER_ROOTFS` | the image root (tests, `coffer run --no-runtime`) | `/` |
 //! | `COFFER_CHROOT` | `1`: chroot into `COFFER_ROOTFS` before exec | `0` |
 //! | `COFFER_ACTIVATE_TIMEOUT` | seconds to keep retrying an unreachable Coordinator | 300 |
+//! | `COFFER_SECRET_DIRS` | under Gramine: `:`-separated in-enclave tmpfs directories for the manifest's files | `/coffer/tls` |
+//!
+//! Inside an SGX image converted with `--tee sgx`, Gramine's manifest fixes
+//! `COFFER_EVIDENCE`, `COFFER_WORKLOAD`, `COFFER_ROOT_CA`, `COFFER_SECRET_DIRS` and
+//! `LD_LIBRARY_PATH`, passes only `COFFER_COORDINATOR`, `COFFER_INSTANCE_ID` and
+//! `COFFER_ACTIVATE_TIMEOUT` from the host, and fixes argv: Kubernetes `args:` do not reach the
+//! app there, which gets the image's `Entrypoint ++ Cmd` or the manifest's `parameters.argv`.
 //!
 //! The app's environment is its image's `Env`, the host variables the manifest names in
 //! `parameters.host_env` (never the launcher's own or `LD_*`), and the manifest's `env`, which
@@ -47,8 +54,12 @@
 //!
 //! # Trusted files and simulation
 //!
-//! On real hardware (Gramine, TDX) the launcher checks every trusted file against the workload
-//! file *before* activating, so a modified image never receives secrets. In simulation the
+//! In a TD the launcher checks every trusted file against the workload file *before*
+//! activating, so a modified image never receives secrets. Inside Gramine, Gramine itself
+//! checks each trusted file against the measured manifest when it is opened, so the launcher
+//! reports the workload file's image measurement without hashing the image again; there it
+//! also refuses any manifest file outside `COFFER_SECRET_DIRS` (anything else would be written
+//! through to the host's disk) and puts Gramine's glibc first in the app's `LD_LIBRARY_PATH`. In simulation the
 //! simulated "hardware" measures what is on disk: the image measurement recomputed from the
 //! files becomes the quote's MRENCLAVE, so the Coordinator refuses a modified image with a
 //! policy mismatch; the launcher checks the files again after activation, before it writes or
@@ -132,24 +143,36 @@ pub fn prepare(
     let (tls, pinned_root) = coordinator_tls(config, &source)?;
     let user = materialise::resolve_user(rootfs, &wf.user)?;
 
-    let measured = coffer_image::workload::measure_rootfs(rootfs, &wf)
-        .map_err(|e| Error::Integrity(e.to_string()))?;
-    if !source.is_simulated() {
-        measured
-            .check()
+    let in_enclave = matches!(source, Source::Gramine(_));
+    // Inside Gramine every trusted file is checked by Gramine itself when opened, against the
+    // hash in the measured manifest, under every path that reaches it
+    // (`libos/src/fs/chroot/trusted.c`), and the manifest pins this workload file. Hashing the
+    // image again would only repeat that, slowly; and symlinks are invisible there, so an
+    // lstat-based check would see every link as a regular file.
+    let measured = if in_enclave {
+        None
+    } else {
+        let m = coffer_image::workload::measure_rootfs(rootfs, &wf)
             .map_err(|e| Error::Integrity(e.to_string()))?;
-    }
+        if !source.is_simulated() {
+            m.check().map_err(|e| Error::Integrity(e.to_string()))?;
+        }
+        Some(m)
+    };
+    let image_measurement = measured
+        .as_ref()
+        .map_or(wf.image_measurement, |m| m.measurement);
 
     let key = activate::WorkloadKey::generate()?;
     // The image as measured on disk (outside simulation checked above against the workload
-    // file).
-    let report_data = key.report_data(&measured.measurement.0);
+    // file), or as Gramine enforces it.
+    let report_data = key.report_data(&image_measurement.0);
     let quote = match &source {
         Source::Gramine(root) => evidence::gramine_quote(root, &report_data)?,
         Source::Tsm(root) => evidence::tsm_quote(root, &report_data)?,
         Source::Sim(dir) => {
             eprintln!("coffer-launcher: WARNING: using the SIMULATED platform in {}: no hardware protection", dir.display());
-            sim::sim_quote(dir, &wf, &measured.measurement, &report_data)?
+            sim::sim_quote(dir, &wf, &image_measurement, &report_data)?
         }
     };
     let req = activate::Request {
@@ -158,15 +181,26 @@ pub fn prepare(
         instance_id: config.instance_id,
         trust: config.trust()?,
         timeout: config.activate_timeout,
-        image_measurement: measured.measurement.0,
+        image_measurement: image_measurement.0,
     };
     let activated = activate::activate(&req, &tls, &key, &quote, pinned_root.as_deref())?;
     let resp = &activated.response;
 
-    measured
-        .check()
-        .map_err(|e| Error::Integrity(e.to_string()))?;
+    if let Some(m) = &measured {
+        m.check().map_err(|e| Error::Integrity(e.to_string()))?;
+    }
     materialise::check_file_paths(resp, &wf)?;
+    if in_enclave {
+        materialise::check_enclave_paths(resp, &config.secret_dirs)?;
+        if !wf.encrypted_files.is_empty() {
+            return Err(Error::Integrity(
+                "the image has files encrypted for decryption in place, which Gramine refuses \
+                 and which would put plaintext on the host's disk; for SGX deliver them as \
+                 manifest files into a --secret-dir instead of --encrypt"
+                    .into(),
+            ));
+        }
+    }
     let key_pem = key.private_key_pem();
     let written = materialise::write_files(rootfs, resp, &key_pem, &wf, user)?;
     let decrypted =
@@ -178,6 +212,14 @@ pub fn prepare(
         &resp.parameters.env,
     );
     materialise::add_runtime_defaults(&mut env, rootfs, user);
+    if in_enclave {
+        // Gramine's glibc first, so the app's system calls go straight into the LibOS.
+        let image_dirs = env.get("LD_LIBRARY_PATH").cloned();
+        env.insert(
+            "LD_LIBRARY_PATH".into(),
+            coffer_image::gramine::library_path(image_dirs.as_deref()),
+        );
+    }
     let argv = materialise::argv(&wf, runtime_args, resp.parameters.argv.as_ref());
     eprintln!(
         "coffer-launcher: activated {workload} (instance {}, {} evidence); wrote {written} files, decrypted {decrypted}; starting {}",

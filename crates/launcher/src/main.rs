@@ -13,6 +13,11 @@ then execs the image's original entrypoint. It is the entrypoint of images made 
 
 USAGE:
     coffer-launcher [ARGS...]          activate, then exec Entrypoint ++ (ARGS or Cmd)
+    coffer-launcher --start-gramine-sgx
+                                       (SGX images' ENTRYPOINT) start Gramine's loader on
+                                       /coffer/gramine/coffer.manifest.sgx; inside the
+                                       enclave the launcher runs with the manifest's argv
+                                       and environment, and a pod's args: are ignored
     coffer-launcher --check [ARGS...]  print what would happen, without activating
     coffer-launcher -- ARGS...         ARGS are the app's, even if they start with --
 
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
             check = true;
             args.remove(0);
         }
+        Some(coffer_image::gramine::START_FLAG) => return start_gramine(&args[1..]),
         _ => {}
     }
     if args.first().map(String::as_str) == Some("--") {
@@ -81,6 +87,40 @@ fn main() -> ExitCode {
     };
     let err = coffer_launcher::exec::exec(&config.rootfs, config.chroot, &plan);
     fail(&err)
+}
+
+/// Outside the enclave: replaces this process with Gramine's loader, as the `gramine-sgx`
+/// script would, so the container needs no shell. Returns only on failure.
+fn start_gramine(ignored_args: &[String]) -> ExitCode {
+    use coffer_image::gramine;
+    use std::os::unix::process::CommandExt as _;
+    if !ignored_args.is_empty() {
+        eprintln!(
+            "coffer-launcher: ignoring {} argument(s): inside SGX the app's arguments come from \
+             the image and the Coordinator's manifest (parameters.argv), which are attested",
+            ignored_args.len()
+        );
+    }
+    let argv = gramine::start_argv();
+    let host_env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let err = std::process::Command::new(&argv[0])
+        .arg0(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .envs(gramine::start_env(&host_env))
+        .exec();
+    eprintln!(
+        "coffer-launcher: error: cannot start Gramine's loader {}: {err}; is this an image \
+         converted with --tee sgx?",
+        argv[0]
+    );
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
 }
 
 fn fail(e: &coffer_launcher::Error) -> ExitCode {

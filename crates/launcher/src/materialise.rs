@@ -185,6 +185,30 @@ pub fn check_file_paths(resp: &Activation, wf: &WorkloadFile) -> Result<(), Erro
     Ok(())
 }
 
+/// Inside an enclave only in-enclave tmpfs directories keep a file off the host's disk:
+/// Gramine writes any other allowed path through to the host in plaintext. Every file of the
+/// activation must therefore lie under one of `secret_dirs` (fixed by the measured manifest),
+/// and the start stops before anything is written when one does not.
+pub fn check_enclave_paths(resp: &Activation, secret_dirs: &[String]) -> Result<(), Error> {
+    for f in &resp.parameters.files {
+        let inside = secret_dirs.iter().any(|d| {
+            f.path
+                .strip_prefix(d.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        });
+        if !inside {
+            return Err(Error::Parameters(format!(
+                "the manifest's file {:?} is outside the enclave's tmpfs directories ({}): \
+                 inside SGX it would land on the host's disk in plaintext; target one of \
+                 them, or convert the image again with --secret-dir for its directory",
+                f.path,
+                secret_dirs.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Writes the TLS identity and the Coordinator's files under `rootfs`, owned by the app's user
 /// when it has one. Returns how many files were written.
 pub fn write_files(

@@ -213,19 +213,19 @@ fn tampered_trusted_file_changes_the_simulated_measurement_and_is_refused() {
 }
 
 #[test]
-fn tampered_trusted_file_is_caught_before_activation_on_hardware_paths() {
+fn tampered_trusted_file_is_caught_before_activation_in_a_td() {
     let sim = Sim::new();
     let image = Image::new(
         &["/bin/busybox", "true"],
         &[],
         &[("/etc/app.conf", b"mode=safe\n")],
     );
-    let gramine = fake_gramine(&sim.platform, [0x11; 32]);
-    let server = Server::start(&sim.platform, Expect::Sgx([0x11; 32]), Answer::default());
+    let tsm = fake_tsm(&sim.platform, [0x33; 48], false);
+    let server = Server::start(&sim.platform, Expect::Tdx([0x33; 48]), Answer::default());
     let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
     fs::write(image.root().join("etc/app.conf"), b"mode=evil\n").unwrap();
     let mut c = launcher(&image, &server, &ca);
-    c.env("COFFER_ATTESTATION_ROOT", gramine.path());
+    c.env("COFFER_TSM_ROOT", tsm.path());
     let (code, _, err) = run(c);
     assert_eq!(code, 65, "{err}");
     assert!(
@@ -237,6 +237,70 @@ fn tampered_trusted_file_is_caught_before_activation_on_hardware_paths() {
         0,
         "a modified image must not ask for secrets"
     );
+}
+
+/// Inside Gramine the launcher leaves file integrity to Gramine (which checks every trusted
+/// file against the measured manifest when it is opened) and reports the workload file's image
+/// measurement; it gives the app Gramine's glibc first; and it writes secrets only into the
+/// enclave's tmpfs directories.
+#[test]
+fn inside_gramine_secrets_go_only_to_enclave_tmpfs_and_the_app_gets_gramines_glibc() {
+    let sim = Sim::new();
+    let image = Image::new(
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo $LD_LIBRARY_PATH; cat run/secrets/token",
+        ],
+        &[],
+        &[],
+    );
+    let gramine = fake_gramine(&sim.platform, [0x22; 32]);
+    let answer = |path: &str| Answer {
+        files: vec![(path.into(), b"t0ken".to_vec(), 0o600)],
+        ..Answer::default()
+    };
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx([0x22; 32]),
+        answer("/run/secrets/token"),
+    );
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = launcher(&image, &server, &ca);
+    c.env("COFFER_ATTESTATION_ROOT", gramine.path())
+        .env("COFFER_EVIDENCE", "gramine")
+        .env("COFFER_SECRET_DIRS", "/coffer/tls:/run/secrets");
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("{}\nt0ken", coffer_image::gramine::library_path(None))
+    );
+    let req = server.last_request.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        req.image_measurement.as_deref(),
+        Some(hex::encode(image.measurement()).as_str())
+    );
+
+    // A file outside the tmpfs directories would reach the host's disk: nothing is written.
+    let server = Server::start(
+        &sim.platform,
+        Expect::Sgx([0x22; 32]),
+        answer("/etc/app/token"),
+    );
+    let ca = write_pem(sim.dir.path(), "root2.pem", &server.root_ca_pem);
+    let mut c = launcher(&image, &server, &ca);
+    c.env("COFFER_ATTESTATION_ROOT", gramine.path())
+        .env("COFFER_EVIDENCE", "gramine")
+        .env("COFFER_SECRET_DIRS", "/coffer/tls:/run/secrets");
+    let (code, _, err) = run(c);
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains("/etc/app/token") && err.contains("outside the enclave's tmpfs"),
+        "{err}"
+    );
+    assert!(!image.root().join("etc/app/token").exists());
 }
 
 #[test]

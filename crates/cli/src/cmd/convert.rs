@@ -49,9 +49,10 @@ pub(crate) enum TeeArg {
         coffer convert oci:app oci:app-cc --trusted '/usr/**' --trusted '/app/**' \\
             --allowed /var/cache
 
-    Build for SGX with Gramine (manifest + SIGSTRUCT; prints MRENCLAVE and MRSIGNER):
+    Build for SGX with Gramine (Gramine goes into the image; prints MRENCLAVE and MRSIGNER):
         coffer convert oci:app oci:app-sgx --tee sgx --sign-key enclave-key.pem \\
-            --gramine-dir /usr/lib/x86_64-linux-gnu/gramine --isv-prod-id 1 --isv-svn 2
+            --gramine-dir /usr/lib/x86_64-linux-gnu/gramine --workload web \\
+            --coordinator-root-ca coordinator-root.pem --secret-dir /etc/app/secrets
 
 OUTPUT:
     Prints the image measurement and a manifest `packages` entry to paste. In simulation the
@@ -59,14 +60,21 @@ OUTPUT:
     mrenclave, output, manifest_digest, … for scripts.
 
 SGX (--tee sgx):
-    Coffer renders the Gramine manifest (entrypoint /coffer/launcher, every trusted file with
-    its SHA-256, --allowed paths and runtime mounts as allowed files), computes the MRENCLAVE
-    that Gramine's signer computes for the libpal.so in --gramine-dir, and signs the SIGSTRUCT
-    with --sign-key (date from SOURCE_DATE_EPOCH, or none, so output stays reproducible). The
-    image gets /coffer/gramine/coffer.manifest.sgx and /coffer/gramine/coffer.sig, and the
-    labels dev.coffer.sgx.mrenclave / dev.coffer.sgx.mrsigner. Running the enclave needs that
-    same Gramine version installed in the image or on the host; Coffer does not ship Gramine.
-    --allowed must then name files or directories (`/dir/**`), as Gramine has no globs.
+    The Gramine installation in --gramine-dir goes into the image under /coffer/gramine, with
+    the glibc its host loader was built against, so the enclave that runs is the one measured
+    and the image needs no shell or libc of its own. Coffer renders the Gramine manifest
+    (every trusted file with its SHA-256, also under each symlink path that reaches it;
+    --allowed paths and runtime mounts as allowed files; /tmp, /coffer/tls and every
+    --secret-dir as in-enclave tmpfs), computes the MRENCLAVE that Gramine's signer computes
+    for the image's libpal.so, and signs the SIGSTRUCT with --sign-key (date from
+    SOURCE_DATE_EPOCH, or none, so output stays reproducible). The ENTRYPOINT becomes
+    `/coffer/launcher --start-gramine-sgx`, which starts Gramine; inside the enclave the
+    launcher's workload name and Coordinator root CA are measured, and only
+    COFFER_COORDINATOR, COFFER_INSTANCE_ID and COFFER_ACTIVATE_TIMEOUT come from the host.
+    The app's arguments are the image's and the manifest's `parameters.argv`: Gramine ignores
+    a pod's `args:`. The manifest's secret files must target /coffer/tls or a --secret-dir;
+    the launcher refuses any other path rather than write a secret to the host's disk.
+    --allowed must name files or directories (`/dir/**`), as Gramine has no globs.
 
 ENVIRONMENT:
     SOURCE_DATE_EPOCH    timestamp (seconds) for everything written (default 0)")]
@@ -131,18 +139,26 @@ pub(crate) struct ConvertArgs {
     #[arg(long, value_name = "KEY.pem")]
     sign_key: Option<PathBuf>,
 
-    /// Gramine's library directory, holding `sgx/libpal.so` and `libsysdb.so` (required with
-    /// `--tee sgx`; e.g. /usr/lib/x86_64-linux-gnu/gramine). MRENCLAVE is computed for it.
+    /// Gramine's library directory, holding `libsysdb.so`, `sgx/libpal.so`, `sgx/loader` and
+    /// `runtime/glibc` (required with `--tee sgx`; e.g. /usr/lib/x86_64-linux-gnu/gramine). It
+    /// is copied into the image and MRENCLAVE is computed for it.
     #[arg(long, value_name = "DIR")]
     gramine_dir: Option<PathBuf>,
 
-    /// In-image path of Gramine's LibOS (`libsysdb.so`) for the manifest (`--tee sgx`).
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
-    )]
-    gramine_libos: String,
+    /// The workload's name in the Coordinator's manifest (required with `--tee sgx`: inside
+    /// an enclave it is measured, not read from the host).
+    #[arg(long, value_name = "NAME")]
+    workload: Option<String>,
+
+    /// The Coordinator's root CA, PEM (required with `--tee sgx`; from `coffer verify`): the
+    /// launcher inside the enclave trusts only a Coordinator that chains to it.
+    #[arg(long, value_name = "FILE")]
+    coordinator_root_ca: Option<PathBuf>,
+
+    /// A directory for the manifest's secret files, made an in-enclave tmpfs (`--tee sgx`;
+    /// repeatable). /coffer/tls always is one.
+    #[arg(long = "secret-dir", value_name = "DIR")]
+    secret_dirs: Vec<String>,
 
     /// SGX enclave size (`--tee sgx`): a power of two, e.g. 256M, 1G, 4G.
     #[arg(long, value_name = "SIZE", default_value = "1G")]
@@ -241,10 +257,17 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
     let gramine = if args.tee == TeeArg::Sgx {
         Some(gramine_options(&args)?)
     } else {
-        if args.sign_key.is_some() || args.gramine_dir.is_some() || args.debug_enclave {
+        if args.sign_key.is_some()
+            || args.gramine_dir.is_some()
+            || args.debug_enclave
+            || args.workload.is_some()
+            || args.coordinator_root_ca.is_some()
+            || !args.secret_dirs.is_empty()
+        {
             return Err(Failure::new(
                 "usage",
-                "--sign-key, --gramine-dir and --debug-enclave are only used with --tee sgx",
+                "--sign-key, --gramine-dir, --workload, --coordinator-root-ca, --secret-dir and \
+                 --debug-enclave are only used with --tee sgx",
             )
             .into());
         }
@@ -515,8 +538,6 @@ fn print_key_instructions(key_file: Option<&PathBuf>, package: &str) -> anyhow::
 
 /// Largest key file read into memory (keys are KiBs; this bounds a mistake).
 const KEY_FILE_LIMIT: u64 = 1 << 20;
-/// Largest `libpal.so` / `libsysdb.so` read into memory.
-const GRAMINE_LIB_LIMIT: u64 = 256 << 20;
 
 /// Reads at most `limit` bytes of `path`, refusing larger files; `flag` names the option.
 fn read_bounded(path: &Path, limit: u64, flag: &str) -> anyhow::Result<Vec<u8>> {
@@ -543,7 +564,6 @@ fn read_bounded(path: &Path, limit: u64, flag: &str) -> anyhow::Result<Vec<u8>> 
 
 /// Everything `--tee sgx` needs, checked before any conversion work.
 fn gramine_options(args: &ConvertArgs) -> anyhow::Result<coffer_image::sgx::GramineOptions> {
-    use sha2::Digest as _;
     let Some(key_path) = &args.sign_key else {
         return Err(Failure::new(
             "usage",
@@ -566,12 +586,42 @@ fn gramine_options(args: &ConvertArgs) -> anyhow::Result<coffer_image::sgx::Gram
     pem.fill(0);
     let key = parsed
         .map_err(|e| Failure::new("bad_key", format!("--sign-key {}: {e}", key_path.display())))?;
-    let libpal = read_bounded(
-        &dir.join("sgx").join("libpal.so"),
-        GRAMINE_LIB_LIMIT,
-        "--gramine-dir",
-    )?;
-    let libos = read_bounded(&dir.join("libsysdb.so"), GRAMINE_LIB_LIMIT, "--gramine-dir")?;
+    let Some(workload) = args.workload.clone() else {
+        return Err(Failure::new(
+            "usage",
+            "--tee sgx needs --workload NAME (the workload's name in the Coordinator's \
+             manifest; inside the enclave it is measured, not taken from the host)",
+        )
+        .into());
+    };
+    let Some(root_ca_path) = &args.coordinator_root_ca else {
+        return Err(Failure::new(
+            "usage",
+            "--tee sgx needs --coordinator-root-ca FILE (the Coordinator's root CA, PEM, from \
+             `coffer verify`): the launcher in the enclave trusts only that Coordinator",
+        )
+        .into());
+    };
+    let coordinator_root_ca = read_bounded(root_ca_path, KEY_FILE_LIMIT, "--coordinator-root-ca")?;
+    let certs = {
+        use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+        CertificateDer::pem_slice_iter(&coordinator_root_ca)
+            .filter(|c| c.is_ok())
+            .count()
+    };
+    if certs == 0 {
+        return Err(Failure::new(
+            "bad_key",
+            format!(
+                "--coordinator-root-ca {}: no PEM certificate in it",
+                root_ca_path.display()
+            ),
+        )
+        .into());
+    }
+    let installation =
+        coffer_image::sgx::Installation::read(dir, &coffer_image::sgx::default_host_lib_dirs())
+            .map_err(|e| Failure::new("gramine", format!("--gramine-dir: {e}")))?;
     let enclave_size = coffer_sgx::gramine::layout::parse_size(&args.enclave_size)
         .ok()
         .filter(|s| s.is_power_of_two() && *s >= 1 << 20)
@@ -585,15 +635,14 @@ fn gramine_options(args: &ConvertArgs) -> anyhow::Result<coffer_image::sgx::Gram
             )
         })?;
     Ok(coffer_image::sgx::GramineOptions {
-        libpal,
-        libos: (
-            args.gramine_libos.clone(),
-            sha2::Sha256::digest(&libos).into(),
-        ),
+        installation,
         key,
         enclave_size,
         max_threads: args.max_threads,
         debug: args.debug_enclave,
+        workload,
+        coordinator_root_ca,
+        secret_dirs: args.secret_dirs.clone(),
     })
 }
 
@@ -622,8 +671,8 @@ fn print_sgx(
             "image_measurement": measurement,
             "mrenclave": sgx.mrenclave.hex(),
             "mrsigner": sgx.mrsigner.hex(),
-            "gramine_manifest": coffer_image::sgx::GRAMINE_MANIFEST_PATH,
-            "sigstruct": coffer_image::sgx::GRAMINE_SIG_PATH,
+            "gramine_manifest": coffer_image::gramine::MANIFEST,
+            "sigstruct": coffer_image::gramine::SIG,
             "debug_enclave": debug,
             "manifest_digest": report.manifest_digest.oci(),
             "config_digest": report.config_digest.oci(),
@@ -645,8 +694,12 @@ fn print_sgx(
         println!("  MRSIGNER            {}", sgx.mrsigner.hex());
         println!(
             "  Gramine files       {} and {}",
-            coffer_image::sgx::GRAMINE_MANIFEST_PATH,
-            coffer_image::sgx::GRAMINE_SIG_PATH
+            coffer_image::gramine::MANIFEST,
+            coffer_image::gramine::SIG
+        );
+        println!(
+            "  starts with         /coffer/launcher {} (Gramine's loader, then the enclave)",
+            coffer_image::gramine::START_FLAG
         );
         if debug {
             println!("  WARNING: debug enclave (sgx.debug = true): never use it in production");

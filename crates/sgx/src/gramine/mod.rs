@@ -43,7 +43,9 @@ pub struct GramineInput {
     pub libos: (String, [u8; 32]),
     /// Arguments given to the launcher after its own path (`loader.argv` is
     /// `[LAUNCHER_PATH] ++ args`). Usually empty: the launcher takes the original
-    /// entrypoint from `/coffer/workload.json`.
+    /// entrypoint from `/coffer/workload.json`. Being fixed, `loader.argv` makes Gramine
+    /// discard the host's command line (`pal/src/pal_main.c`), so a pod's `args:` never reach
+    /// the enclave.
     pub args: Vec<String>,
     /// Environment: `(name, value)`; names must be `[A-Za-z_][A-Za-z0-9_]*` and unique.
     pub env: Vec<(String, EnvValue)>,
@@ -268,6 +270,9 @@ pub fn render_manifest(input: &GramineInput) -> Result<String> {
         let _ = writeln!(m, "  {{ type = \"tmpfs\", path = {} }},", toml_str(t));
     }
     let _ = writeln!(m, "]");
+    // kubelet stops a pod with SIGTERM; Gramine drops host signals unless told otherwise
+    // (`libos/src/bookkeep/libos_signal.c`).
+    let _ = writeln!(m, "sys.enable_sigterm_injection = true");
     let _ = writeln!(m, "sgx.debug = {}", input.debug);
     let _ = writeln!(m, "sgx.edmm_enable = false");
     let _ = writeln!(
@@ -388,6 +393,7 @@ mod tests {
             Some(true)
         );
         assert_eq!(v["sgx"]["enclave_size"].as_str(), Some("1G"));
+        assert_eq!(v["sys"]["enable_sigterm_injection"].as_bool(), Some(true));
         assert_eq!(v["sgx"]["max_threads"].as_integer(), Some(16));
         assert_eq!(v["sgx"]["remote_attestation"].as_str(), Some("dcap"));
         assert_eq!(v["sgx"]["isvprodid"].as_integer(), Some(7));
