@@ -47,7 +47,9 @@
 //!   its socket directory `/var/run/aesmd` with the other SGX containers through an in-memory
 //!   `emptyDir`, and they get `SGX_AESM_ADDR=1`; the value `aesmd` without such a container
 //!   means the node's aesmd: the host's `/var/run/aesmd` (`DirectoryOrCreate`) in every SGX
-//!   container, with `SGX_AESM_ADDR=1`;
+//!   container, with `SGX_AESM_ADDR=1`. Without the annotation a pod with confidential SGX
+//!   containers gets the node's aesmd too (Gramine quotes only through its socket), except
+//!   with simulated evidence;
 //! - for TDX/SNP: the first configured RuntimeClass (`kata-qemu-tdx` / `kata-qemu-snp` by
 //!   default), unless the pod already names one of the configured ones.
 //!
@@ -965,6 +967,12 @@ fn mutate_sgx(
         .get(ANNOTATION_QUOTE_PROVIDER)
         .map(String::as_str)
     {
+        // Gramine gets quotes only from aesmd's socket (`pal/src/host/linux-sgx/host_platform.c`
+        // connects to /var/run/aesmd/aesm.socket), so a confidential container without a
+        // named provider uses the node's aesmd. Simulated evidence needs none.
+        None if cfg.evidence != EvidenceMode::Sim && confidential.iter().any(|c| *c) => {
+            QuoteProvider::Aesmd
+        }
         None => QuoteProvider::None,
         Some(name) => match spec.containers.iter().position(|c| c.name == name) {
             Some(i) => QuoteProvider::Container(i),
@@ -1350,11 +1358,39 @@ mod tests {
         assert_eq!(limit(&m.pod, 1, RESOURCE_EPC).as_deref(), Some("64Mi"));
         assert_eq!(limit(&m.pod, 1, RESOURCE_AKS_EPC_MIB), None);
         assert_eq!(limit(&m.pod, 2, RESOURCE_EPC).as_deref(), Some("64Mi"));
-        assert_eq!(m.warnings.len(), 2, "{:?}", m.warnings);
+        assert_eq!(m.warnings.len(), 3, "{:?}", m.warnings);
         assert!(m.warnings[0].contains("rewritten to sgx.intel.com/epc 64Mi"));
         assert!(m.warnings[1].contains("keeps its own"));
+        assert!(m.warnings[2].contains("hostPath /var/run/aesmd"));
         let again = mutate_pod(&m.pod, &cfg()).expect("allowed");
         assert_eq!(again.pod, m.pod);
+    }
+
+    #[test]
+    fn gramine_pods_always_get_the_nodes_aesmd_socket_and_the_enclave_device() {
+        let p = coffer_pod(json!({}), json!([{"name": "app"}]));
+        let m = mutate_pod(&p, &cfg()).expect("allowed");
+        let spec = m.pod.spec.as_ref().unwrap();
+        let c = &spec.containers[0];
+        assert_eq!(limit(&m.pod, 0, RESOURCE_ENCLAVE).as_deref(), Some("1"));
+        assert!(limit(&m.pod, 0, RESOURCE_EPC).is_some());
+        assert!(c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|v| v.mount_path == AESMD_DIR && v.name == AESMD_VOLUME));
+        let v = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == AESMD_VOLUME)
+            .expect("the aesmd volume");
+        assert_eq!(v.host_path.as_ref().unwrap().path, AESMD_DIR);
+        // Simulated evidence needs no aesmd.
+        let mut sim = cfg();
+        sim.evidence = EvidenceMode::Sim;
+        let m = mutate_pod(&p, &sim).expect("allowed");
+        assert!(m.pod.spec.unwrap().volumes.unwrap_or_default().is_empty());
     }
 
     #[test]
