@@ -4,6 +4,7 @@
 # Debian-based images start (`docker import` of such a tarball is a one-layer image).
 #   redis.tar   the Essential set + redis-server
 #   python.tar  the Essential set + python3-minimal
+#   nginx.tar   the Essential set + nginx-light (crates/cli/tests/sgx_images.rs checks it for SGX)
 # With --bench, also the large images of the conversion benchmark (BENCHMARKS.md):
 #   python-large.tar  python3 with pip, numpy and scipy (tens of thousands of files)
 #   jdk.tar           openjdk-17-jdk-headless (about 300 MB)
@@ -37,6 +38,7 @@ build() {
 }
 build redis redis-server
 build python python3-minimal
+build nginx nginx-light
 if [ "$bench" = 1 ]; then
     build python-large python3,python3-pip,python3-numpy,python3-scipy
     build jdk openjdk-17-jdk-headless

@@ -18,34 +18,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::image::{
-    free_port, is_root, oci_layout, put_blob, runc_installed, static_launcher, write_index,
+    free_port, is_root, oci_layout, put_blob, rootfs_tarball, runc_installed, static_launcher,
+    write_index,
 };
 use common::*;
 use sha2::{Digest, Sha256};
 
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-fn target_dir() -> PathBuf {
-    // target/debug/coffer → target/
-    PathBuf::from(COFFER)
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .to_path_buf()
-}
-
-/// A root filesystem tarball built by scripts/build-debian-images.sh.
-fn rootfs_tarball(name: &str) -> PathBuf {
-    let p = target_dir()
-        .join("debian-images")
-        .join(format!("{name}.tar"));
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `bash scripts/build-debian-images.sh` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
 
 fn needs_root_and_runc() {
     assert!(

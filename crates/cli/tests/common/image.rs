@@ -138,3 +138,78 @@ pub(crate) fn write_index(dir: &Path, (digest, size): &(String, usize), tag: Opt
     let index = serde_json::json!({ "schemaVersion": 2, "manifests": [entry] });
     fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
+
+/// Files of this machine's glibc that Gramine's runtime glibc (glibc 2.40 built for Gramine,
+/// `subprojects/packagefiles/glibc-2.40/meson.build`) also ships.
+const RUNTIME_GLIBC: &[&str] = &[
+    "ld-linux-x86-64.so.2",
+    "libc.so.6",
+    "libdl.so.2",
+    "libm.so.6",
+    "libmvec.so.1",
+    "libpthread.so.0",
+    "libresolv.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+    "libanl.so.1",
+    "libnss_dns.so.2",
+    "libnss_files.so.2",
+];
+
+/// A stand-in Gramine library directory laid out as Gramine installs it (this machine has
+/// no Gramine): `sgx/libpal.so` is a real ELF shared object (libc), `sgx/loader` a real
+/// dynamically linked program (`echo`, so a started image prints what Gramine's loader would
+/// get), `runtime/glibc` this machine's glibc libraries under the names Gramine's has, and
+/// `libsysdb.so` a file to hash.
+pub(crate) fn gramine_dir(t: &Path) -> PathBuf {
+    let d = t.join("gramine");
+    std::fs::create_dir_all(d.join("sgx")).unwrap();
+    std::fs::create_dir_all(d.join("runtime/glibc")).unwrap();
+    let libdir = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.join("libc.so.6").exists())
+        .expect("this machine's glibc");
+    for lib in RUNTIME_GLIBC {
+        if libdir.join(lib).exists() {
+            std::fs::copy(libdir.join(lib), d.join("runtime/glibc").join(lib)).unwrap();
+        }
+    }
+    std::fs::copy(libdir.join("libc.so.6"), d.join("sgx/libpal.so")).unwrap();
+    std::fs::copy("/bin/echo", d.join("sgx/loader")).unwrap();
+    std::fs::write(d.join("libsysdb.so"), b"stand-in libsysdb\n").unwrap();
+    d
+}
+
+/// The SGX signing key of the test vectors (RSA-3072, e = 3).
+pub(crate) fn sgx_vector_key() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vectors/sgx-sign/encl.pem")
+}
+
+/// A PEM certificate standing in for the Coordinator's root CA.
+pub(crate) fn stand_in_root_ca() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/vectors/intel-qvl-sample/PCKCertSelection-SampleData/pck0_sample.pem")
+}
+
+fn target_dir() -> PathBuf {
+    // target/debug/coffer → target/
+    PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A Debian root filesystem tarball built by scripts/build-debian-images.sh.
+pub(crate) fn rootfs_tarball(name: &str) -> PathBuf {
+    let p = target_dir()
+        .join("debian-images")
+        .join(format!("{name}.tar"));
+    assert!(
+        p.is_file(),
+        "{} is missing: build it with `bash scripts/build-debian-images.sh` (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
