@@ -138,6 +138,10 @@ pub enum Error {
     /// The PAL binary (`libpal.so`) is not an ELF file Gramine's signer could load.
     #[error("Gramine libpal.so: {0}")]
     Elf(String),
+
+    /// A Gramine encrypted (protected) file cannot be written or does not verify.
+    #[error("Gramine encrypted file: {0}")]
+    EncryptedFile(String),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -12,6 +12,7 @@
 //! v1.x): see [`layout`]. [`build`] does render, measure and sign in one call.
 
 pub mod layout;
+pub mod pf;
 
 use serde::Serialize;
 
