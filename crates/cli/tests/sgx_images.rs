@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::Command;
 
 use coffer_gramine_model::check::MANIFEST;
-use coffer_gramine_model::image::Image;
-use coffer_gramine_model::policy::Access;
+use coffer_gramine_model::image::{Image, Node};
+use coffer_gramine_model::policy::{Access, MountKind};
 use coffer_gramine_model::{check_image, Report};
 use common::image::{
     busybox_layer, gramine_dir, oci_layout, rootfs_tarball, sgx_vector_key, stand_in_root_ca,
@@ -91,9 +91,7 @@ fn trusted(r: &Report, action: &str, path: &str) {
 /// The manifest of `image` with `edit` applied, as a host or an older converter would have it.
 fn with_manifest(image: &Image, edit: impl Fn(String) -> String) -> Image {
     let text = match image.resolve(MANIFEST) {
-        Some((_, coffer_gramine_model::image::Node::File { bytes: Some(b), .. })) => {
-            String::from_utf8(b.clone()).unwrap()
-        }
+        Some((_, Node::File { bytes: Some(b), .. })) => String::from_utf8(b.clone()).unwrap(),
         other => panic!("no manifest: {other:?}"),
     };
     let edited = edit(text.clone());
@@ -121,13 +119,26 @@ fn busybox_with_a_shebang_script_runs_inside_gramine_and_broken_manifests_are_ca
             &busybox_layer(),
             &layer(
                 &[("bin/sh", "busybox"), ("usr/bin/env", "../../bin/busybox")],
-                &[("app/run.sh", b"#!/bin/sh\necho hello\n", 0o755)],
+                &[
+                    ("app/run.sh", b"#!/bin/sh\necho hello\n", 0o755),
+                    ("app/conf/db.toml", b"password = \"hunter2\"\n", 0o600),
+                ],
             ),
         ],
         serde_json::json!({ "Entrypoint": ["/app/run.sh"], "Env": [PATH_ENV] }),
         None,
     );
-    let image = convert_sgx(t.path(), &src, &[]);
+    let key_file = t.path().join("image.key");
+    let image = convert_sgx(
+        t.path(),
+        &src,
+        &[
+            "--encrypt",
+            "/app/conf/**",
+            "--key-out",
+            key_file.to_str().unwrap(),
+        ],
+    );
     let r = checked(&image);
     trusted(&r, "exec", "/app/run.sh");
     // The script's interpreter is a symlink: trusted under its own path.
@@ -144,6 +155,24 @@ fn busybox_with_a_shebang_script_runs_inside_gramine_and_broken_manifests_are_ca
         );
     }
     assert!(r.has("host", "/coffer/gramine/host/libc.so.6"), "{r}");
+    // The encrypted file is Gramine's format on the host, under an encrypted mount, and only
+    // the key the launcher writes opens it.
+    assert!(
+        r.steps.iter().any(|s| s.path == "/app/conf/db.toml"
+            && s.access == Access::InEnclave(MountKind::Encrypted)),
+        "{r}"
+    );
+    let stored = match image.resolve("/app/conf/db.toml") {
+        Some((_, Node::File { bytes: Some(b), .. })) => b.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(!String::from_utf8_lossy(&stored).contains("hunter2"));
+    let key = coffer_image::protect::Key::parse(&fs::read(&key_file).unwrap()).unwrap();
+    assert_eq!(
+        &coffer_sgx::gramine::pf::decrypt(&key.gramine_kdk(), "/app/conf/db.toml", &stored)
+            .unwrap()[..],
+        b"password = \"hunter2\"\n"
+    );
 
     // What earlier conversions did, and what a host would like to do, is caught.
     // Symlink paths not listed: the shell is refused.
@@ -193,6 +222,17 @@ fn busybox_with_a_shebang_script_runs_inside_gramine_and_broken_manifests_are_ca
             )
         }),
         "SIGTERM",
+    );
+    // The encrypted file without its encrypted mount: Gramine would refuse it (or, were it
+    // allowed, hand the app ciphertext).
+    problems_mention(
+        &with_manifest(&image, |m| {
+            m.lines()
+                .filter(|l| !l.contains("type = \"encrypted\""))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
+        "not under an encrypted mount",
     );
     // A file the host swapped under a trusted path.
     let mut swapped = image.clone();

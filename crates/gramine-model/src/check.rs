@@ -304,6 +304,27 @@ fn check_launcher(image: &Image, policy: &Policy, wf: &serde_json::Value, r: &mu
         "/dev/attestation/quote",
         policy.open(image, "/dev/attestation/quote"),
     );
+    // `--encrypt` files: the launcher writes the mounts' key and reads each through its mount.
+    for f in wf["encrypted_files"].as_array().into_iter().flatten() {
+        let Some(path) = f["path"].as_str() else {
+            continue;
+        };
+        match r.step("read", path, policy.open(image, path)) {
+            Access::InEnclave(MountKind::Encrypted) => {
+                if !matches!(image.resolve(path), Some((_, Node::File { .. }))) {
+                    r.problem(format!("the encrypted file {path} is missing on the host"));
+                }
+                if f.get("plaintext_mac").is_none() {
+                    r.problem(format!(
+                        "{path} is mounted encrypted but stored in Coffer's own format"
+                    ));
+                }
+            }
+            other => r.problem(format!(
+                "the encrypted file {path} is not under an encrypted mount: {other:?}"
+            )),
+        }
+    }
 
     // Secrets: only into the enclave.
     let mut secret_files: Vec<String> = TLS_FILES.iter().map(|s| s.to_string()).collect();

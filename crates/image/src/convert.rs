@@ -357,18 +357,26 @@ pub(crate) struct EnclaveOutput {
 /// into the image) and returns what to add.
 pub(crate) type EnclaveHook<'a> = &'a dyn Fn(&WorkloadFile, &[u8]) -> Result<EnclaveOutput, Error>;
 
+/// Writes the stored form of one `--encrypt` file from its plaintext (in the file at the
+/// given path) instead of Coffer's own format, and returns the plaintext MAC to record
+/// ([`EncryptedFile::plaintext_mac`]). `--tee sgx` uses Gramine's format.
+pub(crate) type FileEncryptor<'a> =
+    &'a dyn Fn(&Key, &str, &Digest, &Path, &mut dyn Write) -> Result<Option<Digest>, Error>;
+
 /// Converts an image; see the module docs.
 pub fn convert(
     opts: &ConvertOptions,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<ConvertReport, Error> {
-    convert_with(opts, None, progress)
+    convert_with(opts, None, None, progress)
 }
 
-/// [`convert`] with an optional enclave build step run once the workload file is final.
+/// [`convert`] with an optional enclave build step run once the workload file is final, and
+/// an optional format for encrypted files.
 pub(crate) fn convert_with(
     opts: &ConvertOptions,
     enclave: Option<EnclaveHook<'_>>,
+    encryptor: Option<FileEncryptor<'_>>,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<ConvertReport, Error> {
     let encrypt = Globs::new(&opts.encrypt)?;
@@ -531,17 +539,30 @@ pub(crate) fn convert_with(
                         ));
                     };
                     let file = work.join("enc").join(format!("{}", encs.len()));
-                    let salt = Salt::deterministic(key, path, sha256);
-                    let input = fs::File::open(spill).map_err(io_err("reading", spill))?;
                     let f = fs::File::create(&file).map_err(io_err("creating", &file))?;
                     let mut hw = HashWriter::new(BufWriter::new(f));
-                    protect::encrypt(key, path, salt, std::io::BufReader::new(input), &mut hw)?;
+                    let plaintext_mac = match encryptor {
+                        Some(encrypt_file) => encrypt_file(key, path, sha256, spill, &mut hw)?,
+                        None => {
+                            let salt = Salt::deterministic(key, path, sha256);
+                            let input = fs::File::open(spill).map_err(io_err("reading", spill))?;
+                            protect::encrypt(
+                                key,
+                                path,
+                                salt,
+                                std::io::BufReader::new(input),
+                                &mut hw,
+                            )?;
+                            None
+                        }
+                    };
                     let (_, digest, len) = hw.finish();
                     wf.encrypted_files.push(EncryptedFile {
                         path: path.clone(),
                         sha256: digest,
                         size: len,
                         mode: node.mode,
+                        plaintext_mac,
                     });
                     encs.push(Enc {
                         path: path.clone(),

@@ -44,6 +44,9 @@ pub const MANIFEST: &str = "/coffer/gramine/coffer.manifest.sgx";
 pub const SIG: &str = "/coffer/gramine/coffer.sig";
 /// The Coordinator's root CA pinned at conversion (`--coordinator-root-ca`).
 pub const COORDINATOR_ROOT_CA: &str = "/coffer/gramine/coordinator-root-ca.pem";
+/// The key name of the image's encrypted mounts (`--encrypt --tee sgx`): the launcher writes
+/// the key to `/dev/attestation/keys/coffer_image`.
+pub const ENCRYPTED_KEY_NAME: &str = "coffer_image";
 /// The launcher's first argument in an SGX image's ENTRYPOINT: start Gramine.
 pub const START_FLAG: &str = "--start-gramine-sgx";
 

@@ -129,6 +129,43 @@ impl Key {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// The 16-byte key Gramine's encrypted mounts use for `--encrypt --tee sgx` files (its
+    /// protected-file format takes an AES-128 key). The launcher writes it to
+    /// `/dev/attestation/keys/coffer_image` inside the enclave; the image key never leaves it.
+    pub fn gramine_kdk(&self) -> Zeroizing<[u8; 16]> {
+        let hk = hkdf::Hkdf::<Sha256>::new(None, self.as_bytes());
+        let mut k = Zeroizing::new([0u8; 16]);
+        // 16 bytes is far below HKDF-SHA256's limit.
+        let _ = hk.expand(b"coffer-protect/v1 gramine kdk", k.as_mut());
+        k
+    }
+
+    /// A keyed digest of a file's plaintext at `path`, recorded in the workload file so the
+    /// launcher can refuse an older ciphertext the host puts back in place: Gramine's format
+    /// binds a file to its path, not to its version. Keyed, so the image reveals nothing about
+    /// the plaintext.
+    pub fn plaintext_mac(&self, path: &str, plaintext_sha256: &Digest) -> Digest {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.as_bytes())
+            .unwrap_or_else(|_| unreachable_hmac());
+        mac.update(b"coffer-protect/v1 plaintext");
+        mac.update(&(path.len() as u32).to_be_bytes());
+        mac.update(path.as_bytes());
+        mac.update(plaintext_sha256.as_bytes());
+        Digest(mac.finalize().into_bytes().into())
+    }
+
+    /// The seed of the random source for Gramine's format, so a conversion stays reproducible
+    /// (one seed per key, path and content: the module docs' argument for salts applies).
+    pub fn gramine_seed(&self, path: &str, plaintext_sha256: &Digest) -> Zeroizing<[u8; 32]> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.as_bytes())
+            .unwrap_or_else(|_| unreachable_hmac());
+        mac.update(b"coffer-protect/v1 gramine seed");
+        mac.update(&(path.len() as u32).to_be_bytes());
+        mac.update(path.as_bytes());
+        mac.update(plaintext_sha256.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
 }
 
 /// The 16-byte salt in a protected file's header, from which its file key and nonces derive.

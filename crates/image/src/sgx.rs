@@ -18,6 +18,11 @@
 //!   `/coffer/workload.json` and Gramine's runtime glibc.
 //! - **Where secrets go:** `/coffer/tls` and every `--secret-dir` are in-enclave tmpfs mounts,
 //!   listed to the launcher in `COFFER_SECRET_DIRS`; it writes no secret anywhere else.
+//! - **Encrypted files:** `--encrypt` files are written in Gramine's protected-file format
+//!   ([`coffer_sgx::gramine::pf`], bound to their own path, keyed by
+//!   [`crate::protect::Key::gramine_kdk`]) and mounted `type = "encrypted"`; the workload file
+//!   records a keyed digest of each plaintext, which the launcher checks through the mount, so
+//!   an older ciphertext put back by the host is refused. Plaintext never touches the host.
 //! - **Runtime:** `LD_LIBRARY_PATH` puts Gramine's glibc first ([`crate::gramine::library_path`]),
 //!   `sys.enable_sigterm_injection` lets kubelet's SIGTERM reach the app, and `loader.argv` is
 //!   fixed: the app's arguments come from the image and the Coordinator's manifest
@@ -612,6 +617,7 @@ pub fn gramine_input(
         trusted_files: trusted,
         allowed_files: allowed,
         tmpfs,
+        encrypted_files: wf.encrypted_files.iter().map(|e| e.path.clone()).collect(),
         enclave_size: g.enclave_size,
         max_threads: g.max_threads,
         isv_prod_id: wf.isv_prod_id,
@@ -629,14 +635,6 @@ pub fn convert_sgx(
     if opts.sgx.is_some() {
         return Err(Error::Sgx(
             "ConvertOptions::sgx must be empty: convert_sgx computes MRENCLAVE/MRSIGNER itself"
-                .into(),
-        ));
-    }
-    if !opts.encrypt.is_empty() {
-        return Err(Error::Sgx(
-            "--encrypt is not available with --tee sgx yet: Gramine refuses files decrypted \
-             in place, and decrypting them elsewhere would put plaintext on the host's disk. \
-             Deliver such files as manifest secrets into a --secret-dir instead"
                 .into(),
         ));
     }
@@ -683,7 +681,41 @@ pub fn convert_sgx(
             entrypoint_args: vec![layout::START_FLAG.to_string()],
         })
     };
-    convert_with(opts, Some(&hook), progress)
+    convert_with(opts, Some(&hook), Some(&encrypt_for_gramine), progress)
+}
+
+/// Largest file `--encrypt --tee sgx` encrypts (Gramine's format is written in memory).
+const MAX_ENCRYPTED_FILE: u64 = 256 << 20;
+
+/// Writes an `--encrypt` file in Gramine's protected-file format, bound to its own path (the
+/// encrypted mount's URI), and returns the plaintext MAC the launcher checks.
+fn encrypt_for_gramine(
+    key: &crate::protect::Key,
+    path: &str,
+    plaintext_sha256: &Digest,
+    plaintext: &Path,
+    out: &mut dyn std::io::Write,
+) -> Result<Option<Digest>, Error> {
+    use coffer_sgx::rand_core::SeedableRng as _;
+    let len = std::fs::metadata(plaintext)
+        .map_err(|e| Error::io("reading", plaintext, e))?
+        .len();
+    if len > MAX_ENCRYPTED_FILE {
+        return Err(Error::Sgx(format!(
+            "{path}: {len} bytes is more than --encrypt --tee sgx encrypts ({} MiB); deliver it \
+             another way",
+            MAX_ENCRYPTED_FILE >> 20
+        )));
+    }
+    let content = zeroize::Zeroizing::new(
+        std::fs::read(plaintext).map_err(|e| Error::io("reading", plaintext, e))?,
+    );
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(*key.gramine_seed(path, plaintext_sha256));
+    let file =
+        gramine::pf::encrypt(&key.gramine_kdk(), path, &content, &mut rng).map_err(sgx_err)?;
+    out.write_all(&file)
+        .map_err(|e| Error::io("writing", Path::new(path), e))?;
+    Ok(Some(key.plaintext_mac(path, plaintext_sha256)))
 }
 
 #[cfg(test)]
@@ -950,6 +982,11 @@ mod tests {
         assert!(e.to_string().contains("libc.so.6"), "{e}");
         let e = host_loader(Path::new("/etc/passwd"), &[], &mut Budget::default()).unwrap_err();
         assert!(e.to_string().contains("ELF"), "{e}");
+    }
+
+    #[test]
+    fn the_launcher_and_the_manifest_name_the_same_encrypted_mount_key() {
+        assert_eq!(layout::ENCRYPTED_KEY_NAME, gramine::ENCRYPTED_KEY_NAME);
     }
 
     #[test]

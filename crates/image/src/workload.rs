@@ -158,6 +158,11 @@ pub struct EncryptedFile {
     pub size: u64,
     /// Permission bits to give the decrypted file.
     pub mode: u32,
+    /// For Gramine's format (`--encrypt --tee sgx`): [`crate::protect::Key::plaintext_mac`]
+    /// of the plaintext, which the launcher checks through the encrypted mount. Absent for
+    /// Coffer's own format, which the launcher decrypts itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext_mac: Option<Digest>,
 }
 
 /// What `convert --tee sgx` computed for the enclave.
@@ -996,6 +1001,7 @@ mod tests {
                 sha256: Digest::of(b"CIPHERTEXT"),
                 size: 10,
                 mode: 0o600,
+                plaintext_mac: None,
             }],
             isv_prod_id: 1,
             isv_svn: 2,

@@ -192,19 +192,16 @@ pub fn prepare(
     materialise::check_file_paths(resp, &wf)?;
     if in_enclave {
         materialise::check_enclave_paths(resp, &config.secret_dirs)?;
-        if !wf.encrypted_files.is_empty() {
-            return Err(Error::Integrity(
-                "the image has files encrypted for decryption in place, which Gramine refuses \
-                 and which would put plaintext on the host's disk; for SGX deliver them as \
-                 manifest files into a --secret-dir instead of --encrypt"
-                    .into(),
-            ));
-        }
     }
     let key_pem = key.private_key_pem();
     let written = materialise::write_files(rootfs, resp, &key_pem, &wf, user)?;
-    let decrypted =
-        materialise::decrypt_files(rootfs, &wf, resp.parameters.image_key.as_deref(), user)?;
+    let image_key = resp.parameters.image_key.as_deref();
+    let decrypted = match &source {
+        Source::Gramine(attestation) => {
+            materialise::unlock_gramine_files(attestation, rootfs, &wf, image_key)?
+        }
+        _ => materialise::decrypt_files(rootfs, &wf, image_key, user)?,
+    };
     let mut env = materialise::merge_env(
         &wf.env,
         host_env,

@@ -279,6 +279,17 @@ pub fn decrypt_files(
     })?;
     let key = coffer_image::protect::Key::parse(key_text.as_bytes())
         .map_err(|e| Error::Parameters(format!("image_key: {e}")))?;
+    if let Some(ef) = wf
+        .encrypted_files
+        .iter()
+        .find(|e| e.plaintext_mac.is_some())
+    {
+        return Err(Error::Integrity(format!(
+            "{} is stored in Gramine's encrypted format: this image runs only inside Gramine \
+             (it was converted with --tee sgx)",
+            ef.path
+        )));
+    }
     for ef in &wf.encrypted_files {
         let comps = fsutil::canonical_components(&ef.path).map_err(Error::Integrity)?;
         let (name, parents) = comps
@@ -297,6 +308,66 @@ pub fn decrypt_files(
             ef.mode,
             owner.map(|u| (u.uid, u.gid)),
         )?;
+    }
+    Ok(wf.encrypted_files.len())
+}
+
+/// Inside Gramine: unlocks the image's encrypted mounts and checks what they show.
+///
+/// Writes the Gramine key of `image_key` to `<attestation>/keys/coffer_image`, the name every
+/// encrypted mount of a converted image uses (Gramine reads it when a file is first opened,
+/// `libos/src/fs/libos_fs_encrypted.c`). Then reads each encrypted file through its mount and
+/// compares the keyed digest of the plaintext with the one the measured workload file records:
+/// Gramine's format binds a file to its path, not its version, so a host could otherwise put
+/// back an older ciphertext. Nothing is written to the host's disk.
+pub fn unlock_gramine_files(
+    attestation_root: &Path,
+    rootfs: &Path,
+    wf: &WorkloadFile,
+    image_key: Option<&str>,
+) -> Result<usize, Error> {
+    use sha2::Digest as _;
+    if wf.encrypted_files.is_empty() {
+        return Ok(0);
+    }
+    let key_text = image_key.ok_or_else(|| {
+        Error::Parameters(format!(
+            "the image has {} encrypted files but the manifest gives this workload no image_key",
+            wf.encrypted_files.len()
+        ))
+    })?;
+    let key = coffer_image::protect::Key::parse(key_text.as_bytes())
+        .map_err(|e| Error::Parameters(format!("image_key: {e}")))?;
+    let slot = attestation_root
+        .join("keys")
+        .join(coffer_image::gramine::ENCRYPTED_KEY_NAME);
+    let kdk = key.gramine_kdk();
+    fs::write(&slot, kdk.as_slice())
+        .map_err(|e| Error::io("writing the encrypted-mount key to", &slot, e))?;
+    for ef in &wf.encrypted_files {
+        let Some(want) = &ef.plaintext_mac else {
+            return Err(Error::Integrity(format!(
+                "{} is stored in Coffer's own encrypted format, which Gramine refuses to have \
+                 decrypted in place; convert the image with --tee sgx",
+                ef.path
+            )));
+        };
+        let comps = fsutil::canonical_components(&ef.path).map_err(Error::Integrity)?;
+        let (name, parents) = comps
+            .split_last()
+            .ok_or_else(|| Error::Integrity("empty encrypted path".into()))?;
+        let src = fsutil::resolve_dir(rootfs, parents, false)?.join(name);
+        let mut file = fs::File::open(&src).map_err(|e| Error::io("opening", &src, e))?;
+        let mut hash = sha2::Sha256::new();
+        std::io::copy(&mut file, &mut hash).map_err(|e| Error::io("reading", &src, e))?;
+        let got = key.plaintext_mac(&ef.path, &coffer_image::Digest(hash.finalize().into()));
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&got.0[..], &want.0[..])) {
+            return Err(Error::Integrity(format!(
+                "{} is not the version this image was converted with (an older or another \
+                 ciphertext was put in its place)",
+                ef.path
+            )));
+        }
     }
     Ok(wf.encrypted_files.len())
 }

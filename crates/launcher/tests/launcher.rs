@@ -672,6 +672,7 @@ fn encrypted_files_are_decrypted_with_the_image_key() {
             sha256: coffer_image::Digest::of(&ct),
             size: ct.len() as u64,
             mode: 0o640,
+            plaintext_mac: None,
         });
     image.reseal();
     let answer = Answer {
@@ -704,6 +705,65 @@ fn encrypted_files_are_decrypted_with_the_image_key() {
     assert_eq!(code, 65, "{err}");
     assert!(err.contains("decrypting /data/model.bin"), "{err}");
     assert_eq!(fs::read(image2.root().join("data/model.bin")).unwrap(), ct);
+}
+
+/// Inside Gramine an `--encrypt --tee sgx` file is a Gramine encrypted mount: the launcher
+/// writes the mount's key to `/dev/attestation/keys/coffer_image` and checks what the mount
+/// shows against the measured workload file, without decrypting anything to disk. Here the
+/// image holds the plaintext where the mount would show it.
+#[test]
+fn inside_gramine_encrypted_mounts_get_their_key_and_an_older_version_is_refused() {
+    use coffer_image::protect::Key;
+    let sim = Sim::new();
+    let key = Key::from_bytes([9u8; 32]);
+    let path = "/data/model.bin";
+    let current = b"weights v2".to_vec();
+    let mut image = Image::new(&["/bin/busybox", "cat", "data/model.bin"], &[], &[]);
+    fs::create_dir_all(image.root().join("data")).unwrap();
+    fs::write(image.root().join("data/model.bin"), &current).unwrap();
+    image
+        .wf
+        .encrypted_files
+        .push(coffer_image::workload::EncryptedFile {
+            path: path.into(),
+            sha256: coffer_image::Digest::of(b"the ciphertext on the host"),
+            size: 4096,
+            mode: 0o640,
+            plaintext_mac: Some(key.plaintext_mac(path, &coffer_image::Digest::of(&current))),
+        });
+    image.reseal();
+    let gramine = fake_gramine(&sim.platform, [0x22; 32]);
+    let start = |image: &Image, image_key: Option<[u8; 32]>, name: &str| {
+        let answer = Answer {
+            image_key: image_key.map(hex::encode),
+            ..Answer::default()
+        };
+        let server = Server::start(&sim.platform, Expect::Sgx([0x22; 32]), answer);
+        let ca = write_pem(sim.dir.path(), name, &server.root_ca_pem);
+        let mut c = launcher(image, &server, &ca);
+        c.env("COFFER_ATTESTATION_ROOT", gramine.path())
+            .env("COFFER_EVIDENCE", "gramine");
+        run(c)
+    };
+    let (code, out, err) = start(&image, Some([9u8; 32]), "r1.pem");
+    assert_eq!((code, out.as_str()), (0, "weights v2"), "{err}");
+    assert_eq!(
+        fs::read(gramine.path().join("keys/coffer_image")).unwrap(),
+        key.gramine_kdk().to_vec()
+    );
+
+    // The host puts back an older version (Gramine's format would accept it: same path, same
+    // key). Refused before the app runs.
+    fs::write(image.root().join("data/model.bin"), b"weights v1").unwrap();
+    let (code, out, err) = start(&image, Some([9u8; 32]), "r2.pem");
+    assert_eq!(code, 65, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("/data/model.bin is not the version"), "{err}");
+
+    // No image_key in the manifest: a clear refusal.
+    let (code, _, err) = start(&image, None, "r3.pem");
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("no image_key"), "{err}");
 }
 
 #[test]

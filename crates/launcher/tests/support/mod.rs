@@ -483,7 +483,8 @@ fn mkfifo(path: &Path) {
 }
 
 /// A directory that behaves like Gramine's `/dev/attestation` for DCAP: `attestation_type`
-/// says `dcap`, `user_report_data` is a plain file, and `quote` is a FIFO served by a thread
+/// says `dcap`, `user_report_data` is a plain file, `keys/` takes encrypted-mount keys, and
+/// `quote` is a FIFO served by a thread
 /// that, each time the launcher opens it, produces a simulated SGX quote (MRENCLAVE `mrenclave`)
 /// over the report data most recently written — as Gramine's pseudo-file does. It simulates
 /// the file interface only; the quote comes from the simulated platform.
@@ -492,6 +493,8 @@ pub fn fake_gramine(platform: &SimPlatform, mrenclave: [u8; 32]) -> tempfile::Te
     fs::write(dir.path().join("attestation_type"), "dcap").unwrap();
     fs::write(dir.path().join("user_report_data"), [0u8; 64]).unwrap();
     fs::write(dir.path().join("my_target_info"), [0u8; 512]).unwrap();
+    // Encrypted mounts read their keys from here (`keys/<name>`, 16 raw bytes).
+    fs::create_dir(dir.path().join("keys")).unwrap();
     mkfifo(&dir.path().join("quote"));
     let root = dir.path().to_path_buf();
     let platform = platform.clone();

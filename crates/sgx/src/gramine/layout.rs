@@ -501,14 +501,15 @@ mod tests {
     /// `python/graminelibos/sgx_sign.py` at Gramine v1.9-2 (ff71d7a), run with the offsets of
     /// `LayoutConstants::V1` as `_graminelibos_offsets`, on this rendered manifest and this ELF
     /// written to files. (The same comparison was made with the system's real `libc.so.6` as the
-    /// PAL, with and without EDMM; both matched.)
+    /// PAL, with and without EDMM; both matched.) Recomputed with that code on 2026-12-04 when
+    /// the manifest gained `sys.enable_sigterm_injection` and an encrypted mount.
     #[test]
     fn mrenclave_matches_gramine_signer_code() {
         let text = render_manifest(&input()).unwrap();
         let m = measure(text.as_bytes(), &pal(), &LayoutConstants::V1).unwrap();
         assert_eq!(
             hex::encode(m.mrenclave),
-            "8137347756c111938f52fa84f998230936698c8cbba5b0b1fd2857e83cd0c558"
+            "d9da6f68399e6be82dfbacc6e65810df44102d7c692ce9d5cfde5e098fb7d90a"
         );
     }
 

@@ -23,6 +23,10 @@ pub use layout::{measure, GramineMeasurement, LayoutConstants};
 /// Where the launcher lives in a converted image; it is the enclave's entrypoint.
 pub const LAUNCHER_PATH: &str = "/coffer/launcher";
 
+/// The key name of encrypted mounts: the launcher writes the key to
+/// `/dev/attestation/keys/coffer_image` after activation, before the app runs.
+pub const ENCRYPTED_KEY_NAME: &str = "coffer_image";
+
 /// How an environment variable reaches the enclave.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,6 +63,9 @@ pub struct GramineInput {
     pub allowed_files: Vec<String>,
     /// Directories mounted as in-enclave tmpfs (e.g. `/tmp`).
     pub tmpfs: Vec<String>,
+    /// Files stored in Gramine's encrypted format ([`pf`]), each mounted
+    /// `type = "encrypted"` at its own path with the key [`ENCRYPTED_KEY_NAME`].
+    pub encrypted_files: Vec<String>,
     /// `sgx.enclave_size` in bytes: a power of two.
     pub enclave_size: u64,
     /// `sgx.max_threads`.
@@ -235,6 +242,23 @@ pub fn render_manifest(input: &GramineInput) -> Result<String> {
         tmpfs.insert(t.trim_end_matches('/').to_string());
     }
 
+    let mut encrypted = std::collections::BTreeSet::new();
+    for e in &input.encrypted_files {
+        check_path("encrypted_files", e, false)?;
+        if trusted.contains_key(e.as_str())
+            || allowed
+                .iter()
+                .any(|a| a == e || (a.ends_with('/') && e.starts_with(a.as_str())))
+            || tmpfs.iter().any(|t| e.starts_with(&format!("{t}/")))
+        {
+            return Err(bad(
+                "encrypted_files",
+                format!("{e:?} is also trusted, allowed or under a tmpfs mount"),
+            ));
+        }
+        encrypted.insert(e.clone());
+    }
+
     let mut m = String::new();
     // Writing to a String cannot fail; `let _ =` keeps clippy quiet without unwrap.
     let _ = writeln!(m, "# Gramine manifest rendered by Coffer (canonical form; do not edit: MRENCLAVE covers every byte).");
@@ -269,6 +293,14 @@ pub fn render_manifest(input: &GramineInput) -> Result<String> {
     let _ = writeln!(m, "fs.mounts = [");
     for t in &tmpfs {
         let _ = writeln!(m, "  {{ type = \"tmpfs\", path = {} }},", toml_str(t));
+    }
+    for e in &encrypted {
+        let _ = writeln!(
+            m,
+            "  {{ type = \"encrypted\", path = {}, uri = {}, key_name = \"{ENCRYPTED_KEY_NAME}\" }},",
+            toml_str(e),
+            toml_str(&format!("file:{e}"))
+        );
     }
     let _ = writeln!(m, "]");
     // kubelet stops a pod with SIGTERM; Gramine drops host signals unless told otherwise
@@ -374,6 +406,7 @@ mod tests {
             ],
             allowed_files: vec!["/data/**".into(), "/var/log/app.log".into()],
             tmpfs: vec!["/tmp".into()],
+            encrypted_files: vec!["/etc/app/db.key".into()],
             enclave_size: 1 << 30,
             max_threads: 16,
             isv_prod_id: 7,
@@ -395,6 +428,10 @@ mod tests {
         );
         assert_eq!(v["sgx"]["enclave_size"].as_str(), Some("1G"));
         assert_eq!(v["sys"]["enable_sigterm_injection"].as_bool(), Some(true));
+        let mounts = v["fs"]["mounts"].as_array().unwrap();
+        assert_eq!(mounts[1]["type"].as_str(), Some("encrypted"));
+        assert_eq!(mounts[1]["uri"].as_str(), Some("file:/etc/app/db.key"));
+        assert_eq!(mounts[1]["key_name"].as_str(), Some("coffer_image"));
         assert_eq!(v["sgx"]["max_threads"].as_integer(), Some(16));
         assert_eq!(v["sgx"]["remote_attestation"].as_str(), Some("dcap"));
         assert_eq!(v["sgx"]["isvprodid"].as_integer(), Some(7));
@@ -495,6 +532,14 @@ mod tests {
                 "env",
             ),
             (Box::new(|i| i.tmpfs.push("/".into())), "tmpfs"),
+            (
+                Box::new(|i| i.encrypted_files.push("/usr/bin/app".into())),
+                "encrypted_files",
+            ),
+            (
+                Box::new(|i| i.encrypted_files.push("/tmp/x".into())),
+                "encrypted_files",
+            ),
         ];
         for (f, field) in cases {
             let mut i = input();
