@@ -73,7 +73,7 @@ SGX (--tee sgx):
     COFFER_COORDINATOR, COFFER_INSTANCE_ID and COFFER_ACTIVATE_TIMEOUT come from the host.
     The app's arguments are the image's and the manifest's `parameters.argv`: Gramine ignores
     a pod's `args:`. --encrypt files are written in Gramine's encrypted-file format and
-    mounted `type = "encrypted"`: the launcher writes their key (from the manifest secret
+    mounted `type = \"encrypted\"`: the launcher writes their key (from the manifest secret
     image_key) inside the enclave and checks each file's version before the app runs. The manifest's secret files must target /coffer/tls or a --secret-dir;
     the launcher refuses any other path rather than write a secret to the host's disk.
     --allowed must name files or directories (`/dir/**`), as Gramine has no globs.
