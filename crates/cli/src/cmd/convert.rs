@@ -74,8 +74,9 @@ SGX (--tee sgx):
     The app's arguments are the image's and the manifest's `parameters.argv`: Gramine ignores
     a pod's `args:`. --encrypt files are written in Gramine's encrypted-file format and
     mounted `type = \"encrypted\"`: the launcher writes their key (from the manifest secret
-    image_key) inside the enclave and checks each file's version before the app runs. The manifest's secret files must target /coffer/tls or a --secret-dir;
-    the launcher refuses any other path rather than write a secret to the host's disk.
+    image_key) inside the enclave and checks each file's version before the app runs. The
+    manifest's secret files must target /coffer/tls or a --secret-dir; the launcher refuses
+    any other path rather than write a secret to the host's disk.
     --allowed must name files or directories (`/dir/**`), as Gramine has no globs.
 
 ENVIRONMENT:
