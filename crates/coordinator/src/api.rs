@@ -563,7 +563,7 @@ mod tests {
         let leaf = c.tls_slot().leaf();
         assert_eq!(
             verified.report_data,
-            coffer_api::workload_report_data(&crate::pki::cert_spki(&leaf).unwrap())
+            coffer_evidence::ratls::dice_report_data(&crate::pki::cert_spki(&leaf).unwrap())
         );
         // Renewal: a new certificate (new key, new quote) signed by the same root.
         c.renew_tls_certificate().unwrap();

@@ -280,10 +280,14 @@ mod tests {
         let ca = crate::pki::Ca::generate(now).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let leaf_quote = sim.sgx_quote(&coffer_evidence::sim::SgxQuoteSpec {
-            report_data: coffer_api::workload_report_data(&crate::pki::key_spki(&key)),
+            report_data: coffer_evidence::ratls::dice_report_data(&crate::pki::key_spki(&key)),
             ..Default::default()
         });
-        let leaf = ca.server_cert(&key, &leaf_quote, true, now).unwrap();
+        let quotes = crate::pki::RaTlsQuotes {
+            dice: leaf_quote,
+            legacy: None,
+        };
+        let leaf = ca.server_cert(&key, &quotes, true, now).unwrap();
         let nonce = [9u8; 32];
         let spki = crate::pki::cert_spki(ca.root_der()).unwrap();
         let quote = sim.sgx_quote(&coffer_evidence::sim::SgxQuoteSpec {

@@ -2361,16 +2361,25 @@ pub fn claims_of(v: &coffer_evidence::Verified) -> MeasurementClaims {
 /// not available (recovery) or not trusted (tampered): (certificate DER, PKCS#8 key).
 fn self_signed_cert(platform: &Platform, now: i64) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let key = KeyPair::generate().map_err(|e| Error::Pki(e.to_string()))?;
-    let quote = platform.quote(coffer_api::workload_report_data(&pki::key_spki(&key)))?;
-    let cert = pki::self_signed_server_cert(&key, &quote, platform.is_simulation(), now)?;
+    let quotes = ratls_quotes(platform, &key)?;
+    let cert = pki::self_signed_server_cert(&key, &quotes, platform.is_simulation(), now)?;
     Ok((cert, key.serialize_der()))
+}
+
+/// The two quotes of an RA-TLS certificate for `key` (DICE and Gramine's legacy binding).
+fn ratls_quotes(platform: &Platform, key: &KeyPair) -> Result<pki::RaTlsQuotes, Error> {
+    let spki = pki::key_spki(key);
+    Ok(pki::RaTlsQuotes {
+        dice: platform.quote(coffer_evidence::ratls::dice_report_data(&spki))?,
+        legacy: Some(platform.quote(coffer_api::workload_report_data(&spki))?),
+    })
 }
 
 /// A fresh TLS key and RA-TLS server certificate signed by the root: (chain DER, PKCS#8 key).
 fn server_cert(platform: &Platform, ca: &Ca, now: i64) -> Result<(Vec<Vec<u8>>, Vec<u8>), Error> {
     let key = KeyPair::generate().map_err(|e| Error::Pki(e.to_string()))?;
-    let quote = platform.quote(coffer_api::workload_report_data(&pki::key_spki(&key)))?;
-    let cert = ca.server_cert(&key, &quote, platform.is_simulation(), now)?;
+    let quotes = ratls_quotes(platform, &key)?;
+    let cert = ca.server_cert(&key, &quotes, platform.is_simulation(), now)?;
     Ok((vec![cert, ca.root_der().to_vec()], key.serialize_der()))
 }
 

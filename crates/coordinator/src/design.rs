@@ -127,8 +127,10 @@
 //!
 //! ## RA-TLS and what clients pin
 //! The TLS server certificate is signed by the root CA directly and carries the Coordinator's
-//! quote in Gramine's RA-TLS extension [`crate::pki::RATLS_QUOTE_OID`] (report data = SHA-256
-//! of the certificate's SPKI), plus [`crate::pki::SIMULATION_MARKER_OID`] in simulation.
+//! quote in the TCG DICE tagged-evidence extension [`crate::pki::DICE_EVIDENCE_OID`] (report
+//! data = SHA-256 of CBOR claims naming the certificate's SPKI hash, as Gramine ≥ 1.8 writes
+//! it), plus [`crate::pki::SIMULATION_MARKER_OID`] in simulation. Readers accept Gramine's
+//! legacy extension `1.2.840.113741.1337.6` in both its OID encodings too.
 //! Clients that hold only the root (`--root-ca`, launchers' `COFFER_ROOT_CA`) accept only that
 //! certificate: root-signed *and* carrying a quote over its own key
 //! ([`coffer_evidence::ratls::check_coordinator_leaf`]); a workload certificate (intermediate-

@@ -8,7 +8,8 @@
 //!   re-activation. The Coordinator never sees a workload private key: it signs the CSR of a
 //!   key generated inside the TEE.
 //! - The **TLS server certificate** is signed by the root, carries the Coordinator's own evidence
-//!   (RA-TLS, see [`RATLS_QUOTE_OID`]) and names [`SERVER_NAME`].
+//!   (RA-TLS in TCG DICE tagged evidence, see [`coffer_evidence::ratls`]) and names
+//!   [`SERVER_NAME`].
 
 use rand::RngCore;
 use rcgen::{
@@ -27,11 +28,11 @@ use crate::error::Error;
 /// port-forward still verifies.
 pub const SERVER_NAME: &str = "coffer-coordinator";
 
-/// Gramine's RA-TLS quote extension (`1.2.840.113741.1337.6`, written with the standard OID
-/// encoding): the extension value is the raw DCAP quote whose report data bytes 0..32 are
-/// SHA-256 of the certificate's DER SubjectPublicKeyInfo (bytes 32..64 zero), the same binding
-/// as [`coffer_api::workload_report_data`]. Gramine's RA-TLS verifiers read it.
-pub use coffer_evidence::ratls::RATLS_QUOTE_OID;
+/// The TCG DICE tagged-evidence extension (`2.23.133.5.4.9`) the TLS certificate carries:
+/// CBOR tag 60000 over `[quote, claims]`, the quote's report data the hash of claims naming the
+/// certificate's key ([`coffer_evidence::ratls::dice_report_data`]). Gramine's RA-TLS
+/// verifiers read it; Coffer's readers also accept Gramine's legacy extension.
+pub use coffer_evidence::ratls::DICE_EVIDENCE_OID;
 
 /// Coffer's simulation marker extension in the RA-TLS certificate (private arc under the RA-TLS
 /// one, non-critical): present, with value `SIMULATION`, when the evidence is simulated, so a
@@ -282,11 +283,11 @@ impl Ca {
     pub fn server_cert(
         &self,
         key: &KeyPair,
-        quote: &[u8],
+        quotes: &RaTlsQuotes,
         simulation: bool,
         now: i64,
     ) -> Result<Vec<u8>, Error> {
-        let p = server_params(quote, simulation, now)?;
+        let p = server_params(quotes, &key_spki(key), simulation, now)?;
         Ok(p.signed_by(key, &self.root).map_err(pki)?.der().to_vec())
     }
 
@@ -336,7 +337,24 @@ impl Ca {
     }
 }
 
-fn server_params(quote: &[u8], simulation: bool, now: i64) -> Result<CertificateParams, Error> {
+/// The quotes of an RA-TLS server certificate.
+#[derive(Debug, Clone)]
+pub struct RaTlsQuotes {
+    /// Over [`coffer_evidence::ratls::dice_report_data`] of the key: the TCG DICE extension.
+    pub dice: Vec<u8>,
+    /// Over [`coffer_api::workload_report_data`] of the key: Gramine's legacy extension, for
+    /// launchers already inside converted images, which read only that one (with the quote in
+    /// one more OCTET STRING, as Coffer wrote it before). Its report data differs, so it is a
+    /// second quote.
+    pub legacy: Option<Vec<u8>>,
+}
+
+fn server_params(
+    quotes: &RaTlsQuotes,
+    spki: &[u8],
+    simulation: bool,
+    now: i64,
+) -> Result<CertificateParams, Error> {
     let mut p = CertificateParams::default();
     p.distinguished_name = dn(SERVER_NAME);
     p.not_before = odt(now - 60)?;
@@ -350,10 +368,18 @@ fn server_params(quote: &[u8], simulation: bool, now: i64) -> Result<Certificate
         SanType::DnsName("localhost".to_string().try_into().map_err(pki)?),
         SanType::IpAddress([127, 0, 0, 1].into()),
     ];
+    // TCG DICE tagged evidence, as Gramine ≥ 1.8 writes it; readers also accept Gramine's
+    // legacy extension.
     p.custom_extensions.push(CustomExtension::from_oid_content(
-        RATLS_QUOTE_OID,
-        der_octet_string(quote),
+        coffer_evidence::ratls::DICE_EVIDENCE_OID,
+        coffer_evidence::ratls::dice_extension_value(&quotes.dice, spki),
     ));
+    if let Some(legacy) = &quotes.legacy {
+        p.custom_extensions.push(CustomExtension::from_oid_content(
+            coffer_evidence::ratls::RATLS_QUOTE_OID,
+            der_octet_string(legacy),
+        ));
+    }
     if simulation {
         p.custom_extensions.push(CustomExtension::from_oid_content(
             SIMULATION_MARKER_OID,
@@ -366,17 +392,17 @@ fn server_params(quote: &[u8], simulation: bool, now: i64) -> Result<Certificate
 /// A self-signed RA-TLS server certificate, used in recovery mode when the root CA is sealed.
 pub fn self_signed_server_cert(
     key: &KeyPair,
-    quote: &[u8],
+    quotes: &RaTlsQuotes,
     simulation: bool,
     now: i64,
 ) -> Result<Vec<u8>, Error> {
-    let mut p = server_params(quote, simulation, now)?;
+    let mut p = server_params(quotes, &key_spki(key), simulation, now)?;
     p.distinguished_name = dn("coffer-coordinator (recovery mode)");
     p.use_authority_key_identifier_extension = false;
     Ok(p.self_signed(key).map_err(pki)?.der().to_vec())
 }
 
-/// DER OCTET STRING wrapping (the extnValue content is an OCTET STRING holding the quote).
+/// DER OCTET STRING wrapping.
 fn der_octet_string(data: &[u8]) -> Vec<u8> {
     let mut out = vec![0x04];
     let n = data.len();
@@ -565,9 +591,29 @@ mod tests {
     fn server_cert_carries_quote() {
         let ca = Ca::generate(NOW).unwrap();
         let key = KeyPair::generate().unwrap();
-        let der = ca.server_cert(&key, &[7u8; 300], true, NOW).unwrap();
+        let quotes = RaTlsQuotes {
+            dice: vec![7u8; 300],
+            legacy: Some(vec![8u8; 300]),
+        };
+        let der = ca.server_cert(&key, &quotes, true, NOW).unwrap();
         let (q, sim) = ratls_quote(&der).unwrap();
-        assert_eq!(q, vec![7u8; 300]);
+        assert_eq!(q, vec![7u8; 300], "the DICE quote is preferred");
         assert!(sim);
+        // An older reader finds Gramine's legacy extension with the other quote, wrapped as
+        // Coffer wrote it before.
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let legacy = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.2.840.113741.1337.6")
+            .unwrap();
+        let (_, inner) = x509_parser::der_parser::der::parse_der_octetstring(legacy.value).unwrap();
+        assert_eq!(inner.as_slice().unwrap(), &[8u8; 300][..]);
+        let r = coffer_evidence::ratls::read(&der).unwrap();
+        assert_eq!(r.format, coffer_evidence::ratls::RaTlsFormat::Dice);
+        assert_eq!(
+            r.expected_report_data,
+            coffer_evidence::ratls::dice_report_data(&key_spki(&key))
+        );
     }
 }

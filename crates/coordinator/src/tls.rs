@@ -377,10 +377,14 @@ mod tests {
         // The Coordinator's own RA-TLS certificate.
         let key = KeyPair::generate().unwrap();
         let quote = sim.sgx_quote(&coffer_evidence::sim::SgxQuoteSpec {
-            report_data: coffer_api::workload_report_data(&pki::key_spki(&key)),
+            report_data: coffer_evidence::ratls::dice_report_data(&pki::key_spki(&key)),
             ..Default::default()
         });
-        let own = ca.server_cert(&key, &quote, true, now).unwrap();
+        let quotes = pki::RaTlsQuotes {
+            dice: quote,
+            legacy: None,
+        };
+        let own = ca.server_cert(&key, &quotes, true, now).unwrap();
         handshake(
             vec![own, ca.root_der().to_vec()],
             key.serialize_der(),

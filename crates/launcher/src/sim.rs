@@ -89,9 +89,6 @@ pub fn ratls_tls(source: &Source, expected: [u8; 32]) -> Result<Arc<rustls::Clie
     Ok(Arc::new(cfg))
 }
 
-/// The RA-TLS quote extension OID (Gramine's `1.2.840.113741.1337.6`), dotted.
-const RATLS_OID: &str = "1.2.840.113741.1337.6";
-
 struct RaTlsVerifier {
     platform: SimPlatform,
     expected: [u8; 32],
@@ -110,31 +107,6 @@ fn bad(reason: String) -> rustls::Error {
     rustls::Error::General(format!("Coordinator RA-TLS: {reason}"))
 }
 
-/// Strips one DER OCTET STRING header when `v` is exactly one, else returns `v`.
-fn unwrap_octet_string(v: &[u8]) -> &[u8] {
-    let Some((&0x04, rest)) = v.split_first() else {
-        return v;
-    };
-    let Some((&l0, rest)) = rest.split_first() else {
-        return v;
-    };
-    let (len, body) = if l0 < 0x80 {
-        (l0 as usize, rest)
-    } else {
-        let n = (l0 & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return v;
-        }
-        let (lb, body) = rest.split_at(n);
-        (lb.iter().fold(0usize, |a, b| (a << 8) | *b as usize), body)
-    };
-    if body.len() == len {
-        body
-    } else {
-        v
-    }
-}
-
 impl ServerCertVerifier for RaTlsVerifier {
     fn verify_server_cert(
         &self,
@@ -144,21 +116,19 @@ impl ServerCertVerifier for RaTlsVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let (_, cert) = x509_parser::parse_x509_certificate(end_entity)
+        // DICE tagged evidence or Gramine's legacy extension, either OID encoding.
+        let ratls = coffer_evidence::ratls::read(end_entity)
             .map_err(|e| bad(format!("certificate: {e}")))?;
-        let ext = cert
-            .extensions()
-            .iter()
-            .find(|e| e.oid.to_id_string() == RATLS_OID)
-            .ok_or_else(|| bad("the certificate carries no RA-TLS quote".into()))?;
-        let quote = unwrap_octet_string(ext.value);
         let now = now.as_secs() as i64;
         let collateral = self.platform.collateral(now);
-        let verified =
-            coffer_evidence::verify(quote, &collateral, &self.platform.trust_anchors(), now)
-                .map_err(|e| bad(format!("quote: {e}")))?;
-        let spki_hash: [u8; 32] = Sha256::digest(cert.public_key().raw).into();
-        if verified.report_data.get(..32) != Some(&spki_hash[..]) {
+        let verified = coffer_evidence::verify(
+            &ratls.quote,
+            &collateral,
+            &self.platform.trust_anchors(),
+            now,
+        )
+        .map_err(|e| bad(format!("quote: {e}")))?;
+        if verified.report_data[..] != ratls.expected_report_data[..] {
             return Err(bad("the quote does not bind the certificate's key".into()));
         }
         match &verified.measurement {
@@ -211,20 +181,5 @@ impl ServerCertVerifier for RaTlsVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn octet_string_unwrapping() {
-        assert_eq!(unwrap_octet_string(&[4, 2, 9, 9]), &[9, 9]);
-        assert_eq!(unwrap_octet_string(&[4, 3, 9, 9]), &[4, 3, 9, 9]);
-        let mut long = vec![4, 0x82, 1, 0];
-        long.extend(vec![7u8; 256]);
-        assert_eq!(unwrap_octet_string(&long).len(), 256);
-        assert_eq!(unwrap_octet_string(&[1, 2, 3]), &[1, 2, 3]);
     }
 }
