@@ -446,6 +446,10 @@ fn convert_tee_sgx_emits_a_signed_gramine_enclave() {
     assert_eq!(v["packages"]["app"]["mrsigner"], mrsigner.as_str());
     assert_eq!(v["packages"]["app"]["isv_prod_id"], 7);
     assert_eq!(v["packages"]["app"]["debug"], false);
+    assert_eq!(
+        v["packages"]["app"]["secret_dirs"],
+        serde_json::json!(["/run/secrets"])
+    );
     // The snippet is a valid manifest package as printed.
     let pkg: coffer_manifest::Package =
         serde_json::from_value(v["packages"]["app"].clone()).unwrap();

@@ -136,6 +136,13 @@ pub struct Package {
     /// against collateral from before a given TCB recovery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_tcb_evaluation_data_number: Option<u32>,
+    /// SGX images converted with `--tee sgx`: the in-enclave tmpfs directories their launcher
+    /// writes the manifest's files to (the `--secret-dir`s, as `coffer convert` prints them).
+    /// Inside Gramine any other path would reach the host's disk in plaintext, so the launcher
+    /// refuses it; given here, a workload's file outside them is refused when the manifest is
+    /// set, not when the enclave starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_dirs: Option<Vec<String>>,
     /// Whether debug enclaves/TDs are accepted. Default false: a debug TEE's memory is readable
     /// by the host, so accepting one is an explicit, visible choice.
     #[serde(default)]

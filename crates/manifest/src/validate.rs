@@ -116,6 +116,22 @@ impl Checker<'_> {
                 }
                 self.hex_field(&f("mrenclave"), &p.mrenclave, 64, "MRENCLAVE");
                 self.hex_field(&f("mrsigner"), &p.mrsigner, 64, "MRSIGNER");
+                for (i, d) in p.secret_dirs.iter().flatten().enumerate() {
+                    let canonical = d.starts_with('/')
+                        && d.len() > 1
+                        && !d.ends_with('/')
+                        && !d
+                            .split('/')
+                            .skip(1)
+                            .any(|c| c.is_empty() || c == "." || c == "..");
+                    if !canonical || d == "/coffer" || d.starts_with("/coffer/") {
+                        self.err(
+                            format!("{}[{i}]", f("secret_dirs")),
+                            format!("secret directory {d:?} is not a normalised absolute path outside /coffer"),
+                            "copy the secret_dirs `coffer convert --tee sgx` printed",
+                        );
+                    }
+                }
                 if p.mrenclave.is_none() && p.mrsigner.is_none() {
                     self.err(
                         base.clone(),
@@ -146,6 +162,7 @@ impl Checker<'_> {
                     ("mrsigner", p.mrsigner.is_some()),
                     ("isv_prod_id", p.isv_prod_id.is_some()),
                     ("isv_svn", p.isv_svn.is_some()),
+                    ("secret_dirs", p.secret_dirs.is_some()),
                 ] {
                     if present {
                         self.err(
@@ -649,9 +666,32 @@ impl Checker<'_> {
             }
             self.sans(&format!("{base}.sans"), &w.sans);
             let pb = format!("{base}.parameters");
+            let secret_dirs = m
+                .packages
+                .get(&w.package)
+                .and_then(|p| p.secret_dirs.as_ref());
             for (fp, spec) in &w.parameters.files {
                 let path = key_path(&format!("{pb}.files"), fp);
                 self.file_path(&path, fp);
+                if let Some(dirs) = secret_dirs {
+                    let inside = dirs.iter().any(|d| {
+                        fp.strip_prefix(d.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+                    });
+                    if !inside {
+                        self.err(
+                            path.clone(),
+                            format!(
+                                "file {fp:?} is outside the enclave's secret directories ({}): \
+                                 inside SGX it would reach the host's disk, so the launcher \
+                                 refuses it",
+                                dirs.join(", ")
+                            ),
+                            "target a file in one of them, or convert the image again with \
+                             --secret-dir for its directory and list it in secret_dirs",
+                        );
+                    }
+                }
                 self.template(&format!("{path}.content"), &spec.content, Place::File);
             }
             for (k, v) in &w.parameters.env {

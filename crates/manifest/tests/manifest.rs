@@ -33,6 +33,16 @@ const BROKEN: &[Case] = &[
         "\"*.coffer.svc\" is reserved",
     ),
     (
+        broken!("sgx_file_outside_secret_dirs.json"),
+        "$.workloads.app.parameters.files[\"/etc/app/token\"]",
+        "outside the enclave's secret directories (/run/secrets)",
+    ),
+    (
+        broken!("tdx_secret_dirs.json"),
+        "$.packages.app.secret_dirs",
+        "secret_dirs is an SGX field",
+    ),
+    (
         broken!("unknown_package.json"),
         "$.workloads.app.package",
         "unknown package \"nope\"",

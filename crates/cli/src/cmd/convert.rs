@@ -402,7 +402,12 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
     if let Some(sgx) = &report.sgx {
         let key_file = args.key_out.as_ref().or(args.key.as_ref());
         return print_sgx(
-            (&args.package_name, args.debug_enclave, key_file),
+            (
+                &args.package_name,
+                args.debug_enclave,
+                key_file,
+                &args.secret_dirs,
+            ),
             &global,
             &report,
             sgx,
@@ -651,7 +656,7 @@ fn gramine_options(args: &ConvertArgs) -> anyhow::Result<coffer_image::sgx::Gram
 
 /// Output of a `--tee sgx` conversion: real MRENCLAVE/MRSIGNER (no simulation label).
 fn print_sgx(
-    (package_name, debug, key_file): (&str, bool, Option<&PathBuf>),
+    (package_name, debug, key_file, secret_dirs): (&str, bool, Option<&PathBuf>, &[String]),
     global: &Global,
     report: &coffer_image::ConvertReport,
     sgx: &coffer_image::workload::SgxInfo,
@@ -665,6 +670,7 @@ fn print_sgx(
             "isv_prod_id": report.isv_prod_id,
             "isv_svn": report.isv_svn,
             "debug": debug,
+            "secret_dirs": secret_dirs,
         }
     });
     if global.json {

@@ -191,7 +191,7 @@ fn sgx_manifest(mrenclave: &str, mrsigner: &str, user_cert_pem: &str) -> String 
     serde_json::to_string_pretty(&serde_json::json!({
         "packages": { "web": {
             "tee": "sgx", "mrenclave": mrenclave, "mrsigner": mrsigner,
-            "isv_prod_id": 1, "isv_svn": 1, "debug": false
+            "isv_prod_id": 1, "isv_svn": 1, "debug": false, "secret_dirs": ["/run/secrets"]
         } },
         "workloads": { "web": {
             "package": "web",
