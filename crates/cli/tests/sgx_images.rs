@@ -305,6 +305,72 @@ fn debian_python_runs_on_gramines_glibc_through_merged_usr_links() {
     );
 }
 
+/// Pinning the Coordinator by MRSIGNER instead of its root CA: the manifest fixes the
+/// identity, the image carries no root CA, and the model finds nothing to refuse.
+#[test]
+fn a_coordinator_pinned_by_measurement_needs_no_root_ca_in_the_image() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    oci_layout(
+        &src,
+        &[&busybox_layer()],
+        serde_json::json!({ "Entrypoint": ["/bin/busybox", "true"], "Env": [PATH_ENV] }),
+        None,
+    );
+    let out = t.path().join("sgx");
+    let o = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .env("COFFER_LOG", "error")
+        .arg("convert")
+        .arg(format!("oci:{}", src.display()))
+        .arg(format!("oci:{}", out.display()))
+        .arg("--launcher")
+        .arg(static_launcher())
+        .args(["--tee", "sgx", "--workload", "app", "--sign-key"])
+        .arg(sgx_vector_key())
+        .arg("--gramine-dir")
+        .arg(gramine_dir(t.path()))
+        .args(["--coordinator-mrsigner", &"5a".repeat(32)])
+        .args([
+            "--coordinator-isv-prod-id",
+            "3",
+            "--coordinator-min-isv-svn",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let image = Image::from_oci_layout(&out).unwrap();
+    let r = checked(&image);
+    assert!(image
+        .resolve("/coffer/gramine/coordinator-root-ca.pem")
+        .is_none());
+    assert!(!r.has("read", "/coffer/gramine/coordinator-root-ca.pem"));
+    let text = match image.resolve(MANIFEST) {
+        Some((_, Node::File { bytes: Some(b), .. })) => String::from_utf8(b.clone()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    for line in [
+        format!(
+            "loader.env.COFFER_COORDINATOR_MRSIGNER = \"{}\"",
+            "5a".repeat(32)
+        ),
+        "loader.env.COFFER_COORDINATOR_ISVPRODID = \"3\"".to_string(),
+        "loader.env.COFFER_COORDINATOR_MIN_ISVSVN = \"2\"".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
+    // Without any pin the model says the launcher would trust nothing.
+    problems_mention(
+        &with_manifest(&image, |m| {
+            m.lines()
+                .filter(|l| !l.contains("COFFER_COORDINATOR_MRSIGNER"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
+        "no trust pin",
+    );
+}
+
 #[test]
 fn debian_redis_and_nginx_find_every_library_inside_gramine() {
     let (_t, _, r) = debian("redis", &["redis-server"], &[]);

@@ -24,6 +24,7 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/status"),
     ("get", "/api/v1/quote"),
+    ("get", "/api/v1/collateral"),
     ("get", "/api/v1/manifest"),
     ("post", "/api/v1/manifest"),
     ("post", "/api/v1/manifest/update"),
@@ -49,6 +50,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/quote", get(quote))
+        .route("/api/v1/collateral", get(collateral))
         .route("/api/v1/manifest", get(get_manifest).post(set_manifest))
         .route("/api/v1/manifest/update", post(update_manifest))
         .route("/api/v1/manifest/history", get(manifest_history))
@@ -167,6 +169,16 @@ async fn quote(
         .await
         .map_err(|e| Error::Platform(e.to_string()))??;
     Ok(Json(r))
+}
+
+/// The Intel-signed collateral of the Coordinator's own TLS quote (public: nothing in it is
+/// secret, and a client checks its signatures).
+async fn collateral(State(c): State<AppState>) -> Result<Response, ApiError> {
+    let c2 = c.clone();
+    let json = tokio::task::spawn_blocking(move || c2.own_collateral())
+        .await
+        .map_err(|e| Error::Platform(e.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 async fn get_manifest(State(c): State<AppState>) -> Result<Response, ApiError> {

@@ -865,6 +865,18 @@ impl Coordinator {
         self.tls.clone()
     }
 
+    /// The collateral the quote in this Coordinator's TLS certificate verifies with, as JSON
+    /// (the `--collateral` shape of `coffer evidence verify`). Launchers that pin the
+    /// Coordinator's measurement instead of its root CA verify the certificate's quote with it
+    /// inside their TEE: it is signed by Intel (or the simulation root), so relaying it through
+    /// an untrusted Coordinator or network is safe.
+    pub fn own_collateral(&self) -> Result<String, Error> {
+        let ratls = coffer_evidence::ratls::read(&self.tls.leaf())
+            .map_err(|e| Error::Pki(format!("own TLS certificate: {e}")))?;
+        let collateral = self.verifier.collateral_for(&ratls.quote, now_unix())?;
+        Ok(collateral.to_json())
+    }
+
     /// Issues a fresh TLS server certificate (new key, new RA-TLS quote). The certificate is
     /// valid for 30 days; `coffer coordinator` renews it daily. No-op in recovery mode.
     pub fn renew_tls_certificate(&self) -> Result<(), Error> {

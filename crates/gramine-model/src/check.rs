@@ -239,9 +239,12 @@ fn check_launcher(image: &Image, policy: &Policy, wf: &serde_json::Value, r: &mu
     if policy.fixed("COFFER_WORKLOAD").is_none_or(str::is_empty) {
         r.problem("COFFER_WORKLOAD is not fixed: the launcher would not know its workload".into());
     }
+    let measurement_pin = policy.fixed("COFFER_COORDINATOR_MRENCLAVE").is_some()
+        || (policy.fixed("COFFER_COORDINATOR_MRSIGNER").is_some()
+            && policy.fixed("COFFER_COORDINATOR_ISVPRODID").is_some());
     match (
         policy.fixed("COFFER_ROOT_CA"),
-        policy.fixed("COFFER_COORDINATOR_MRENCLAVE"),
+        measurement_pin.then_some(()),
     ) {
         (Some(ca), _) => {
             if !matches!(

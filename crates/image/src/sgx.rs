@@ -10,7 +10,8 @@
 //! launcher (Gramine passes only the variables its manifest names, `loader.env` in
 //! `libos/src/libos_init.c`):
 //! - **Configuration:** `COFFER_EVIDENCE=gramine`, `COFFER_WORKLOAD` and the trust pin
-//!   `COFFER_ROOT_CA` (a trusted copy of the Coordinator's root CA) are measured values; only
+//!   the trust pin (`COFFER_ROOT_CA`, a trusted copy of the Coordinator's root CA, or the
+//!   Coordinator's measurement, [`CoordinatorPin`]) are measured values; only
 //!   [`PASSTHROUGH_ENV`] comes from the host.
 //! - **Trusted files:** the workload file's trusted files, every path that reaches one through
 //!   symlinks ([`symlink_aliases`]: Gramine's chroot filesystem never shows a link, the host
@@ -379,6 +380,66 @@ pub fn default_host_lib_dirs() -> Vec<PathBuf> {
     .collect()
 }
 
+/// The launcher's trust pin for the Coordinator, fixed in the measured manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoordinatorPin {
+    /// The Coordinator's root CA (PEM), a trusted file; for images converted once the
+    /// Coordinator runs (`coffer verify` gives the root).
+    RootCa(Vec<u8>),
+    /// The Coordinator's SGX identity, checked in its RA-TLS quote with collateral it relays;
+    /// images can then be converted before the Coordinator exists. MRENCLAVE, or MRSIGNER with
+    /// ISVPRODID and a minimum ISVSVN.
+    Measurement {
+        /// Expected MRENCLAVE.
+        mrenclave: Option<[u8; 32]>,
+        /// Expected MRSIGNER.
+        mrsigner: Option<[u8; 32]>,
+        /// Expected ISVPRODID (required with `mrsigner`).
+        isv_prod_id: Option<u16>,
+        /// Lowest ISVSVN accepted.
+        min_isv_svn: u16,
+    },
+}
+
+impl CoordinatorPin {
+    /// The launcher variables this pin fixes.
+    fn env(&self) -> Result<Vec<(&'static str, String)>, Error> {
+        match self {
+            CoordinatorPin::RootCa(_) => Ok(vec![(
+                "COFFER_ROOT_CA",
+                layout::COORDINATOR_ROOT_CA.to_string(),
+            )]),
+            CoordinatorPin::Measurement {
+                mrenclave,
+                mrsigner,
+                isv_prod_id,
+                min_isv_svn,
+            } => {
+                if mrenclave.is_none() && mrsigner.is_none() {
+                    return Err(Error::Sgx(
+                        "the Coordinator pin names neither MRENCLAVE nor MRSIGNER".into(),
+                    ));
+                }
+                let mut env = Vec::new();
+                if let Some(m) = mrenclave {
+                    env.push(("COFFER_COORDINATOR_MRENCLAVE", hex::encode(m)));
+                }
+                if let Some(m) = mrsigner {
+                    let Some(prod) = isv_prod_id else {
+                        return Err(Error::Sgx(
+                            "a Coordinator MRSIGNER pin needs its ISVPRODID".into(),
+                        ));
+                    };
+                    env.push(("COFFER_COORDINATOR_MRSIGNER", hex::encode(m)));
+                    env.push(("COFFER_COORDINATOR_ISVPRODID", prod.to_string()));
+                    env.push(("COFFER_COORDINATOR_MIN_ISVSVN", min_isv_svn.to_string()));
+                }
+                Ok(env)
+            }
+        }
+    }
+}
+
 /// What the Gramine step needs besides the conversion options.
 #[derive(Debug, Clone)]
 pub struct GramineOptions {
@@ -394,8 +455,8 @@ pub struct GramineOptions {
     pub debug: bool,
     /// The workload name in the Coordinator's manifest (`COFFER_WORKLOAD`, measured).
     pub workload: String,
-    /// The Coordinator's root CA (PEM): the launcher's trust pin, a trusted file.
-    pub coordinator_root_ca: Vec<u8>,
+    /// How the launcher inside the enclave recognises the Coordinator (measured).
+    pub coordinator: CoordinatorPin,
     /// In-enclave tmpfs directories for the manifest's secret files (besides `/coffer/tls`).
     pub secret_dirs: Vec<String>,
 }
@@ -567,10 +628,9 @@ pub fn gramine_input(
         !allowed_globs.is_match(p) && !tmpfs.iter().any(|d| paths::is_under(p, d))
     }));
     trusted.push((WORKLOAD_PATH.to_string(), Digest::of(wf_json).0));
-    trusted.push((
-        layout::COORDINATOR_ROOT_CA.to_string(),
-        Digest::of(&g.coordinator_root_ca).0,
-    ));
+    if let CoordinatorPin::RootCa(pem) = &g.coordinator {
+        trusted.push((layout::COORDINATOR_ROOT_CA.to_string(), Digest::of(pem).0));
+    }
     // Gramine's runtime glibc; libsysdb.so is pinned by `loader.entrypoint.sha256` and
     // libpal.so is measured, so neither is a trusted file.
     for f in &g.installation.files {
@@ -604,10 +664,12 @@ pub fn gramine_input(
     for (name, value) in [
         ("COFFER_EVIDENCE", "gramine".to_string()),
         ("COFFER_WORKLOAD", g.workload.clone()),
-        ("COFFER_ROOT_CA", layout::COORDINATOR_ROOT_CA.to_string()),
         ("COFFER_SECRET_DIRS", tmpfs[1..].join(":")),
         ("LD_LIBRARY_PATH", layout::library_path(image_ld_path)),
-    ] {
+    ]
+    .into_iter()
+    .chain(g.coordinator.env()?)
+    {
         env.push((name.to_string(), EnvValue::Value(value)));
     }
     Ok(GramineInput {
@@ -667,11 +729,9 @@ pub fn convert_sgx(
             built.sigstruct.to_bytes().to_vec(),
             0o644,
         ));
-        files.push((
-            layout::COORDINATOR_ROOT_CA.into(),
-            g.coordinator_root_ca.clone(),
-            0o644,
-        ));
+        if let CoordinatorPin::RootCa(pem) = &g.coordinator {
+            files.push((layout::COORDINATOR_ROOT_CA.into(), pem.clone(), 0o644));
+        }
         Ok(EnclaveOutput {
             info: SgxInfo {
                 mrenclave: Digest(built.measurement.mrenclave),
@@ -785,7 +845,7 @@ mod tests {
             max_threads: 16,
             debug: false,
             workload: "web".into(),
-            coordinator_root_ca: b"-----BEGIN CERTIFICATE-----\n".to_vec(),
+            coordinator: CoordinatorPin::RootCa(b"-----BEGIN CERTIFICATE-----\n".to_vec()),
             secret_dirs: vec!["/etc/app/secrets".into()],
         }
     }
@@ -847,6 +907,42 @@ mod tests {
         let text = gramine::render_manifest(&i).unwrap();
         assert!(text.contains("\"file:/data/\""));
         assert!(text.contains("type = \"tmpfs\", path = \"/etc/app/secrets\""));
+    }
+
+    #[test]
+    fn a_measurement_pin_fixes_the_coordinators_identity_and_ships_no_root() {
+        let wf = wf();
+        let mut o = opts();
+        o.coordinator = CoordinatorPin::Measurement {
+            mrenclave: None,
+            mrsigner: Some([0x5a; 32]),
+            isv_prod_id: Some(9),
+            min_isv_svn: 4,
+        };
+        let i = gramine_input(&wf, &wf.to_json(), &o).unwrap();
+        let env: BTreeMap<&str, &EnvValue> = i.env.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        assert_eq!(
+            env["COFFER_COORDINATOR_MRSIGNER"],
+            &EnvValue::Value(hex::encode([0x5a; 32]))
+        );
+        assert_eq!(
+            env["COFFER_COORDINATOR_ISVPRODID"],
+            &EnvValue::Value("9".into())
+        );
+        assert_eq!(
+            env["COFFER_COORDINATOR_MIN_ISVSVN"],
+            &EnvValue::Value("4".into())
+        );
+        assert!(!env.contains_key("COFFER_ROOT_CA"));
+        assert!(!trusted(&i).contains_key(layout::COORDINATOR_ROOT_CA));
+        o.coordinator = CoordinatorPin::Measurement {
+            mrenclave: None,
+            mrsigner: Some([0x5a; 32]),
+            isv_prod_id: None,
+            min_isv_svn: 0,
+        };
+        let e = gramine_input(&wf, &wf.to_json(), &o).unwrap_err();
+        assert!(e.to_string().contains("ISVPRODID"), "{e}");
     }
 
     #[test]

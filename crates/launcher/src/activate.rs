@@ -178,6 +178,24 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCoordinator {
     }
 }
 
+/// How the activation connection checks the Coordinator.
+#[derive(Debug)]
+pub enum CoordinatorTls {
+    /// A ready configuration (the pinned root CA).
+    Fixed(Arc<rustls::ClientConfig>),
+    /// By measurement: the configuration needs the Coordinator's collateral first.
+    Measurement(Box<crate::ratls::MeasurementTrust>),
+}
+
+impl CoordinatorTls {
+    fn config(&self, addr: &str) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+        match self {
+            CoordinatorTls::Fixed(c) => Ok(c.clone()),
+            CoordinatorTls::Measurement(m) => m.tls(addr),
+        }
+    }
+}
+
 /// What an activation needs besides the evidence.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
@@ -208,7 +226,7 @@ pub struct Activated {
 /// the answer: protocol version, the certificate is for our key, the root CA is the pinned one.
 pub fn activate(
     req: &Request<'_>,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: &CoordinatorTls,
     key: &WorkloadKey,
     quote: &[u8],
     pinned_root_pem: Option<&[u8]>,
@@ -231,7 +249,10 @@ pub fn activate(
     loop {
         attempts += 1;
         // Whether the last failure was an answer from the Coordinator (not the network).
-        let (last, answered) = match client::post_json(req.addr, tls, "/api/v1/activate", &body) {
+        let sent = tls
+            .config(req.addr)
+            .and_then(|tls| client::post_json(req.addr, &tls, "/api/v1/activate", &body));
+        let (last, answered) = match sent {
             Ok(resp) if resp.status == 200 => {
                 let response = check_response(&resp.body, key, pinned_root_pem)?;
                 return Ok(Activated { response, attempts });

@@ -47,6 +47,25 @@ pub(crate) fn post_json(
     path: &str,
     body: &[u8],
 ) -> Result<Response, TransportError> {
+    request(addr, tls, "POST", path, Some(body))
+}
+
+/// Sends one `GET path` and reads the whole answer.
+pub(crate) fn get(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Result<Response, TransportError> {
+    request(addr, tls, "GET", path, None)
+}
+
+fn request(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<Response, TransportError> {
     let addrs: Vec<_> = addr
         .to_socket_addrs()
         .map_err(|e| TransportError::Transient(format!("resolve {addr}: {e}")))?
@@ -72,13 +91,19 @@ pub(crate) fn post_json(
         .map_err(|e| TransportError::Malformed(format!("TLS set-up: {e}")))?;
     let mut stream = rustls::StreamOwned::new(conn, tcp);
 
+    let content = match body {
+        Some(b) => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ),
+        None => String::new(),
+    };
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {COORDINATOR_SERVER_NAME}\r\nContent-Type: application/json\r\n\
-         Accept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: {COORDINATOR_SERVER_NAME}\r\n{content}\
+         Accept: application/json\r\nConnection: close\r\n\r\n"
     );
     let mut req = head.into_bytes();
-    req.extend_from_slice(body);
+    req.extend_from_slice(body.unwrap_or_default());
     stream
         .write_all(&req)
         .map_err(|e| classify_io("send request", e))?;

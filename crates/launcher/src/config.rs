@@ -49,9 +49,44 @@ pub enum CoordinatorTrust {
     /// verify` or the deployment), with the name `coffer-coordinator`.
     RootCa(PathBuf),
     /// The Coordinator's RA-TLS certificate must carry evidence that verifies (with the same
-    /// platform trust anchors the launcher uses: the simulated platform's in `sim` mode) and
-    /// whose SGX MRENCLAVE equals this value.
-    Measurement([u8; 32]),
+    /// platform trust anchors the launcher uses: the simulated platform's in `sim` mode, with
+    /// collateral the Coordinator relays) and shows this identity ([`crate::ratls`]).
+    Measurement(ExpectedCoordinator),
+}
+
+/// The Coordinator's expected SGX identity: its MRENCLAVE, or MRSIGNER with ISVPRODID and a
+/// minimum ISVSVN (which survives Coordinator upgrades signed by the same key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpectedCoordinator {
+    /// `COFFER_COORDINATOR_MRENCLAVE`.
+    pub mrenclave: Option<[u8; 32]>,
+    /// `COFFER_COORDINATOR_MRSIGNER`.
+    pub mrsigner: Option<[u8; 32]>,
+    /// `COFFER_COORDINATOR_ISVPRODID` (required with MRSIGNER).
+    pub isv_prod_id: Option<u16>,
+    /// `COFFER_COORDINATOR_MIN_ISVSVN` (default 0).
+    pub min_isv_svn: u16,
+}
+
+impl std::fmt::Display for ExpectedCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(m) = self.mrenclave {
+            write!(f, "MRENCLAVE {}", hex::encode(m))?;
+        }
+        if let Some(s) = self.mrsigner {
+            if self.mrenclave.is_some() {
+                f.write_str(", ")?;
+            }
+            write!(
+                f,
+                "MRSIGNER {} ISVPRODID {} ISVSVN ≥ {}",
+                hex::encode(s),
+                self.isv_prod_id.unwrap_or_default(),
+                self.min_isv_svn
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Validated launcher settings.
@@ -74,7 +109,7 @@ pub struct Config {
     pub tsm_root: PathBuf,
     /// `COFFER_SIM_DIR`: directory holding `sim-platform.json` (simulation only).
     pub sim_dir: Option<PathBuf>,
-    /// `COFFER_ROOT_CA` or `COFFER_COORDINATOR_MRENCLAVE`.
+    /// `COFFER_ROOT_CA`, or the Coordinator's measurement (`COFFER_COORDINATOR_*`).
     pub trust: Option<CoordinatorTrust>,
     /// `COFFER_ROOTFS`: the image's root directory (default `/`).
     pub rootfs: PathBuf,
@@ -99,6 +134,9 @@ pub const LAUNCHER_VARS: &[&str] = &[
     "COFFER_SIM_DIR",
     "COFFER_ROOT_CA",
     "COFFER_COORDINATOR_MRENCLAVE",
+    "COFFER_COORDINATOR_MRSIGNER",
+    "COFFER_COORDINATOR_ISVPRODID",
+    "COFFER_COORDINATOR_MIN_ISVSVN",
     "COFFER_ROOTFS",
     "COFFER_CHROOT",
     "COFFER_ACTIVATE_TIMEOUT",
@@ -138,21 +176,49 @@ impl Config {
                 "COFFER_EVIDENCE=sim needs COFFER_SIM_DIR (the directory holding sim-platform.json)".into(),
             ));
         }
-        let trust = match (get("COFFER_ROOT_CA"), get("COFFER_COORDINATOR_MRENCLAVE")) {
-            (Some(_), Some(_)) => {
+        let hash = |k: &str| -> Result<Option<[u8; 32]>, Error> {
+            get(k)
+                .map(|h| {
+                    let mut m = [0u8; 32];
+                    hex::decode_to_slice(h, &mut m)
+                        .map_err(|_| Error::Config(format!("{k} must be 64 hex digits")))?;
+                    Ok(m)
+                })
+                .transpose()
+        };
+        let number = |k: &str| -> Result<Option<u16>, Error> {
+            get(k)
+                .map(|n| {
+                    n.parse::<u16>()
+                        .map_err(|_| Error::Config(format!("{k}={n:?} is not a number 0..=65535")))
+                })
+                .transpose()
+        };
+        let expected = ExpectedCoordinator {
+            mrenclave: hash("COFFER_COORDINATOR_MRENCLAVE")?,
+            mrsigner: hash("COFFER_COORDINATOR_MRSIGNER")?,
+            isv_prod_id: number("COFFER_COORDINATOR_ISVPRODID")?,
+            min_isv_svn: number("COFFER_COORDINATOR_MIN_ISVSVN")?.unwrap_or(0),
+        };
+        if expected.mrsigner.is_some() && expected.isv_prod_id.is_none() {
+            return Err(Error::Config(
+                "COFFER_COORDINATOR_MRSIGNER needs COFFER_COORDINATOR_ISVPRODID (one signer signs \
+                 many products)"
+                    .into(),
+            ));
+        }
+        let pinned = expected.mrenclave.is_some() || expected.mrsigner.is_some();
+        let trust = match (get("COFFER_ROOT_CA"), pinned) {
+            (Some(_), true) => {
                 return Err(Error::Config(
-                    "set only one of COFFER_ROOT_CA and COFFER_COORDINATOR_MRENCLAVE".into(),
+                    "set either COFFER_ROOT_CA or the Coordinator's measurement \
+                     (COFFER_COORDINATOR_MRENCLAVE or _MRSIGNER), not both"
+                        .into(),
                 ))
             }
-            (Some(p), None) => Some(CoordinatorTrust::RootCa(PathBuf::from(p))),
-            (None, Some(h)) => {
-                let mut m = [0u8; 32];
-                hex::decode_to_slice(h, &mut m).map_err(|_| {
-                    Error::Config("COFFER_COORDINATOR_MRENCLAVE must be 64 hex digits".into())
-                })?;
-                Some(CoordinatorTrust::Measurement(m))
-            }
-            (None, None) => None,
+            (Some(p), false) => Some(CoordinatorTrust::RootCa(PathBuf::from(p))),
+            (None, true) => Some(CoordinatorTrust::Measurement(expected)),
+            (None, false) => None,
         };
         let chroot = match get("COFFER_CHROOT") {
             None | Some("0") | Some("false") => false,
@@ -227,8 +293,9 @@ impl Config {
         self.trust.as_ref().ok_or_else(|| {
             Error::Config(
                 "no way to check the Coordinator: set COFFER_ROOT_CA to its root CA (PEM, from \
-                 `coffer verify`) or COFFER_COORDINATOR_MRENCLAVE to its expected measurement; \
-                 the launcher never trusts a Coordinator on first use"
+                 `coffer verify`), or its expected measurement (COFFER_COORDINATOR_MRENCLAVE, or \
+                 COFFER_COORDINATOR_MRSIGNER with _ISVPRODID and _MIN_ISVSVN); the launcher \
+                 never trusts a Coordinator on first use"
                     .into(),
             )
         })
@@ -288,7 +355,10 @@ mod tests {
         assert!(c.instance_id_given);
         assert_eq!(
             c.trust().unwrap(),
-            &CoordinatorTrust::Measurement([0xab; 32])
+            &CoordinatorTrust::Measurement(ExpectedCoordinator {
+                mrenclave: Some([0xab; 32]),
+                ..Default::default()
+            })
         );
         assert_eq!(c.activate_timeout, Duration::from_secs(5));
         assert_eq!(c.secret_dirs, ["/coffer/tls"]);
@@ -308,6 +378,21 @@ mod tests {
                 "COFFER_COORDINATOR_MRENCLAVE",
                 "abcd",
                 "COFFER_COORDINATOR_MRENCLAVE",
+            ),
+            (
+                "COFFER_COORDINATOR_MRSIGNER",
+                &"ab".repeat(32),
+                "COFFER_COORDINATOR_ISVPRODID",
+            ),
+            (
+                "COFFER_COORDINATOR_ISVPRODID",
+                "-1",
+                "COFFER_COORDINATOR_ISVPRODID",
+            ),
+            (
+                "COFFER_COORDINATOR_MIN_ISVSVN",
+                "x",
+                "COFFER_COORDINATOR_MIN_ISVSVN",
             ),
             ("COFFER_ROOTFS", "relative", "COFFER_ROOTFS"),
             ("COFFER_CHROOT", "yes", "COFFER_CHROOT"),

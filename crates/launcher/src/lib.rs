@@ -26,15 +26,16 @@
 //! | `COFFER_ATTESTATION_ROOT` | Gramine attestation directory | `/dev/attestation` |
 //! | `COFFER_TSM_ROOT` | configfs-tsm report directory | `/sys/kernel/config/tsm/report` |
 //! | `COFFER_SIM_DIR` | directory of `sim-platform.json` (simulation) | — |
-//! | `COFFER_ROOT_CA` | PEM root CA the Coordinator's TLS certificate must chain to | one of these two |
-//! | `COFFER_COORDINATOR_MRENCLAVE` | expected MRENCLAVE in the Coordinator's RA-TLS certificate | is required |
+//! | `COFFER_ROOT_CA` | PEM root CA the Coordinator's TLS certificate must chain to | this, or a measurement pin |
+//! | `COFFER_COORDINATOR_MRENCLAVE` | expected MRENCLAVE in the Coordinator's RA-TLS quote ([`ratls`]) | — |
+//! | `COFFER_COORDINATOR_MRSIGNER`, `_ISVPRODID`, `_MIN_ISVSVN` | or its expected signer, product and lowest SVN | — |
 //! | `COFFER_ROOTFS` | the image root (tests, `coffer run --no-runtime`) | `/` |
 //! | `COFFER_CHROOT` | `1`: chroot into `COFFER_ROOTFS` before exec | `0` |
 //! | `COFFER_ACTIVATE_TIMEOUT` | seconds to keep retrying an unreachable Coordinator | 300 |
 //! | `COFFER_SECRET_DIRS` | under Gramine: `:`-separated in-enclave tmpfs directories for the manifest's files | `/coffer/tls` |
 //!
 //! Inside an SGX image converted with `--tee sgx`, Gramine's manifest fixes
-//! `COFFER_EVIDENCE`, `COFFER_WORKLOAD`, `COFFER_ROOT_CA`, `COFFER_SECRET_DIRS` and
+//! `COFFER_EVIDENCE`, `COFFER_WORKLOAD`, the trust pin, `COFFER_SECRET_DIRS` and
 //! `LD_LIBRARY_PATH`, passes only `COFFER_COORDINATOR`, `COFFER_INSTANCE_ID` and
 //! `COFFER_ACTIVATE_TIMEOUT` from the host, and fixes argv: Kubernetes `args:` do not reach the
 //! app there, which gets the image's `Entrypoint ++ Cmd` or the manifest's `parameters.argv`.
@@ -75,12 +76,12 @@ pub mod evidence;
 pub mod exec;
 pub mod fsutil;
 pub mod materialise;
+pub mod ratls;
 pub mod sim;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
 
 use coffer_image::workload::{WorkloadFile, WORKLOAD_PATH};
 
@@ -117,14 +118,23 @@ pub fn load_workload(rootfs: &Path) -> Result<WorkloadFile, Error> {
 pub fn coordinator_tls(
     config: &Config,
     source: &Source,
-) -> Result<(Arc<rustls::ClientConfig>, Option<Vec<u8>>), Error> {
+) -> Result<(activate::CoordinatorTls, Option<Vec<u8>>), Error> {
     match config.trust()? {
         config::CoordinatorTrust::RootCa(path) => {
             let pem = fs::read(path)
                 .map_err(|e| Error::Config(format!("COFFER_ROOT_CA {}: {e}", path.display())))?;
-            Ok((activate::tls_for_root_ca(&pem)?, Some(pem)))
+            Ok((
+                activate::CoordinatorTls::Fixed(activate::tls_for_root_ca(&pem)?),
+                Some(pem),
+            ))
         }
-        config::CoordinatorTrust::Measurement(m) => Ok((sim::ratls_tls(source, *m)?, None)),
+        config::CoordinatorTrust::Measurement(m) => Ok((
+            activate::CoordinatorTls::Measurement(Box::new(ratls::MeasurementTrust::new(
+                source,
+                m.clone(),
+            )?)),
+            None,
+        )),
     }
 }
 
@@ -275,10 +285,7 @@ pub fn check_report(config: &Config, runtime_args: &[String]) -> (String, bool) 
         ),
         Ok(config::CoordinatorTrust::Measurement(m)) => line(
             true,
-            format!(
-                "Coordinator trust: RA-TLS evidence with MRENCLAVE {}",
-                hex::encode(m)
-            ),
+            format!("Coordinator trust: RA-TLS evidence with {m} (collateral relayed by it)"),
         ),
         Err(e) => line(false, e.to_string()),
     };

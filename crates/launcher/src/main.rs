@@ -25,7 +25,9 @@ ENVIRONMENT:
     COFFER_COORDINATOR    host:port of the Coordinator (required)
     COFFER_WORKLOAD       workload name in the manifest (required)
     COFFER_ROOT_CA        PEM root CA the Coordinator's TLS certificate must chain to, or
-    COFFER_COORDINATOR_MRENCLAVE  its expected MRENCLAVE (RA-TLS; simulation only so far)
+    COFFER_COORDINATOR_MRENCLAVE  its expected MRENCLAVE, or
+    COFFER_COORDINATOR_MRSIGNER with _ISVPRODID and _MIN_ISVSVN: checked in its RA-TLS
+                          quote with the collateral it relays (GET /api/v1/collateral)
     COFFER_INSTANCE_ID    instance UUID (default: random per start)
     COFFER_EVIDENCE       auto | gramine | tsm | sim (default auto; never falls back to sim)
     COFFER_ATTESTATION_ROOT, COFFER_TSM_ROOT, COFFER_SIM_DIR   evidence interfaces

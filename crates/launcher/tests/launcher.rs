@@ -902,4 +902,81 @@ fn coordinator_checked_by_its_ra_tls_measurement() {
         err.contains("MRENCLAVE 4444") && err.contains("is not the expected 4545"),
         "{err}"
     );
+
+    // By signer: the Coordinator's MRSIGNER, product and a minimum SVN (what survives an
+    // upgrade of the Coordinator signed by the same key).
+    let by_signer = |prod: &str, min_svn: &str| {
+        let mut c = base([0; 32]);
+        c.env_remove("COFFER_COORDINATOR_MRENCLAVE")
+            .env(
+                "COFFER_COORDINATOR_MRSIGNER",
+                hex::encode(coffer_coordinator::platform::sim_mrsigner()),
+            )
+            .env("COFFER_COORDINATOR_ISVPRODID", prod)
+            .env("COFFER_COORDINATOR_MIN_ISVSVN", min_svn);
+        run(c)
+    };
+    let (code, out, err) = by_signer("1", "1");
+    assert_eq!((code, out.as_str()), (0, "attested\n"), "{err}");
+    let (code, _, err) = by_signer("1", "2");
+    assert_eq!(code, 76, "{err}");
+    assert!(err.contains("ISVSVN 1 is below the minimum 2"), "{err}");
+    let (code, _, err) = by_signer("2", "0");
+    assert_eq!(code, 76, "{err}");
+    assert!(err.contains("ISVPRODID 1 is not the expected 2"), "{err}");
+}
+
+/// The collateral a launcher pinning the Coordinator's measurement uses comes from the
+/// Coordinator, through a host that may alter it: genuine collateral works (here with Gramine's
+/// legacy RA-TLS extension), altered collateral is refused, and nothing is activated.
+#[test]
+fn relayed_collateral_is_verified_and_altered_collateral_is_refused() {
+    let sim = Sim::new();
+    let image = Image::new(&["/bin/busybox", "echo", "pinned"], &[], &[]);
+    let genuine = sim
+        .platform
+        .collateral(coffer_coordinator::core::now_unix())
+        .to_json();
+    let start = |collateral: Option<Vec<u8>>| {
+        let answer = Answer {
+            collateral,
+            ..Answer::default()
+        };
+        let server = Server::start(&sim.platform, Expect::Sgx(image.measurement()), answer);
+        let mut c = Command::new(LAUNCHER);
+        c.env_clear()
+            .env("COFFER_COORDINATOR", &server.addr)
+            .env("COFFER_WORKLOAD", "app")
+            // The test server's certificate quote: the default simulated SGX identity.
+            .env("COFFER_COORDINATOR_MRENCLAVE", hex::encode([0u8; 32]))
+            .env("COFFER_EVIDENCE", "sim")
+            .env("COFFER_SIM_DIR", sim.dir.path())
+            .env("COFFER_ACTIVATE_TIMEOUT", "1")
+            .env("COFFER_ROOTFS", image.root());
+        let r = run(c);
+        (r, server.requests.load(Ordering::SeqCst))
+    };
+    let ((code, out, err), activations) = start(Some(genuine.clone().into_bytes()));
+    assert_eq!((code, out.as_str()), (0, "pinned\n"), "{err}");
+    assert_eq!(activations, 1);
+
+    // One byte of the TCB info's signature altered on the way.
+    let mut altered = coffer_evidence::Collateral::from_json(genuine.as_bytes()).unwrap();
+    altered.tcb_info_signature[0] ^= 1;
+    let ((code, _, err), activations) = start(Some(altered.to_json().into_bytes()));
+    assert_eq!(code, 76, "{err}");
+    assert!(
+        err.contains("RA-TLS") || err.contains("collateral"),
+        "{err}"
+    );
+    assert_eq!(
+        activations, 0,
+        "nothing is sent to an unverified Coordinator"
+    );
+
+    // No collateral at all: the launcher waits (transient), then gives up.
+    let ((code, _, err), activations) = start(None);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("/api/v1/collateral"), "{err}");
+    assert_eq!(activations, 0);
 }

@@ -69,7 +69,8 @@ SGX (--tee sgx):
     for the image's libpal.so, and signs the SIGSTRUCT with --sign-key (date from
     SOURCE_DATE_EPOCH, or none, so output stays reproducible). The ENTRYPOINT becomes
     `/coffer/launcher --start-gramine-sgx`, which starts Gramine; inside the enclave the
-    launcher's workload name and Coordinator root CA are measured, and only
+    launcher's workload name and trust pin (the Coordinator's root CA, or its MRENCLAVE or
+    MRSIGNER, checked in its RA-TLS quote) are measured, and only
     COFFER_COORDINATOR, COFFER_INSTANCE_ID and COFFER_ACTIVATE_TIMEOUT come from the host.
     The app's arguments are the image's and the manifest's `parameters.argv`: Gramine ignores
     a pod's `args:`. --encrypt files are written in Gramine's encrypted-file format and
@@ -153,10 +154,31 @@ pub(crate) struct ConvertArgs {
     #[arg(long, value_name = "NAME")]
     workload: Option<String>,
 
-    /// The Coordinator's root CA, PEM (required with `--tee sgx`; from `coffer verify`): the
-    /// launcher inside the enclave trusts only a Coordinator that chains to it.
+    /// The Coordinator's root CA, PEM (`--tee sgx`; from `coffer verify`): the launcher inside
+    /// the enclave trusts only a Coordinator that chains to it. Or pin its measurement instead.
     #[arg(long, value_name = "FILE")]
     coordinator_root_ca: Option<PathBuf>,
+
+    /// The Coordinator's expected MRENCLAVE (`--tee sgx`, instead of --coordinator-root-ca):
+    /// the launcher checks it in the Coordinator's RA-TLS quote inside the enclave, with
+    /// collateral the Coordinator relays, so the image can be converted before the
+    /// Coordinator exists.
+    #[arg(long, value_name = "HEX")]
+    coordinator_mrenclave: Option<String>,
+
+    /// The Coordinator's expected MRSIGNER (`--tee sgx`, instead of --coordinator-root-ca; with
+    /// --coordinator-isv-prod-id and --coordinator-min-isv-svn): survives Coordinator upgrades
+    /// signed by the same key.
+    #[arg(long, value_name = "HEX")]
+    coordinator_mrsigner: Option<String>,
+
+    /// The Coordinator's ISVPRODID (with --coordinator-mrsigner).
+    #[arg(long, value_name = "N")]
+    coordinator_isv_prod_id: Option<u16>,
+
+    /// The lowest Coordinator ISVSVN accepted (with --coordinator-mrsigner).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    coordinator_min_isv_svn: u16,
 
     /// A directory for the manifest's secret files, made an in-enclave tmpfs (`--tee sgx`;
     /// repeatable). /coffer/tls always is one.
@@ -265,11 +287,13 @@ pub(crate) fn run(args: ConvertArgs, global: Global) -> anyhow::Result<ExitCode>
             || args.debug_enclave
             || args.workload.is_some()
             || args.coordinator_root_ca.is_some()
+            || args.coordinator_mrenclave.is_some()
+            || args.coordinator_mrsigner.is_some()
             || !args.secret_dirs.is_empty()
         {
             return Err(Failure::new(
                 "usage",
-                "--sign-key, --gramine-dir, --workload, --coordinator-root-ca, --secret-dir and \
+                "--sign-key, --gramine-dir, --workload, --coordinator-*, --secret-dir and \
                  --debug-enclave are only used with --tee sgx",
             )
             .into());
@@ -602,31 +626,7 @@ fn gramine_options(args: &ConvertArgs) -> anyhow::Result<coffer_image::sgx::Gram
         )
         .into());
     };
-    let Some(root_ca_path) = &args.coordinator_root_ca else {
-        return Err(Failure::new(
-            "usage",
-            "--tee sgx needs --coordinator-root-ca FILE (the Coordinator's root CA, PEM, from \
-             `coffer verify`): the launcher in the enclave trusts only that Coordinator",
-        )
-        .into());
-    };
-    let coordinator_root_ca = read_bounded(root_ca_path, KEY_FILE_LIMIT, "--coordinator-root-ca")?;
-    let certs = {
-        use rustls::pki_types::{pem::PemObject as _, CertificateDer};
-        CertificateDer::pem_slice_iter(&coordinator_root_ca)
-            .filter(|c| c.is_ok())
-            .count()
-    };
-    if certs == 0 {
-        return Err(Failure::new(
-            "bad_key",
-            format!(
-                "--coordinator-root-ca {}: no PEM certificate in it",
-                root_ca_path.display()
-            ),
-        )
-        .into());
-    }
+    let coordinator = coordinator_pin(args)?;
     let installation =
         coffer_image::sgx::Installation::read(dir, &coffer_image::sgx::default_host_lib_dirs())
             .map_err(|e| Failure::new("gramine", format!("--gramine-dir: {e}")))?;
@@ -649,9 +649,79 @@ fn gramine_options(args: &ConvertArgs) -> anyhow::Result<coffer_image::sgx::Gram
         max_threads: args.max_threads,
         debug: args.debug_enclave,
         workload,
-        coordinator_root_ca,
+        coordinator,
         secret_dirs: args.secret_dirs.clone(),
     })
+}
+
+/// The launcher's Coordinator pin from `--coordinator-root-ca` or `--coordinator-mr*`.
+fn coordinator_pin(args: &ConvertArgs) -> anyhow::Result<coffer_image::sgx::CoordinatorPin> {
+    use coffer_image::sgx::CoordinatorPin;
+    let hash = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<[u8; 32]>> {
+        v.as_ref()
+            .map(|h| {
+                let mut m = [0u8; 32];
+                hex::decode_to_slice(h.trim(), &mut m)
+                    .map_err(|_| Failure::new("usage", format!("{flag} must be 64 hex digits")))?;
+                Ok(m)
+            })
+            .transpose()
+    };
+    let mrenclave = hash("--coordinator-mrenclave", &args.coordinator_mrenclave)?;
+    let mrsigner = hash("--coordinator-mrsigner", &args.coordinator_mrsigner)?;
+    let measured = mrenclave.is_some() || mrsigner.is_some();
+    match (&args.coordinator_root_ca, measured) {
+        (Some(_), true) => Err(Failure::new(
+            "usage",
+            "give either --coordinator-root-ca or the Coordinator's measurement \
+             (--coordinator-mrenclave or --coordinator-mrsigner), not both",
+        )
+        .into()),
+        (None, false) => Err(Failure::new(
+            "usage",
+            "--tee sgx needs the launcher's trust pin for the Coordinator: \
+             --coordinator-root-ca FILE (its root CA, PEM, from `coffer verify`), or its \
+             measurement: --coordinator-mrenclave HEX, or --coordinator-mrsigner HEX with \
+             --coordinator-isv-prod-id N and --coordinator-min-isv-svn N",
+        )
+        .into()),
+        (None, true) => {
+            if mrsigner.is_some() && args.coordinator_isv_prod_id.is_none() {
+                return Err(Failure::new(
+                    "usage",
+                    "--coordinator-mrsigner needs --coordinator-isv-prod-id (one key signs many \
+                     enclaves)",
+                )
+                .into());
+            }
+            Ok(CoordinatorPin::Measurement {
+                mrenclave,
+                mrsigner,
+                isv_prod_id: args.coordinator_isv_prod_id,
+                min_isv_svn: args.coordinator_min_isv_svn,
+            })
+        }
+        (Some(path), false) => {
+            let pem = read_bounded(path, KEY_FILE_LIMIT, "--coordinator-root-ca")?;
+            let certs = {
+                use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+                CertificateDer::pem_slice_iter(&pem)
+                    .filter(|c| c.is_ok())
+                    .count()
+            };
+            if certs == 0 {
+                return Err(Failure::new(
+                    "bad_key",
+                    format!(
+                        "--coordinator-root-ca {}: no PEM certificate in it",
+                        path.display()
+                    ),
+                )
+                .into());
+            }
+            Ok(CoordinatorPin::RootCa(pem))
+        }
+    }
 }
 
 /// Output of a `--tee sgx` conversion: real MRENCLAVE/MRSIGNER (no simulation label).

@@ -77,6 +77,8 @@ pub struct Answer {
     /// Serve a certificate that chains to the root with the Coordinator's name but carries no
     /// RA-TLS quote (what a workload or webhook certificate under the same root looks like).
     pub impostor_certificate: bool,
+    /// The body of `GET /api/v1/collateral` (404 without one).
+    pub collateral: Option<Vec<u8>>,
 }
 
 pub struct Server {
@@ -267,6 +269,22 @@ fn handle(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, state: &State) -> std:
             }
         }
     };
+    if buf.starts_with(b"GET /api/v1/collateral ") {
+        let (status, body) = match &state.answer.collateral {
+            Some(c) => (200, c.clone()),
+            None => (404, b"{}".to_vec()),
+        };
+        let head = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes())?;
+        s.write_all(&body)?;
+        s.flush()?;
+        s.conn.send_close_notify();
+        let _ = s.flush();
+        return Ok(());
+    }
     state.requests.fetch_add(1, Ordering::SeqCst);
     let (status, json) = match decide(state, &body) {
         Ok(resp) => (200, serde_json::to_vec(&resp).unwrap()),

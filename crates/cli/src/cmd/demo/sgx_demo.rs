@@ -174,7 +174,7 @@ fn convert_sgx(
         max_threads: 16,
         debug: false,
         workload: "web".into(),
-        coordinator_root_ca: fs::read(root_ca)?,
+        coordinator: coffer_image::sgx::CoordinatorPin::RootCa(fs::read(root_ca)?),
         secret_dirs: vec!["/run/secrets".into()],
     };
     let report = coffer_image::sgx::convert_sgx(&opts, &g, &|_| {})
