@@ -343,31 +343,15 @@ fn sgx_flags() -> Vec<String> {
     ]
 }
 
-/// The ENTRYPOINT of a single-manifest OCI layout's config.
-fn entrypoint(layout: &Path) -> serde_json::Value {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&blob(
-        layout,
-        index["manifests"][0]["digest"].as_str().unwrap(),
-    ))
-    .unwrap();
-    let config: serde_json::Value = serde_json::from_slice(&blob(
-        layout,
-        manifest["config"]["digest"].as_str().unwrap(),
-    ))
-    .unwrap();
-    config["config"]["Entrypoint"].clone()
-}
-
 /// Reads a blob of an OCI layout by digest (`sha256:…`).
 fn blob(layout: &Path, digest: &str) -> Vec<u8> {
     let hex = digest.strip_prefix("sha256:").unwrap();
     std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
 }
 
-/// (config labels, files of the last layer) of a single-manifest OCI layout.
-fn labels_and_last_layer(
+/// (the image config's `config` object, files of the last layer) of a single-manifest OCI
+/// layout.
+fn config_and_last_layer(
     layout: &Path,
 ) -> (
     serde_json::Value,
@@ -399,7 +383,7 @@ fn labels_and_last_layer(
             files.insert(name, b);
         }
     }
-    (config["config"]["Labels"].clone(), files)
+    (config["config"].clone(), files)
 }
 
 #[test]
@@ -455,7 +439,8 @@ fn convert_tee_sgx_emits_a_signed_gramine_enclave() {
         serde_json::from_value(v["packages"]["app"].clone()).unwrap();
     assert_eq!(pkg.mrsigner.as_deref(), Some(mrsigner.as_str()));
 
-    let (labels, files) = labels_and_last_layer(&out);
+    let (config, files) = config_and_last_layer(&out);
+    let labels = &config["Labels"];
     assert_eq!(labels["dev.coffer.sgx.mrenclave"], mrenclave.as_str());
     assert_eq!(labels["dev.coffer.sgx.mrsigner"], mrsigner.as_str());
     let manifest = &files["coffer/gramine/coffer.manifest.sgx"];
@@ -546,7 +531,7 @@ fn convert_tee_sgx_emits_a_signed_gramine_enclave() {
     assert!(files.contains_key("coffer/gramine/host/ld.so"));
     assert!(files.contains_key("coffer/gramine/host/libc.so.6"));
     assert_eq!(
-        entrypoint(&out),
+        config["Entrypoint"],
         serde_json::json!(["/coffer/launcher", "--start-gramine-sgx"])
     );
 
@@ -562,7 +547,7 @@ fn convert_tee_sgx_emits_a_signed_gramine_enclave() {
     let (out2, v2) = run("out2");
     assert_eq!(v2["mrenclave"], mrenclave.as_str());
     assert_eq!(v2["manifest_digest"], v["manifest_digest"]);
-    let (_, files2) = labels_and_last_layer(&out2);
+    let (_, files2) = config_and_last_layer(&out2);
     assert_eq!(files2, files);
 
     // Gramine has no globs: a glob it cannot express is refused with the path named.

@@ -44,6 +44,13 @@ fn layer(links: &[(&str, &str)], files: &[(&str, &[u8], u32)]) -> Vec<u8> {
 
 /// Converts the OCI layout `src` with `--tee sgx` and reads the result into the model.
 fn convert_sgx(t: &Path, src: &Path, extra: &[&str]) -> Image {
+    let root_ca = stand_in_root_ca();
+    let pin = ["--coordinator-root-ca", root_ca.to_str().unwrap()];
+    convert_sgx_pinned(t, src, &pin, extra)
+}
+
+/// [`convert_sgx`] with the Coordinator pin given.
+fn convert_sgx_pinned(t: &Path, src: &Path, pin: &[&str], extra: &[&str]) -> Image {
     let out = t.join("sgx");
     let o = Command::new(env!("CARGO_BIN_EXE_coffer"))
         .env("COFFER_LOG", "error")
@@ -64,8 +71,7 @@ fn convert_sgx(t: &Path, src: &Path, extra: &[&str]) -> Image {
         .arg(sgx_vector_key())
         .arg("--gramine-dir")
         .arg(gramine_dir(t))
-        .arg("--coordinator-root-ca")
-        .arg(stand_in_root_ca())
+        .args(pin)
         .args(extra)
         .output()
         .unwrap();
@@ -317,29 +323,20 @@ fn a_coordinator_pinned_by_measurement_needs_no_root_ca_in_the_image() {
         serde_json::json!({ "Entrypoint": ["/bin/busybox", "true"], "Env": [PATH_ENV] }),
         None,
     );
-    let out = t.path().join("sgx");
-    let o = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .env("COFFER_LOG", "error")
-        .arg("convert")
-        .arg(format!("oci:{}", src.display()))
-        .arg(format!("oci:{}", out.display()))
-        .arg("--launcher")
-        .arg(static_launcher())
-        .args(["--tee", "sgx", "--workload", "app", "--sign-key"])
-        .arg(sgx_vector_key())
-        .arg("--gramine-dir")
-        .arg(gramine_dir(t.path()))
-        .args(["--coordinator-mrsigner", &"5a".repeat(32)])
-        .args([
+    let signer = "5a".repeat(32);
+    let image = convert_sgx_pinned(
+        t.path(),
+        &src,
+        &[
+            "--coordinator-mrsigner",
+            &signer,
             "--coordinator-isv-prod-id",
             "3",
             "--coordinator-min-isv-svn",
             "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let image = Image::from_oci_layout(&out).unwrap();
+        ],
+        &[],
+    );
     let r = checked(&image);
     assert!(image
         .resolve("/coffer/gramine/coordinator-root-ca.pem")

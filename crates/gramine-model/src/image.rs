@@ -104,6 +104,12 @@ impl Image {
     }
 
     fn remove_tree(&mut self, path: &str) {
+        self.remove_below(path);
+        self.nodes.remove(path);
+    }
+
+    /// Removes everything below the directory `path`, keeping `path` itself.
+    fn remove_below(&mut self, path: &str) {
         let prefix = format!("{}/", path.trim_end_matches('/'));
         let doomed: Vec<String> = self
             .nodes
@@ -114,7 +120,6 @@ impl Image {
         for k in doomed {
             self.nodes.remove(&k);
         }
-        self.nodes.remove(path);
     }
 
     /// The entry at exactly `path` (no symlink followed).
@@ -245,17 +250,7 @@ impl Image {
                 .trim_end_matches('/')
                 .to_string();
             if name == ".wh..wh..opq" {
-                let keep = if parent.is_empty() { "/" } else { &parent };
-                let prefix = format!("{}/", keep.trim_end_matches('/'));
-                let doomed: Vec<String> = self
-                    .nodes
-                    .range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&prefix))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in doomed {
-                    self.nodes.remove(&k);
-                }
+                self.remove_below(if parent.is_empty() { "/" } else { &parent });
                 continue;
             }
             if let Some(hidden) = name.strip_prefix(".wh.") {

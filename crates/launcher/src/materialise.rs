@@ -268,17 +268,9 @@ pub fn decrypt_files(
     image_key: Option<&str>,
     owner: Option<AppUser>,
 ) -> Result<usize, Error> {
-    if wf.encrypted_files.is_empty() {
+    let Some(key) = image_key_for(wf, image_key)? else {
         return Ok(0);
-    }
-    let key_text = image_key.ok_or_else(|| {
-        Error::Parameters(format!(
-            "the image has {} encrypted files but the manifest gives this workload no image_key",
-            wf.encrypted_files.len()
-        ))
-    })?;
-    let key = coffer_image::protect::Key::parse(key_text.as_bytes())
-        .map_err(|e| Error::Parameters(format!("image_key: {e}")))?;
+    };
     if let Some(ef) = wf
         .encrypted_files
         .iter()
@@ -312,6 +304,25 @@ pub fn decrypt_files(
     Ok(wf.encrypted_files.len())
 }
 
+/// The manifest's `image_key` when the image has encrypted files (`None` when it has none).
+fn image_key_for(
+    wf: &WorkloadFile,
+    image_key: Option<&str>,
+) -> Result<Option<coffer_image::protect::Key>, Error> {
+    if wf.encrypted_files.is_empty() {
+        return Ok(None);
+    }
+    let key_text = image_key.ok_or_else(|| {
+        Error::Parameters(format!(
+            "the image has {} encrypted files but the manifest gives this workload no image_key",
+            wf.encrypted_files.len()
+        ))
+    })?;
+    coffer_image::protect::Key::parse(key_text.as_bytes())
+        .map(Some)
+        .map_err(|e| Error::Parameters(format!("image_key: {e}")))
+}
+
 /// Inside Gramine: unlocks the image's encrypted mounts and checks what they show.
 ///
 /// Writes the Gramine key of `image_key` to `<attestation>/keys/coffer_image`, the name every
@@ -327,17 +338,9 @@ pub fn unlock_gramine_files(
     image_key: Option<&str>,
 ) -> Result<usize, Error> {
     use sha2::Digest as _;
-    if wf.encrypted_files.is_empty() {
+    let Some(key) = image_key_for(wf, image_key)? else {
         return Ok(0);
-    }
-    let key_text = image_key.ok_or_else(|| {
-        Error::Parameters(format!(
-            "the image has {} encrypted files but the manifest gives this workload no image_key",
-            wf.encrypted_files.len()
-        ))
-    })?;
-    let key = coffer_image::protect::Key::parse(key_text.as_bytes())
-        .map_err(|e| Error::Parameters(format!("image_key: {e}")))?;
+    };
     let slot = attestation_root
         .join("keys")
         .join(coffer_image::gramine::ENCRYPTED_KEY_NAME);

@@ -86,45 +86,39 @@ impl MeasurementTrust {
         }
         let collateral = Collateral::from_json(&resp.body)
             .map_err(|e| TransportError::Untrusted(format!("the Coordinator's collateral: {e}")))?;
-        let tls = verifying_tls(self.verifier(collateral))?;
-        *cached = Some(tls.clone());
-        Ok(tls)
-    }
-
-    fn verifier(&self, collateral: Collateral) -> RaTlsVerifier {
-        RaTlsVerifier {
+        let check = RaTlsCheck {
             anchors: self.anchors.clone(),
             collateral,
             expected: self.expected.clone(),
             allow_simulation: self.simulation,
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-        }
+        };
+        let tls = config_with(move |cert, now| check.check(cert, now))?;
+        *cached = Some(tls.clone());
+        Ok(tls)
     }
 }
 
-fn config_with(
-    verifier: Arc<dyn ServerCertVerifier>,
-) -> Result<Arc<rustls::ClientConfig>, TransportError> {
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| TransportError::Malformed(format!("TLS: {e}")))?
-    .dangerous()
-    .with_custom_certificate_verifier(verifier)
-    .with_no_client_auth();
+fn config_with<F>(check: F) -> Result<Arc<rustls::ClientConfig>, TransportError>
+where
+    F: Fn(&CertificateDer<'_>, UnixTime) -> Result<(), rustls::Error> + Send + Sync + 'static,
+{
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(CheckedCertificate {
+        check,
+        provider: provider.clone(),
+    });
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TransportError::Malformed(format!("TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     Ok(Arc::new(cfg))
-}
-
-fn verifying_tls(v: RaTlsVerifier) -> Result<Arc<rustls::ClientConfig>, TransportError> {
-    config_with(Arc::new(v))
 }
 
 /// TLS that accepts any certificate: only for fetching signed collateral, never for secrets.
 fn unverified_tls() -> Result<Arc<rustls::ClientConfig>, TransportError> {
-    config_with(Arc::new(AnyCertificate(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))))
+    config_with(|_, _| Ok(()))
 }
 
 fn bad(reason: String) -> rustls::Error {
@@ -184,31 +178,16 @@ pub fn check_identity(
     }
 }
 
-struct RaTlsVerifier {
+/// What the activation connection requires of the Coordinator's certificate.
+struct RaTlsCheck {
     anchors: TrustAnchors,
     collateral: Collateral,
     expected: ExpectedCoordinator,
     allow_simulation: bool,
-    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl std::fmt::Debug for RaTlsVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaTlsVerifier")
-            .field("expected", &self.expected)
-            .finish()
-    }
-}
-
-impl ServerCertVerifier for RaTlsVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+impl RaTlsCheck {
+    fn check(&self, end_entity: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
         // DICE tagged evidence or Gramine's legacy extension, either OID encoding.
         let ratls = coffer_evidence::ratls::read(end_entity)
             .map_err(|e| bad(format!("certificate: {e}")))?;
@@ -221,7 +200,35 @@ impl ServerCertVerifier for RaTlsVerifier {
         if verified.report_data[..] != ratls.expected_report_data[..] {
             return Err(bad("the quote does not bind the certificate's key".into()));
         }
-        check_identity(&verified, &self.expected).map_err(bad)?;
+        check_identity(&verified, &self.expected).map_err(bad)
+    }
+}
+
+/// A certificate check plus rustls's own handshake-signature checks against that certificate.
+struct CheckedCertificate<F> {
+    check: F,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl<F> std::fmt::Debug for CheckedCertificate<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckedCertificate")
+    }
+}
+
+impl<F> ServerCertVerifier for CheckedCertificate<F>
+where
+    F: Fn(&CertificateDer<'_>, UnixTime) -> Result<(), rustls::Error> + Send + Sync,
+{
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        (self.check)(end_entity, now)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -257,54 +264,5 @@ impl ServerCertVerifier for RaTlsVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// Accepts any server certificate (the handshake signature is still checked against it).
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

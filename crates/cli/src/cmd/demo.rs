@@ -661,8 +661,15 @@ fn manifest_json(measurement: &str, user_cert_pem: &str) -> String {
 /// Converts with the real conversion code (what `coffer convert` runs); returns the image
 /// measurement (hex).
 fn convert(src: &Path, out: &Path, launcher: &Path) -> anyhow::Result<String> {
+    let report = coffer_image::convert(&convert_options(src, out, launcher), &|_| {})
+        .context("converting the demo image")?;
+    Ok(report.image_measurement.hex())
+}
+
+/// The demo's conversion: OCI layout to OCI layout, every file trusted, ISVPRODID/ISVSVN 1.
+fn convert_options(src: &Path, out: &Path, launcher: &Path) -> coffer_image::ConvertOptions {
     use coffer_image::{ConvertOptions, Format, ImageRef, Limits};
-    let opts = ConvertOptions {
+    ConvertOptions {
         source: ImageRef {
             format: Format::OciDir,
             path: src.to_path_buf(),
@@ -684,9 +691,7 @@ fn convert(src: &Path, out: &Path, launcher: &Path) -> anyhow::Result<String> {
         source_date_epoch: None,
         limits: Limits::default(),
         sgx: None,
-    };
-    let report = coffer_image::convert(&opts, &|_| {}).context("converting the demo image")?;
-    Ok(report.image_measurement.hex())
+    }
 }
 
 /// Starts `coffer coordinator --simulation` (this executable) and waits until it listens.

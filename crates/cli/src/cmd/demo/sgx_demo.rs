@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::{
-    build_source_image, find_busybox, free_port, set_manifest, start_coordinator,
+    build_source_image, convert_options, find_busybox, free_port, set_manifest, start_coordinator,
     verify_coordinator, DemoArgs, DemoUser, Narration, Shared,
 };
 use crate::cmd::launcher_binary::find_launcher;
@@ -138,30 +138,7 @@ fn convert_sgx(
     key: &Path,
     root_ca: &Path,
 ) -> anyhow::Result<(String, String)> {
-    use coffer_image::{ConvertOptions, Format, ImageRef, Limits};
-    let opts = ConvertOptions {
-        source: ImageRef {
-            format: Format::OciDir,
-            path: src.to_path_buf(),
-            tag: None,
-        },
-        target: ImageRef {
-            format: Format::OciDir,
-            path: out.to_path_buf(),
-            tag: None,
-        },
-        launcher: launcher.to_path_buf(),
-        trusted: vec![],
-        allowed: vec![],
-        runtime_mounts: vec![],
-        encrypt: vec![],
-        key: None,
-        isv_prod_id: 1,
-        isv_svn: 1,
-        source_date_epoch: None,
-        limits: Limits::default(),
-        sgx: None,
-    };
+    let opts = convert_options(src, out, launcher);
     let key_pem = fs::read(key).with_context(|| format!("reading {}", key.display()))?;
     let g = coffer_image::sgx::GramineOptions {
         installation: coffer_image::sgx::Installation::read(
