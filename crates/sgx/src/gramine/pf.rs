@@ -73,7 +73,15 @@ fn seal(key: &[u8; KEY_SIZE], buf: &mut [u8]) -> [u8; 16] {
     }
 }
 
-fn open(key: &[u8; KEY_SIZE], buf: &mut [u8], tag: &[u8], what: &str) -> Result<()> {
+/// Which node failed to authenticate, named only when one does.
+#[derive(Clone, Copy)]
+enum Node {
+    Metadata,
+    Mht(u64),
+    Data(u64),
+}
+
+fn open(key: &[u8; KEY_SIZE], buf: &mut [u8], tag: &[u8], node: Node) -> Result<()> {
     let cipher = Aes128Gcm::new(key.into());
     cipher
         .decrypt_in_place_detached(
@@ -83,6 +91,11 @@ fn open(key: &[u8; KEY_SIZE], buf: &mut [u8], tag: &[u8], what: &str) -> Result<
             Tag::from_slice(tag),
         )
         .map_err(|_| {
+            let what = match node {
+                Node::Metadata => "the metadata node".to_string(),
+                Node::Mht(m) => format!("MHT node {m}"),
+                Node::Data(d) => format!("data node {d}"),
+            };
             Error::EncryptedFile(format!(
                 "{what} does not authenticate (wrong key, or modified)"
             ))
@@ -234,7 +247,7 @@ pub fn decrypt(kdk: &[u8; KEY_SIZE], path: &str, file: &[u8]) -> Result<Zeroizin
         &metadata_key(kdk, &nonce),
         &mut meta,
         &header[42..58],
-        "the metadata node",
+        Node::Metadata,
     )?;
     let stored_path = meta[..PATH_MAX_SIZE]
         .split(|b| *b == 0)
@@ -276,7 +289,7 @@ pub fn decrypt(kdk: &[u8; KEY_SIZE], path: &str, file: &[u8]) -> Result<Zeroizin
         &root_key,
         &mut root,
         &meta[PATH_MAX_SIZE + 24..PATH_MAX_SIZE + 40],
-        "MHT node 0",
+        Node::Mht(0),
     )?;
     mht.push(root);
     for m in 1..mht_nodes {
@@ -286,20 +299,23 @@ pub fn decrypt(kdk: &[u8; KEY_SIZE], path: &str, file: &[u8]) -> Result<Zeroizin
         key.copy_from_slice(&parent[slot..slot + 16]);
         let tag = parent[slot + 16..slot + 32].to_vec();
         let mut node = node_at(mht_physical(m));
-        open(&key, &mut node, &tag, &format!("MHT node {m}"))?;
+        open(&key, &mut node, &tag, Node::Mht(m))?;
         mht.push(node);
     }
+    // One node buffer for all data nodes, wiped when dropped.
+    let mut node = Zeroizing::new([0u8; NODE_SIZE]);
     for d in 0..data_nodes {
         let parent = &mht[(d / DATA_NODES_PER_MHT) as usize];
         let slot = (d % DATA_NODES_PER_MHT) as usize * 32;
         let mut key = Zeroizing::new([0u8; KEY_SIZE]);
         key.copy_from_slice(&parent[slot..slot + 16]);
-        let mut node = node_at(data_physical(d));
+        let p = data_physical(d) as usize * NODE_SIZE;
+        node.copy_from_slice(&file[p..p + NODE_SIZE]);
         open(
             &key,
-            &mut node,
+            &mut *node,
             &parent[slot + 16..slot + 32],
-            &format!("data node {d}"),
+            Node::Data(d),
         )?;
         let want = (size as usize - content.len()).min(NODE_SIZE);
         content.extend_from_slice(&node[..want]);
