@@ -10,7 +10,7 @@
 //! launcher (Gramine passes only the variables its manifest names, `loader.env` in
 //! `libos/src/libos_init.c`):
 //! - **Configuration:** `COFFER_EVIDENCE=gramine`, `COFFER_WORKLOAD` and the trust pin
-//!   the trust pin (`COFFER_ROOT_CA`, a trusted copy of the Coordinator's root CA, or the
+//!   (`COFFER_ROOT_CA`, a trusted copy of the Coordinator's root CA, or the
 //!   Coordinator's measurement, [`CoordinatorPin`]) are measured values; only
 //!   [`PASSTHROUGH_ENV`] comes from the host.
 //! - **Trusted files:** the workload file's trusted files, every path that reaches one through
