@@ -91,48 +91,17 @@ pub fn tls_for_root_ca(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, Error> {
         return Err(Error::Config("COFFER_ROOT_CA holds no certificate".into()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| Error::Config(format!("COFFER_ROOT_CA: {e}")))?;
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCoordinator {
-            webpki,
-            roots: pinned,
-            provider,
-        }))
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
-/// See [`tls_for_root_ca`].
-#[derive(Debug)]
-struct PinnedCoordinator {
-    webpki: Arc<rustls::client::WebPkiServerVerifier>,
-    roots: Vec<Vec<u8>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for PinnedCoordinator {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &rustls::pki_types::ServerName<'_>,
-        ocsp: &[u8],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        self.webpki
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| Error::Config(format!("COFFER_ROOT_CA: {e}")))?;
+    client::tls_config(move |end_entity, intermediates, name, ocsp, now| {
+        use rustls::client::danger::ServerCertVerifier as _;
+        webpki.verify_server_cert(end_entity, intermediates, name, ocsp, now)?;
         let mut last = None;
-        for root in &self.roots {
+        for root in &pinned {
             match coffer_evidence::ratls::check_coordinator_leaf(end_entity, root) {
-                Ok(_) => return Ok(rustls::client::danger::ServerCertVerified::assertion()),
+                Ok(_) => return Ok(()),
                 Err(e) => last = Some(e),
             }
         }
@@ -141,41 +110,8 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCoordinator {
              RA-TLS certificate ({})",
             last.map(|e| e.to_string()).unwrap_or_default()
         )))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    })
+    .map_err(|e| Error::Config(format!("TLS: {e}")))
 }
 
 /// How the activation connection checks the Coordinator.

@@ -12,7 +12,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// The name the Coordinator's TLS certificate carries (`coffer_coordinator::pki::SERVER_NAME`).
 pub const COORDINATOR_SERVER_NAME: &str = "coffer-coordinator";
@@ -22,6 +24,109 @@ pub(crate) const MAX_RESPONSE: usize = 64 << 20;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A TLS client configuration whose server certificate is accepted when `check` passes (given
+/// what rustls gives a verifier: the leaf, the intermediates, the name, a stapled OCSP answer
+/// and the time); the handshake signatures are still verified
+/// against that certificate by rustls. Every way the launcher trusts the Coordinator is such a
+/// check.
+pub(crate) fn tls_config<F>(check: F) -> Result<Arc<rustls::ClientConfig>, rustls::Error>
+where
+    F: Fn(
+            &CertificateDer<'_>,
+            &[CertificateDer<'_>],
+            &ServerName<'_>,
+            &[u8],
+            UnixTime,
+        ) -> Result<(), rustls::Error>
+        + Send
+        + Sync
+        + 'static,
+{
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(CheckedCertificate {
+        check,
+        provider: provider.clone(),
+    });
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    ))
+}
+
+/// See [`tls_config`].
+struct CheckedCertificate<F> {
+    check: F,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl<F> std::fmt::Debug for CheckedCertificate<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckedCertificate")
+    }
+}
+
+impl<F> ServerCertVerifier for CheckedCertificate<F>
+where
+    F: Fn(
+            &CertificateDer<'_>,
+            &[CertificateDer<'_>],
+            &ServerName<'_>,
+            &[u8],
+            UnixTime,
+        ) -> Result<(), rustls::Error>
+        + Send
+        + Sync,
+{
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        (self.check)(end_entity, intermediates, server_name, ocsp_response, now)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
 
 /// Why one request failed.
 #[derive(Debug)]

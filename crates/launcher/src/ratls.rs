@@ -18,9 +18,7 @@
 use std::sync::{Arc, Mutex};
 
 use coffer_evidence::{Collateral, Measurement, TcbStatus, TrustAnchors};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, UnixTime};
 
 use crate::client::{self, TransportError};
 use crate::config::ExpectedCoordinator;
@@ -92,33 +90,17 @@ impl MeasurementTrust {
             expected: self.expected.clone(),
             allow_simulation: self.simulation,
         };
-        let tls = config_with(move |cert, now| check.check(cert, now))?;
+        let tls = client::tls_config(move |cert, _, _, _, now| check.check(cert, now))
+            .map_err(|e| TransportError::Malformed(format!("TLS: {e}")))?;
         *cached = Some(tls.clone());
         Ok(tls)
     }
 }
 
-fn config_with<F>(check: F) -> Result<Arc<rustls::ClientConfig>, TransportError>
-where
-    F: Fn(&CertificateDer<'_>, UnixTime) -> Result<(), rustls::Error> + Send + Sync + 'static,
-{
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(CheckedCertificate {
-        check,
-        provider: provider.clone(),
-    });
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TransportError::Malformed(format!("TLS: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
 /// TLS that accepts any certificate: only for fetching signed collateral, never for secrets.
 fn unverified_tls() -> Result<Arc<rustls::ClientConfig>, TransportError> {
-    config_with(|_, _| Ok(()))
+    client::tls_config(|_, _, _, _, _| Ok(()))
+        .map_err(|e| TransportError::Malformed(format!("TLS: {e}")))
 }
 
 fn bad(reason: String) -> rustls::Error {
@@ -201,68 +183,5 @@ impl RaTlsCheck {
             return Err(bad("the quote does not bind the certificate's key".into()));
         }
         check_identity(&verified, &self.expected).map_err(bad)
-    }
-}
-
-/// A certificate check plus rustls's own handshake-signature checks against that certificate.
-struct CheckedCertificate<F> {
-    check: F,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl<F> std::fmt::Debug for CheckedCertificate<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CheckedCertificate")
-    }
-}
-
-impl<F> ServerCertVerifier for CheckedCertificate<F>
-where
-    F: Fn(&CertificateDer<'_>, UnixTime) -> Result<(), rustls::Error> + Send + Sync,
-{
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        (self.check)(end_entity, now)?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
