@@ -201,21 +201,7 @@ pub(crate) fn run(args: DemoArgs, global: Global) -> anyhow::Result<ExitCode> {
 fn demo(args: &DemoArgs, cleanup: &Shared, out: &mut Narration) -> anyhow::Result<()> {
     const TOTAL: u32 = 8;
     out.say("coffer demo: everything below runs on SIMULATED hardware (no SGX/TDX): quotes are signed by a simulation root CA, not by Intel");
-    let work = tempfile::Builder::new()
-        .prefix("coffer-demo-")
-        .tempdir()?
-        .keep();
-    cleanup
-        .lock()
-        .map_err(|_| anyhow::anyhow!("lock"))?
-        .dirs
-        .push(work.clone());
-    if args.keep {
-        out.say(format_args!(
-            "coffer demo: working directory {}",
-            work.display()
-        ));
-    }
+    let work = work_dir("coffer-demo-", args, cleanup, out)?;
 
     // 1. The source image.
     let busybox = find_busybox()?;
@@ -360,6 +346,28 @@ fn demo(args: &DemoArgs, cleanup: &Shared, out: &mut Narration) -> anyhow::Resul
     );
     out.say("coffer demo: SUCCESS — an unmodified app received its secrets only after (SIMULATED) attestation, and a tampered image was refused");
     Ok(())
+}
+
+/// A fresh working directory, removed at clean-up unless `--keep` (then its path is printed).
+fn work_dir(
+    prefix: &str,
+    args: &DemoArgs,
+    cleanup: &Shared,
+    out: &Narration,
+) -> anyhow::Result<PathBuf> {
+    let work = tempfile::Builder::new().prefix(prefix).tempdir()?.keep();
+    cleanup
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .dirs
+        .push(work.clone());
+    if args.keep {
+        out.say(format_args!(
+            "coffer demo: working directory {}",
+            work.display()
+        ));
+    }
+    Ok(work)
 }
 
 fn subtle_eq(a: &[u8], b: &[u8]) -> subtle_like::Choice {

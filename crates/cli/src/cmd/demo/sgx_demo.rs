@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 
 use super::{
     build_source_image, convert_options, find_busybox, free_port, set_manifest, start_coordinator,
-    verify_coordinator, DemoArgs, DemoUser, Narration, Shared,
+    verify_coordinator, work_dir, DemoArgs, DemoUser, Narration, Shared,
 };
 use crate::cmd::launcher_binary::find_launcher;
 
@@ -34,21 +34,7 @@ pub(super) fn demo(args: &DemoArgs, cleanup: &Shared, out: &mut Narration) -> an
             args.gramine_dir.display()
         );
     }
-    let work = tempfile::Builder::new()
-        .prefix("coffer-demo-sgx-")
-        .tempdir()?
-        .keep();
-    cleanup
-        .lock()
-        .map_err(|_| anyhow::anyhow!("lock"))?
-        .dirs
-        .push(work.clone());
-    if args.keep {
-        out.say(format_args!(
-            "coffer demo: working directory {}",
-            work.display()
-        ));
-    }
+    let work = work_dir("coffer-demo-sgx-", args, cleanup, out)?;
 
     let busybox = find_busybox()?;
     let src = work.join("image-src");
