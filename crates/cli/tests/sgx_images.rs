@@ -126,7 +126,7 @@ fn busybox_with_a_shebang_script_runs_inside_gramine_and_broken_manifests_are_ca
             &layer(
                 &[("bin/sh", "busybox"), ("usr/bin/env", "../../bin/busybox")],
                 &[
-                    ("app/run.sh", b"#!/bin/sh\necho hello\n", 0o755),
+                    ("app/run.sh", b"#!/usr/bin/env sh\necho hello\n", 0o755),
                     ("app/conf/db.toml", b"password = \"hunter2\"\n", 0o600),
                 ],
             ),
@@ -148,6 +148,8 @@ fn busybox_with_a_shebang_script_runs_inside_gramine_and_broken_manifests_are_ca
     let r = checked(&image);
     trusted(&r, "exec", "/app/run.sh");
     // The script's interpreter is a symlink: trusted under its own path.
+    trusted(&r, "exec", "/usr/bin/env");
+    // `env` finds `sh` through the image's PATH: /bin/sh, also a symlink.
     trusted(&r, "exec", "/bin/sh");
     trusted(&r, "exec", "/coffer/launcher");
     trusted(&r, "read", "/coffer/workload.json");

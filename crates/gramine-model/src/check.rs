@@ -275,7 +275,7 @@ fn check_launcher(image: &Image, policy: &Policy, wf: &serde_json::Value, r: &mu
         ));
     }
     // The launcher itself: the LibOS loads it like any executable.
-    exec(image, policy, "/coffer/launcher", &[], r, 0);
+    exec(image, policy, DEFAULT_PATH, "/coffer/launcher", &[], r, 0);
 
     if !matches!(
         r.step("read", WORKLOAD, policy.open(image, WORKLOAD)),
@@ -383,27 +383,43 @@ fn check_app(image: &Image, policy: &Policy, wf: &serde_json::Value, r: &mut Rep
         .as_str()
         .filter(|w| !w.is_empty())
         .unwrap_or("/");
-    let found =
-        if program.contains('/') {
-            Some(normalise(&format!("{workdir}/{program}")))
-        } else {
-            path_var.split(':').filter(|d| d.starts_with('/')).find_map(|d| {
-            let c = normalise(&format!("{d}/{program}"));
-            matches!(image.resolve(&c), Some((_, Node::File { mode, .. })) if mode & 0o111 != 0)
-                .then_some(c)
-        })
-        };
+    let found = if program.contains('/') {
+        Some(normalise(&format!("{workdir}/{program}")))
+    } else {
+        find_in_path(image, &path_var, program)
+    };
     match found {
-        Some(p) => exec(image, policy, &p, &argv[1..], r, 0),
+        Some(p) => exec(image, policy, &path_var, &p, &argv[1..], r, 0),
         None => r.problem(format!(
             "the app {program:?} is not found through PATH {path_var}"
         )),
     }
 }
 
+/// `execvp`'s search: the first executable regular file named `program` in `path_var`.
+fn find_in_path(image: &Image, path_var: &str, program: &str) -> Option<String> {
+    path_var
+        .split(':')
+        .filter(|d| d.starts_with('/'))
+        .find_map(|d| {
+            let c = normalise(&format!("{d}/{program}"));
+            matches!(image.resolve(&c), Some((_, Node::File { mode, .. })) if mode & 0o111 != 0)
+                .then_some(c)
+        })
+}
+
 /// `execve(path)` inside Gramine: the file must be trusted; a script runs its interpreter, an
-/// ELF file its interpreter (searched by name) and libraries.
-fn exec(image: &Image, policy: &Policy, path: &str, args: &[String], r: &mut Report, depth: usize) {
+/// ELF file its interpreter (searched by name) and libraries. `path_var` is the app's `PATH`,
+/// which `#!/usr/bin/env prog` searches.
+fn exec(
+    image: &Image,
+    policy: &Policy,
+    path_var: &str,
+    path: &str,
+    args: &[String],
+    r: &mut Report,
+    depth: usize,
+) {
     let access = r.step("exec", path, policy.open(image, path));
     if !matches!(access, Access::Trusted { .. }) {
         r.problem(format!("Gramine cannot execute {path}: {access:?}"));
@@ -428,11 +444,19 @@ fn exec(image: &Image, policy: &Policy, path: &str, args: &[String], r: &mut Rep
         let mut next: Vec<String> = parts.map(str::to_string).collect();
         next.push(path.to_string());
         next.extend(args.iter().cloned());
+        exec(image, policy, path_var, interp, &next, r, depth + 1);
         // `#!/usr/bin/env python3` looks the program up in PATH inside the enclave too.
-        exec(image, policy, interp, &next, r, depth + 1);
         if interp.ends_with("/env") {
-            if let Some(prog) = next.first().filter(|p| !p.starts_with('-')) {
-                check_env_program(image, policy, prog, r);
+            if let Some(prog) = next
+                .first()
+                .filter(|p| !p.starts_with('-') && !p.contains('/'))
+            {
+                match find_in_path(image, path_var, prog) {
+                    Some(c) => exec(image, policy, path_var, &c, &next[1..], r, depth + 1),
+                    None => r.problem(format!(
+                        "#!/usr/bin/env {prog}: {prog} is not in PATH {path_var}"
+                    )),
+                }
             }
         }
         return;
@@ -477,22 +501,6 @@ fn exec(image: &Image, policy: &Policy, path: &str, args: &[String], r: &mut Rep
         }
     }
     load_libraries(image, policy, path, &elf, &library_path, r);
-}
-
-/// `#!/usr/bin/env prog`: env finds `prog` through the app's `PATH`; it must be executable in
-/// the enclave too.
-fn check_env_program(image: &Image, policy: &Policy, prog: &str, r: &mut Report) {
-    if prog.contains('/') {
-        return;
-    }
-    let found = DEFAULT_PATH.split(':').find_map(|d| {
-        let c = format!("{d}/{prog}");
-        image.resolve(&c).is_some().then_some(c)
-    });
-    match found {
-        Some(c) => exec(image, policy, &c, &[], r, MAX_SCRIPT_DEPTH),
-        None => r.problem(format!("#!/usr/bin/env {prog}: {prog} is not in PATH")),
-    }
 }
 
 /// The dynamic linker's search (`DT_RPATH`, `LD_LIBRARY_PATH`, `DT_RUNPATH`, then the default
