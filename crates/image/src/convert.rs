@@ -343,19 +343,21 @@ fn io_err<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> E
 
 /// What an enclave build step (`--tee sgx`) adds to a conversion.
 #[cfg_attr(not(feature = "sgx"), allow(dead_code))]
-pub(crate) struct EnclaveOutput {
+pub(crate) struct EnclaveOutput<'a> {
     /// Recorded in the labels and the report.
     pub(crate) info: SgxInfo,
     /// Files added to the coffer layer: `(absolute path under /coffer, bytes, mode)`; their
-    /// parent directories are added too.
-    pub(crate) files: Vec<(String, Vec<u8>, u32)>,
+    /// parent directories are added too. Borrowed where the step already holds them (a
+    /// Gramine installation is tens of MiB).
+    pub(crate) files: Vec<(String, std::borrow::Cow<'a, [u8]>, u32)>,
     /// Arguments after `/coffer/launcher` in the image's ENTRYPOINT.
     pub(crate) entrypoint_args: Vec<String>,
 }
 
 /// An enclave build step: gets the sealed workload file and its exact JSON bytes (as written
 /// into the image) and returns what to add.
-pub(crate) type EnclaveHook<'a> = &'a dyn Fn(&WorkloadFile, &[u8]) -> Result<EnclaveOutput, Error>;
+pub(crate) type EnclaveHook<'a> =
+    &'a dyn Fn(&WorkloadFile, &[u8]) -> Result<EnclaveOutput<'a>, Error>;
 
 /// Writes the stored form of one `--encrypt` file from its plaintext (in the file at the
 /// given path) instead of Coffer's own format, and returns the plaintext MAC to record

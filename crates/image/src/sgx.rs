@@ -33,6 +33,7 @@
 //! section stays empty on purpose: the manifest pins the workload file's SHA-256, so the file
 //! cannot also carry the MRENCLAVE that depends on it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -717,20 +718,28 @@ pub fn convert_sgx(
             &mut coffer_sgx::rand_core::OsRng,
         )
         .map_err(sgx_err)?;
-        let mut files: Vec<(String, Vec<u8>, u32)> = g
+        let mut files: Vec<(String, Cow<'_, [u8]>, u32)> = g
             .installation
             .files
             .iter()
-            .map(|f| (f.path.clone(), f.bytes.clone(), f.mode))
+            .map(|f| (f.path.clone(), Cow::Borrowed(&f.bytes[..]), f.mode))
             .collect();
-        files.push((layout::MANIFEST.into(), built.manifest.into_bytes(), 0o644));
+        files.push((
+            layout::MANIFEST.into(),
+            Cow::Owned(built.manifest.into_bytes()),
+            0o644,
+        ));
         files.push((
             layout::SIG.into(),
-            built.sigstruct.to_bytes().to_vec(),
+            Cow::Owned(built.sigstruct.to_bytes().to_vec()),
             0o644,
         ));
         if let CoordinatorPin::RootCa(pem) = &g.coordinator {
-            files.push((layout::COORDINATOR_ROOT_CA.into(), pem.clone(), 0o644));
+            files.push((
+                layout::COORDINATOR_ROOT_CA.into(),
+                Cow::Borrowed(&pem[..]),
+                0o644,
+            ));
         }
         Ok(EnclaveOutput {
             info: SgxInfo {
