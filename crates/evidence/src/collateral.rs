@@ -38,10 +38,6 @@ pub struct Collateral {
     /// ECDSA P-256 signature over `qe_identity`, raw r ‖ s (hex in JSON).
     #[serde(with = "hex_bytes")]
     pub qe_identity_signature: Vec<u8>,
-    /// PCK certificate chain, PEM, for quotes whose certification data carries none
-    /// (encrypted PPID); ignored when the quote carries a chain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pck_certificate_chain: Option<String>,
 }
 
 impl Collateral {
@@ -63,35 +59,6 @@ impl Collateral {
     pub fn to_json(&self) -> String {
         // Serialising plain strings and byte vectors cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-
-    /// SHA-256 over every field, length-prefixed: the key of the verified-collateral cache.
-    pub(crate) fn cache_key(&self) -> [u8; 32] {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let chain = self.pck_certificate_chain.as_deref().map(str::as_bytes);
-        for part in [
-            Some(self.pck_crl_issuer_chain.as_bytes()),
-            Some(&self.root_ca_crl[..]),
-            Some(&self.pck_crl[..]),
-            Some(self.tcb_info_issuer_chain.as_bytes()),
-            Some(self.tcb_info.as_bytes()),
-            Some(&self.tcb_info_signature[..]),
-            Some(self.qe_identity_issuer_chain.as_bytes()),
-            Some(self.qe_identity.as_bytes()),
-            Some(&self.qe_identity_signature[..]),
-            chain,
-        ] {
-            match part {
-                Some(p) => {
-                    ctx.update(&(p.len() as u64).to_le_bytes());
-                    ctx.update(p);
-                }
-                None => ctx.update(&u64::MAX.to_le_bytes()),
-            }
-        }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.finish().as_ref());
-        out
     }
 }
 

@@ -94,6 +94,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod collateral;
 mod error;
 mod pki;

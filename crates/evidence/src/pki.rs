@@ -6,6 +6,7 @@
 use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_FIXED};
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ECDSA_WITH_SHA256,
+    OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER, OID_X509_EXT_CRL_NUMBER,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
@@ -594,6 +595,19 @@ impl Crl {
         let next = crl
             .next_update()
             .ok_or_else(|| Error::malformed(item, "CRL without nextUpdate"))?;
+        // Intel's QVL (PckCrlVerifier, CRL_REQUIRED_EXTENSIONS) refuses a CRL that lacks
+        // either extension RFC 5280 makes mandatory; so do we.
+        for (oid, name) in [
+            (&OID_X509_EXT_CRL_NUMBER, "CRL Number"),
+            (&OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER, "Authority Key Identifier"),
+        ] {
+            if !crl.extensions().iter().any(|e| e.oid == *oid) {
+                return Err(Error::malformed(
+                    item,
+                    format!("CRL without the {name} extension (RFC 5280 5.2, required by Intel's QVL)"),
+                ));
+            }
+        }
         let mut revoked: Vec<Vec<u8>> = crl
             .iter_revoked_certificates()
             .map(|r| strip_serial(r.raw_serial()))

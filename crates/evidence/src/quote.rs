@@ -688,21 +688,6 @@ impl Quote {
         crate::pki::sgx_extension_of(&self.first_pck_cert()?)
     }
 
-    /// The bytes that are constant for one platform and QE: attestation key, QE report and
-    /// signature, QE auth data and certification data. Keys the verified-platform cache.
-    pub(crate) fn platform_cache_key(&self) -> [u8; 32] {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(&self.attestation_key);
-        ctx.update(&self.qe_report_raw);
-        ctx.update(&self.qe_report_signature);
-        ctx.update(&(self.qe_auth_data.len() as u64).to_le_bytes());
-        ctx.update(&self.qe_auth_data);
-        ctx.update(&self.certification_data.cert_type.0.to_le_bytes());
-        ctx.update(&self.certification_data.data);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.finish().as_ref());
-        out
-    }
 }
 
 type QeSection = (Vec<u8>, SgxReportBody, [u8; 64], Vec<u8>, CertificationData);

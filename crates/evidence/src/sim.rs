@@ -388,9 +388,14 @@ fn build_crl(issuer: &str, key: &SigningKey, this: i64, next: i64, revoked: &[u6
             .collect();
         parts.push(seq(&entries));
     }
+    // CRL Number and Authority Key Identifier: the two extensions Intel's QVL requires.
+    let key_id = &Sha256::digest(point(key))[..20];
     parts.push(tlv(
         0xa0,
-        &seq(&[seq(&[oid(&[0x55, 0x1d, 0x14]), octet(&uint(1))])]),
+        &seq(&[
+            seq(&[oid(&[0x55, 0x1d, 0x14]), octet(&uint(1))]),
+            seq(&[oid(&[0x55, 0x1d, 0x23]), octet(&seq(&[tlv(0x80, key_id)]))]),
+        ]),
     ));
     let tbs = seq(&parts);
     let sig = sign_der(key, &tbs);
@@ -631,7 +636,6 @@ impl SimPlatform {
             qe_identity_issuer_chain: tcb_chain,
             qe_identity_signature: sign_raw(&self.tcb_key, qe.as_bytes()).to_vec(),
             qe_identity: qe,
-            pck_certificate_chain: None,
         }
     }
 

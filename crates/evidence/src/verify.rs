@@ -1,14 +1,14 @@
 //! The verification pipeline and the verified-collateral cache.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::Serialize;
 
+use crate::cache::{item_key, lock, memo, Lru};
 use crate::collateral::{Collateral, QeIdentity, TcbInfo};
 use crate::error::{Error, Item};
 use crate::pki::{self, Cert, Crl, Role, SgxExtension, TrustAnchors, Window};
-use crate::quote::{Quote, QuoteBody, Tee, INTEL_QE_VENDOR_ID};
+use crate::quote::{CertDataType, Quote, QuoteBody, Tee, INTEL_QE_VENDOR_ID};
 use crate::tcb::{self, TcbStatus};
 
 /// What a verified quote proves: which TEE, running what, with which report data, on a
@@ -156,15 +156,27 @@ mod hexser {
 }
 
 /// Collateral whose signatures, chains and formats were checked (time is checked per call).
+/// Its items are shared: the root CRL, TCB signing chain, QE identity and PCK CRL are the same
+/// for every FMSPC, so a [`Verifier`] verifies each of them once.
 #[derive(Debug)]
 pub(crate) struct VerifiedCollateral {
-    tcb_info: TcbInfo,
-    qe_identity: QeIdentity,
-    root_crl: Crl,
-    pck_crl: Crl,
-    pck_ca: Cert,
-    root_key: Vec<u8>,
+    tcb_info: Arc<TcbInfo>,
+    qe_identity: Arc<QeIdentity>,
+    root_crl: Arc<Crl>,
+    pck_crl: Arc<Crl>,
+    /// PCK CA ‖ root.
+    pck_crl_chain: Arc<Vec<Cert>>,
     windows: Vec<Window>,
+}
+
+impl VerifiedCollateral {
+    fn pck_ca(&self) -> &Cert {
+        &self.pck_crl_chain[0]
+    }
+
+    fn root_key(&self) -> &[u8] {
+        &self.pck_crl_chain[1].key
+    }
 }
 
 /// A platform (PCK chain + QE report + attestation key) whose signatures were checked.
@@ -217,53 +229,117 @@ const PCK_CHAIN: [Role; 3] = [
     },
 ];
 
-pub(crate) fn verify_collateral(
+/// Verified collateral items, keyed by [`item_key`] of the bytes (and issuer key) each was
+/// verified from.
+#[derive(Debug)]
+struct ItemCache {
+    chains: Mutex<Lru<Vec<Cert>>>,
+    crls: Mutex<Lru<Crl>>,
+    tcb_infos: Mutex<Lru<TcbInfo>>,
+    qe_identities: Mutex<Lru<QeIdentity>>,
+}
+
+impl ItemCache {
+    fn new() -> ItemCache {
+        ItemCache {
+            chains: Mutex::new(Lru::new(CACHE_CAP)),
+            crls: Mutex::new(Lru::new(CACHE_CAP)),
+            tcb_infos: Mutex::new(Lru::new(CACHE_CAP)),
+            qe_identities: Mutex::new(Lru::new(CACHE_CAP)),
+        }
+    }
+
+    fn clear(&self) {
+        lock(&self.chains).clear();
+        lock(&self.crls).clear();
+        lock(&self.tcb_infos).clear();
+        lock(&self.qe_identities).clear();
+    }
+}
+
+/// Verifies every collateral item: six signatures (TCB signing certificate, root CA CRL, TCB
+/// info, QE identity, PCK CA certificate, PCK CRL) when `cache` is `None` or knows none of
+/// them; with a cache, only the items it has not seen.
+fn verify_collateral(
     c: &Collateral,
     anchors: &TrustAnchors,
+    cache: Option<&ItemCache>,
 ) -> Result<VerifiedCollateral, Error> {
-    let tcb_chain = pki::verify_chain(&c.tcb_info_issuer_chain, &TCB_CHAIN, anchors, None)?;
-    let root = &tcb_chain[1];
-    let root_crl = Crl::parse_verified(&c.root_ca_crl, Item::RootCaCrl, root)?;
-    root_crl.check(&tcb_chain[0], Item::TcbSigningCertificate)?;
-    if !pki::verify_raw(
-        &tcb_chain[0].key,
-        c.tcb_info.as_bytes(),
-        &c.tcb_info_signature,
-    ) {
-        return Err(Error::BadSignature {
-            item: Item::TcbInfo,
-        });
-    }
-    let tcb_info = TcbInfo::from_json(&c.tcb_info)?;
-
-    let qe_chain_owned;
-    let qe_chain = if c.qe_identity_issuer_chain == c.tcb_info_issuer_chain {
-        &tcb_chain
-    } else {
-        qe_chain_owned = pki::verify_chain(&c.qe_identity_issuer_chain, &TCB_CHAIN, anchors, None)?;
-        same_root(&qe_chain_owned[1], root)?;
-        root_crl.check(&qe_chain_owned[0], Item::TcbSigningCertificate)?;
-        &qe_chain_owned
+    let chain = |pem: &str, roles: &'static [Role], tag: &str| {
+        memo(
+            cache.map(|c| &c.chains),
+            || item_key(tag, &[pem.as_bytes()]),
+            || pki::verify_chain(pem, roles, anchors, None),
+        )
     };
-    if !pki::verify_raw(
-        &qe_chain[0].key,
-        c.qe_identity.as_bytes(),
-        &c.qe_identity_signature,
-    ) {
-        return Err(Error::BadSignature {
-            item: Item::QeIdentity,
-        });
-    }
-    let qe_identity = QeIdentity::from_json(&c.qe_identity)?;
+    let crl = |der: &[u8], item: Item, issuer: &Cert| {
+        memo(
+            cache.map(|c| &c.crls),
+            || item_key(&format!("{item}"), &[der, &issuer.key, &issuer.subject]),
+            || Crl::parse_verified(der, item, issuer),
+        )
+    };
+    let tcb_chain = chain(&c.tcb_info_issuer_chain, &TCB_CHAIN, "tcb-chain")?;
+    let root = &tcb_chain[1];
+    let root_crl = crl(&c.root_ca_crl, Item::RootCaCrl, root)?;
+    root_crl.check(root, Item::RootCaCertificate)?;
+    root_crl.check(&tcb_chain[0], Item::TcbSigningCertificate)?;
+    let tcb_info = memo(
+        cache.map(|c| &c.tcb_infos),
+        || {
+            let (info, sig) = (c.tcb_info.as_bytes(), &c.tcb_info_signature[..]);
+            item_key("tcb-info", &[info, sig, &tcb_chain[0].key])
+        },
+        || {
+            if !pki::verify_raw(
+                &tcb_chain[0].key,
+                c.tcb_info.as_bytes(),
+                &c.tcb_info_signature,
+            ) {
+                return Err(Error::BadSignature {
+                    item: Item::TcbInfo,
+                });
+            }
+            TcbInfo::from_json(&c.tcb_info)
+        },
+    )?;
 
-    let pck_crl_chain = pki::verify_chain(&c.pck_crl_issuer_chain, &PCK_CRL_CHAIN, anchors, None)?;
+    let qe_chain = if c.qe_identity_issuer_chain == c.tcb_info_issuer_chain {
+        tcb_chain.clone()
+    } else {
+        let qe_chain = chain(&c.qe_identity_issuer_chain, &TCB_CHAIN, "tcb-chain")?;
+        same_root(&qe_chain[1], root)?;
+        root_crl.check(&qe_chain[0], Item::TcbSigningCertificate)?;
+        qe_chain
+    };
+    let qe_identity = memo(
+        cache.map(|c| &c.qe_identities),
+        || {
+            let (ident, sig) = (c.qe_identity.as_bytes(), &c.qe_identity_signature[..]);
+            item_key("qe-identity", &[ident, sig, &qe_chain[0].key])
+        },
+        || {
+            if !pki::verify_raw(
+                &qe_chain[0].key,
+                c.qe_identity.as_bytes(),
+                &c.qe_identity_signature,
+            ) {
+                return Err(Error::BadSignature {
+                    item: Item::QeIdentity,
+                });
+            }
+            QeIdentity::from_json(&c.qe_identity)
+        },
+    )?;
+
+    let pck_crl_chain = chain(&c.pck_crl_issuer_chain, &PCK_CRL_CHAIN, "pck-crl-chain")?;
     same_root(&pck_crl_chain[1], root)?;
     root_crl.check(&pck_crl_chain[0], Item::PckCaCertificate)?;
-    let pck_crl = Crl::parse_verified(&c.pck_crl, Item::PckCrl, &pck_crl_chain[0])?;
+    let pck_crl = crl(&c.pck_crl, Item::PckCrl, &pck_crl_chain[0])?;
 
     let mut windows = pki::windows_of(&tcb_chain, &TCB_CHAIN);
-    if !std::ptr::eq(qe_chain, &tcb_chain) {
-        windows.extend(pki::windows_of(qe_chain, &TCB_CHAIN));
+    if !Arc::ptr_eq(&qe_chain, &tcb_chain) {
+        windows.extend(pki::windows_of(&qe_chain, &TCB_CHAIN));
     }
     windows.extend(pki::windows_of(&pck_crl_chain, &PCK_CRL_CHAIN));
     windows.push(root_crl.window);
@@ -280,16 +356,12 @@ pub(crate) fn verify_collateral(
         not_after: qe_identity.next_update,
         end_exclusive: false,
     });
-    let root_key = root.key.clone();
-    let mut pck_crl_chain = pck_crl_chain;
-    let pck_ca = pck_crl_chain.swap_remove(0);
     Ok(VerifiedCollateral {
         tcb_info,
         qe_identity,
         root_crl,
         pck_crl,
-        pck_ca,
-        root_key,
+        pck_crl_chain,
         windows,
     })
 }
@@ -304,30 +376,16 @@ fn same_root(a: &Cert, b: &Cert) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) fn verify_platform(
+/// Verifies the platform part of a quote: its PCK chain to the pinned root (the PCK CA's
+/// signature is not checked again when it is `vc`'s, already verified), the QE report's
+/// signature by the PCK leaf, and the QE report's binding of the attestation key.
+fn verify_platform(
     q: &Quote,
-    c: &Collateral,
     anchors: &TrustAnchors,
-    vc: Option<&VerifiedCollateral>,
+    vc: &VerifiedCollateral,
 ) -> Result<VerifiedPlatform, Error> {
-    // The quote's own PEM chain; otherwise (encrypted PPID, or a chain that is not PEM text)
-    // the chain the collateral supplies. Either way it must verify to the pinned root and
-    // its leaf must have signed the QE report.
-    let pem = match (q.pck_chain_pem(), c.pck_certificate_chain.as_deref()) {
-        (Some(p), _) => p,
-        (None, Some(p)) => p,
-        (None, None) => {
-            return Err(Error::unsupported(
-                Item::Quote,
-                format!(
-                    "certification data type {} carries no PEM PCK chain and the collateral has \
-                     no pck_certificate_chain",
-                    q.certification_data().cert_type
-                ),
-            ))
-        }
-    };
-    let known = vc.map(|v| (&v.pck_ca, &v.root_key[..]));
+    let pem = pck_chain_of(q)?;
+    let known = Some((vc.pck_ca(), vc.root_key()));
     let chain = pki::verify_chain(pem, &PCK_CHAIN, anchors, known)?;
     let ext = pki::parse_sgx_extension(chain[0].sgx_ext.as_deref())?;
     if !pki::verify_raw(&chain[0].key, q.qe_report_bytes(), q.qe_report_signature()) {
@@ -347,6 +405,27 @@ pub(crate) fn verify_platform(
         chain,
         ext,
         windows,
+    })
+}
+
+/// The quote's PCK chain. Like Intel's QvE, only certification data type 5 (the PEM chain) is
+/// accepted: the other types (PPID, encrypted or not) name a platform without proving it.
+fn pck_chain_of(q: &Quote) -> Result<&str, Error> {
+    let t = q.certification_data().cert_type;
+    if t != CertDataType::PCK_CERT_CHAIN {
+        return Err(Error::unsupported(
+            Item::Quote,
+            format!(
+                "certification data type {t}: only type 5 (PCK certificate chain) is accepted, \
+                 as by Intel's QvE; configure the quote provider to embed the PCK chain"
+            ),
+        ));
+    }
+    q.pck_chain_pem().ok_or_else(|| {
+        Error::malformed(
+            Item::PckCertificate,
+            "certification data type 5 is not PEM text",
+        )
     })
 }
 
@@ -388,18 +467,19 @@ fn finish(
     now: i64,
 ) -> Result<Verified, Error> {
     // Chain consistency with this collateral.
-    if vp.chain[2].key != vc.root_key {
+    if vp.chain[2].key != vc.root_key() {
         return Err(Error::mismatch(
             "root CA",
             "the PCK chain and the collateral end in different roots",
         ));
     }
-    if vp.chain[1].key != vc.pck_ca.key || vp.chain[1].subject != vc.pck_ca.subject {
+    let pck_ca = vc.pck_ca();
+    if vp.chain[1].key != pck_ca.key || vp.chain[1].subject != pck_ca.subject {
         return Err(Error::mismatch(
             "PCK CRL issuer",
             format!(
                 "the PCK certificate is issued by {:?} but the PCK CRL by {:?}",
-                vp.chain[1].subject_cn, vc.pck_ca.subject_cn
+                vp.chain[1].subject_cn, pck_ca.subject_cn
             ),
         ));
     }
@@ -675,8 +755,9 @@ fn check_module(m: &crate::collateral::TdxModule, b: &crate::quote::TdReport) ->
 }
 
 /// Verifies `quote` against `collateral` with chains ending in `anchors`, at `now_unix`
-/// (seconds). Nothing is cached: every signature is checked. See the crate docs for the list of
-/// checks; use [`Verifier`] to verify many quotes against the same collateral.
+/// (seconds). Nothing is cached and nothing is hashed for a cache: nine ECDSA verifications
+/// (six for the collateral, three for the platform and quote). See the crate docs for the list
+/// of checks; use [`Verifier`] to verify many quotes.
 pub fn verify(
     quote: &[u8],
     collateral: &Collateral,
@@ -684,32 +765,46 @@ pub fn verify(
     now_unix: i64,
 ) -> Result<Verified, Error> {
     let q = Quote::parse(quote)?;
-    let vc = verify_collateral(collateral, anchors)?;
-    let vp = verify_platform(&q, collateral, anchors, Some(&vc))?;
+    let vc = verify_collateral(collateral, anchors, None)?;
+    let vp = verify_platform(&q, anchors, &vc)?;
     finish(&q, &vc, &vp, now_unix)
 }
 
+/// Entries per cache (items of each kind, platforms, collateral sets).
 const CACHE_CAP: usize = 256;
 
-/// A verifier that caches verified collateral (keyed by SHA-256 of its bytes) and verified
-/// platforms (PCK chain, QE report signature and attestation-key binding, keyed by SHA-256 of
-/// those bytes). Cached items still have their validity checked at every call's `now`, CRL
-/// revocation is re-checked against the collateral of the call, and the quote signature is
-/// always verified. Thread-safe; share it behind an `Arc`.
+/// A verifier that remembers what it verified, so repeated work costs no signature:
+///
+/// - **collateral items** (chains, CRLs, TCB info, QE identity), keyed by SHA-256 of their
+///   bytes and issuer key: a new FMSPC's collateral shares its root CRL, TCB signing chain, QE
+///   identity and PCK CRL with every other, so it costs one signature (its TCB info);
+/// - **collateral sets** passed as the same `Arc` ([`Verifier::verify_shared`]): nothing is
+///   hashed again while the caller holds that `Arc`;
+/// - **platforms** (PCK chain, QE report signature and attestation-key binding), keyed by the
+///   chain's DER certificates, not its PEM text, so a re-encoded chain is the same platform.
+///
+/// Every cache is least-recently-used with [`CACHE_CAP`] entries. Cached items still have their
+/// validity checked at every call's `now`, revocation is re-checked against the collateral of
+/// the call, and the quote signature is always verified. Thread-safe; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct Verifier {
     anchors: TrustAnchors,
-    collateral: Mutex<HashMap<[u8; 32], Arc<VerifiedCollateral>>>,
-    platforms: Mutex<HashMap<[u8; 32], Arc<VerifiedPlatform>>>,
+    items: ItemCache,
+    sets: Mutex<Vec<(Weak<Collateral>, Arc<VerifiedCollateral>)>>,
+    platforms: Mutex<Lru<VerifiedPlatform>>,
 }
+
+/// Collateral sets remembered by identity (a Coordinator holds one per FMSPC and TEE kind).
+const SET_CAP: usize = 16;
 
 impl Verifier {
     /// A verifier for chains ending in `anchors`, with empty caches.
     pub fn new(anchors: TrustAnchors) -> Verifier {
         Verifier {
             anchors,
-            collateral: Mutex::default(),
-            platforms: Mutex::default(),
+            items: ItemCache::new(),
+            sets: Mutex::default(),
+            platforms: Mutex::new(Lru::new(CACHE_CAP)),
         }
     }
 
@@ -718,64 +813,83 @@ impl Verifier {
         &self.anchors
     }
 
-    /// Same checks and result as [`verify`]; signatures of already-verified collateral and
-    /// platforms are not checked again.
+    /// Same checks and result as [`verify`]; signatures of already-verified collateral items
+    /// and platforms are not checked again.
     pub fn verify(
         &self,
         quote: &[u8],
         collateral: &Collateral,
         now_unix: i64,
     ) -> Result<Verified, Error> {
+        let vc = verify_collateral(collateral, &self.anchors, Some(&self.items))?;
+        self.verify_platform_and_quote(quote, &vc, now_unix)
+    }
+
+    /// [`Verifier::verify`] for collateral the caller shares: while the caller keeps this
+    /// `Arc`, its verified form is found by identity, without hashing it. Sound because an
+    /// `Arc` whose allocation also has a `Weak` (ours) cannot be mutated in place.
+    pub fn verify_shared(
+        &self,
+        quote: &[u8],
+        collateral: &Arc<Collateral>,
+        now_unix: i64,
+    ) -> Result<Verified, Error> {
+        let known = lock(&self.sets).iter().find_map(|(w, vc)| {
+            w.upgrade()
+                .filter(|a| Arc::ptr_eq(a, collateral))
+                .map(|_| vc.clone())
+        });
+        let vc = match known {
+            Some(vc) => vc,
+            None => {
+                let vc = Arc::new(verify_collateral(
+                    collateral,
+                    &self.anchors,
+                    Some(&self.items),
+                )?);
+                let mut sets = lock(&self.sets);
+                sets.retain(|(w, _)| w.strong_count() > 0);
+                if sets.len() >= SET_CAP {
+                    sets.remove(0);
+                }
+                sets.push((Arc::downgrade(collateral), vc.clone()));
+                vc
+            }
+        };
+        self.verify_platform_and_quote(quote, &vc, now_unix)
+    }
+
+    fn verify_platform_and_quote(
+        &self,
+        quote: &[u8],
+        vc: &VerifiedCollateral,
+        now_unix: i64,
+    ) -> Result<Verified, Error> {
         let q = Quote::parse(quote)?;
-        let ck = collateral.cache_key();
-        let vc = match lookup(&self.collateral, &ck) {
-            Some(v) => v,
-            None => {
-                let v = Arc::new(verify_collateral(collateral, &self.anchors)?);
-                insert(&self.collateral, ck, v.clone());
-                v
-            }
-        };
-        let mut pk = q.platform_cache_key();
-        if q.pck_chain_pem().is_none() {
-            if let Some(chain) = &collateral.pck_certificate_chain {
-                let mut v = pk.to_vec();
-                v.extend_from_slice(chain.as_bytes());
-                pk = pki::sha256(&v);
-            }
-        }
-        let vp = match lookup(&self.platforms, &pk) {
-            Some(v) => v,
-            None => {
-                let v = Arc::new(verify_platform(&q, collateral, &self.anchors, None)?);
-                insert(&self.platforms, pk, v.clone());
-                v
-            }
-        };
-        finish(&q, &vc, &vp, now_unix)
+        let chain = pki::parse_pem_chain(pck_chain_of(&q)?, Item::PckCertificate)?;
+        let vp = memo(
+            Some(&self.platforms),
+            || {
+                let mut parts: Vec<&[u8]> = vec![
+                    &q.attestation_key()[..],
+                    &q.qe_report_bytes()[..],
+                    &q.qe_report_signature()[..],
+                    &q.qe_auth_data()[..],
+                ];
+                parts.extend(chain.iter().map(Vec::as_slice));
+                item_key("platform", &parts)
+            },
+            || verify_platform(&q, &self.anchors, vc),
+        )?;
+        finish(&q, vc, &vp, now_unix)
     }
 
     /// Drops every cached item.
     pub fn clear_cache(&self) {
-        lock(&self.collateral).clear();
+        self.items.clear();
+        lock(&self.sets).clear();
         lock(&self.platforms).clear();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lookup<T>(m: &Mutex<HashMap<[u8; 32], Arc<T>>>, k: &[u8; 32]) -> Option<Arc<T>> {
-    lock(m).get(k).cloned()
-}
-
-fn insert<T>(m: &Mutex<HashMap<[u8; 32], Arc<T>>>, k: [u8; 32], v: Arc<T>) {
-    let mut g = lock(m);
-    if g.len() >= CACHE_CAP {
-        g.clear();
-    }
-    g.insert(k, v);
 }
 
 #[cfg(test)]

@@ -361,14 +361,21 @@ fn pem_blocks(text: &str) -> Vec<String> {
 
 /// Replaces the v3/v4 quote's PEM chain by `new_pem`, fixing both size fields.
 fn with_chain(q: &[u8], new_pem: &str) -> Vec<u8> {
-    let parsed = Quote::parse(q).unwrap();
-    let old = &parsed.certification_data().data;
-    let off = q.windows(old.len()).position(|w| w == &old[..]).unwrap();
     let mut data = new_pem.as_bytes().to_vec();
     data.push(0);
+    with_cert_data(q, 5, &data)
+}
+
+/// `q` with its (inner) certification data replaced; the quote signature does not cover it.
+fn with_cert_data(q: &[u8], cert_type: u16, data: &[u8]) -> Vec<u8> {
+    let parsed = Quote::parse(q).unwrap();
+    let old = &parsed.certification_data().data;
+    let off = q.len() - parsed.padding_len() - old.len();
+    assert_eq!(&q[off..off + old.len()], &old[..]);
     let delta = data.len() as i64 - old.len() as i64;
     let mut out = q[..off].to_vec();
-    out.extend_from_slice(&data);
+    out.extend_from_slice(data);
+    out[off - 6..off - 4].copy_from_slice(&cert_type.to_le_bytes());
     let fix = |out: &mut Vec<u8>, at: usize| {
         let v = u32::from_le_bytes(out[at..at + 4].try_into().unwrap()) as i64 + delta;
         out[at..at + 4].copy_from_slice(&(v as u32).to_le_bytes());
@@ -654,7 +661,7 @@ fn moving_the_clock_outside_any_window_names_the_item_tdx() {
 // ---------------------------------------------------------------------------------------------
 // Intel's sample data (signed by a TEST root).
 
-fn qvl_collateral(dir: &str, with_pck: bool) -> Collateral {
+fn qvl_collateral(dir: &str) -> Collateral {
     let d = format!("intel-qvl-sample/qvl-sampleData/{dir}");
     let tcb = read_str(&format!("{d}tcbInfo.json"));
     let (tcb_info, tcb_sig) = split_signed_json(&tcb, "tcbInfo").unwrap();
@@ -670,10 +677,15 @@ fn qvl_collateral(dir: &str, with_pck: bool) -> Collateral {
         qe_identity_issuer_chain: read_str(&format!("{d}tcbSignChain.pem")),
         qe_identity: qe_identity.to_string(),
         qe_identity_signature: hex::decode(qe_sig).unwrap(),
-        pck_certificate_chain: with_pck.then(|| {
-            read_str(&format!("{d}pckCert.pem")) + &read_str(&format!("{d}pckSignChain.pem"))
-        }),
     }
+}
+
+/// An Intel sample quote with the sample's PCK chain as type-5 certification data (the samples
+/// carry a PPID or DER; the QE report signature, not the quote's, covers the chain's leaf).
+fn qvl_quote(dir: &str) -> Vec<u8> {
+    let d = format!("intel-qvl-sample/qvl-sampleData/{dir}");
+    let chain = read_str(&format!("{d}pckCert.pem")) + &read_str(&format!("{d}pckSignChain.pem"));
+    with_chain(&read(&format!("{d}quote.dat")), &chain)
 }
 
 /// 2024-01-01T00:00:00Z: inside the SGX sample's windows (TCB signing cert ends 2026-08-28).
@@ -691,16 +703,20 @@ fn intel_sgx_sample_verifies_under_its_test_root_only() {
     ))
     .unwrap();
     assert!(!test_root.includes_intel());
-    let c = qvl_collateral("", true);
+    let c = qvl_collateral("");
+    // As Intel's QvE, a quote whose certification data only names the platform (type 1, PPID
+    // in clear) is refused: nothing in it proves the platform.
+    let e = verify(&q, &c, &test_root, QVL_NOW).unwrap_err();
+    assert_eq!(e.kind(), Unsupported, "{e}");
+    assert!(e.to_string().contains("certification data type 1"), "{e}");
+
+    let q = qvl_quote("");
     let v = verify(&q, &c, &test_root, QVL_NOW).unwrap();
     assert_eq!(v.tcb_status, TcbStatus::UpToDate);
     assert_eq!(hex::encode(v.fmspc), "00707f000000");
     // Not under Intel's production root, although the subject says "Intel SGX Root CA".
     let e = verify(&q, &c, &intel(), QVL_NOW).unwrap_err();
     assert_eq!(e.kind(), UntrustedRoot, "{e}");
-    // Without the PCK chain in the collateral there is nothing to verify the QE with.
-    let e = verify(&q, &qvl_collateral("", false), &test_root, QVL_NOW).unwrap_err();
-    assert_eq!(e.kind(), Unsupported, "{e}");
     // After the TCB signing certificate expired.
     let e = verify(&q, &c, &test_root, 1_788_000_000).unwrap_err();
     assert!(matches!(e, Error::Expired { .. }), "{e}");
@@ -715,9 +731,13 @@ fn intel_tdx_sample_parses_and_its_chain_verifies_but_its_qe_identity_does_not_m
         "intel-qvl-sample/qvl-sampleData/tdx/trustedRootCaCert.pem",
     ))
     .unwrap();
-    let c = qvl_collateral("tdx/", true);
-    // The sample's certification data is DER, not PEM, so the chain comes from the collateral:
-    // every signature verifies, then the content mismatch the README describes is found.
+    let c = qvl_collateral("tdx/");
+    // The sample's certification data is DER, not PEM: refused as it stands.
+    let e = verify(&q, &c, &test_root, QVL_NOW).unwrap_err();
+    assert_eq!(e.kind(), Malformed, "{e}");
+    // With its chain as PEM every signature verifies, then the content mismatch the README
+    // describes is found.
+    let q = qvl_quote("tdx/");
     let e = verify(&q, &c, &test_root, QVL_NOW).unwrap_err();
     assert_eq!(e.kind(), PolicyMismatch, "{e}");
     assert!(e.to_string().contains("MRSIGNER"), "{e}");
