@@ -872,9 +872,9 @@ impl Verifier {
             || {
                 let mut parts: Vec<&[u8]> = vec![
                     &q.attestation_key()[..],
-                    &q.qe_report_bytes()[..],
+                    q.qe_report_bytes(),
                     &q.qe_report_signature()[..],
-                    &q.qe_auth_data()[..],
+                    q.qe_auth_data(),
                 ];
                 parts.extend(chain.iter().map(Vec::as_slice));
                 item_key("platform", &parts)
