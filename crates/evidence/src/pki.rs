@@ -599,12 +599,17 @@ impl Crl {
         // either extension RFC 5280 makes mandatory; so do we.
         for (oid, name) in [
             (&OID_X509_EXT_CRL_NUMBER, "CRL Number"),
-            (&OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER, "Authority Key Identifier"),
+            (
+                &OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER,
+                "Authority Key Identifier",
+            ),
         ] {
             if !crl.extensions().iter().any(|e| e.oid == *oid) {
                 return Err(Error::malformed(
                     item,
-                    format!("CRL without the {name} extension (RFC 5280 5.2, required by Intel's QVL)"),
+                    format!(
+                        "CRL without the {name} extension (RFC 5280 5.2, required by Intel's QVL)"
+                    ),
                 ));
             }
         }

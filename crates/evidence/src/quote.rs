@@ -687,7 +687,6 @@ impl Quote {
     fn pck_leaf_info(&self) -> Result<crate::pki::SgxExtension, Error> {
         crate::pki::sgx_extension_of(&self.first_pck_cert()?)
     }
-
 }
 
 type QeSection = (Vec<u8>, SgxReportBody, [u8; 64], Vec<u8>, CertificationData);
@@ -741,7 +740,7 @@ pub(crate) struct QuoteParts<'a> {
 }
 
 impl QuoteParts<'_> {
-    /// Header ‖ body: the bytes the attestation key signs (v3/v4 only; the sim emits no v5).
+    /// Header ‖ (v5: body type ‖ body size ‖) body: the bytes the attestation key signs.
     pub(crate) fn signed_region(&self) -> Vec<u8> {
         let h = self.header;
         let mut v = Vec::with_capacity(HEADER_LEN + TD10_REPORT_BODY_LEN);
@@ -752,19 +751,30 @@ impl QuoteParts<'_> {
         v.extend_from_slice(&h.pce_svn.to_le_bytes());
         v.extend_from_slice(&h.qe_vendor_id);
         v.extend_from_slice(&h.user_data);
+        let at = v.len();
         match self.body {
             QuoteBody::Sgx(b) => b.encode(&mut v),
             QuoteBody::Td(b) => b.encode(&mut v),
+        }
+        if h.version == 5 {
+            let (ty, len) = match self.body {
+                QuoteBody::Sgx(_) => (1u16, SGX_REPORT_BODY_LEN),
+                QuoteBody::Td(b) if b.mr_service_td.is_some() => (3, TD15_REPORT_BODY_LEN),
+                QuoteBody::Td(_) => (2, TD10_REPORT_BODY_LEN),
+            };
+            let mut descriptor = ty.to_le_bytes().to_vec();
+            descriptor.extend_from_slice(&(len as u32).to_le_bytes());
+            v.splice(at..at, descriptor);
         }
         v
     }
 }
 
-/// Assembles a v3 (no outer type) or v4 (outer type 6) quote from its parts.
+/// Assembles a v3 (no outer type) or v4/v5 (outer type 6) quote from its parts.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn assemble(
     signed: Vec<u8>,
-    v4: bool,
+    outer_type: bool,
     signature: &[u8; 64],
     attestation_key: &[u8; 64],
     qe_report: &[u8],
@@ -776,7 +786,7 @@ pub(crate) fn assemble(
     let mut sig = Vec::with_capacity(134 + qe.len());
     sig.extend_from_slice(signature);
     sig.extend_from_slice(attestation_key);
-    if v4 {
+    if outer_type {
         sig.extend_from_slice(&CertDataType::QE_REPORT.0.to_le_bytes());
         sig.extend_from_slice(&(qe.len() as u32).to_le_bytes());
     }

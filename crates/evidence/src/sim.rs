@@ -61,6 +61,8 @@ pub struct SgxQuoteSpec {
     pub config_svn: u16,
     /// CONFIGID.
     pub config_id: [u8; 64],
+    /// The quoting enclave and its report.
+    pub qe: SimQe,
 }
 
 impl Default for SgxQuoteSpec {
@@ -75,6 +77,7 @@ impl Default for SgxQuoteSpec {
             misc_select: 0,
             config_svn: 0,
             config_id: [0; 64],
+            qe: SimQe::default(),
         }
     }
 }
@@ -102,6 +105,30 @@ pub struct TdxQuoteSpec {
     /// The TDX module's minor version (TEE_TCB_SVN byte 1): 0 matches `tdxModule`, 1 the
     /// collateral's module identity `TDX_01`.
     pub module_version: u8,
+    /// A TD 1.5 report (quote version 5, body type 3) with this TEE_TCB_SVN2 and MRSERVICETD;
+    /// `None`: a TD 1.0 report in a version 4 quote.
+    pub td15: Option<([u8; 16], [u8; 48])>,
+    /// The quoting enclave and its report.
+    pub qe: SimQe,
+}
+
+/// What the simulated quoting enclave puts in a quote; `Default` is Intel's vendor ID and a
+/// production QE that matches the simulated QE identity. Tests change it to see it refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimQe {
+    /// QE vendor ID in the quote header.
+    pub vendor_id: [u8; 16],
+    /// Sets the QE report's ATTRIBUTES.DEBUG.
+    pub debug: bool,
+}
+
+impl Default for SimQe {
+    fn default() -> Self {
+        SimQe {
+            vendor_id: INTEL_QE_VENDOR_ID,
+            debug: false,
+        }
+    }
 }
 
 impl Default for TdxQuoteSpec {
@@ -116,13 +143,15 @@ impl Default for TdxQuoteSpec {
             debug: false,
             seam_attributes: [0; 8],
             module_version: 0,
+            td15: None,
+            qe: SimQe::default(),
         }
     }
 }
 
 /// Knobs for simulated collateral (tests of callers' policy: out-of-date platforms, revoked
 /// PCK certificates, short validity).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SimCollateralOptions {
     /// Status of the TCB level the platform matches.
     pub platform_status: TcbStatus,
@@ -144,6 +173,38 @@ pub struct SimCollateralOptions {
     /// TDX: publish a `tdxModule` whose MRSIGNERSEAM is not the module's, beside a module
     /// identity that is right (the identity must be what counts).
     pub stale_tdx_module: bool,
+    /// Serial numbers the root CA CRL lists (see [`SERIALS`]).
+    pub root_crl_revokes: Vec<u64>,
+    /// Issue both CRLs without nextUpdate.
+    pub crls_without_next_update: bool,
+    /// Issue both CRLs without the Authority Key Identifier extension.
+    pub crls_without_authority_key_id: bool,
+    /// Edits the TCB info JSON before it is signed, so tests can publish any content under a
+    /// valid signature.
+    pub edit_tcb_info: Option<fn(&mut serde_json::Value)>,
+    /// Edits the QE identity JSON before it is signed.
+    pub edit_qe_identity: Option<fn(&mut serde_json::Value)>,
+}
+
+/// Serial numbers of the simulated certificates: root CA, PCK CA, PCK leaf, TCB signing.
+pub const SERIALS: SimSerials = SimSerials {
+    root_ca: 0x1001,
+    pck_ca: 0x2001,
+    pck: PCK_SERIAL,
+    tcb_signing: 0x3001,
+};
+
+/// See [`SERIALS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimSerials {
+    /// The root CA's.
+    pub root_ca: u64,
+    /// The PCK CA's.
+    pub pck_ca: u64,
+    /// The PCK leaf's.
+    pub pck: u64,
+    /// The TCB signing certificate's.
+    pub tcb_signing: u64,
 }
 
 impl Default for SimCollateralOptions {
@@ -158,6 +219,11 @@ impl Default for SimCollateralOptions {
             valid_before_secs: 3600,
             valid_after_secs: 30 * 24 * 3600,
             stale_tdx_module: false,
+            root_crl_revokes: Vec::new(),
+            crls_without_next_update: false,
+            crls_without_authority_key_id: false,
+            edit_tcb_info: None,
+            edit_qe_identity: None,
         }
     }
 }
@@ -372,15 +438,17 @@ fn build_cert(s: &CertSpec<'_>) -> Vec<u8> {
     seq(&[tbs, seq(&[oid(ECDSA_SHA256)]), bits(&sig)])
 }
 
-fn build_crl(issuer: &str, key: &SigningKey, this: i64, next: i64, revoked: &[u64]) -> Vec<u8> {
+fn build_crl(
+    issuer: &str,
+    key: &SigningKey,
+    this: i64,
+    next: Option<i64>,
+    revoked: &[u64],
+    authority_key_id: bool,
+) -> Vec<u8> {
     use der::*;
-    let mut parts = vec![
-        uint(1),
-        seq(&[oid(ECDSA_SHA256)]),
-        name(issuer),
-        time(this),
-        time(next),
-    ];
+    let mut parts = vec![uint(1), seq(&[oid(ECDSA_SHA256)]), name(issuer), time(this)];
+    parts.extend(next.map(time));
     if !revoked.is_empty() {
         let entries: Vec<Vec<u8>> = revoked
             .iter()
@@ -389,14 +457,15 @@ fn build_crl(issuer: &str, key: &SigningKey, this: i64, next: i64, revoked: &[u6
         parts.push(seq(&entries));
     }
     // CRL Number and Authority Key Identifier: the two extensions Intel's QVL requires.
-    let key_id = &Sha256::digest(point(key))[..20];
-    parts.push(tlv(
-        0xa0,
-        &seq(&[
-            seq(&[oid(&[0x55, 0x1d, 0x14]), octet(&uint(1))]),
-            seq(&[oid(&[0x55, 0x1d, 0x23]), octet(&seq(&[tlv(0x80, key_id)]))]),
-        ]),
-    ));
+    let mut exts = vec![seq(&[oid(&[0x55, 0x1d, 0x14]), octet(&uint(1))])];
+    if authority_key_id {
+        let key_id = &Sha256::digest(point(key))[..20];
+        exts.push(seq(&[
+            oid(&[0x55, 0x1d, 0x23]),
+            octet(&seq(&[tlv(0x80, key_id)])),
+        ]));
+    }
+    parts.push(tlv(0xa0, &seq(&exts)));
     let tbs = seq(&parts);
     let sig = sign_der(key, &tbs);
     seq(&[tbs, seq(&[oid(ECDSA_SHA256)]), bits(&sig)])
@@ -435,7 +504,7 @@ impl SimPlatform {
         let mut ppid = [0u8; 16];
         ppid.copy_from_slice(&Sha256::digest([&seed[..], b"ppid"].concat())[..16]);
         let root_cert = build_cert(&CertSpec {
-            serial: 0x1001,
+            serial: SERIALS.root_ca,
             subject: ROOT_CN,
             issuer: ROOT_CN,
             key: &root_key,
@@ -444,7 +513,7 @@ impl SimPlatform {
             sgx_ext: None,
         });
         let pck_ca_cert = build_cert(&CertSpec {
-            serial: 0x2001,
+            serial: SERIALS.pck_ca,
             subject: PCK_CA_CN,
             issuer: ROOT_CN,
             key: &pck_ca_key,
@@ -462,7 +531,7 @@ impl SimPlatform {
             sgx_ext: Some(sgx_extension(&ppid)),
         });
         let tcb_cert = build_cert(&CertSpec {
-            serial: 0x3001,
+            serial: SERIALS.tcb_signing,
             subject: TCB_CN,
             issuer: ROOT_CN,
             key: &tcb_key,
@@ -601,13 +670,16 @@ impl SimPlatform {
             info["tdxModuleIdentities"] = serde_json::json!([ident]);
         }
         info["tcbLevels"] = serde_json::json!([top, low]);
+        if let Some(edit) = o.edit_tcb_info {
+            edit(&mut info);
+        }
         let tcb_info = info.to_string();
         let qe_bump = if o.qe_below_all_levels {
             SIM_QE_SVN + 1
         } else {
             0
         };
-        let qe = serde_json::json!({
+        let mut qe = serde_json::json!({
             "id": qe_id,
             "version": 2,
             "issueDate": rfc3339(issue),
@@ -623,13 +695,31 @@ impl SimPlatform {
                 { "tcb": { "isvsvn": qe_bump + SIM_QE_SVN }, "tcbDate": rfc3339(CERT_NOT_BEFORE), "tcbStatus": o.qe_status.as_str() },
                 { "tcb": { "isvsvn": qe_bump }, "tcbDate": rfc3339(CERT_NOT_BEFORE - 86400 * 365), "tcbStatus": "OutOfDate" },
             ],
-        })
-        .to_string();
+        });
+        if let Some(edit) = o.edit_qe_identity {
+            edit(&mut qe);
+        }
+        let qe = qe.to_string();
         let revoked: &[u64] = if o.revoke_pck { &[PCK_SERIAL] } else { &[] };
+        let crl_next = (!o.crls_without_next_update).then_some(next);
         Collateral {
             pck_crl_issuer_chain: [pem(&self.pck_ca_cert), pem(&self.root_cert)].concat(),
-            root_ca_crl: build_crl(ROOT_CN, &self.root_key, issue, next, &[]),
-            pck_crl: build_crl(PCK_CA_CN, &self.pck_ca_key, issue, next, revoked),
+            root_ca_crl: build_crl(
+                ROOT_CN,
+                &self.root_key,
+                issue,
+                crl_next,
+                &o.root_crl_revokes,
+                !o.crls_without_authority_key_id,
+            ),
+            pck_crl: build_crl(
+                PCK_CA_CN,
+                &self.pck_ca_key,
+                issue,
+                crl_next,
+                revoked,
+                !o.crls_without_authority_key_id,
+            ),
             tcb_info_issuer_chain: tcb_chain.clone(),
             tcb_info_signature: sign_raw(&self.tcb_key, tcb_info.as_bytes()).to_vec(),
             tcb_info,
@@ -639,7 +729,7 @@ impl SimPlatform {
         }
     }
 
-    fn header(&self, version: u16, tee_type: u32) -> QuoteHeader {
+    fn header(&self, version: u16, tee_type: u32, qe: &SimQe) -> QuoteHeader {
         let mut user_data = [0u8; 20];
         user_data[..16].copy_from_slice(&Sha256::digest([&self.seed[..], b"qe-id"].concat())[..16]);
         QuoteHeader {
@@ -648,12 +738,18 @@ impl SimPlatform {
             tee_type,
             qe_svn: if version == 3 { SIM_QE_SVN } else { 0 },
             pce_svn: if version == 3 { SIM_PCE_SVN } else { 0 },
-            qe_vendor_id: INTEL_QE_VENDOR_ID,
+            qe_vendor_id: qe.vendor_id,
             user_data,
         }
     }
 
-    fn finish_quote(&self, header: QuoteHeader, body: QuoteBody, tee: Tee) -> Vec<u8> {
+    fn finish_quote(
+        &self,
+        header: QuoteHeader,
+        body: QuoteBody,
+        tee: Tee,
+        sim_qe: &SimQe,
+    ) -> Vec<u8> {
         let signed = QuoteParts {
             header: &header,
             body: &body,
@@ -671,7 +767,7 @@ impl SimPlatform {
             isv_ext_prod_id: [0; 16],
             attributes: {
                 let mut a = [0u8; 16];
-                a[0] = 0x11;
+                a[0] = 0x11 | if sim_qe.debug { 0x02 } else { 0 };
                 a[8] = 0xe7;
                 a
             },
@@ -695,7 +791,7 @@ impl SimPlatform {
         };
         quote::assemble(
             signed,
-            tee == Tee::Tdx,
+            header.version >= 4,
             &sig,
             &att,
             &qe,
@@ -724,10 +820,12 @@ impl SimPlatform {
             isv_family_id: [0; 16],
             report_data: spec.report_data,
         });
-        self.finish_quote(self.header(3, quote::TEE_TYPE_SGX), body, Tee::Sgx)
+        let header = self.header(3, quote::TEE_TYPE_SGX, &spec.qe);
+        self.finish_quote(header, body, Tee::Sgx, &spec.qe)
     }
 
-    /// A TDX quote (v4 bytes, TD 1.0 body) for the TD described by `spec`.
+    /// A TDX quote for the TD described by `spec`: v4 with a TD 1.0 body, or v5 with a TD 1.5
+    /// body when `spec.td15` is set.
     pub fn tdx_quote(&self, spec: &TdxQuoteSpec) -> Vec<u8> {
         let mut td_attributes = [0u8; 8];
         td_attributes[0] = u8::from(spec.debug);
@@ -749,10 +847,12 @@ impl SimPlatform {
             mr_owner_config: spec.mrownerconfig,
             rtmr: spec.rtmr,
             report_data: spec.report_data,
-            tee_tcb_svn2: None,
-            mr_service_td: None,
+            tee_tcb_svn2: spec.td15.map(|(svn2, _)| svn2),
+            mr_service_td: spec.td15.map(|(_, st)| st),
         });
-        self.finish_quote(self.header(4, quote::TEE_TYPE_TDX), body, Tee::Tdx)
+        let version = if spec.td15.is_some() { 5 } else { 4 };
+        let header = self.header(version, quote::TEE_TYPE_TDX, &spec.qe);
+        self.finish_quote(header, body, Tee::Tdx, &spec.qe)
     }
 }
 

@@ -227,10 +227,11 @@ pub(crate) struct RelaunchInput<'a> {
 }
 
 /// Step 5 (`TDRelaunchCheck`): `Some(relaunch status)` when relaunching the TD would reach the
-/// latest TCB.
-pub(crate) fn td_relaunch(i: &RelaunchInput<'_>) -> Option<TcbStatus> {
+/// latest TCB. A TEE_TCB_SVN2 that names a module version the TCB info has no `TDX_xx`
+/// identity for is refused, as Intel's QVL refuses it, not read as "no relaunch".
+pub(crate) fn td_relaunch(i: &RelaunchInput<'_>) -> Result<Option<TcbStatus>, Error> {
     if i.qe != QeStatus::Ok {
-        return None;
+        return Ok(None);
     }
     let sgx_ok = matches!(
         i.sgx_status,
@@ -244,10 +245,11 @@ pub(crate) fn td_relaunch(i: &RelaunchInput<'_>) -> Option<TcbStatus> {
         TcbStatus::OutOfDate | TcbStatus::OutOfDateConfigurationNeeded
     );
     if !sgx_ok || !tdx_ood || i.module_status != Some(TcbStatus::OutOfDate) {
-        return None;
+        return Ok(None);
     }
-    let latest = i.info.tcb_levels.first()?;
-    let latest_tdx = latest.tdx_components?;
+    let Some(latest_tdx) = i.info.tcb_levels.first().and_then(|l| l.tdx_components) else {
+        return Ok(None);
+    };
     let svn2 = i.tee_tcb_svn2;
     let module_ok = if svn2[1] == 0 {
         u16::from(svn2[0]) >= latest_tdx[0]
@@ -257,20 +259,28 @@ pub(crate) fn td_relaunch(i: &RelaunchInput<'_>) -> Option<TcbStatus> {
             .info
             .tdx_module_identities
             .iter()
-            .find(|m| m.id.eq_ignore_ascii_case(&want))?;
+            .find(|m| m.id.eq_ignore_ascii_case(&want))
+            .ok_or_else(|| Error::TcbNotMatched {
+                detail: format!(
+                    "TEE_TCB_SVN2 names TDX module version {:02x}, and the TCB info has no \
+                     {want} module identity to check a relaunch against",
+                    svn2[1]
+                ),
+            })?;
         id.tcb_levels
             .first()
             .is_some_and(|l| u16::from(svn2[0]) >= l.isv_svn)
     };
-    if module_ok && u16::from(svn2[2]) >= latest_tdx[2] {
-        if i.sgx_status.has_configuration() || i.tdx_status.has_configuration() {
-            Some(TcbStatus::TDRelaunchAdvisedConfigurationNeeded)
-        } else {
-            Some(TcbStatus::TDRelaunchAdvised)
-        }
-    } else {
-        None
+    if !module_ok || u16::from(svn2[2]) < latest_tdx[2] {
+        return Ok(None);
     }
+    Ok(Some(
+        if i.sgx_status.has_configuration() || i.tdx_status.has_configuration() {
+            TcbStatus::TDRelaunchAdvisedConfigurationNeeded
+        } else {
+            TcbStatus::TDRelaunchAdvised
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -550,6 +560,7 @@ mod tests {
                 module_status: module,
                 tee_tcb_svn2: &svn2.clone(),
             })
+            .unwrap()
         };
         assert_eq!(
             base(QeStatus::Ok, UpToDate, OutOfDate, Some(OutOfDate), &svn2),
@@ -628,5 +639,18 @@ mod tests {
             base(QeStatus::Ok, UpToDate, OutOfDate, Some(OutOfDate), &v),
             None
         );
+        // A module version without a TDX_xx identity is refused, not "no relaunch".
+        v[1] = 2;
+        let e = td_relaunch(&RelaunchInput {
+            info: &info,
+            qe: QeStatus::Ok,
+            sgx_status: UpToDate,
+            tdx_status: OutOfDate,
+            module_status: Some(OutOfDate),
+            tee_tcb_svn2: &v,
+        })
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::TcbNotMatched, "{e}");
+        assert!(e.to_string().contains("TDX_02"), "{e}");
     }
 }

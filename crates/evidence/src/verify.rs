@@ -672,7 +672,7 @@ fn finish(
                     tdx_status: status,
                     module_status,
                     tee_tcb_svn2: svn2,
-                }) {
+                })? {
                     status = r;
                 }
             }
