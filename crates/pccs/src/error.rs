@@ -83,6 +83,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// The service served an item that is already past its nextUpdate, or older than the
+    /// configured maximum age: a stale PCCS, or a replay of old collateral.
+    #[error("{service}: the {item} it serves was issued {} and is no longer good{}; refresh the PCCS's collateral from Intel", crate::fmt_time(*.issued), max_age_note(*.max_age))]
+    Stale {
+        /// The service (base URL).
+        service: String,
+        /// The item.
+        item: Item,
+        /// Its issue date / thisUpdate (Unix seconds).
+        issued: i64,
+        /// The configured maximum age in seconds, if any.
+        max_age: Option<i64>,
+    },
+
     /// Offline mode: the directory has no copy of this item.
     #[error("offline collateral directory {}: no {item} ({}); fill it with `coffer`'s cache of an online machine or import a collateral JSON", .dir.display(), .file.display())]
     OfflineMissing {
@@ -109,6 +123,13 @@ fn cached_note(expired_at: Option<i64>) -> String {
     match expired_at {
         Some(t) => format!("; the cached copy expired at {}", crate::fmt_time(t)),
         None => String::new(),
+    }
+}
+
+fn max_age_note(max_age: Option<i64>) -> String {
+    match max_age {
+        Some(s) => format!(" (past its nextUpdate, or older than the maximum age of {s} s)"),
+        None => " (past its nextUpdate)".to_string(),
     }
 }
 

@@ -104,10 +104,22 @@ pub struct PccsConfig {
     /// PEM certificates to trust for HTTPS *instead of* the Mozilla roots (a PCCS with its own
     /// CA). Collateral is signed by Intel either way; this only authenticates the transport.
     pub tls_roots_pem: Option<String>,
+    /// The oldest the TCB info, QE identity and PCK CRL may be, counted from their own signed
+    /// issue date (`issueDate`, the CRL's thisUpdate). Intel reissues them daily but dates them
+    /// valid for a month; a verifier that wants revocations and TCB recoveries within a day
+    /// says `1 day` here. An older cached item is fetched again, and an older item from the
+    /// service is refused ([`Error::Stale`]). The root CA CRL, which Intel reissues about once
+    /// a year, is good until its nextUpdate. `None`: every item is good until its nextUpdate.
+    pub max_age: Option<Duration>,
+    /// Fetch an item again this long before it stops being good (nextUpdate, or `max_age`),
+    /// so verification never waits on an item just as it expires; while the service is
+    /// unreachable the cached copy is still served, with a warning.
+    pub refresh_ahead: Duration,
 }
 
 impl PccsConfig {
-    /// A configuration with the defaults: 10 s timeout, 4 MiB answers, no cache.
+    /// A configuration with the defaults: 10 s timeout, 4 MiB answers, no cache, no maximum
+    /// age, refresh one hour ahead.
     pub fn new(base_url: impl Into<String>) -> Self {
         PccsConfig {
             base_url: base_url.into(),
@@ -116,6 +128,25 @@ impl PccsConfig {
             max_response_bytes: 4 * 1024 * 1024,
             cache_dir: None,
             tls_roots_pem: None,
+            max_age: None,
+            refresh_ahead: Duration::from_secs(3600),
+        }
+    }
+
+    /// Sets the maximum age of items ([`PccsConfig::max_age`]).
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// Until when `item`, issued at `issued` with `next_update`, may be used: its nextUpdate,
+    /// or earlier under `max_age`.
+    fn good_until(&self, item: Item, issued: i64, next_update: i64) -> i64 {
+        match self.max_age {
+            Some(age) if item != Item::RootCaCrl => {
+                next_update.min(issued.saturating_add(secs(age)))
+            }
+            _ => next_update,
         }
     }
 
@@ -231,7 +262,7 @@ pub struct CollateralSource {
 #[derive(Debug, Clone)]
 enum Inner {
     Online {
-        config: PccsConfig,
+        config: Box<PccsConfig>,
         base: String,
         root_crl_url: String,
         agent: ureq::Agent,
@@ -282,7 +313,7 @@ impl CollateralSource {
         let agent = builder.build().new_agent();
         Ok(CollateralSource {
             inner: Inner::Online {
-                config,
+                config: Box::new(config),
                 base,
                 root_crl_url,
                 agent,
@@ -380,6 +411,8 @@ impl CollateralSource {
                 agent,
             } => {
                 let mut expired_at = None;
+                // A cached item inside its refresh-ahead window: served only if a refresh fails.
+                let mut fallback = None;
                 if let Some(dir) = &config.cache_dir {
                     let path = dir.join(&name);
                     match cache::read(&path) {
@@ -388,8 +421,17 @@ impl CollateralSource {
                             match check_entry(&entry, req, item, &label)
                                 .and_then(|()| validity_of(&entry, item, &label))
                             {
-                                Ok((_, next)) if now < next => return Ok((entry, Origin::Cache)),
-                                Ok((_, next)) => expired_at = Some(next),
+                                Ok((issued, next)) => {
+                                    let until = config.good_until(item, issued, next);
+                                    let ahead = secs(config.refresh_ahead);
+                                    if now < until.saturating_sub(ahead) {
+                                        return Ok((entry, Origin::Cache));
+                                    } else if now < until {
+                                        fallback = Some((entry, until));
+                                    } else {
+                                        expired_at = Some(until);
+                                    }
+                                }
                                 Err(e) => warnings.push(format!("ignored {e}")),
                             }
                         }
@@ -417,9 +459,33 @@ impl CollateralSource {
                 } else {
                     base.clone()
                 };
-                let entry = fetch_item(agent, config.max_response_bytes, &service, item, &url, now)
-                    .map_err(|e| with_expired(e, expired_at))?;
-                check_entry(&entry, req, item, &service)?;
+                let fetched =
+                    fetch_item(agent, config.max_response_bytes, &service, item, &url, now)
+                        .and_then(|entry| {
+                            check_entry(&entry, req, item, &service)?;
+                            let (issued, next) = validity_of(&entry, item, &service)?;
+                            if config.good_until(item, issued, next) <= now {
+                                return Err(Error::Stale {
+                                    service: service.clone(),
+                                    item,
+                                    issued,
+                                    max_age: config.max_age.map(secs),
+                                });
+                            }
+                            Ok(entry)
+                        });
+                let entry = match (fetched, fallback) {
+                    (Ok(entry), _) => entry,
+                    (Err(e), Some((cached, until))) => {
+                        warnings.push(format!(
+                            "could not refresh the {item} ahead of time ({e}); serving the \
+                             cached copy, good until {}",
+                            fmt_time(until)
+                        ));
+                        return Ok((cached, Origin::Cache));
+                    }
+                    (Err(e), None) => return Err(with_expired(e, expired_at)),
+                };
                 if let Some(dir) = &config.cache_dir {
                     if let Err(e) = cache::write(dir, &name, &entry) {
                         warnings.push(format!("could not cache the {item}: {e}"));
@@ -429,6 +495,10 @@ impl CollateralSource {
             }
         }
     }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn validity_of(entry: &Entry, item: Item, label: &str) -> Result<(i64, i64), Error> {

@@ -374,32 +374,114 @@ fn expired_cache_is_fetched_again_and_named_when_the_server_is_gone() {
     source.fetch(&req, now_in_window(&c)).unwrap();
     assert_eq!(server.hits(), 4);
 
-    // After the TCB info's nextUpdate, the TCB info is fetched again; the others come from the cache as long as they are valid.
-    let tcb_next = next_update_of(&c.tcb_info);
-    let later = source.fetch(&req, tcb_next).unwrap();
-    let tcb = later
-        .items
-        .iter()
-        .find(|i| i.item == Item::TcbInfo)
-        .unwrap();
-    assert_eq!(tcb.origin, Origin::Network);
-    assert!(server.hits() > 4);
+    // An hour before an item's nextUpdate it is fetched again (refresh ahead): half an hour
+    // before the QE identity's (10:01), it and the PCK CRL (10:23) come from the service, the
+    // TCB info (10:56) and the root CA CRL from the cache.
+    let qe_next = next_update_of(&c.qe_identity);
+    let later = source.fetch(&req, qe_next - 1800).unwrap();
+    let origin =
+        |f: &coffer_pccs::Fetched, item| f.items.iter().find(|i| i.item == item).unwrap().origin;
+    assert_eq!(origin(&later, Item::QeIdentity), Origin::Network);
+    assert_eq!(origin(&later, Item::PckCrl), Origin::Network);
+    assert_eq!(origin(&later, Item::TcbInfo), Origin::Cache);
+    assert_eq!(origin(&later, Item::RootCaCrl), Origin::Cache);
+    assert_eq!(server.hits(), 6);
+    // At its nextUpdate, a service that still serves the same QE identity is refused: stale.
+    let err = source.fetch(&req, qe_next).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Stale {
+                item: Item::QeIdentity,
+                max_age: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("refresh the PCCS"), "{err}");
     server.shutdown();
 
-    let err = source.fetch(&req, tcb_next + 1).unwrap_err();
+    let err = source.fetch(&req, qe_next + 1).unwrap_err();
     match &err {
         Error::Unreachable {
             item,
             cached_expired_at,
             ..
         } => {
-            assert_eq!(*item, Item::TcbInfo);
-            assert_eq!(*cached_expired_at, Some(tcb_next));
+            assert_eq!(*item, Item::QeIdentity);
+            assert_eq!(*cached_expired_at, Some(qe_next));
         }
         other => panic!("expected Unreachable, got {other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("TCB info") && msg.contains("expired"), "{msg}");
+    assert!(
+        msg.contains("QE identity") && msg.contains("expired"),
+        "{msg}"
+    );
+}
+
+/// With a maximum age, items older than it (by their signed issue date) are fetched again; an
+/// unreachable service inside the refresh-ahead window leaves the cached copy in use, with a
+/// warning; past the maximum age nothing old is served, from the cache or from the service.
+#[test]
+fn a_maximum_age_refreshes_early_and_refuses_old_items() {
+    let c = vector_collateral("sgx_quote");
+    let req = request_for("sgx_quote", Tee::Sgx);
+    let cache = tempfile::tempdir().unwrap();
+    let server = Server::start(pccs_routes(&c, &req, CrlForm::Der));
+    let day = 86_400;
+    let mut cfg = PccsConfig::new(server.url()).with_max_age(Duration::from_secs(2 * day as u64));
+    cfg.cache_dir = Some(cache.path().to_path_buf());
+    let source = CollateralSource::online(cfg.clone()).unwrap();
+    let now = now_in_window(&c);
+    source.fetch(&req, now).unwrap();
+    source.fetch(&req, now + 60).unwrap();
+    assert_eq!(server.hits(), 4, "served from the cache while young");
+
+    // The QE identity is the oldest of the three aged items (10:01 against the PCK CRL's
+    // 10:23 and the TCB info's 10:56): half an hour before it is two days old it is fetched
+    // again, the root CA CRL (a year old already) is not.
+    let qe_issued = now_in_window(&c) - 3600 - (55 * 60 - 7);
+    let qe_limit = qe_issued + 2 * day;
+    let f = source.fetch(&req, qe_limit - 1800).unwrap();
+    let origin =
+        |f: &coffer_pccs::Fetched, item| f.items.iter().find(|i| i.item == item).unwrap().origin;
+    assert_eq!(origin(&f, Item::QeIdentity), Origin::Network);
+    assert_eq!(origin(&f, Item::RootCaCrl), Origin::Cache);
+    server.shutdown();
+
+    // The service is gone: inside the refresh window the cached copy is served, with a warning.
+    let f = source.fetch(&req, qe_limit - 600).unwrap();
+    assert_eq!(origin(&f, Item::QeIdentity), Origin::Cache);
+    assert!(
+        f.warnings
+            .iter()
+            .any(|w| w.contains("could not refresh the QE identity")),
+        "{:?}",
+        f.warnings
+    );
+    // Past the maximum age it is not served, and the error says when the copy stopped being good.
+    match source.fetch(&req, qe_limit).unwrap_err() {
+        Error::Unreachable {
+            item: Item::QeIdentity,
+            cached_expired_at,
+            ..
+        } => assert_eq!(cached_expired_at, Some(qe_limit)),
+        other => panic!("expected Unreachable for the QE identity, got {other:?}"),
+    }
+    // A service that answers with the same old items is refused: it is stale.
+    let server = Server::start(pccs_routes(&c, &req, CrlForm::Der));
+    cfg.base_url = server.url();
+    let err = CollateralSource::online(cfg)
+        .unwrap()
+        .fetch(&req, qe_limit)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Stale { item: Item::QeIdentity, max_age: Some(a), .. } if a == 2 * day),
+        "{err:?}"
+    );
+    server.shutdown();
 }
 
 #[test]

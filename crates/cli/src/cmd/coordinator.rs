@@ -66,6 +66,12 @@ pub(crate) struct CoordinatorArgs {
     /// DATA_DIR/pccs-cache; cached items keep serving while valid if the service is down).
     #[arg(long, conflicts_with = "simulation")]
     pccs_url: Option<String>,
+    /// With --pccs-url: refuse TCB info, QE identity and PCK CRL issued longer ago than this
+    /// many hours (Intel reissues them daily but dates them valid for a month), so revocations
+    /// and TCB recoveries reach the Coordinator within that time. Items are fetched again an
+    /// hour before they age out.
+    #[arg(long, value_name = "HOURS", requires = "pccs_url", value_parser = clap::value_parser!(u32).range(1..=8760))]
+    collateral_max_age: Option<u32>,
     /// Lifetime of workload certificates, in hours (re-activate to renew).
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8760))]
     cert_hours: u32,
@@ -230,26 +236,30 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
     } else {
         platform::check_gramine(&args.attestation_root)
             .map_err(|e| Failure::new("no_tee", e.to_string()))?;
-        let collateral =
-            match (&args.collateral_dir, &args.pccs_url) {
-                (Some(dir), _) => CollateralSource::Dir(dir.clone()),
-                (None, Some(url)) => {
-                    // Fetched and cached per item; cached collateral keeps serving while it is
-                    // valid even if the service is down.
-                    let cfg = coffer_pccs::PccsConfig::new(url.clone())
-                        .with_cache_dir(args.data_dir.join("pccs-cache"));
-                    CollateralSource::Pccs(Box::new(
-                        coffer_pccs::CollateralSource::online(cfg)
-                            .map_err(|e| Failure::new("config", format!("--pccs-url: {e}")))?,
-                    ))
+        let collateral = match (&args.collateral_dir, &args.pccs_url) {
+            (Some(dir), _) => CollateralSource::Dir(dir.clone()),
+            (None, Some(url)) => {
+                // Fetched and cached per item; cached collateral keeps serving while it is
+                // valid even if the service is down.
+                let mut cfg = coffer_pccs::PccsConfig::new(url.clone())
+                    .with_cache_dir(args.data_dir.join("pccs-cache"));
+                if let Some(hours) = args.collateral_max_age {
+                    cfg = cfg.with_max_age(std::time::Duration::from_secs(u64::from(hours) * 3600));
                 }
-                (None, None) => return Err(Failure::new(
+                CollateralSource::Pccs(Box::new(
+                    coffer_pccs::CollateralSource::online(cfg)
+                        .map_err(|e| Failure::new("config", format!("--pccs-url: {e}")))?,
+                ))
+            }
+            (None, None) => {
+                return Err(Failure::new(
                     "config",
                     "real evidence needs collateral: pass --pccs-url URL (Intel PCS or your PCCS, \
                      cached) or --collateral-dir DIR (offline files)",
                 )
-                .into()),
-            };
+                .into())
+            }
+        };
         (
             Platform::Gramine {
                 root: args.attestation_root.clone(),

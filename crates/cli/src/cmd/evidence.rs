@@ -174,6 +174,10 @@ pub(crate) struct VerifyArgs {
     /// own CA); collateral is signed by Intel either way.
     #[arg(long, value_name = "PEM", requires = "pccs_url")]
     pccs_tls_root: Option<PathBuf>,
+    /// Refuse TCB info, QE identity and PCK CRL from --pccs-url issued longer ago than this
+    /// many hours (cached copies are fetched again an hour before).
+    #[arg(long, value_name = "HOURS", requires = "pccs_url", value_parser = clap::value_parser!(u32).range(1..=8760))]
+    collateral_max_age: Option<u32>,
     /// Time limit per PCS/PCCS request, in seconds.
     #[arg(
         long,
@@ -419,6 +423,9 @@ fn verify(a: VerifyArgs, global: Global) -> anyhow::Result<ExitCode> {
             let mut cfg = coffer_pccs::PccsConfig::new(url.clone());
             cfg.timeout = std::time::Duration::from_secs(a.pccs_timeout.max(1));
             cfg.root_ca_crl_url = a.root_ca_crl_url.clone();
+            cfg.max_age = a
+                .collateral_max_age
+                .map(|h| std::time::Duration::from_secs(u64::from(h) * 3600));
             if let Some(p) = &a.pccs_tls_root {
                 cfg.tls_roots_pem = Some(read_text(p, "PCCS TLS root")?);
             }
