@@ -104,6 +104,7 @@ fn main() {
                 evidence: coffer_api::Evidence {
                     format: coffer_api::EvidenceFormat::DcapQuote,
                     data: b64.encode(quote),
+                    certificates: Vec::new(),
                 },
                 image_measurement: None,
             })

@@ -89,12 +89,15 @@ pub fn coordinator_report_data(root_spki_der: &[u8], nonce: Option<&[u8]>) -> [u
     out
 }
 
-/// The format of a piece of evidence. The TEE kind (SGX or TDX) is read from the quote itself.
+/// The format of a piece of evidence. The TEE kind (SGX or TDX) of a DCAP quote is read from
+/// the quote itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EvidenceFormat {
     /// An Intel DCAP quote (SGX v3/v4/v5 or TDX v4/v5), real or from the simulated platform.
     DcapQuote,
+    /// An AMD SEV-SNP attestation report (1184 bytes), with its endorsement `certificates`.
+    SnpReport,
 }
 
 /// Evidence as sent over the wire.
@@ -104,6 +107,11 @@ pub struct Evidence {
     pub format: EvidenceFormat,
     /// The raw evidence, base64 (standard alphabet, padded).
     pub data: String,
+    /// SEV-SNP: the certificates the guest's firmware returned with the report (the host's
+    /// certificate table): VCEK or VLEK, then ASK or ASVK, then ARK, each DER in base64. They
+    /// are verified up to a pinned AMD root, so the host cannot substitute its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<String>,
 }
 
 /// `POST /api/v1/activate`: a workload instance asks for its identity and parameters.

@@ -169,6 +169,7 @@ async fn activate(
         evidence: Evidence {
             format: EvidenceFormat::DcapQuote,
             data: base64::engine::general_purpose::STANDARD.encode(quote),
+            certificates: Vec::new(),
         },
         image_measurement: None,
     };

@@ -299,6 +299,7 @@ mod tests {
             evidence: coffer_api::Evidence {
                 format: coffer_api::EvidenceFormat::DcapQuote,
                 data: base64::engine::general_purpose::STANDARD.encode(quote),
+                certificates: Vec::new(),
             },
             root_ca_pem: crate::pki::pem_encode("CERTIFICATE", ca.root_der()),
             intermediate_ca_pem: String::new(),

@@ -1031,6 +1031,7 @@ impl Coordinator {
             evidence: coffer_api::Evidence {
                 format: coffer_api::EvidenceFormat::DcapQuote,
                 data: base64::engine::general_purpose::STANDARD.encode(quote),
+                certificates: Vec::new(),
             },
             root_ca_pem: pki::pem_encode("CERTIFICATE", &root_der),
             intermediate_ca_pem: intermediate_pem,
@@ -1462,21 +1463,16 @@ impl Coordinator {
                 req.workload
             ))
         })?;
-        let quote = base64::engine::general_purpose::STANDARD
-            .decode(req.evidence.data.as_bytes())
-            .map_err(|_| Error::Evidence {
-                kind: ErrorKind::MalformedEvidence,
-                reason: "evidence.data is not base64 (standard alphabet, padded)".into(),
-            })?;
         let csr = pki::parse_csr(&req.csr_pem)?;
         let image = match req.image_measurement.as_deref() {
             None => None,
             Some(h) => Some(parse_image_measurement(h)?),
         };
         let now = now_unix();
-        // Signature checks over the quote and its collateral: CPU work, off the async workers.
+        // Signature checks over the evidence and its collateral: CPU work, off the async workers.
         let verifier = self.verifier.clone();
-        let verified = blocking(move || verifier.verify(&quote, now)).await?;
+        let evidence = req.evidence.clone();
+        let verified = blocking(move || verifier.verify_evidence(&evidence, now)).await?;
         let expected = match &image {
             Some(m) => coffer_api::workload_report_data_for_image(csr.spki_der(), m),
             None => coffer_api::workload_report_data(csr.spki_der()),
@@ -1491,7 +1487,7 @@ impl Coordinator {
             ));
         }
         *proved = true;
-        let mut claims = claims_of(&verified);
+        let mut claims = verified.claims;
         claims.image_measurement = image;
         manifest
             .match_workload(&req.workload, &claims)
@@ -2349,6 +2345,7 @@ pub fn claims_of(v: &coffer_evidence::Verified) -> MeasurementClaims {
             image_measurement: None,
             mrservicetd: None,
             tcb_evaluation_data_number: Some(v.tcb_evaluation_data_number),
+            snp: None,
         },
         Measurement::Tdx(m) => MeasurementClaims {
             tee: Tee::Tdx,
@@ -2365,6 +2362,7 @@ pub fn claims_of(v: &coffer_evidence::Verified) -> MeasurementClaims {
             // A quote without a service TD field (TD 1.0) binds none: zero.
             mrservicetd: Some(m.mrservicetd.unwrap_or([0; 48])),
             tcb_evaluation_data_number: Some(v.tcb_evaluation_data_number),
+            snp: None,
         },
     }
 }

@@ -303,6 +303,7 @@ mod tests {
             image_measurement: None,
             mrservicetd: None,
             tcb_evaluation_data_number: None,
+            snp: None,
         }
     }
 

@@ -13,10 +13,13 @@
 //!   refuses to start: a missing TEE is never a silent fall-back to simulation.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use coffer_evidence::sim::{SgxQuoteSpec, SimPlatform};
+use base64::Engine as _;
+use coffer_evidence::sim::{SgxQuoteSpec, SimPlatform, SimSnpPlatform};
+use coffer_evidence::snp::{SnpAnchors, SnpCollateral};
 use coffer_evidence::{Collateral, TrustAnchors, Verified, Verifier};
+use coffer_manifest::{MeasurementClaims, SnpClaims, SnpTcb};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
@@ -303,15 +306,166 @@ impl CollateralSource {
 pub struct EvidenceVerifier {
     verifier: Verifier,
     collateral: CollateralSource,
+    /// SEV-SNP: the pinned roots (AMD's, or the simulated machine's when the collateral is
+    /// simulated), made on first use (the simulated ARK costs an RSA key generation).
+    snp: OnceLock<SnpSide>,
+    /// The simulated ARK's CRL and when it was made.
+    sim_snp_crl: Mutex<Option<(i64, Arc<Vec<u8>>)>>,
+}
+
+struct SnpSide {
+    anchors: SnpAnchors,
+    sim: Option<SimSnpPlatform>,
+}
+
+/// Verified evidence, reduced to what the Coordinator decides on.
+#[derive(Debug, Clone)]
+pub struct VerifiedEvidence {
+    /// What the manifest's policy checks.
+    pub claims: MeasurementClaims,
+    /// The 64 bytes of report data, authenticated.
+    pub report_data: [u8; 64],
 }
 
 impl EvidenceVerifier {
-    /// A verifier for `anchors` with collateral from `collateral`.
+    /// A verifier for `anchors` with collateral from `collateral`. SEV-SNP reports are
+    /// verified under AMD's pinned roots, or, with simulated collateral, under the simulated
+    /// machine's ARK only.
     pub fn new(anchors: TrustAnchors, collateral: CollateralSource) -> Self {
         Self {
             verifier: Verifier::new(anchors),
             collateral,
+            snp: OnceLock::new(),
+            sim_snp_crl: Mutex::new(None),
         }
+    }
+
+    fn snp_side(&self) -> &SnpSide {
+        self.snp.get_or_init(|| match &self.collateral {
+            CollateralSource::Simulated { sim, .. } => {
+                let sim = sim.snp();
+                SnpSide {
+                    anchors: sim.anchors(),
+                    sim: Some(sim),
+                }
+            }
+            _ => SnpSide {
+                anchors: SnpAnchors::amd(),
+                sim: None,
+            },
+        })
+    }
+
+    /// Verifies evidence of any format at `now`: a DCAP quote with collateral from the
+    /// source, an SEV-SNP report with the certificates it came with. AMD's CRL is checked
+    /// for simulated SNP evidence; for real SNP evidence the Coordinator has no KDS client yet,
+    /// so its claims say the CRL was not checked and a package that requires one refuses it.
+    pub fn verify_evidence(
+        &self,
+        evidence: &coffer_api::Evidence,
+        now: i64,
+    ) -> Result<VerifiedEvidence, Error> {
+        let data = base64_field(&evidence.data, "evidence.data")?;
+        match evidence.format {
+            coffer_api::EvidenceFormat::DcapQuote => {
+                let v = self.verify(&data, now)?;
+                Ok(VerifiedEvidence {
+                    claims: crate::core::claims_of(&v),
+                    report_data: v.report_data,
+                })
+            }
+            coffer_api::EvidenceFormat::SnpReport => {
+                self.verify_snp(&data, &evidence.certificates, now)
+            }
+        }
+    }
+
+    fn verify_snp(
+        &self,
+        report: &[u8],
+        certificates: &[String],
+        now: i64,
+    ) -> Result<VerifiedEvidence, Error> {
+        let [vek, ask, ark] = certificates else {
+            return Err(Error::Evidence {
+                kind: coffer_api::ErrorKind::MalformedEvidence,
+                reason: format!(
+                    "snp-report evidence carries {} certificates; it needs 3 (VCEK or VLEK, ASK \
+                     or ASVK, ARK), as the host's SNP certificate table holds them: load them \
+                     on the host (e.g. `snphost import`)",
+                    certificates.len()
+                ),
+            });
+        };
+        let vek = base64_field(vek, "evidence.certificates[0]")?;
+        let ask = base64_field(ask, "evidence.certificates[1]")?;
+        let ark = base64_field(ark, "evidence.certificates[2]")?;
+        let side = self.snp_side();
+        let crl = match &side.sim {
+            Some(sim) => Some(self.sim_snp_crl(sim, now)?),
+            None => None,
+        };
+        let collateral = SnpCollateral {
+            vek: &vek,
+            ask: &ask,
+            ark: &ark,
+            crl: crl.as_deref().map(Vec::as_slice),
+        };
+        let v = coffer_evidence::snp::verify_snp(report, &collateral, &side.anchors, now)
+            .map_err(evidence_error)?;
+        let r = &v.report;
+        let t = v.reported_tcb;
+        let claims = MeasurementClaims {
+            tee: coffer_manifest::Tee::Snp,
+            mrenclave: None,
+            mrsigner: None,
+            isv_prod_id: None,
+            isv_svn: None,
+            debug: r.debug(),
+            tcb_status: String::new(),
+            mrtd: None,
+            rtmrs: None,
+            mrconfigid: None,
+            image_measurement: None,
+            mrservicetd: None,
+            tcb_evaluation_data_number: None,
+            snp: Some(SnpClaims {
+                measurement: r.measurement,
+                host_data: r.host_data,
+                id_key_digest: r.id_key_digest,
+                author_key_digest: r.author_key_digest,
+                policy: r.policy,
+                vmpl: r.vmpl,
+                reported_tcb: SnpTcb {
+                    bootloader: t.bootloader,
+                    tee: t.tee,
+                    snp: t.snp,
+                    microcode: t.microcode,
+                    fmc: t.fmc,
+                },
+                crl_checked: v.crl_checked,
+            }),
+        };
+        Ok(VerifiedEvidence {
+            claims,
+            report_data: r.report_data,
+        })
+    }
+
+    /// The simulated ARK's CRL, remade hourly (valid from an hour before to a day after).
+    fn sim_snp_crl(&self, sim: &SimSnpPlatform, now: i64) -> Result<Arc<Vec<u8>>, Error> {
+        let mut g = self
+            .sim_snp_crl
+            .lock()
+            .map_err(|_| Error::Platform("SNP CRL cache poisoned".into()))?;
+        if let Some((made, crl)) = g.as_ref() {
+            if now >= *made && now - *made < SIM_COLLATERAL_REFRESH {
+                return Ok(crl.clone());
+            }
+        }
+        let crl = Arc::new(sim.crl(now - 3600, now + 86_400, &[]));
+        *g = Some((now, crl.clone()));
+        Ok(crl)
     }
 
     /// Verifies a DCAP quote at `now`. Collateral that the source keeps (simulated, a PCCS
@@ -344,6 +498,15 @@ impl EvidenceVerifier {
             .verify(quote, collateral, now)
             .map_err(evidence_error)
     }
+}
+
+fn base64_field(value: &str, field: &str) -> Result<Vec<u8>, Error> {
+    base64::engine::general_purpose::STANDARD
+        .decode(value.as_bytes())
+        .map_err(|_| Error::Evidence {
+            kind: coffer_api::ErrorKind::MalformedEvidence,
+            reason: format!("{field} is not base64 (standard alphabet, padded)"),
+        })
 }
 
 /// Maps an evidence error to the API's kinds (the message names the failed check).

@@ -237,6 +237,7 @@ mod coordinators {
             evidence: Evidence {
                 format: EvidenceFormat::DcapQuote,
                 data: base64::engine::general_purpose::STANDARD.encode(quote),
+                certificates: Vec::new(),
             },
             image_measurement: None,
         };

@@ -45,8 +45,9 @@
 //! | collateral JSON, PEM, DER (certificates, CRLs, SGX extension), TCB info and QE identity JSON parse strictly (no two levels for one TCB or ISVSVN; TDX module levels only UpToDate, OutOfDate or Revoked) | [`Error::Malformed`] / [`Error::Unsupported`] |
 //! | every chain (PCK, PCK CRL issuer, TCB info issuer, QE identity issuer) ends in a root whose **public key is pinned** | [`Error::UntrustedRoot`] |
 //! | each certificate's signature by its issuer (and the root's self-signature unless it is the anchor certificate itself); issuer names linked; CA flags; end entity not a CA; QVL's CN phrases | [`Error::BadSignature`] / [`Error::Mismatch`] |
-//! | Root CA CRL signed by the root, PCK CRL signed by the PCK CA that issued the PCK certificate | [`Error::BadSignature`] / [`Error::Mismatch`] |
-//! | no certificate of any chain is listed in the Root CA CRL or PCK CRL | [`Error::Revoked`] |
+//! | quote certification data is type 5 (the PCK chain), as Intel's QvE requires | [`Error::Unsupported`] |
+//! | Root CA CRL signed by the root, PCK CRL signed by the PCK CA that issued the PCK certificate; both carry nextUpdate and the CRL Number and Authority Key Identifier extensions (Intel's `CRL_REQUIRED_EXTENSIONS`) | [`Error::BadSignature`] / [`Error::Mismatch`] / [`Error::Malformed`] |
+//! | no certificate of any chain, the root included, is listed in the Root CA CRL or PCK CRL | [`Error::Revoked`] |
 //! | TCB info and QE identity signatures over the exact signed JSON text, by the TCB Signing key | [`Error::BadSignature`] |
 //! | QE report signature by the PCK leaf key | [`Error::BadSignature`] (`QeReport`) |
 //! | QE report data = SHA-256(attestation key ‖ QE auth data) | [`Error::QeReportDataMismatch`] |
@@ -54,7 +55,7 @@
 //! | every certificate, both CRLs, TCB info and QE identity valid at `now` (the item that expired first is named) | [`Error::Expired`] |
 //! | QE vendor ID is Intel's; QE identity id (QE / TD_QE), MRSIGNER, ISVPRODID, MISCSELECT and ATTRIBUTES under masks; QE not in debug mode | [`Error::Mismatch`] |
 //! | TCB info id (SGX / TDX) matches the quote; FMSPC and PCE-ID match the PCK certificate; TDX module SEAMATTRIBUTES zero (as Intel's QVL requires), MRSIGNERSEAM / SEAMATTRIBUTES match `tdxModule` (and the module identity) | [`Error::Mismatch`] |
-//! | a platform TCB level matches the PCK's CPUSVN components and PCESVN (TDX: and TEE_TCB_SVN; module identity for module versions > 0); a QE level matches the QE ISVSVN | [`Error::TcbNotMatched`] |
+//! | a platform TCB level matches the PCK's CPUSVN components and PCESVN (TDX: and TEE_TCB_SVN; module identity for module versions > 0); a QE level matches the QE ISVSVN; a TD 1.5 relaunch check finds the `TDX_xx` identity TEE_TCB_SVN2 names | [`Error::TcbNotMatched`] |
 //!
 //! The TCB status ([`TcbStatus`]) is computed and merged as Intel's QVL does (see [`tcb`]);
 //! `Revoked` and `OutOfDate` levels are *reported*, not refused, as are the SGX `DEBUG` and TD
@@ -79,18 +80,22 @@
 //!   `ConfigurationNeeded` with an out-of-date QE gives `OutOfDateConfigurationNeeded`.
 //!
 //! # Performance
-//! Verification is bound by ECDSA P-256 verification (`ring`): a full [`verify`] makes eight
-//! (TCB signing certificate, PCK CA — once, although it appears in two chains — PCK leaf,
-//! root CA CRL, PCK CRL, TCB info, QE identity, QE report, quote: nine checks, eight
-//! signatures) and parses everything once. [`Verifier`] caches verified collateral (keyed by
-//! SHA-256 of its bytes) and verified platforms (PCK chain, QE report signature and
-//! attestation-key binding, keyed by SHA-256 of those bytes), so a repeated quote from a known
-//! platform costs one signature (the quote's) plus time-validity and revocation checks.
-//!
+//! Verification is bound by ECDSA P-256 verification (`ring`): a full [`verify`] makes nine
+//! (TCB signing certificate, root CA CRL, TCB info, QE identity, PCK CA certificate — once,
+//! although it appears in two chains — PCK CRL, PCK leaf, QE report, quote; the pinned root's
+//! self-signature is not checked when the chain carries the anchor certificate itself) and
+//! parses everything once. [`Verifier`] remembers verified collateral *items* (keyed by SHA-256
+//! of their bytes and issuer key, so collateral for a new FMSPC costs only its TCB info's
+//! signature), collateral sets shared as an `Arc` (found by identity, nothing hashed) and
+//! verified platforms (keyed by the PCK chain's DER certificates, so a re-encoded chain is the
+//! same platform); all least-recently-used. A repeated quote from a known platform costs one
+//! signature (the quote's) plus time-validity and revocation checks.
+
 //! # Not checked here
 //! The report body's policy (debug, TD attributes, MRSERVICETD …), expected measurements and
 //! freshness of report data are the caller's policy. Collateral freshness beyond its own
-//! `nextUpdate` (fetching newer collateral) belongs to the PCCS client.
+//! `nextUpdate` (fetching newer collateral, a maximum age) belongs to the PCCS client
+//! (`coffer-pccs`, `PccsConfig::max_age`).
 
 #![forbid(unsafe_code)]
 

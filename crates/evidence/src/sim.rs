@@ -9,9 +9,16 @@
 //! [`crate::TrustAnchors::intel`] (untrusted root). Every subject name contains
 //! "Coffer Simulated".
 //!
+//! [`SimSnpPlatform`] is the same machine's SEV-SNP side: its own ARK, ASK and VCEK, and
+//! attestation reports.
+//!
 //! Everything is derived deterministically from a 32-byte seed (keys by HKDF-SHA-256, ECDSA
 //! signatures by RFC 6979), so [`SimPlatform::to_bytes`] only stores the seed. That file holds
 //! private keys: keep it private (0600).
+
+mod snp;
+
+pub use snp::{SimSnpPlatform, SnpReportSpec, SIM_SNP_POLICY, SIM_SNP_TCB};
 
 use hkdf::Hkdf;
 use p256::ecdsa::signature::Signer;
@@ -581,6 +588,12 @@ impl SimPlatform {
         }
         let seed = crate::collateral::hex_array(&p.seed, Item::SimPlatform, "seed")?;
         Ok(SimPlatform::from_seed(seed))
+    }
+
+    /// The same machine's SEV-SNP side: its ARK, ASK, VCEK and reports, derived from the same
+    /// seed (RSA key generation: about a second; keep the result).
+    pub fn snp(&self) -> SimSnpPlatform {
+        SimSnpPlatform::from_seed(self.seed)
     }
 
     /// The simulated root CA certificate (PEM).

@@ -5,10 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use coffer_api::{
     Activation, ActivationRequest, ActivationResponse, ErrorBody, ErrorKind, Evidence,
-    EvidenceFormat,
 };
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
 use rustls::pki_types::pem::PemObject;
@@ -164,7 +162,7 @@ pub fn activate(
     req: &Request<'_>,
     tls: &CoordinatorTls,
     key: &WorkloadKey,
-    quote: &[u8],
+    evidence: &Evidence,
     pinned_root_pem: Option<&[u8]>,
 ) -> Result<Activated, Error> {
     let body = ActivationRequest {
@@ -172,10 +170,7 @@ pub fn activate(
         workload: req.workload.to_string(),
         instance_id: req.instance_id,
         csr_pem: key.csr_pem(req.workload)?,
-        evidence: Evidence {
-            format: EvidenceFormat::DcapQuote,
-            data: base64::engine::general_purpose::STANDARD.encode(quote),
-        },
+        evidence: evidence.clone(),
         image_measurement: Some(hex::encode(req.image_measurement)),
     };
     let body = serde_json::to_vec(&body).map_err(|e| Error::Protocol(e.to_string()))?;

@@ -22,7 +22,7 @@ pub enum EvidenceChoice {
     Auto,
     /// Gramine's `/dev/attestation` (SGX).
     Gramine,
-    /// Linux configfs-tsm (TDX guests).
+    /// Linux configfs-tsm (TDX and SEV-SNP guests).
     Tsm,
     /// The SIMULATED platform in `COFFER_SIM_DIR` (development only).
     Sim,

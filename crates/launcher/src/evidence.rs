@@ -11,6 +11,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use coffer_api::{Evidence, EvidenceFormat};
+
 use crate::config::{Config, EvidenceChoice};
 use crate::Error;
 
@@ -162,8 +165,11 @@ pub fn gramine_quote(root: &Path, report_data: &[u8; 64]) -> Result<Vec<u8>, Err
 pub struct TsmReport {
     /// The `provider` attribute (`tdx_guest`, `sev_guest`, …).
     pub provider: String,
-    /// The `outblob` (a TDX DCAP quote for `tdx_guest`).
+    /// The `outblob` (a TDX DCAP quote for `tdx_guest`, an SNP attestation report for
+    /// `sev_guest`).
     pub outblob: Vec<u8>,
+    /// The `auxblob`, when the provider has one (`sev_guest`: the host's certificate table).
+    pub auxblob: Option<Vec<u8>>,
 }
 
 /// How long to wait for the attribute files of a fresh configfs-tsm entry. The kernel creates
@@ -235,18 +241,164 @@ fn tsm_report_in(entry: &Path, inblob: &[u8; 64]) -> Result<TsmReport, Error> {
             format!("provider {provider} returned an empty outblob"),
         ));
     }
-    Ok(TsmReport { provider, outblob })
+    let aux = entry.join("auxblob");
+    let auxblob = if aux.exists() {
+        Some(read_bounded(&aux, MAX_QUOTE, "tsm")?)
+    } else {
+        None
+    };
+    Ok(TsmReport {
+        provider,
+        outblob,
+        auxblob,
+    })
 }
 
-/// Turns a configfs-tsm report into a quote the activation protocol can carry.
-pub fn tsm_quote(root: &Path, report_data: &[u8; 64]) -> Result<Vec<u8>, Error> {
+/// A DCAP quote as activation evidence.
+pub fn dcap(quote: &[u8]) -> Evidence {
+    Evidence {
+        format: EvidenceFormat::DcapQuote,
+        data: base64::engine::general_purpose::STANDARD.encode(quote),
+        certificates: Vec::new(),
+    }
+}
+
+/// A configfs-tsm report as activation evidence: a TDX quote, or an SEV-SNP report with the
+/// certificates of the host's table (the Coordinator verifies them up to AMD's root).
+pub fn tsm_evidence(root: &Path, report_data: &[u8; 64]) -> Result<Evidence, Error> {
     let report = tsm_report(root, report_data)?;
     match report.provider.as_str() {
-        "tdx_guest" => Ok(report.outblob),
-        "sev_guest" => Err(Error::evidence(
+        "tdx_guest" => Ok(dcap(&report.outblob)),
+        "sev_guest" => {
+            let table = report.auxblob.as_deref().unwrap_or_default();
+            let certificates = snp_certificates(table)?;
+            let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+            Ok(Evidence {
+                format: EvidenceFormat::SnpReport,
+                data: b64(&report.outblob),
+                certificates: certificates.iter().map(|c| b64(c)).collect(),
+            })
+        }
+        other => Err(Error::evidence(
             "tsm",
-            "provider sev_guest (AMD SEV-SNP): the activation protocol carries DCAP quotes only so far",
+            format!("unknown provider {other:?}"),
         )),
-        other => Err(Error::evidence("tsm", format!("unknown provider {other:?}"))),
+    }
+}
+
+/// GUIDs of the SNP certificate table (GHCB specification, "SNP Extended Guest Request"), as
+/// written: the wire carries these bytes in this order.
+const VCEK_GUID: u128 = 0x63da758d_e664_4564_adc5_f4b93be8accd;
+const VLEK_GUID: u128 = 0xa8074bc2_a25a_483e_aae6_39c045a0b8a1;
+const ASK_GUID: u128 = 0x4ab7b379_bbac_4fe4_a02f_05aef327c782;
+const ARK_GUID: u128 = 0xc0b406a4_a803_4952_9743_3fb6014cd0ae;
+
+/// The VCEK (or VLEK), ASK and ARK of an SNP certificate table: entries of a 16-byte GUID, a
+/// 4-byte offset and a 4-byte length (little-endian, from the table's start), ended by an
+/// all-zero entry. Entries this launcher has no use for are skipped; a missing or repeated
+/// certificate, or an entry outside the table, is an error that says what the host must fix.
+pub fn snp_certificates(table: &[u8]) -> Result<[Vec<u8>; 3], Error> {
+    let bad = |m: String| Error::evidence("tsm", format!("SNP certificate table: {m}"));
+    let (mut vek, mut ask, mut ark) = (None, None, None);
+    let mut at = 0;
+    loop {
+        let entry = table
+            .get(at..at + 24)
+            .ok_or_else(|| bad(format!("no terminating entry before byte {}", table.len())))?;
+        at += 24;
+        let mut guid = [0u8; 16];
+        guid.copy_from_slice(&entry[..16]);
+        let guid = u128::from_be_bytes(guid);
+        let offset = u32::from_le_bytes([entry[16], entry[17], entry[18], entry[19]]) as usize;
+        let len = u32::from_le_bytes([entry[20], entry[21], entry[22], entry[23]]) as usize;
+        if guid == 0 {
+            break;
+        }
+        let slot = match guid {
+            VCEK_GUID | VLEK_GUID => &mut vek,
+            ASK_GUID => &mut ask,
+            ARK_GUID => &mut ark,
+            _ => continue,
+        };
+        let der = offset
+            .checked_add(len)
+            .and_then(|end| table.get(offset..end))
+            .ok_or_else(|| {
+                bad(format!(
+                    "entry {:032x} ({len} bytes at {offset}) lies outside the {}-byte table",
+                    guid,
+                    table.len()
+                ))
+            })?;
+        if slot.replace(der.to_vec()).is_some() {
+            return Err(bad(format!("certificate {guid:032x} appears twice")));
+        }
+    }
+    match (vek, ask, ark) {
+        (Some(vek), Some(ask), Some(ark)) => Ok([vek, ask, ark]),
+        (vek, ask, ark) => Err(bad(format!(
+            "it lacks {}: the host must provide the VCEK (or VLEK), ASK and ARK (e.g. \
+             `snphost import`, or the hypervisor's SNP certificate setting)",
+            [
+                ("the VCEK/VLEK", vek.is_none()),
+                ("the ASK", ask.is_none()),
+                ("the ARK", ark.is_none())
+            ]
+            .iter()
+            .filter(|(_, missing)| *missing)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod snp_table_tests {
+    use super::*;
+
+    fn table(entries: &[(u128, &[u8])]) -> Vec<u8> {
+        let head = 24 * (entries.len() + 1);
+        let mut t = Vec::new();
+        let mut body = Vec::new();
+        for (guid, der) in entries {
+            t.extend_from_slice(&guid.to_be_bytes());
+            t.extend_from_slice(&((head + body.len()) as u32).to_le_bytes());
+            t.extend_from_slice(&(der.len() as u32).to_le_bytes());
+            body.extend_from_slice(der);
+        }
+        t.extend_from_slice(&[0; 24]);
+        t.extend_from_slice(&body);
+        t
+    }
+
+    #[test]
+    fn the_three_certificates_are_found_in_any_order() {
+        let other = 0x92f81bc3_5811_4d3d_97ff_d19f88dc67ea; // AMD's CRL entry: skipped
+        let t = table(&[
+            (ARK_GUID, b"ark"),
+            (other, b"crl"),
+            (VCEK_GUID, b"vcek"),
+            (ASK_GUID, b"ask"),
+        ]);
+        let [vek, ask, ark] = snp_certificates(&t).unwrap();
+        assert_eq!(
+            (&vek[..], &ask[..], &ark[..]),
+            (&b"vcek"[..], &b"ask"[..], &b"ark"[..])
+        );
+        let t = table(&[(VLEK_GUID, b"vlek"), (ASK_GUID, b"ask"), (ARK_GUID, b"ark")]);
+        assert_eq!(snp_certificates(&t).unwrap()[0], b"vlek");
+    }
+
+    #[test]
+    fn a_bad_table_says_what_is_wrong() {
+        let err = |t: &[u8]| snp_certificates(t).unwrap_err().to_string();
+        assert!(err(&[]).contains("no terminating entry"));
+        assert!(err(&table(&[(VCEK_GUID, b"v")])).contains("lacks the ASK, the ARK"));
+        let twice = table(&[(ASK_GUID, b"a"), (ASK_GUID, b"b"), (ARK_GUID, b"c")]);
+        assert!(err(&twice).contains("twice"));
+        let mut outside = table(&[(VCEK_GUID, b"v"), (ASK_GUID, b"a"), (ARK_GUID, b"r")]);
+        outside[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(err(&outside).contains("outside"));
     }
 }

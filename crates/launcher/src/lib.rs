@@ -5,7 +5,8 @@
 //! 2. measures the image's trusted files against the workload file;
 //! 3. generates a P-256 key, gets evidence whose report data binds the key
 //!    ([`coffer_api::workload_report_data`]) from Gramine's `/dev/attestation`, Linux
-//!    configfs-tsm, or — only when asked for by name — the simulated platform ([`evidence`]);
+//!    configfs-tsm (a TDX quote, or an SEV-SNP report with the host's certificate table), or —
+//!    only when asked for by name — the simulated platform ([`evidence`]);
 //! 4. activates with the Coordinator over TLS, checking the Coordinator first
 //!    ([`config::CoordinatorTrust`]; never trust-on-first-use), retrying with capped backoff
 //!    while it is unreachable and stopping at once on a refusal ([`activate`]);
@@ -177,12 +178,12 @@ pub fn prepare(
     // The image as measured on disk (outside simulation checked above against the workload
     // file), or as Gramine enforces it.
     let report_data = key.report_data(&image_measurement.0);
-    let quote = match &source {
-        Source::Gramine(root) => evidence::gramine_quote(root, &report_data)?,
-        Source::Tsm(root) => evidence::tsm_quote(root, &report_data)?,
+    let evidence = match &source {
+        Source::Gramine(root) => evidence::dcap(&evidence::gramine_quote(root, &report_data)?),
+        Source::Tsm(root) => evidence::tsm_evidence(root, &report_data)?,
         Source::Sim(dir) => {
             eprintln!("coffer-launcher: WARNING: using the SIMULATED platform in {}: no hardware protection", dir.display());
-            sim::sim_quote(dir, &wf, &image_measurement, &report_data)?
+            evidence::dcap(&sim::sim_quote(dir, &wf, &image_measurement, &report_data)?)
         }
     };
     let req = activate::Request {
@@ -193,7 +194,7 @@ pub fn prepare(
         timeout: config.activate_timeout,
         image_measurement: image_measurement.0,
     };
-    let activated = activate::activate(&req, &tls, &key, &quote, pinned_root.as_deref())?;
+    let activated = activate::activate(&req, &tls, &key, &evidence, pinned_root.as_deref())?;
     let resp = &activated.response;
 
     if let Some(m) = &measured {

@@ -363,6 +363,44 @@ fn configfs_tsm_interface_is_used_in_a_tdx_guest() {
     assert!(err.contains("tsm evidence"), "{err}");
 }
 
+/// In an SEV-SNP guest the launcher sends the report with the VCEK, ASK and ARK from the
+/// host's certificate table (the auxblob); a table that lacks one is refused before any
+/// request, naming what the host must provide.
+#[test]
+fn configfs_tsm_in_an_snp_guest_sends_the_report_with_the_hosts_certificates() {
+    const VCEK: u128 = 0x63da758d_e664_4564_adc5_f4b93be8accd;
+    const ASK: u128 = 0x4ab7b379_bbac_4fe4_a02f_05aef327c782;
+    const ARK: u128 = 0xc0b406a4_a803_4952_9743_3fb6014cd0ae;
+    let sim = Sim::new();
+    let snp = sim.platform.snp();
+    let image = Image::new(&["/bin/busybox", "echo", "in-snp-guest"], &[], &[]);
+    let table = snp_table(&[
+        (ARK, snp.ark_der()),
+        (VCEK, snp.vcek_der()),
+        (ASK, snp.ask_der()),
+    ]);
+    let tsm = fake_snp_tsm(&snp, [0x44; 48], table);
+    let server = Server::start(&sim.platform, Expect::Snp([0x44; 48]), Answer::default());
+    let ca = write_pem(sim.dir.path(), "root.pem", &server.root_ca_pem);
+    let mut c = launcher(&image, &server, &ca);
+    c.env("COFFER_TSM_ROOT", tsm.path());
+    let (code, out, err) = run(c);
+    assert_eq!((code, out.as_str()), (0, "in-snp-guest\n"), "{err}");
+    let req = server.last_request.lock().unwrap().clone().unwrap();
+    assert_eq!(req.evidence.format, coffer_api::EvidenceFormat::SnpReport);
+    assert_eq!(req.evidence.certificates.len(), 3);
+
+    let incomplete = snp_table(&[(VCEK, snp.vcek_der()), (ARK, snp.ark_der())]);
+    let tsm = fake_snp_tsm(&snp, [0x44; 48], incomplete);
+    let server = Server::start(&sim.platform, Expect::Snp([0x44; 48]), Answer::default());
+    let mut c = launcher(&image, &server, &ca);
+    c.env("COFFER_TSM_ROOT", tsm.path());
+    let (code, _, err) = run(c);
+    assert_ne!(code, 0);
+    assert!(err.contains("lacks the ASK"), "{err}");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+}
+
 #[test]
 fn configfs_tsm_generation_race_is_refused() {
     let sim = Sim::new();

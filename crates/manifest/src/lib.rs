@@ -25,11 +25,13 @@
 //!
 //! | path | meaning |
 //! |---|---|
-//! | `packages.NAME.tee` | `sgx` or `tdx` |
+//! | `packages.NAME.tee` | `sgx`, `tdx` or `snp` |
 //! | `packages.NAME.mrenclave` | SGX: exact enclave measurement, 64 hex |
 //! | `packages.NAME.mrsigner`, `isv_prod_id`, `isv_svn` | SGX: signer (64 hex) + product + *minimum* SVN (all three together) |
 //! | `packages.NAME.mrtd`, `rtmr0`..`rtmr3`, `mrconfigid` | TDX: 96 hex each; `mrtd` required, with `rtmr0`..`rtmr2` or `mrconfigid` (MRTD alone measures only the firmware) |
 //! | `packages.NAME.mrservicetd` | TDX: 96 hex; a quote without one counts as zero |
+//! | `packages.NAME.snp.measurement`, `host_data`, `id_key_digest`, `author_key_digest` | SEV-SNP: 96, 64, 96, 96 hex; `measurement` with `host_data`, or `id_key_digest` (MEASUREMENT alone measures only the firmware) |
+//! | `packages.NAME.snp.migration_agent`, `smt`, `min_abi`, `vmpl`, `min_reported_tcb`, `require_crl` | SEV-SNP guest policy: migration agent allowed (default `false`), SMT allowed (default `true`), lowest ABI `"MAJOR.MINOR"`, the report's VMPL (default 0), lowest `{bootloader, tee, snp, microcode, fmc}`, AMD's CRL required (default `false`) |
 //! | `packages.NAME.min_tcb_evaluation_data_number` | the lowest collateral `tcbEvaluationDataNumber` accepted |
 //! | `packages.NAME.image_measurement` | 64 hex, as `coffer convert` prints it: the image the launcher binds into the evidence's report data (bytes 32..64) must be this one |
 //! | `packages.NAME.debug` | accept debug TEEs (default `false`) |
@@ -95,10 +97,10 @@ pub use error::{Error, ValidationError, ValidationErrors};
 pub use keys::{certificate_der, parse_recovery_key, MIN_RECOVERY_KEY_BITS};
 pub use model::{
     Action, CertificateSpec, FileMode, FileSpec, KeyType, Manifest, NameMap, Package, ResourceKind,
-    Role, SecretKind, SecretSpec, Subject, Tee, TlsRule, User, UserValueType, Workload,
-    WorkloadParameters, KNOWN_TCB_STATUSES, MAX_USER_VALUE_BYTES,
+    Role, SecretKind, SecretSpec, SnpPackage, SnpTcb, Subject, Tee, TlsRule, User, UserValueType,
+    Workload, WorkloadParameters, KNOWN_TCB_STATUSES, MAX_USER_VALUE_BYTES,
 };
-pub use policy::{MeasurementClaims, Mismatch};
+pub use policy::{MeasurementClaims, Mismatch, SnpClaims};
 pub use template::{render, Rendered, SecretSource, SecretValue, SourceError, Target, Template};
 pub use update::{Change, UpdateSummary};
 
@@ -408,6 +410,19 @@ impl Manifest {
 
     fn normalize(&mut self) {
         for p in self.packages.values_mut() {
+            if let Some(snp) = &mut p.snp {
+                for h in [
+                    &mut snp.measurement,
+                    &mut snp.host_data,
+                    &mut snp.id_key_digest,
+                    &mut snp.author_key_digest,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    h.make_ascii_lowercase();
+                }
+            }
             for h in [
                 &mut p.image_measurement,
                 &mut p.mrservicetd,

@@ -53,6 +53,8 @@ pub enum Tee {
     Sgx,
     /// Intel TDX trust domain.
     Tdx,
+    /// AMD SEV-SNP confidential VM.
+    Snp,
 }
 
 impl fmt::Display for Tee {
@@ -60,6 +62,7 @@ impl fmt::Display for Tee {
         f.write_str(match self {
             Tee::Sgx => "SGX",
             Tee::Tdx => "TDX",
+            Tee::Snp => "SEV-SNP",
         })
     }
 }
@@ -86,11 +89,12 @@ fn default_tcb_statuses() -> Vec<String> {
 /// SGX: either `mrenclave` (one exact build) or `mrsigner` + `isv_prod_id` + minimum `isv_svn`
 /// (any build of that product by that signer at or above that security version), or both (all
 /// given values must match). TDX: `mrtd` with `rtmr0`..`rtmr2` or `mrconfigid` (the firmware
-/// alone is not a workload), optionally `rtmr3`. Either: `image_measurement`.
+/// alone is not a workload), optionally `rtmr3`. SEV-SNP: `snp` ([`SnpPackage`]). Any:
+/// `image_measurement`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Package {
-    /// Which TEE the package runs in: `sgx` or `tdx`.
+    /// Which TEE the package runs in: `sgx`, `tdx` or `snp`.
     pub tee: Tee,
     /// SGX: the enclave measurement, 64 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,9 +151,82 @@ pub struct Package {
     /// by the host, so accepting one is an explicit, visible choice.
     #[serde(default)]
     pub debug: bool,
-    /// TCB statuses accepted, Intel spelling. Default `["UpToDate"]`.
+    /// TCB statuses accepted, Intel spelling. Default `["UpToDate"]`. Intel's only: an SNP
+    /// package sets `snp.min_reported_tcb`.
     #[serde(default = "default_tcb_statuses")]
     pub accepted_tcb_statuses: Vec<String>,
+    /// SEV-SNP: what the attestation report must show (required with `"tee": "snp"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snp: Option<SnpPackage>,
+}
+
+/// What an SEV-SNP guest's attestation report must show.
+///
+/// MEASUREMENT is the launch digest of the firmware, and of the kernel, initrd and command
+/// line only when the firmware measures their hashes (`coffer measure snp`); HOST_DATA is
+/// what the host passed at launch (Kata and Contrast put the digest of the guest's policy /
+/// initdata there). So a package pins `measurement` with `host_data`, or an ID key (the key
+/// that signed the guest's ID block) — MEASUREMENT alone is only firmware.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnpPackage {
+    /// MEASUREMENT (the launch digest), 96 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement: Option<String>,
+    /// HOST_DATA, 64 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_data: Option<String>,
+    /// SHA-384 of the ID key that signed the guest's ID block, 96 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_key_digest: Option<String>,
+    /// SHA-384 of the author key that certified the ID key, 96 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_key_digest: Option<String>,
+    /// Accept a guest whose policy allows a migration agent (which can export its memory).
+    /// Default false.
+    #[serde(default)]
+    pub migration_agent: bool,
+    /// Accept a guest whose policy allows SMT (siblings share core resources with the host).
+    /// Default true: most hosts run with SMT.
+    #[serde(default = "default_true")]
+    pub smt: bool,
+    /// The lowest firmware ABI the guest's policy may require, `"MAJOR.MINOR"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_abi: Option<String>,
+    /// The lowest REPORTED_TCB accepted, per component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_reported_tcb: Option<SnpTcb>,
+    /// The VMPL the report must come from. Default 0 (the guest kernel, no SVSM below it).
+    #[serde(default)]
+    pub vmpl: u32,
+    /// Refuse evidence verified without AMD's CRL. Default false.
+    #[serde(default)]
+    pub require_crl: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// An SEV-SNP TCB version, per component (security patch levels).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnpTcb {
+    /// Boot loader SPL.
+    #[serde(default)]
+    pub bootloader: u8,
+    /// TEE (PSP OS) SPL.
+    #[serde(default)]
+    pub tee: u8,
+    /// SNP firmware SPL.
+    #[serde(default)]
+    pub snp: u8,
+    /// Microcode SPL.
+    #[serde(default)]
+    pub microcode: u8,
+    /// FMC SPL (Turin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fmc: Option<u8>,
 }
 
 /// A workload: a named role in the deployment, started from a package.

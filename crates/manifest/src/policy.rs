@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::model::{Manifest, Package, Tee, Workload};
+use crate::model::{Manifest, Package, SnpPackage, SnpTcb, Tee, Workload};
 
 /// What verified evidence claims about the software and platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,29 @@ pub struct MeasurementClaims {
     pub mrservicetd: Option<[u8; 48]>,
     /// The collateral's `tcbEvaluationDataNumber`.
     pub tcb_evaluation_data_number: Option<u32>,
+    /// SEV-SNP: the verified report's values.
+    pub snp: Option<SnpClaims>,
+}
+
+/// What a verified SEV-SNP attestation report says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnpClaims {
+    /// MEASUREMENT.
+    pub measurement: [u8; 48],
+    /// HOST_DATA.
+    pub host_data: [u8; 32],
+    /// ID_KEY_DIGEST.
+    pub id_key_digest: [u8; 48],
+    /// AUTHOR_KEY_DIGEST.
+    pub author_key_digest: [u8; 48],
+    /// The guest policy (bit 16 SMT, 18 migration agent, 19 debug; ABI in bits 0..16).
+    pub policy: u64,
+    /// The VMPL the report was requested from.
+    pub vmpl: u32,
+    /// REPORTED_TCB, decoded.
+    pub reported_tcb: SnpTcb,
+    /// Whether AMD's CRL was checked.
+    pub crl_checked: bool,
 }
 
 /// Why evidence does not satisfy a package. Display is a reason fit for the caller and the
@@ -137,6 +160,14 @@ pub enum Mismatch {
         /// The package's list.
         accepted: Vec<String>,
     },
+    /// The SEV-SNP guest policy, VMPL, TCB or CRL check does not satisfy the package.
+    #[error("SEV-SNP {detail} (package {package})")]
+    SnpPolicy {
+        /// Package name.
+        package: String,
+        /// What differs.
+        detail: String,
+    },
     /// The package's own value is not valid hex (only for unvalidated manifests).
     #[error("package {package} field {field} is not valid hex")]
     BadPackage {
@@ -197,10 +228,10 @@ impl Package {
             });
         }
         if claims.debug && !self.debug {
-            let what = if self.tee == Tee::Sgx {
-                "enclave"
-            } else {
-                "TD"
+            let what = match self.tee {
+                Tee::Sgx => "enclave",
+                Tee::Tdx => "TD",
+                Tee::Snp => "guest",
             };
             return Err(Mismatch::DebugNotAllowed {
                 package: name.into(),
@@ -272,6 +303,15 @@ impl Package {
                     claims.mrservicetd.as_ref(),
                 )?;
             }
+            Tee::Snp => {
+                let (Some(want), Some(got)) = (&self.snp, &claims.snp) else {
+                    return Err(Mismatch::MissingClaim {
+                        package: name.into(),
+                        claim: "SEV-SNP report",
+                    });
+                };
+                check_snp(name, want, got)?;
+            }
         }
         if let Some(minimum) = self.min_tcb_evaluation_data_number {
             let got = claims
@@ -295,10 +335,12 @@ impl Package {
             &self.image_measurement,
             claims.image_measurement.as_ref(),
         )?;
-        if !self
-            .accepted_tcb_statuses
-            .iter()
-            .any(|s| s == &claims.tcb_status)
+        // Intel's TCB status; SEV-SNP has none (its TCB is checked by `snp.min_reported_tcb`).
+        if self.tee != Tee::Snp
+            && !self
+                .accepted_tcb_statuses
+                .iter()
+                .any(|s| s == &claims.tcb_status)
         {
             return Err(Mismatch::TcbStatus {
                 package: name.into(),
@@ -308,6 +350,92 @@ impl Package {
         }
         Ok(())
     }
+}
+
+fn check_snp(name: &str, want: &SnpPackage, got: &SnpClaims) -> Result<(), Mismatch> {
+    check_hex(
+        name,
+        "MEASUREMENT",
+        "snp.measurement",
+        &want.measurement,
+        Some(&got.measurement),
+    )?;
+    check_hex(
+        name,
+        "HOST_DATA",
+        "snp.host_data",
+        &want.host_data,
+        Some(&got.host_data),
+    )?;
+    check_hex(
+        name,
+        "ID_KEY_DIGEST",
+        "snp.id_key_digest",
+        &want.id_key_digest,
+        Some(&got.id_key_digest),
+    )?;
+    check_hex(
+        name,
+        "AUTHOR_KEY_DIGEST",
+        "snp.author_key_digest",
+        &want.author_key_digest,
+        Some(&got.author_key_digest),
+    )?;
+    let refuse = |detail: String| {
+        Err(Mismatch::SnpPolicy {
+            package: name.into(),
+            detail,
+        })
+    };
+    if got.policy & (1 << 18) != 0 && !want.migration_agent {
+        return refuse("guest policy allows a migration agent, which can export its memory".into());
+    }
+    if got.policy & (1 << 16) != 0 && !want.smt {
+        return refuse("guest policy allows SMT, which the package does not".into());
+    }
+    if let Some(min) = &want.min_abi {
+        let Some(min) = crate::validate::parse_abi(min) else {
+            return Err(Mismatch::BadPackage {
+                package: name.into(),
+                field: "snp.min_abi",
+            });
+        };
+        let abi = ((got.policy >> 8) as u8, got.policy as u8);
+        if abi < min {
+            return refuse(format!(
+                "guest policy's minimum ABI {}.{} is below {}.{}",
+                abi.0, abi.1, min.0, min.1
+            ));
+        }
+    }
+    if got.vmpl != want.vmpl {
+        return refuse(format!(
+            "report from VMPL {}, the package requires VMPL {}",
+            got.vmpl, want.vmpl
+        ));
+    }
+    if let Some(min) = &want.min_reported_tcb {
+        let t = &got.reported_tcb;
+        for (component, have, need) in [
+            ("boot loader", t.bootloader, min.bootloader),
+            ("TEE", t.tee, min.tee),
+            ("SNP firmware", t.snp, min.snp),
+            ("microcode", t.microcode, min.microcode),
+            ("FMC", t.fmc.unwrap_or(0), min.fmc.unwrap_or(0)),
+        ] {
+            if have < need {
+                return refuse(format!(
+                    "REPORTED_TCB {component} SPL {have} is below the minimum {need}"
+                ));
+            }
+        }
+    }
+    if want.require_crl && !got.crl_checked {
+        return refuse(
+            "evidence was verified without AMD's CRL, which the package requires".into(),
+        );
+    }
+    Ok(())
 }
 
 impl Manifest {
@@ -347,6 +475,15 @@ impl fmt::Display for MeasurementClaims {
         }
         if let Some(m) = &self.mrtd {
             write!(f, " MRTD={}", hex::encode(m))?;
+        }
+        if let Some(snp) = &self.snp {
+            write!(
+                f,
+                " MEASUREMENT={} HOST_DATA={} VMPL={}",
+                hex::encode(snp.measurement),
+                hex::encode(snp.host_data),
+                snp.vmpl
+            )?;
         }
         if let Some(m) = &self.image_measurement {
             write!(f, " image={}", hex::encode(m))?;

@@ -168,6 +168,7 @@ fn package_fields(a: &Package, b: &Package) -> Vec<&'static str> {
         "min_tcb_evaluation_data_number",
         a.min_tcb_evaluation_data_number == b.min_tcb_evaluation_data_number,
     );
+    cmp("snp", a.snp == b.snp);
     cmp("debug", a.debug == b.debug);
     cmp(
         "accepted_tcb_statuses",

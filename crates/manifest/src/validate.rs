@@ -92,9 +92,100 @@ impl Checker<'_> {
         }
     }
 
+    fn snp_package(&mut self, base: &str, p: &Package) {
+        let f = |field: &str| format!("{base}.{field}");
+        for (field, present) in [
+            ("mrenclave", p.mrenclave.is_some()),
+            ("mrsigner", p.mrsigner.is_some()),
+            ("isv_prod_id", p.isv_prod_id.is_some()),
+            ("isv_svn", p.isv_svn.is_some()),
+            ("secret_dirs", p.secret_dirs.is_some()),
+            ("mrtd", p.mrtd.is_some()),
+            ("rtmr0", p.rtmr0.is_some()),
+            ("rtmr1", p.rtmr1.is_some()),
+            ("rtmr2", p.rtmr2.is_some()),
+            ("rtmr3", p.rtmr3.is_some()),
+            ("mrconfigid", p.mrconfigid.is_some()),
+            ("mrservicetd", p.mrservicetd.is_some()),
+            (
+                "min_tcb_evaluation_data_number",
+                p.min_tcb_evaluation_data_number.is_some(),
+            ),
+        ] {
+            if present {
+                self.err(
+                    f(field),
+                    format!("{field} is an Intel field but the package is SEV-SNP"),
+                    "remove it; SEV-SNP values go under \"snp\"",
+                );
+            }
+        }
+        if p.accepted_tcb_statuses != ["UpToDate"] {
+            self.err(
+                f("accepted_tcb_statuses"),
+                "accepted_tcb_statuses are Intel's TCB statuses; SEV-SNP has none",
+                "remove it and set snp.min_reported_tcb to the lowest TCB you accept",
+            );
+        }
+        let Some(snp) = &p.snp else {
+            self.err(
+                f("snp"),
+                "SEV-SNP package without \"snp\"",
+                "give snp.measurement (coffer measure snp) with snp.host_data, or snp.id_key_digest",
+            );
+            return;
+        };
+        let f = |field: &str| format!("{base}.snp.{field}");
+        self.hex_field(&f("measurement"), &snp.measurement, 96, "MEASUREMENT");
+        self.hex_field(&f("host_data"), &snp.host_data, 64, "HOST_DATA");
+        self.hex_field(&f("id_key_digest"), &snp.id_key_digest, 96, "ID key digest");
+        self.hex_field(
+            &f("author_key_digest"),
+            &snp.author_key_digest,
+            96,
+            "author key digest",
+        );
+        let pinned =
+            (snp.measurement.is_some() && snp.host_data.is_some()) || snp.id_key_digest.is_some();
+        if !pinned && !self.stored {
+            self.err(
+                format!("{base}.snp"),
+                "this SEV-SNP package does not pin a workload: MEASUREMENT alone covers the \
+                 firmware (and the kernel only with a hashes table), so any guest booted the same \
+                 way, whatever container it runs, would activate as this workload",
+                "pin measurement with host_data (the digest of the guest's policy or initdata \
+                 that Kata and Contrast pass at launch), or id_key_digest; and image_measurement \
+                 to bind the container image",
+            );
+        }
+        if let Some(abi) = &snp.min_abi {
+            if parse_abi(abi).is_none() {
+                self.err(
+                    f("min_abi"),
+                    format!("min_abi {abi:?} is not MAJOR.MINOR"),
+                    "write it like \"1.51\" (each part 0..255)",
+                );
+            }
+        }
+        if snp.vmpl > 3 {
+            self.err(
+                f("vmpl"),
+                format!("VMPL {} does not exist (0..3)", snp.vmpl),
+                "use 0 for a guest without an SVSM",
+            );
+        }
+    }
+
     fn package(&mut self, name: &str, p: &Package) {
         let base = key_path("$.packages", name);
         let f = |field: &str| format!("{base}.{field}");
+        if p.tee != Tee::Snp && p.snp.is_some() {
+            self.err(
+                f("snp"),
+                format!("snp is for SEV-SNP packages but the package is {}", p.tee),
+                "remove it, or set \"tee\": \"snp\"",
+            );
+        }
         match p.tee {
             Tee::Sgx => {
                 for (field, present) in [
@@ -199,6 +290,7 @@ impl Checker<'_> {
                     );
                 }
             }
+            Tee::Snp => self.snp_package(&base, p),
         }
         self.hex_field(
             &f("image_measurement"),
@@ -971,4 +1063,10 @@ pub(crate) fn validate(m: &Manifest, stored: bool) -> Vec<ValidationError> {
     };
     c.run();
     c.errors
+}
+
+/// `"MAJOR.MINOR"` (each 0..=255), as an SEV-SNP policy's minimum ABI.
+pub(crate) fn parse_abi(s: &str) -> Option<(u8, u8)> {
+    let (major, minor) = s.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }

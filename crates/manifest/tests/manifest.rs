@@ -5,7 +5,7 @@
 use coffer_manifest::template::{SecretField, Target};
 use coffer_manifest::{
     Action, Change, Error, Manifest, MeasurementClaims, Mismatch, ResourceKind, SecretSource,
-    SecretValue, SourceError, Tee,
+    SecretValue, SnpClaims, SnpTcb, SourceError, Tee,
 };
 
 const EXAMPLE: &[u8] = include_bytes!("../examples/manifest.json");
@@ -141,6 +141,21 @@ const BROKEN: &[Case] = &[
         broken!("tdx_firmware_only.json"),
         "$.packages.td.mrtd",
         "pins only the firmware (MRTD)",
+    ),
+    (
+        broken!("snp_firmware_only.json"),
+        "$.packages.vm.snp",
+        "does not pin a workload",
+    ),
+    (
+        broken!("snp_with_intel_field.yaml"),
+        "$.packages.vm.mrtd",
+        "Intel field",
+    ),
+    (
+        broken!("snp_bad_abi.yaml"),
+        "$.packages.vm.snp.min_abi",
+        "not MAJOR.MINOR",
     ),
     (
         broken!("mrsigner_without_svn.json"),
@@ -378,7 +393,105 @@ fn sgx_claims() -> MeasurementClaims {
         image_measurement: None,
         mrservicetd: None,
         tcb_evaluation_data_number: None,
+        snp: None,
     }
+}
+
+fn snp_claims() -> MeasurementClaims {
+    MeasurementClaims {
+        tee: Tee::Snp,
+        mrenclave: None,
+        mrsigner: None,
+        isv_prod_id: None,
+        isv_svn: None,
+        debug: false,
+        tcb_status: String::new(),
+        mrtd: None,
+        rtmrs: None,
+        mrconfigid: None,
+        image_measurement: Some([0xc3; 32]),
+        mrservicetd: None,
+        tcb_evaluation_data_number: None,
+        snp: Some(SnpClaims {
+            measurement: [0xa1; 48],
+            host_data: [0xb2; 32],
+            id_key_digest: [0; 48],
+            author_key_digest: [0; 48],
+            policy: 0x3_0000 | (1 << 8) | 51,
+            vmpl: 0,
+            reported_tcb: SnpTcb {
+                bootloader: 3,
+                tee: 0,
+                snp: 8,
+                microcode: 115,
+                fmc: None,
+            },
+            crl_checked: false,
+        }),
+    }
+}
+
+/// An SEV-SNP package: measurement with host data, the guest policy, VMPL, TCB and CRL, each
+/// refused with its own reason.
+#[test]
+fn snp_policy_matches_and_refuses_precisely() {
+    let doc = format!(
+        r#"{{
+          "packages": {{ "vm": {{ "tee": "snp", "image_measurement": "{}",
+            "snp": {{ "measurement": "{}", "host_data": "{}", "min_abi": "1.51",
+                      "min_reported_tcb": {{ "bootloader": 3, "snp": 8, "microcode": 115 }} }} }} }},
+          "workloads": {{ "vm": {{ "package": "vm" }} }}
+        }}"#,
+        "c3".repeat(32),
+        "A1".repeat(48),
+        "b2".repeat(32)
+    );
+    let mut m = Manifest::parse(doc.as_bytes()).unwrap();
+    let ok = snp_claims();
+    m.match_workload("vm", &ok).unwrap();
+    // Intel claims never match an SNP package, nor SNP claims an Intel one.
+    assert!(matches!(
+        m.match_workload("vm", &sgx_claims()),
+        Err(Mismatch::Tee { .. })
+    ));
+    let refused = |m: &Manifest, edit: &dyn Fn(&mut MeasurementClaims)| {
+        let mut c = snp_claims();
+        edit(&mut c);
+        m.match_workload("vm", &c).unwrap_err().to_string()
+    };
+    fn snp(c: &mut MeasurementClaims) -> &mut SnpClaims {
+        c.snp.as_mut().unwrap()
+    }
+    assert!(refused(&m, &|c| snp(c).measurement[0] ^= 1).contains("MEASUREMENT"));
+    assert!(refused(&m, &|c| snp(c).host_data[31] ^= 1).contains("HOST_DATA"));
+    assert!(refused(&m, &|c| c.debug = true).contains("debug guest"));
+    assert!(refused(&m, &|c| snp(c).policy |= 1 << 18).contains("migration agent"));
+    assert!(refused(&m, &|c| snp(c).policy -= 1).contains("minimum ABI 1.50 is below 1.51"));
+    assert!(refused(&m, &|c| snp(c).vmpl = 2).contains("VMPL 2"));
+    assert!(refused(&m, &|c| snp(c).reported_tcb.snp = 7).contains("SNP firmware SPL 7"));
+    assert!(refused(&m, &|c| snp(c).reported_tcb.microcode = 114).contains("microcode"));
+    assert!(refused(&m, &|c| c.image_measurement = None).contains("image measurement"));
+    assert!(refused(&m, &|c| c.snp = None).contains("SEV-SNP report"));
+    // SMT is accepted by default; a package can refuse it. A CRL can be required.
+    {
+        let p = m.packages.get_mut("vm").unwrap().snp.as_mut().unwrap();
+        p.smt = false;
+        p.require_crl = true;
+    }
+    assert!(refused(&m, &|_| {}).contains("allows SMT"));
+    assert!(refused(&m, &|c| snp(c).policy &= !(1 << 16)).contains("without AMD's CRL"));
+    m.match_workload(
+        "vm",
+        &MeasurementClaims {
+            snp: Some(SnpClaims {
+                policy: 0x2_0000 | (1 << 8) | 51,
+                crl_checked: true,
+                ..snp_claims().snp.unwrap()
+            }),
+            ..snp_claims()
+        },
+    )
+    .unwrap();
 }
 
 #[test]

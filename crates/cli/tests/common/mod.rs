@@ -288,6 +288,7 @@ pub(crate) fn request(
         evidence: Evidence {
             format: EvidenceFormat::DcapQuote,
             data: b64().encode(quote),
+            certificates: Vec::new(),
         },
         image_measurement: None,
     }

@@ -58,6 +58,8 @@ pub enum Expect {
     Sgx([u8; 32]),
     /// TDX quote with this MRTD.
     Tdx([u8; 48]),
+    /// SEV-SNP report with this MEASUREMENT (the simulated machine's SNP side).
+    Snp([u8; 48]),
 }
 
 /// How the server answers an accepted activation.
@@ -318,20 +320,54 @@ fn decide(state: &State, body: &[u8]) -> Result<ActivationResponse, (u16, ErrorK
     if let Some(reason) = &state.answer.not_ready {
         return Err((409, ErrorKind::Conflict, reason.clone()));
     }
-    let quote = base64::engine::general_purpose::STANDARD
-        .decode(&req.evidence.data)
-        .map_err(|_| (400, ErrorKind::MalformedEvidence, "base64".into()))?;
+    let b64 = |d: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(d)
+            .map_err(|_| (400, ErrorKind::MalformedEvidence, "base64".to_string()))
+    };
+    let quote = b64(&req.evidence.data)?;
     let now = now();
-    let tee = coffer_evidence::Quote::parse(&quote)
-        .map_err(|e| (400, ErrorKind::MalformedEvidence, e.to_string()))?
-        .tee();
-    let verified = coffer_evidence::verify(
-        &quote,
-        &state.platform.collateral_for(tee, now),
-        &state.platform.trust_anchors(),
-        now,
-    )
-    .map_err(|e| (403, ErrorKind::BadSignature, e.to_string()))?;
+    // (report data, the measurement this server checks)
+    let (report_data, measured_ok) = if req.evidence.format == coffer_api::EvidenceFormat::SnpReport
+    {
+        let certs: Vec<Vec<u8>> = req
+            .evidence
+            .certificates
+            .iter()
+            .map(|c| b64(c))
+            .collect::<Result<_, _>>()?;
+        let [vek, ask, ark] = &certs[..] else {
+            return Err((400, ErrorKind::MalformedEvidence, "3 certificates".into()));
+        };
+        let snp = state.platform.snp();
+        let collateral = coffer_evidence::snp::SnpCollateral {
+            vek,
+            ask,
+            ark,
+            crl: None,
+        };
+        let v = coffer_evidence::snp::verify_snp(&quote, &collateral, &snp.anchors(), now)
+            .map_err(|e| (403, ErrorKind::BadSignature, e.to_string()))?;
+        let ok = matches!(state.expect, Expect::Snp(m) if m == v.report.measurement);
+        (v.report.report_data, ok)
+    } else {
+        let tee = coffer_evidence::Quote::parse(&quote)
+            .map_err(|e| (400, ErrorKind::MalformedEvidence, e.to_string()))?
+            .tee();
+        let verified = coffer_evidence::verify(
+            &quote,
+            &state.platform.collateral_for(tee, now),
+            &state.platform.trust_anchors(),
+            now,
+        )
+        .map_err(|e| (403, ErrorKind::BadSignature, e.to_string()))?;
+        let ok = match (&state.expect, &verified.measurement) {
+            (Expect::Sgx(want), coffer_evidence::Measurement::Sgx(m)) => m.mrenclave == *want,
+            (Expect::Tdx(want), coffer_evidence::Measurement::Tdx(m)) => m.mrtd == *want,
+            _ => false,
+        };
+        (verified.report_data, ok)
+    };
     let csr = rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem)
         .map_err(|e| (400, ErrorKind::BadRequest, e.to_string()))?;
     let spki = rcgen::PublicKeyData::subject_public_key_info(&csr.public_key);
@@ -344,23 +380,19 @@ fn decide(state: &State, body: &[u8]) -> Result<ActivationResponse, (u16, ErrorK
         Some(_) => return Err((400, ErrorKind::BadRequest, "image_measurement".into())),
         None => coffer_api::workload_report_data(&spki),
     };
-    if verified.report_data != expected {
+    if report_data != expected {
         return Err((
             403,
             ErrorKind::PolicyMismatch,
             "report data does not bind the CSR key".into(),
         ));
     }
-    match (&state.expect, &verified.measurement) {
-        (Expect::Sgx(want), coffer_evidence::Measurement::Sgx(m)) if m.mrenclave == *want => {}
-        (Expect::Tdx(want), coffer_evidence::Measurement::Tdx(m)) if m.mrtd == *want => {}
-        _ => {
-            return Err((
-                403,
-                ErrorKind::PolicyMismatch,
-                "measurement is not one of the workload's packages".into(),
-            ))
-        }
+    if !measured_ok {
+        return Err((
+            403,
+            ErrorKind::PolicyMismatch,
+            "measurement is not one of the workload's packages".into(),
+        ));
     }
     let issuer = Issuer::from_params(&state.issuer_params, &state.issuer_key);
     let cert = csr
@@ -560,9 +592,59 @@ pub fn fake_gramine(platform: &SimPlatform, mrenclave: [u8; 32]) -> tempfile::Te
 /// the launcher's ordering (generation read before the write and after the read) accepts
 /// either way. `bump_twice` simulates another writer racing on the entry.
 pub fn fake_tsm(platform: &SimPlatform, mrtd: [u8; 48], bump_twice: bool) -> tempfile::TempDir {
+    let platform = platform.clone();
+    fake_tsm_with("tdx_guest", None, bump_twice, move |report_data| {
+        platform.tdx_quote(&TdxQuoteSpec {
+            mrtd,
+            report_data,
+            ..TdxQuoteSpec::default()
+        })
+    })
+}
+
+/// [`fake_tsm`] with a `sev_guest` provider: the outblob is a simulated SNP report (the
+/// machine's SNP side, MEASUREMENT `measurement`), the auxblob the certificate table `table`
+/// (see [`snp_table`]).
+pub fn fake_snp_tsm(
+    snp: &coffer_evidence::sim::SimSnpPlatform,
+    measurement: [u8; 48],
+    table: Vec<u8>,
+) -> tempfile::TempDir {
+    let snp = snp.clone();
+    fake_tsm_with("sev_guest", Some(table), false, move |report_data| {
+        snp.report(&coffer_evidence::sim::SnpReportSpec {
+            measurement,
+            report_data,
+            ..Default::default()
+        })
+    })
+}
+
+/// An SNP certificate table (GHCB layout: GUID, offset, length; zero entry last) holding
+/// `entries` (GUID as written, DER).
+pub fn snp_table(entries: &[(u128, &[u8])]) -> Vec<u8> {
+    let head = 24 * (entries.len() + 1);
+    let (mut t, mut body) = (Vec::new(), Vec::new());
+    for (guid, der) in entries {
+        t.extend_from_slice(&guid.to_be_bytes());
+        t.extend_from_slice(&((head + body.len()) as u32).to_le_bytes());
+        t.extend_from_slice(&(der.len() as u32).to_le_bytes());
+        body.extend_from_slice(der);
+    }
+    t.extend_from_slice(&[0; 24]);
+    t.extend_from_slice(&body);
+    t
+}
+
+fn fake_tsm_with(
+    provider: &'static str,
+    auxblob: Option<Vec<u8>>,
+    bump_twice: bool,
+    make: impl Fn([u8; 64]) -> Vec<u8> + Send + Sync + 'static,
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let platform = platform.clone();
+    let make = Arc::new(make);
     std::thread::spawn(move || {
         let mut seen = std::collections::HashSet::new();
         loop {
@@ -572,13 +654,16 @@ pub fn fake_tsm(platform: &SimPlatform, mrtd: [u8; 48], bump_twice: bool) -> tem
                 if !p.is_dir() || !seen.insert(p.clone()) {
                     continue;
                 }
-                fs::write(p.join("provider"), "tdx_guest\n").unwrap();
+                fs::write(p.join("provider"), format!("{provider}\n")).unwrap();
                 fs::write(p.join("inblob"), b"").unwrap();
+                if let Some(aux) = &auxblob {
+                    fs::write(p.join("auxblob"), aux).unwrap();
+                }
                 mkfifo(&p.join("outblob"));
                 let tmp = p.join(".generation");
                 fs::write(&tmp, "0\n").unwrap();
                 fs::rename(&tmp, p.join("generation")).unwrap();
-                let platform = platform.clone();
+                let make = make.clone();
                 std::thread::spawn(move || {
                     let Ok(mut w) = fs::OpenOptions::new().write(true).open(p.join("outblob"))
                     else {
@@ -591,12 +676,7 @@ pub fn fake_tsm(platform: &SimPlatform, mrtd: [u8; 48], bump_twice: bool) -> tem
                     }
                     fs::write(p.join("generation"), if bump_twice { "2\n" } else { "1\n" })
                         .unwrap();
-                    let q = platform.tdx_quote(&TdxQuoteSpec {
-                        mrtd,
-                        report_data,
-                        ..TdxQuoteSpec::default()
-                    });
-                    let _ = w.write_all(&q);
+                    let _ = w.write_all(&make(report_data));
                 });
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
