@@ -7,7 +7,8 @@
 //! - a manifest update adds a per-instance secret and existing instances cannot restart;
 //! - a stranger sets the first manifest of a Coordinator that has an owner;
 //! - collateral for hardware quotes: `--pccs-url` is used (and named when unreachable);
-//! - a TD with the package's firmware and boot measurements runs another container image.
+//! - a TD with the package's firmware and boot measurements runs another container image;
+//! - an SEV-SNP guest with another measurement, host data, policy, VMPL or chain.
 
 mod common;
 
@@ -202,6 +203,195 @@ async fn a_td_running_another_image_does_not_activate() {
     let (status, body) = send(&mut c, try_activate(None, None)).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("image measurement"), "{body}");
+}
+
+/// An SEV-SNP guest activates only with its package's MEASUREMENT, HOST_DATA, guest policy
+/// and container image, under the (simulated) AMD chain it came with; a tampered report, a
+/// foreign chip's chain, a debug or migratable guest, another host data or missing
+/// certificates are refused, each naming the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_snp_guest_activates_only_as_its_package_says() {
+    use coffer_evidence::sim::{SimSnpPlatform, SnpReportSpec, SIM_SNP_POLICY};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, sim) = (dir.path().join("data"), dir.path().join("sim"));
+    let p = start(&data, &sim);
+    let (mut c, _) = attested(&p.addr, &sim, None).await;
+    let image = [0xc3u8; 32];
+    let u = users();
+    let m = serde_json::json!({
+        "packages": {"vm": {"tee": "snp", "image_measurement": hex::encode(image),
+            "snp": {"measurement": hex::encode([0xa1u8; 48]), "host_data": hex::encode([0xb2u8; 32]),
+                    "min_reported_tcb": {"bootloader": 3, "snp": 8, "microcode": 115},
+                    "require_crl": true}}},
+        "workloads": {"guest": {"package": "vm"}},
+        "users": {"admin": {"certificate": u.admin_pem, "roles": ["updater"]}},
+        "roles": {"updater": {"resource": "manifest", "actions": ["update"]}}
+    });
+    set_manifest(&mut c, &m).await;
+    let machine = sim_platform(&sim).snp();
+    let stranger = SimSnpPlatform::from_seed([0x5a; 32]);
+    struct Try<'a> {
+        spec: SnpReportSpec,
+        signer: &'a SimSnpPlatform,
+        certs: Vec<Vec<u8>>,
+        flip: Option<usize>,
+    }
+    let certs = |m: &SimSnpPlatform| {
+        vec![
+            m.vcek_der().to_vec(),
+            m.ask_der().to_vec(),
+            m.ark_der().to_vec(),
+        ]
+    };
+    let good = || SnpReportSpec {
+        measurement: [0xa1; 48],
+        host_data: [0xb2; 32],
+        ..SnpReportSpec::default()
+    };
+    let body = |t: Try<'_>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr_pem = coffer_coordinator::pki::make_csr(&key, "w").unwrap();
+        let spki = coffer_coordinator::pki::key_spki(&key);
+        let mut report = t.signer.report(&SnpReportSpec {
+            report_data: coffer_api::workload_report_data_for_image(&spki, &image),
+            ..t.spec
+        });
+        if let Some(at) = t.flip {
+            report[at] ^= 1;
+        }
+        let mut req = request("guest", uuid::Uuid::new_v4(), &csr_pem, &report);
+        req.evidence.format = EvidenceFormat::SnpReport;
+        req.evidence.certificates = t.certs.iter().map(|c| b64().encode(c)).collect();
+        req.image_measurement = Some(hex::encode(image));
+        serde_json::to_vec(&req).unwrap()
+    };
+    async fn send(c: &mut Client, body: Vec<u8>) -> (u16, String) {
+        let (status, body) = c
+            .request(Method::POST, "/api/v1/activate", Some(body))
+            .await
+            .unwrap();
+        (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+    }
+    let ok = Try {
+        spec: good(),
+        signer: &machine,
+        certs: certs(&machine),
+        flip: None,
+    };
+    let (status, text) = send(&mut c, body(ok)).await;
+    assert_eq!(status, 200, "{text}");
+
+    let cases: Vec<(&str, Try<'_>, u16, &str)> = vec![
+        (
+            "one bit of MEASUREMENT flipped after signing",
+            Try {
+                flip: Some(0x90),
+                ..Try {
+                    spec: good(),
+                    signer: &machine,
+                    certs: certs(&machine),
+                    flip: None,
+                }
+            },
+            403,
+            "signature",
+        ),
+        (
+            "another machine's report and chain",
+            Try {
+                spec: good(),
+                signer: &stranger,
+                certs: certs(&stranger),
+                flip: None,
+            },
+            403,
+            "not a pinned AMD root key",
+        ),
+        (
+            "another chip's VCEK under this machine's ARK",
+            Try {
+                spec: good(),
+                signer: &machine,
+                certs: vec![
+                    stranger.vcek_der().to_vec(),
+                    machine.ask_der().to_vec(),
+                    machine.ark_der().to_vec(),
+                ],
+                flip: None,
+            },
+            403,
+            "signature",
+        ),
+        (
+            "a debug guest",
+            Try {
+                spec: SnpReportSpec {
+                    policy: SIM_SNP_POLICY | 1 << 19,
+                    ..good()
+                },
+                signer: &machine,
+                certs: certs(&machine),
+                flip: None,
+            },
+            403,
+            "debug guest",
+        ),
+        (
+            "a guest that allows a migration agent",
+            Try {
+                spec: SnpReportSpec {
+                    policy: SIM_SNP_POLICY | 1 << 18,
+                    ..good()
+                },
+                signer: &machine,
+                certs: certs(&machine),
+                flip: None,
+            },
+            403,
+            "migration agent",
+        ),
+        (
+            "other host data",
+            Try {
+                spec: SnpReportSpec {
+                    host_data: [0xb3; 32],
+                    ..good()
+                },
+                signer: &machine,
+                certs: certs(&machine),
+                flip: None,
+            },
+            403,
+            "HOST_DATA",
+        ),
+        (
+            "a report from VMPL 1",
+            Try {
+                spec: SnpReportSpec { vmpl: 1, ..good() },
+                signer: &machine,
+                certs: certs(&machine),
+                flip: None,
+            },
+            403,
+            "VMPL 1",
+        ),
+        (
+            "no certificates",
+            Try {
+                spec: good(),
+                signer: &machine,
+                certs: Vec::new(),
+                flip: None,
+            },
+            400,
+            "needs 3",
+        ),
+    ];
+    for (what, t, want_status, words) in cases {
+        let (status, text) = send(&mut c, body(t)).await;
+        assert_eq!(status, want_status, "{what}: {text}");
+        assert!(text.contains(words), "{what}: {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
