@@ -608,3 +608,108 @@ fn hardware_collateral_comes_from_the_pccs_url() {
     let host = pccs.trim_start_matches("https://");
     assert!(msg.contains(host), "{msg}");
 }
+
+/// A hardware-mode Coordinator verifies SEV-SNP evidence under AMD's pinned roots only (the
+/// simulated machine's chain is refused); a report without certificates needs a KDS, and with
+/// `--kds-url` the KDS is asked for the VCEK and the CRL, and named in the refusal when down.
+#[test]
+fn hardware_snp_evidence_needs_amds_roots_and_asks_the_kds_url() {
+    use coffer_evidence::sim::SnpReportSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let att = dir.path().join("attestation");
+    std::fs::create_dir_all(att.join("keys")).unwrap();
+    let platform = SimPlatform::from_seed([2; 32]);
+    std::fs::write(att.join("quote"), quote(&platform, MR_APP, false, [0; 64])).unwrap();
+    std::fs::write(att.join("user_report_data"), [0u8; 64]).unwrap();
+    std::fs::write(att.join("keys/_sgx_mrenclave"), [7u8; 16]).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let kds = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut child = Command::new(COFFER)
+        .args(["--json", "coordinator", "--listen", "127.0.0.1:0"])
+        .args(["--collateral-dir"])
+        .arg(dir.path())
+        .args(["--attestation-root"])
+        .arg(&att)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = v["listening"].as_str().unwrap().to_string();
+    let snp = platform.snp();
+    let manifest = serde_json::json!({
+        "packages": {"vm": {"tee": "snp",
+            "snp": {"measurement": hex::encode([0u8; 48]), "host_data": hex::encode([0u8; 32])}}},
+        "workloads": {"guest": {"package": "vm"}}
+    });
+    let send = |addr: &str, with_certs: bool| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let rec = std::sync::Arc::new(coffer_coordinator::tls::RecordingVerifier::default());
+            let mut c = Client::new(addr, &Trust::Attest(rec), None).unwrap();
+            let _: Result<coffer_api::ManifestResponse, _> = c
+                .call(Method::POST, "/api/v1/manifest", Some(&manifest))
+                .await;
+            let l = launch_key();
+            let report = snp.report(&SnpReportSpec {
+                report_data: l.report_data,
+                ..SnpReportSpec::default()
+            });
+            let mut req = request("guest", uuid::Uuid::new_v4(), &l.csr_pem, &report);
+            req.evidence.format = EvidenceFormat::SnpReport;
+            if with_certs {
+                req.evidence.certificates = [snp.vcek_der(), snp.ask_der(), snp.ark_der()]
+                    .iter()
+                    .map(|d| b64().encode(d))
+                    .collect();
+            }
+            c.call::<_, ActivationResponse>(Method::POST, "/api/v1/activate", Some(&req))
+                .await
+        })
+    };
+    // The simulated machine's chain is not AMD's.
+    let (kind, msg) = refused_kind(send(&addr, true));
+    assert_eq!(kind, ErrorKind::UntrustedRoot, "{msg}");
+    assert!(msg.contains("pinned AMD root"), "{msg}");
+    // Without certificates, and no KDS (the offline directory has no kds/): refused, saying
+    // how to get them.
+    let (kind, msg) = refused_kind(send(&addr, false));
+    assert_eq!(kind, ErrorKind::MalformedEvidence, "{msg}");
+    assert!(
+        msg.contains("needs 3") && msg.contains("--kds-url"),
+        "{msg}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // With --kds-url the KDS is asked, and named when it is down.
+    let mut child = Command::new(COFFER)
+        .args(["--json", "coordinator", "--listen", "127.0.0.1:0"])
+        .args(["--pccs-url", &kds, "--kds-url", &kds])
+        .args(["--attestation-root"])
+        .arg(&att)
+        .arg("--data-dir")
+        .arg(dir.path().join("data2"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = v["listening"].as_str().unwrap().to_string();
+    let (kind, msg) = refused_kind(send(&addr, false));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(kind, ErrorKind::CollateralUnavailable, "{msg}");
+    assert!(msg.contains(kds.trim_start_matches("http://")), "{msg}");
+}

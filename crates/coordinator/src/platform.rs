@@ -311,6 +311,8 @@ pub struct EvidenceVerifier {
     snp: OnceLock<SnpSide>,
     /// The simulated ARK's CRL and when it was made.
     sim_snp_crl: Mutex<Option<(i64, Arc<Vec<u8>>)>>,
+    /// AMD KDS (or its offline directory): the CRL, and the VCEK when the host's table lacks it.
+    kds: Option<coffer_pccs::kds::KdsSource>,
 }
 
 struct SnpSide {
@@ -337,7 +339,15 @@ impl EvidenceVerifier {
             collateral,
             snp: OnceLock::new(),
             sim_snp_crl: Mutex::new(None),
+            kds: None,
         }
+    }
+
+    /// Takes SEV-SNP collateral from AMD's KDS (or an offline directory in its layout): the
+    /// CRL for every report, and the VCEK, ASK and ARK when the evidence comes without them.
+    pub fn with_kds(mut self, kds: coffer_pccs::kds::KdsSource) -> Self {
+        self.kds = Some(kds);
+        self
     }
 
     fn snp_side(&self) -> &SnpSide {
@@ -357,9 +367,10 @@ impl EvidenceVerifier {
     }
 
     /// Verifies evidence of any format at `now`: a DCAP quote with collateral from the
-    /// source, an SEV-SNP report with the certificates it came with. AMD's CRL is checked
-    /// for simulated SNP evidence; for real SNP evidence the Coordinator has no KDS client yet,
-    /// so its claims say the CRL was not checked and a package that requires one refuses it.
+    /// source, an SEV-SNP report with the certificates it came with (or, when it has none,
+    /// AMD KDS's, see [`EvidenceVerifier::with_kds`]). AMD's CRL is checked for simulated SNP
+    /// evidence and whenever KDS is configured; otherwise the claims say it was not, and a
+    /// package that requires one refuses the evidence.
     pub fn verify_evidence(
         &self,
         evidence: &coffer_api::Evidence,
@@ -386,24 +397,52 @@ impl EvidenceVerifier {
         certificates: &[String],
         now: i64,
     ) -> Result<VerifiedEvidence, Error> {
-        let [vek, ask, ark] = certificates else {
-            return Err(Error::Evidence {
-                kind: coffer_api::ErrorKind::MalformedEvidence,
-                reason: format!(
-                    "snp-report evidence carries {} certificates; it needs 3 (VCEK or VLEK, ASK \
-                     or ASVK, ARK), as the host's SNP certificate table holds them: load them \
-                     on the host (e.g. `snphost import`)",
-                    certificates.len()
-                ),
-            });
-        };
-        let vek = base64_field(vek, "evidence.certificates[0]")?;
-        let ask = base64_field(ask, "evidence.certificates[1]")?;
-        let ark = base64_field(ark, "evidence.certificates[2]")?;
         let side = self.snp_side();
-        let crl = match &side.sim {
-            Some(sim) => Some(self.sim_snp_crl(sim, now)?),
-            None => None,
+        // KDS: everything when the evidence has no certificates, else only the CRL (when the
+        // report names its product; a version 2 report does not, and goes without).
+        let (from_kds, kds_crl) = match (&side.sim, &self.kds) {
+            (None, Some(kds)) if certificates.is_empty() => {
+                (Some(kds_collateral(kds, report, now)?), None)
+            }
+            (None, Some(kds)) => {
+                let product = coffer_evidence::snp::Report::parse(report)
+                    .map_err(evidence_error)?
+                    .product_from_cpuid();
+                let crl = match product {
+                    Some(p) => Some(
+                        kds.crl(p, now)
+                            .map_err(|e| Error::CollateralUnavailable(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                (None, crl)
+            }
+            _ => (None, None),
+        };
+        let (vek, ask, ark) = match (certificates, &from_kds) {
+            ([vek, ask, ark], _) => (
+                base64_field(vek, "evidence.certificates[0]")?,
+                base64_field(ask, "evidence.certificates[1]")?,
+                base64_field(ark, "evidence.certificates[2]")?,
+            ),
+            ([], Some(k)) => (k.vcek.clone(), k.ask.clone(), k.ark.clone()),
+            _ => {
+                return Err(Error::Evidence {
+                    kind: coffer_api::ErrorKind::MalformedEvidence,
+                    reason: format!(
+                        "snp-report evidence carries {} certificates; it needs 3 (VCEK or VLEK, \
+                         ASK or ASVK, ARK), as the host's SNP certificate table holds them: \
+                         load them on the host (e.g. `snphost import`), or start the \
+                         Coordinator with --kds-url to fetch them",
+                        certificates.len()
+                    ),
+                })
+            }
+        };
+        let crl = match (&side.sim, from_kds) {
+            (Some(sim), _) => Some(self.sim_snp_crl(sim, now)?),
+            (None, Some(k)) => Some(Arc::new(k.crl)),
+            (None, None) => kds_crl.map(Arc::new),
         };
         let collateral = SnpCollateral {
             vek: &vek,
@@ -498,6 +537,30 @@ impl EvidenceVerifier {
             .verify(quote, collateral, now)
             .map_err(evidence_error)
     }
+}
+
+/// KDS collateral for a report: the product from its CPUID (version 3 and later).
+fn kds_collateral(
+    kds: &coffer_pccs::kds::KdsSource,
+    report: &[u8],
+    now: i64,
+) -> Result<coffer_pccs::kds::KdsCollateral, Error> {
+    let parsed = coffer_evidence::snp::Report::parse(report).map_err(evidence_error)?;
+    let product = parsed.product_from_cpuid().ok_or_else(|| Error::Evidence {
+        kind: coffer_api::ErrorKind::UnsupportedEvidence,
+        reason: "the SNP report names no known product in its CPUID fields (version 2 reports \
+                 have none), so its KDS collateral cannot be chosen; send the certificates with \
+                 the report"
+            .into(),
+    })?;
+    let req = coffer_pccs::kds::KdsRequest::for_report(&parsed, product).ok_or_else(|| {
+        Error::Evidence {
+            kind: coffer_api::ErrorKind::MalformedEvidence,
+            reason: format!("REPORTED_TCB sets bytes that {product} reserves"),
+        }
+    })?;
+    kds.fetch(&req, now)
+        .map_err(|e| Error::CollateralUnavailable(e.to_string()))
 }
 
 fn base64_field(value: &str, field: &str) -> Result<Vec<u8>, Error> {

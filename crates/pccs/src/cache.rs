@@ -93,17 +93,22 @@ pub(crate) fn read(path: &Path) -> Result<Option<Entry>, Error> {
 
 /// Writes an entry atomically into `dir` (created if missing).
 pub(crate) fn write(dir: &Path, name: &str, entry: &Entry) -> Result<(), Error> {
+    let json = serde_json::to_vec_pretty(entry).map_err(|e| Error::Cache {
+        path: dir.join(name),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    write_bytes(dir, name, &json)
+}
+
+/// Writes `bytes` atomically as `dir/name` (`dir` created if missing).
+pub(crate) fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
     let err = |path: PathBuf| move |source| Error::Cache { path, source };
     std::fs::create_dir_all(dir).map_err(err(dir.to_path_buf()))?;
     let path = dir.join(name);
-    let json = serde_json::to_vec_pretty(entry).map_err(|e| Error::Cache {
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&json)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)
     })();

@@ -97,6 +97,17 @@ pub enum Error {
         max_age: Option<i64>,
     },
 
+    /// AMD KDS (or its offline directory): an SEV-SNP item could not be obtained.
+    #[error("{service}: {what}: {reason}")]
+    Kds {
+        /// The service (base URL) or the offline directory.
+        service: String,
+        /// The item, e.g. "the VCEK of chip 1a2b… at TcbVersion { … }".
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// Offline mode: the directory has no copy of this item.
     #[error("offline collateral directory {}: no {item} ({}); fill it with `coffer`'s cache of an online machine or import a collateral JSON", .dir.display(), .file.display())]
     OfflineMissing {

@@ -1,4 +1,4 @@
-//! Intel PCS / PCCS v4 collateral client with a local cache.
+//! Intel PCS / PCCS v4 collateral client with a local cache; AMD KDS for SEV-SNP in [`kds`].
 //!
 //! A DCAP quote is verified against *collateral*: the platform's TCB info, the quoting enclave's
 //! identity, the PCK CRL and the Intel SGX Root CA CRL. Intel serves them from its Provisioning
@@ -40,6 +40,7 @@
 mod cache;
 mod decode;
 mod error;
+pub mod kds;
 mod request;
 
 use std::fmt;

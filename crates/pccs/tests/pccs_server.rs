@@ -800,3 +800,99 @@ fn bad_tls_roots_are_refused_up_front() {
         Err(Error::InvalidTlsRoots { .. })
     ));
 }
+
+// ---------------------------------------------------------------------------------------------
+// AMD KDS, served by the same 127.0.0.1 server with the simulated SEV-SNP machine's chain.
+
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+/// The KDS fetches a chip's VCEK at its reported TCB, the product's chain and CRL; the result
+/// verifies the report with the CRL checked; the cache serves while the service is gone and
+/// the CRL is valid, and names the item when it is not; an unknown chip's 404 says what to
+/// check; the offline directory is the cache's layout.
+#[test]
+fn kds_collateral_is_fetched_cached_and_verifies_the_report() {
+    use coffer_evidence::sim::{SimSnpPlatform, SnpReportSpec};
+    use coffer_evidence::snp::{verify_snp, Product, Report, SnpCollateral};
+    use coffer_pccs::kds::{KdsRequest, KdsSource};
+    let now = 1_800_000_000;
+    let machine = SimSnpPlatform::from_seed([9; 32]);
+    let report = machine.report(&SnpReportSpec::default());
+    let parsed = Report::parse(&report).unwrap();
+    let req = KdsRequest::for_report(&parsed, Product::Milan).unwrap();
+    let crl = machine.crl(now - 3600, now + 86_400, &[]);
+    let vcek_path = format!(
+        "/vcek/v1/Milan/{}?blSPL=3&teeSPL=0&snpSPL=8&ucodeSPL=115",
+        hex::encode(machine.chip_id())
+    );
+    let ok = |body: Vec<u8>| Answer {
+        status: 200,
+        headers: vec![],
+        body,
+    };
+    let mut routes = HashMap::new();
+    routes.insert(vcek_path.clone(), ok(machine.vcek_der().to_vec()));
+    routes.insert(
+        "/vcek/v1/Milan/cert_chain".to_string(),
+        ok((pem_of(machine.ask_der()) + &pem_of(machine.ark_der())).into_bytes()),
+    );
+    routes.insert("/vcek/v1/Milan/crl".to_string(), ok(crl.clone()));
+    let server = Server::start(routes);
+    let cache = tempfile::tempdir().unwrap();
+    let source = KdsSource::online(&server.url(), Some(cache.path().to_path_buf())).unwrap();
+    let got = source.fetch(&req, now).unwrap();
+    assert_eq!(server.hits(), 3);
+    let collateral = SnpCollateral {
+        vek: &got.vcek,
+        ask: &got.ask,
+        ark: &got.ark,
+        crl: Some(&got.crl),
+    };
+    let v = verify_snp(&report, &collateral, &machine.anchors(), now).unwrap();
+    assert!(v.crl_checked);
+
+    // From the cache while the CRL is good, with the service gone.
+    server.shutdown();
+    assert_eq!(source.fetch(&req, now + 60).unwrap(), got);
+    // Past the CRL's nextUpdate it must be fetched again: the error names it and the expiry.
+    let err = source.fetch(&req, now + 86_400).unwrap_err().to_string();
+    assert!(
+        err.contains("Milan CRL") && err.contains("expired"),
+        "{err}"
+    );
+
+    // The cache directory works as an offline directory.
+    let offline = KdsSource::offline(cache.path());
+    assert_eq!(offline.fetch(&req, now + 60).unwrap(), got);
+    let other = KdsRequest {
+        hwid: vec![0xee; 64],
+        ..req.clone()
+    };
+    let err = offline.fetch(&other, now).unwrap_err().to_string();
+    assert!(
+        err.contains("offline directory") && err.contains("VCEK"),
+        "{err}"
+    );
+
+    // An unknown chip online: KDS's 404, explained.
+    let server = Server::start(HashMap::new());
+    let source = KdsSource::online(&server.url(), None).unwrap();
+    let err = source.fetch(&other, now).unwrap_err().to_string();
+    assert!(
+        err.contains("HTTP 404") && err.contains("does not know this chip"),
+        "{err}"
+    );
+    server.shutdown();
+}

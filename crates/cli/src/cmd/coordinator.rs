@@ -72,6 +72,13 @@ pub(crate) struct CoordinatorArgs {
     /// hour before they age out.
     #[arg(long, value_name = "HOURS", requires = "pccs_url", value_parser = clap::value_parser!(u32).range(1..=8760))]
     collateral_max_age: Option<u32>,
+    /// SEV-SNP workloads: fetch AMD's CRL for every report, and the VCEK, ASK and ARK when the
+    /// host's certificate table is empty, from AMD's KDS (https://kdsintf.amd.com) or a mirror
+    /// at this URL (cached in DATA_DIR/kds-cache). With --collateral-dir DIR, the same items are
+    /// read from DIR/kds/PRODUCT/ (crl.der, cert_chain.pem, vcek-*.der) when DIR/kds exists.
+    /// Without either, SNP evidence must carry its certificates and is verified without a CRL.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["simulation", "collateral_dir"])]
+    kds_url: Option<String>,
     /// Lifetime of workload certificates, in hours (re-activate to renew).
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8760))]
     cert_hours: u32,
@@ -264,7 +271,24 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
             Platform::Gramine {
                 root: args.attestation_root.clone(),
             },
-            EvidenceVerifier::new(coffer_evidence::TrustAnchors::intel(), collateral),
+            {
+                let verifier =
+                    EvidenceVerifier::new(coffer_evidence::TrustAnchors::intel(), collateral);
+                match (&args.kds_url, &args.collateral_dir) {
+                    (Some(url), _) => verifier.with_kds(
+                        coffer_pccs::kds::KdsSource::online(
+                            url,
+                            Some(args.data_dir.join("kds-cache")),
+                        )
+                        .map_err(|e| Failure::new("config", format!("--kds-url: {e}")))?,
+                    ),
+                    (None, Some(dir)) if dir.join("kds").is_dir() => {
+                        verifier.with_kds(coffer_pccs::kds::KdsSource::offline(dir.clone()))
+                    }
+                    (None, Some(_)) => verifier,
+                    (None, None) => verifier,
+                }
+            },
             Sealer::Gramine(args.attestation_root.clone()),
         )
     };
