@@ -12,8 +12,10 @@
 #               (scripts/build-debian-images.sh)
 #   docker-registry apache2-utils  a real registry (CNCF distribution) and `htpasswd` for its
 #               users, which the docker:// tests start on 127.0.0.1
+#   ovmf        Debian's OVMF firmware builds, which `coffer measure snp` is checked on
+#   python3-venv  for sev-snp-measure (below; test-only)
 set -euo pipefail
-packages=(runc skopeo umoci busybox-static protobuf-compiler libprotobuf-dev libssl-dev pkg-config etcd-server mmdebstrap docker-registry apache2-utils)
+packages=(runc skopeo umoci busybox-static protobuf-compiler libprotobuf-dev libssl-dev pkg-config etcd-server mmdebstrap docker-registry apache2-utils ovmf python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,4 +31,13 @@ fi
 # crates do not. A debug build is enough (the test feeds it small files): about 2 minutes on 2 cores.
 if ! command -v sgxs-sign >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/sgxs-sign" ]; then
     cargo install sgxs-tools --version 0.10.0 --locked --debug
+fi
+
+# sev-snp-measure: virtee's SEV-SNP launch digest tool (PyPI), an independent implementation
+# that crates/cli/tests/measure_cli.rs checks `coffer measure snp` against. Test-only, in its
+# own virtual environment.
+if [ ! -x /opt/sev-snp-measure/bin/sev-snp-measure ]; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO python3 -m venv /opt/sev-snp-measure
+    $SUDO /opt/sev-snp-measure/bin/pip install --quiet --disable-pip-version-check sev-snp-measure==0.0.13
 fi

@@ -72,6 +72,9 @@ enum Command {
     /// Parse, verify and simulate TEE evidence (DCAP quotes).
     #[command(subcommand, after_help = cmd::evidence::GROUP_HELP)]
     Evidence(cmd::evidence::EvidenceCmd),
+    /// Predict confidential-VM launch measurements (SEV-SNP MEASUREMENT) before deploying.
+    #[command(subcommand, after_help = cmd::measure::GROUP_HELP)]
+    Measure(cmd::measure::MeasureCmd),
     /// Compute and sign SGX enclave measurements (MRENCLAVE, SIGSTRUCT, MRSIGNER).
     #[command(subcommand, after_help = cmd::sgx::GROUP_HELP)]
     Sgx(cmd::sgx::SgxCmd),
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Command::Coordinator(a) => cmd::coordinator::run(a, global),
         Command::Manifest(c) => cmd::manifest::run(c, global),
         Command::Evidence(c) => cmd::evidence::run(c, global),
+        Command::Measure(c) => cmd::measure::run(c, global),
         Command::Sgx(c) => cmd::sgx::run(c, global),
         Command::Verify(a) => cmd::verify::verify(a, global),
         Command::Status(a) => cmd::client::status(a, global),

@@ -21,6 +21,7 @@ pub(crate) mod k8s;
 pub(crate) mod known;
 pub(crate) mod launcher_binary;
 pub(crate) mod manifest;
+pub(crate) mod measure;
 pub(crate) mod registry;
 pub(crate) mod run;
 pub(crate) mod sgx;

@@ -1,0 +1,163 @@
+//! `coffer measure …`: confidential-VM launch measurements predicted before deployment.
+//!
+//! Glue only: files in, digest out; the computation is in `coffer-vm-measure`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use coffer_vm_measure::{snp_launch_digest, vcpu_type, KernelHashes, Ovmf, SnpGuest, VCPU_TYPES};
+
+use crate::output::{print_json, Failure};
+use crate::Global;
+
+/// Largest firmware, kernel or initrd read (OVMF is 2–4 MiB, an initrd rarely over 256 MiB).
+const FILE_LIMIT: u64 = 1 << 30;
+
+/// `coffer measure --help`: examples.
+pub(crate) const GROUP_HELP: &str = "EXAMPLES:
+    The MEASUREMENT of a 4-vCPU SEV-SNP guest on Milan booting Debian's OVMF, for a manifest's
+    packages.NAME.snp.measurement:
+        coffer measure snp --ovmf /usr/share/OVMF/OVMF_CODE_4M.fd --vcpus 4 --vcpu-type EPYC-Milan
+
+    With an AmdSev OVMF build, which also measures the kernel, initrd and command line QEMU is
+    given with -kernel/-initrd/-append:
+        coffer --json measure snp --ovmf OVMF.amdsev.fd --kernel vmlinuz --initrd initrd.img \\
+            --append 'console=ttyS0' --vcpus 2 --vcpu-type EPYC-Genoa";
+
+/// Subcommands of `coffer measure`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum MeasureCmd {
+    /// Predict the SEV-SNP launch digest (the report's MEASUREMENT) of a QEMU/KVM guest.
+    #[command(after_help = "EXAMPLES:
+    coffer measure snp --ovmf /usr/share/OVMF/OVMF_CODE_4M.fd --vcpus 1 --vcpu-type EPYC-v4
+    coffer --json measure snp --ovmf OVMF.fd --vcpus 8 --vcpu-type EPYC-Genoa --guest-features 0x1
+
+The digest covers the firmware, the SEV metadata pages (zero, secrets, CPUID; the kernel hashes page
+with --kernel) and one VMSA per vCPU, whose registers depend on the vCPU type. It is what the AMD
+secure processor computes when QEMU launches the guest, and it matches virtee's sev-snp-measure
+(checked by Coffer's tests on Debian's OVMF builds). Only the firmware is measured unless the OVMF
+build has a kernel hashes section (OvmfPkg/AmdSev): pin host_data or an ID key beside it.")]
+    Snp(SnpArgs),
+}
+
+/// `coffer measure snp`.
+#[derive(Debug, Args)]
+pub(crate) struct SnpArgs {
+    /// The OVMF firmware image QEMU loads (`-bios` or the code flash).
+    #[arg(long, value_name = "FILE")]
+    ovmf: PathBuf,
+    /// The kernel QEMU is given with -kernel (needs an OVMF with a kernel hashes section).
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    /// The initrd given with -initrd.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// The kernel command line given with -append.
+    #[arg(long, value_name = "CMDLINE", requires = "kernel")]
+    append: Option<String>,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(coffer_vm_measure::MAX_VCPUS)))]
+    vcpus: u32,
+    /// QEMU CPU model of the vCPUs (EPYC, EPYC-v1..v4, EPYC-IBPB, EPYC-Rome[-v1..v3],
+    /// EPYC-Milan[-v1, -v2], EPYC-Genoa[-v1], EPYC-Turin).
+    #[arg(long, value_name = "TYPE", value_parser = parse_vcpu_type)]
+    vcpu_type: u32,
+    /// SEV_FEATURES of the guest's VMSAs, decimal or 0x-hex (QEMU sets SNPActive, 0x1).
+    #[arg(long, value_name = "VALUE", default_value = "0x1", value_parser = parse_u64)]
+    guest_features: u64,
+}
+
+fn parse_vcpu_type(s: &str) -> Result<u32, String> {
+    vcpu_type(s).ok_or_else(|| {
+        format!(
+            "unknown vCPU type {s:?}; one of {}",
+            VCPU_TYPES
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Runs `coffer measure …`.
+pub(crate) fn run(cmd: MeasureCmd, global: Global) -> anyhow::Result<ExitCode> {
+    match cmd {
+        MeasureCmd::Snp(a) => snp(a, global),
+    }
+}
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Failure::new("io", format!("{what} {}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    f.take(FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::new("io", format!("{what} {}: {e}", path.display())))?;
+    if bytes.len() as u64 > FILE_LIMIT {
+        return Err(Failure::new(
+            "too_large",
+            format!("{what} {} is larger than 1 GiB", path.display()),
+        )
+        .into());
+    }
+    Ok(bytes)
+}
+
+fn snp(a: SnpArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let firmware = read(&a.ovmf, "--ovmf")?;
+    let ovmf = Ovmf::parse(&firmware)
+        .map_err(|e| Failure::new("malformed", format!("{}: {e}", a.ovmf.display())))?;
+    if !ovmf.has_sev_metadata() {
+        eprintln!(
+            "coffer: warning: {} declares no SEV metadata: the digest covers the firmware and \
+             the VMSAs only (as sev-snp-measure computes it), and QEMU will not launch this \
+             build as an SEV-SNP guest; use an OVMF built with SEV support (OvmfPkg/AmdSev or \
+             a distribution's SNP build)",
+            a.ovmf.display()
+        );
+    }
+    let kernel = match &a.kernel {
+        Some(k) => {
+            let kernel = read(k, "--kernel")?;
+            let initrd = a
+                .initrd
+                .as_deref()
+                .map(|p| read(p, "--initrd"))
+                .transpose()?;
+            Some(KernelHashes::new(
+                &kernel,
+                initrd.as_deref(),
+                a.append.as_deref(),
+            ))
+        }
+        None => None,
+    };
+    let digest = snp_launch_digest(
+        &ovmf,
+        &SnpGuest {
+            vcpus: a.vcpus,
+            vcpu_signature: a.vcpu_type,
+            guest_features: a.guest_features,
+            kernel,
+        },
+    )
+    .map_err(|e| Failure::new("unsupported", e.to_string()))?;
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    if global.json {
+        print_json(&serde_json::json!({ "measurement": hex }))?;
+    } else {
+        println!("{hex}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
