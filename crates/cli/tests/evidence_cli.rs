@@ -963,3 +963,78 @@ fn snp_reports_verify_with_the_documented_json_and_refusals() {
     assert_ne!(r.code, 0);
     assert!(r.stdout.contains("ark.pem"), "{}", r.stdout);
 }
+
+/// `sim-quote --tee snp` writes a simulated SEV-SNP report and the directory `verify --tee
+/// snp --collateral` reads; it verifies only with `--trust-root` on the simulated ARK, with
+/// the CRL checked, and one flipped bit is refused.
+#[test]
+fn simulated_snp_reports_verify_only_under_the_simulated_ark() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (m, h) = ("a1".repeat(48), "b2".repeat(32));
+    let r = run(
+        &[
+            "evidence",
+            "sim-quote",
+            "--tee",
+            "snp",
+            "--measurement",
+            &m,
+            "--host-data",
+            &h,
+            "--sim-dir",
+            &d("sim"),
+            "--out",
+            &d("report.bin"),
+            "--collateral-out",
+            &d("snp"),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("SIMULATED SEV-SNP report"),
+        "{}",
+        r.stdout
+    );
+    let verify = |report: &str, trust: bool| {
+        let mut args = vec![
+            "--json",
+            "evidence",
+            "verify",
+            "--tee",
+            "snp",
+            "--quote",
+            report,
+            "--collateral",
+        ];
+        let c = d("snp");
+        let ark = d("snp/ark.pem");
+        args.push(&c);
+        if trust {
+            args.extend(["--trust-root", &ark]);
+        }
+        let r = run(&args, &[]);
+        (r.code, r.stdout)
+    };
+    let (code, out) = verify(&d("report.bin"), true);
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["tee"], "snp");
+    assert_eq!(v["measurement"], m);
+    assert_eq!(v["host_data"], h);
+    assert_eq!(v["signer"], "vcek");
+    assert_eq!(v["crl_checked"], true);
+    assert_eq!(v["reported_tcb"]["snp"], 8);
+    let (code, out) = verify(&d("report.bin"), false);
+    assert_ne!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["error"]["kind"], "untrusted_root", "{out}");
+    let mut bytes = std::fs::read(d("report.bin")).unwrap();
+    bytes[0x91] ^= 0x01;
+    std::fs::write(d("flipped.bin"), bytes).unwrap();
+    let (code, out) = verify(&d("flipped.bin"), true);
+    assert_ne!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["error"]["kind"], "bad_signature", "{out}");
+}

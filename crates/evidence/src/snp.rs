@@ -423,6 +423,29 @@ impl SnpAnchors {
         })
     }
 
+    /// An ARK given by the caller (DER), its product read from its subject (`ARK-Milan`,
+    /// `ARK-Genoa`, `ARK-Turin`, as AMD names them): a test root or a simulated machine's.
+    pub fn from_ark_der(ark_der: &[u8]) -> Result<SnpAnchors, Error> {
+        let (_, c) = X509Certificate::from_der(ark_der)
+            .map_err(|e| Error::malformed(Item::TrustAnchors, format!("ARK certificate: {e}")))?;
+        let cn = c
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .unwrap_or_default();
+        let product = [Product::Milan, Product::Genoa, Product::Turin]
+            .into_iter()
+            .find(|p| cn == format!("ARK-{p}"))
+            .ok_or_else(|| {
+                Error::malformed(
+                    Item::TrustAnchors,
+                    format!("ARK subject CN {cn:?} is not ARK-Milan, ARK-Genoa or ARK-Turin"),
+                )
+            })?;
+        SnpAnchors::from_ark(product, ark_der)
+    }
+
     fn product_of(&self, spki: &[u8]) -> Option<Product> {
         let h = sha256(spki);
         self.keys.iter().find(|(_, k)| *k == h).map(|(p, _)| *p)

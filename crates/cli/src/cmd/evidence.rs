@@ -98,10 +98,15 @@ them.")]
         --isv-prod-id 1 --isv-svn 2 --out app.quote
     coffer evidence sim-quote --sim-dir ./sim --tee tdx --mrtd $(printf 11%.0s $(seq 48)) \\
         --out td.quote
+    coffer evidence sim-quote --sim-dir ./sim --tee snp --measurement $M48 --host-data $H32 \\
+        --out guest.report --collateral-out snp-collateral
+    coffer evidence verify --tee snp --quote guest.report --collateral snp-collateral \\
+        --trust-root snp-collateral/ark.pem
 
-The quote is in the real DCAP byte format (SGX v3, TDX v4) but signed by the SIMULATED platform:
-it verifies only with the simulation root as trust anchor (see sim-collateral --root-out) and is
-refused under the Intel root. Give sim-collateral the same --sim-dir. Without --sim-dir the
+The quote is in the real DCAP byte format (SGX v3, TDX v4), or AMD's report format (SEV-SNP v3), but
+signed by the SIMULATED platform: it verifies only with the simulation root as trust anchor (see
+sim-collateral --root-out; for SNP the ark.pem --collateral-out writes) and is refused under Intel's
+and AMD's roots. Give sim-collateral the same --sim-dir. Without --sim-dir the
 platform in the default directory is used (created on first use). Hashes are hex; --report-data
 is exactly 64 bytes (default zeros). --mrenclave, --mrsigner, --isv-prod-id and --isv-svn are
 refused with --tee tdx; --mrtd and --rtmr0..--rtmr3 with --tee sgx.")]
@@ -189,7 +194,8 @@ pub(crate) struct VerifyArgs {
     /// Verify as of this time: Unix seconds or RFC 3339 [default: now].
     #[arg(long, value_name = "UNIX|RFC3339", value_parser = parse_now)]
     now: Option<i64>,
-    /// Trust this root certificate (PEM) instead of the pinned Intel SGX Root CA.
+    /// Trust this root certificate (PEM) instead of the pinned Intel SGX Root CA (with
+    /// --tee snp: this ARK instead of AMD's, e.g. the simulated machine's ark.pem).
     #[arg(long, value_name = "PEM")]
     trust_root: Option<PathBuf>,
 }
@@ -223,6 +229,8 @@ pub(crate) enum SimTee {
     Sgx,
     /// A TDX trust domain (quote v4).
     Tdx,
+    /// An SEV-SNP guest (attestation report v3, Milan).
+    Snp,
 }
 
 /// Where the simulated platform lives.
@@ -272,6 +280,16 @@ pub(crate) struct SimQuoteArgs {
     /// RTMR3 (TDX), 48 bytes hex [default: zeros].
     #[arg(long, value_name = "HEX", value_parser = parse_hex::<48>)]
     rtmr3: Option<[u8; 48]>,
+    /// MEASUREMENT (SEV-SNP), 48 bytes hex [default: zeros].
+    #[arg(long, value_name = "HEX", value_parser = parse_hex::<48>)]
+    measurement: Option<[u8; 48]>,
+    /// HOST_DATA (SEV-SNP), 32 bytes hex [default: zeros].
+    #[arg(long, value_name = "HEX", value_parser = parse_hex::<32>)]
+    host_data: Option<[u8; 32]>,
+    /// SEV-SNP: write vcek.der, ask.pem, ark.pem and crl.der (valid around now) here, the
+    /// directory `verify --tee snp --collateral` reads.
+    #[arg(long, value_name = "DIR")]
+    collateral_out: Option<PathBuf>,
     #[command(flatten)]
     sim: SimDir,
     /// Where to write the quote (raw bytes).
@@ -293,6 +311,11 @@ const TDX_ONLY: [(&str, &str); 5] = [
     ("rtmr2", "--rtmr2"),
     ("rtmr3", "--rtmr3"),
 ];
+const SNP_ONLY: [(&str, &str); 3] = [
+    ("measurement", "--measurement"),
+    ("host_data", "--host-data"),
+    ("collateral_out", "--collateral-out"),
+];
 
 /// `sim-quote` with a flag of the other TEE (e.g. `--tee tdx --mrenclave …`): the message for
 /// the usage error, naming both flags. clap has no conflict that depends on a value.
@@ -301,17 +324,22 @@ pub(crate) fn sim_quote_conflict(m: &clap::ArgMatches) -> Option<String> {
     let tee = m.get_one::<SimTee>("tee")?;
     let (foreign, tee_name, own) = match tee {
         SimTee::Sgx => (
-            &TDX_ONLY[..],
+            [&TDX_ONLY[..], &SNP_ONLY[..]],
             "sgx",
             "an SGX quote takes --mrenclave, --mrsigner, --isv-prod-id, --isv-svn",
         ),
         SimTee::Tdx => (
-            &SGX_ONLY[..],
+            [&SGX_ONLY[..], &SNP_ONLY[..]],
             "tdx",
             "a TDX quote takes --mrtd, --rtmr0..--rtmr3",
         ),
+        SimTee::Snp => (
+            [&SGX_ONLY[..], &TDX_ONLY[..]],
+            "snp",
+            "an SEV-SNP report takes --measurement, --host-data, --collateral-out",
+        ),
     };
-    let (_, flag) = foreign.iter().find(|(id, _)| given(id))?;
+    let (_, flag) = foreign.concat().into_iter().find(|(id, _)| given(id))?;
     Some(format!(
         "the argument '{flag}' cannot be used with '--tee {tee_name}': it is a field of the \
          other TEE's quote ({own})"
@@ -508,14 +536,31 @@ fn verify_snp(a: &VerifyArgs, report: &[u8], now: i64, global: Global) -> anyhow
     let Some(dir) = a
         .collateral
         .as_ref()
-        .filter(|_| a.pccs_url.is_none() && a.collateral_dir.is_none() && a.trust_root.is_none())
+        .filter(|_| a.pccs_url.is_none() && a.collateral_dir.is_none())
     else {
         return Err(Failure::new(
             "usage",
             "--tee snp takes --collateral DIR (vcek.der or vlek.der, ask.pem or asvk.pem, ark.pem, \
-             optionally crl.der), and none of --pccs-url, --collateral-dir, --trust-root",
+             optionally crl.der), optionally --trust-root ARK, and neither --pccs-url nor \
+             --collateral-dir",
         )
         .into());
+    };
+    let anchors = match &a.trust_root {
+        None => SnpAnchors::amd(),
+        Some(path) => {
+            let bytes = read_limited(path, SMALL_FILE_LIMIT, "trust root")?;
+            let der = snp::certificates(&bytes, Item::TrustAnchors)
+                .ok()
+                .and_then(|c| c.into_iter().last())
+                .unwrap_or_default();
+            SnpAnchors::from_ark_der(&der).map_err(|e| {
+                Failure::new(
+                    e.kind().as_str(),
+                    format!("trust root {}: {e}", path.display()),
+                )
+            })?
+        }
     };
     let parsed = snp::Report::parse(report).map_err(refused)?;
     let (vek_name, ask_name) = match parsed.signer {
@@ -562,7 +607,7 @@ fn verify_snp(a: &VerifyArgs, report: &[u8], now: i64, global: Global) -> anyhow
         ark: &ark,
         crl: crl.as_deref(),
     };
-    let v = snp::verify_snp(report, &collateral, &SnpAnchors::amd(), now).map_err(refused)?;
+    let v = snp::verify_snp(report, &collateral, &anchors, now).map_err(refused)?;
     let r = &v.report;
     let t = &v.reported_tcb;
     let mut tcb = Map::new();
@@ -912,6 +957,35 @@ fn sim_quote(a: SimQuoteArgs, global: Global) -> anyhow::Result<ExitCode> {
             };
             ("tdx", platform.tdx_quote(&spec))
         }
+        SimTee::Snp => {
+            let snp = platform.snp();
+            let mut policy = coffer_evidence::sim::SIM_SNP_POLICY;
+            if a.debug {
+                policy |= 1 << 19;
+            }
+            let report = snp.report(&coffer_evidence::sim::SnpReportSpec {
+                measurement: a.measurement.unwrap_or([0; 48]),
+                host_data: a.host_data.unwrap_or([0; 32]),
+                report_data,
+                policy,
+                ..Default::default()
+            });
+            if let Some(dir) = &a.collateral_out {
+                let now = unix_now()?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Failure::new("io", format!("{}: {e}", dir.display())))?;
+                let pem = |der: &[u8]| pem_certificate(der);
+                write_atomic(&dir.join("vcek.der"), snp.vcek_der(), false)?;
+                write_atomic(&dir.join("ask.pem"), pem(snp.ask_der()).as_bytes(), false)?;
+                write_atomic(&dir.join("ark.pem"), pem(snp.ark_der()).as_bytes(), false)?;
+                write_atomic(
+                    &dir.join("crl.der"),
+                    &snp.crl(now - 3600, now + 30 * 86_400, &[]),
+                    false,
+                )?;
+            }
+            ("snp", report)
+        }
     };
     write_atomic(&a.out, &quote, false)?;
     if global.json {
@@ -926,13 +1000,22 @@ fn sim_quote(a: SimQuoteArgs, global: Global) -> anyhow::Result<ExitCode> {
         }))?;
     } else {
         say_sim_dir(&dir, defaulted, created);
-        println!(
-            "SIMULATED {} quote ({} bytes) written to {}",
-            tee.to_uppercase(),
-            quote.len(),
-            a.out.display()
-        );
-        println!("SIMULATED: verifies only with the simulation root (sim-collateral --root-out); refused under the Intel root");
+        if tee == "snp" {
+            println!(
+                "SIMULATED SEV-SNP report ({} bytes) written to {}",
+                quote.len(),
+                a.out.display()
+            );
+            println!("SIMULATED: verifies only with --trust-root and the ark.pem of --collateral-out; refused under AMD's roots");
+        } else {
+            println!(
+                "SIMULATED {} quote ({} bytes) written to {}",
+                tee.to_uppercase(),
+                quote.len(),
+                a.out.display()
+            );
+            println!("SIMULATED: verifies only with the simulation root (sim-collateral --root-out); refused under the Intel root");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -947,6 +1030,14 @@ fn sim_collateral(a: SimCollateralArgs, global: Global) -> anyhow::Result<ExitCo
     let tee = match a.tee {
         SimTee::Sgx => Tee::Sgx,
         SimTee::Tdx => Tee::Tdx,
+        SimTee::Snp => {
+            return Err(Failure::new(
+                "usage",
+                "SEV-SNP collateral (VCEK, ASK, ARK, CRL) comes from `sim-quote --tee snp \
+                 --collateral-out DIR`",
+            )
+            .into())
+        }
     };
     let collateral = platform.collateral_for(tee, now);
     write_atomic(&a.out, collateral.to_json().as_bytes(), false)?;
@@ -1291,4 +1382,16 @@ mod tests {
             .contains("expected 2 bytes"));
         assert!(parse_hex::<2>("zz").is_err());
     }
+}
+
+/// A DER certificate as one PEM block (64-column base64), as AMD's KDS serves them.
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out + "-----END CERTIFICATE-----\n"
 }
