@@ -1346,6 +1346,18 @@ fn fmt_time(t: i64) -> String {
         .unwrap_or_else(|| format!("@{t}"))
 }
 
+/// A DER certificate as one PEM block (64-column base64), as AMD's KDS serves them.
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out + "-----END CERTIFICATE-----\n"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1382,16 +1394,4 @@ mod tests {
             .contains("expected 2 bytes"));
         assert!(parse_hex::<2>("zz").is_err());
     }
-}
-
-/// A DER certificate as one PEM block (64-column base64), as AMD's KDS serves them.
-fn pem_certificate(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out + "-----END CERTIFICATE-----\n"
 }
