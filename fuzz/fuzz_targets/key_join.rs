@@ -28,6 +28,7 @@ fn claims(mr: u8) -> MeasurementClaims {
         image_measurement: None,
         mrservicetd: None,
         tcb_evaluation_data_number: None,
+        snp: None,
     }
 }
 
