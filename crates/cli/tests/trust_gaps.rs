@@ -272,13 +272,14 @@ async fn an_snp_guest_activates_only_as_its_package_says() {
             .unwrap();
         (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
     }
-    let ok = Try {
-        spec: good(),
+    // A report from this machine with its own chain.
+    let mine = |spec: SnpReportSpec| Try {
+        spec,
         signer: &machine,
         certs: certs(&machine),
         flip: None,
     };
-    let (status, text) = send(&mut c, body(ok)).await;
+    let (status, text) = send(&mut c, body(mine(good()))).await;
     assert_eq!(status, 200, "{text}");
 
     let cases: Vec<(&str, Try<'_>, u16, &str)> = vec![
@@ -286,12 +287,7 @@ async fn an_snp_guest_activates_only_as_its_package_says() {
             "one bit of MEASUREMENT flipped after signing",
             Try {
                 flip: Some(0x90),
-                ..Try {
-                    spec: good(),
-                    signer: &machine,
-                    certs: certs(&machine),
-                    flip: None,
-                }
+                ..mine(good())
             },
             403,
             "signature",
@@ -299,10 +295,9 @@ async fn an_snp_guest_activates_only_as_its_package_says() {
         (
             "another machine's report and chain",
             Try {
-                spec: good(),
                 signer: &stranger,
                 certs: certs(&stranger),
-                flip: None,
+                ..mine(good())
             },
             403,
             "not a pinned AMD root key",
@@ -310,78 +305,54 @@ async fn an_snp_guest_activates_only_as_its_package_says() {
         (
             "another chip's VCEK under this machine's ARK",
             Try {
-                spec: good(),
-                signer: &machine,
                 certs: vec![
                     stranger.vcek_der().to_vec(),
                     machine.ask_der().to_vec(),
                     machine.ark_der().to_vec(),
                 ],
-                flip: None,
+                ..mine(good())
             },
             403,
             "signature",
         ),
         (
             "a debug guest",
-            Try {
-                spec: SnpReportSpec {
-                    policy: SIM_SNP_POLICY | 1 << 19,
-                    ..good()
-                },
-                signer: &machine,
-                certs: certs(&machine),
-                flip: None,
-            },
+            mine(SnpReportSpec {
+                policy: SIM_SNP_POLICY | 1 << 19,
+                ..good()
+            }),
             403,
             "debug guest",
         ),
         (
             "a guest that allows a migration agent",
-            Try {
-                spec: SnpReportSpec {
-                    policy: SIM_SNP_POLICY | 1 << 18,
-                    ..good()
-                },
-                signer: &machine,
-                certs: certs(&machine),
-                flip: None,
-            },
+            mine(SnpReportSpec {
+                policy: SIM_SNP_POLICY | 1 << 18,
+                ..good()
+            }),
             403,
             "migration agent",
         ),
         (
             "other host data",
-            Try {
-                spec: SnpReportSpec {
-                    host_data: [0xb3; 32],
-                    ..good()
-                },
-                signer: &machine,
-                certs: certs(&machine),
-                flip: None,
-            },
+            mine(SnpReportSpec {
+                host_data: [0xb3; 32],
+                ..good()
+            }),
             403,
             "HOST_DATA",
         ),
         (
             "a report from VMPL 1",
-            Try {
-                spec: SnpReportSpec { vmpl: 1, ..good() },
-                signer: &machine,
-                certs: certs(&machine),
-                flip: None,
-            },
+            mine(SnpReportSpec { vmpl: 1, ..good() }),
             403,
             "VMPL 1",
         ),
         (
             "no certificates",
             Try {
-                spec: good(),
-                signer: &machine,
                 certs: Vec::new(),
-                flip: None,
+                ..mine(good())
             },
             400,
             "needs 3",
@@ -541,33 +512,23 @@ async fn only_the_owner_sets_the_first_manifest() {
     assert_eq!(h.entries[0].author.as_deref(), Some("owner"));
 }
 
-#[test]
-fn hardware_collateral_comes_from_the_pccs_url() {
-    // A directory laid out like Gramine's /dev/attestation, so the Coordinator starts in
-    // hardware mode; its PCCS is unreachable.
-    let dir = tempfile::tempdir().unwrap();
-    let att = dir.path().join("attestation");
+/// A `coffer coordinator` in hardware mode: `dir/attestation` is laid out like Gramine's
+/// `/dev/attestation` (its quote from the simulated platform `[2; 32]`), the data directory is
+/// `dir/<data>`, and `extra` adds flags. Returns the process and its address.
+fn hardware_coordinator(dir: &Path, data: &str, extra: &[&std::ffi::OsStr]) -> (Child, String) {
+    let att = dir.join("attestation");
     std::fs::create_dir_all(att.join("keys")).unwrap();
     let platform = SimPlatform::from_seed([2; 32]);
     std::fs::write(att.join("quote"), quote(&platform, MR_APP, false, [0; 64])).unwrap();
     std::fs::write(att.join("user_report_data"), [0u8; 64]).unwrap();
     std::fs::write(att.join("keys/_sgx_mrenclave"), [7u8; 16]).unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let pccs = format!("https://{}", closed.local_addr().unwrap());
-    drop(closed);
     let mut child = Command::new(COFFER)
-        .args([
-            "--json",
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--pccs-url",
-            &pccs,
-        ])
+        .args(["--json", "coordinator", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .arg("--attestation-root")
         .arg(&att)
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg(dir.join(data))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -582,6 +543,23 @@ fn hardware_collateral_comes_from_the_pccs_url() {
         .unwrap_or_else(|| panic!("{line}"))
         .to_string();
     assert_eq!(v["simulation"], false);
+    (child, addr)
+}
+
+/// An address nothing listens on.
+fn closed_port() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    closed.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn hardware_collateral_comes_from_the_pccs_url() {
+    // The Coordinator starts in hardware mode; its PCCS is unreachable.
+    let dir = tempfile::tempdir().unwrap();
+    let platform = SimPlatform::from_seed([2; 32]);
+    let pccs = format!("https://{}", closed_port());
+    let (mut child, addr) =
+        hardware_coordinator(dir.path(), "data", &["--pccs-url".as_ref(), pccs.as_ref()]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let r = rt.block_on(async {
         // The RA-TLS certificate cannot be verified without collateral either: record it.
@@ -616,33 +594,13 @@ fn hardware_collateral_comes_from_the_pccs_url() {
 fn hardware_snp_evidence_needs_amds_roots_and_asks_the_kds_url() {
     use coffer_evidence::sim::SnpReportSpec;
     let dir = tempfile::tempdir().unwrap();
-    let att = dir.path().join("attestation");
-    std::fs::create_dir_all(att.join("keys")).unwrap();
     let platform = SimPlatform::from_seed([2; 32]);
-    std::fs::write(att.join("quote"), quote(&platform, MR_APP, false, [0; 64])).unwrap();
-    std::fs::write(att.join("user_report_data"), [0u8; 64]).unwrap();
-    std::fs::write(att.join("keys/_sgx_mrenclave"), [7u8; 16]).unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let kds = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let mut child = Command::new(COFFER)
-        .args(["--json", "coordinator", "--listen", "127.0.0.1:0"])
-        .args(["--collateral-dir"])
-        .arg(dir.path())
-        .args(["--attestation-root"])
-        .arg(&att)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr = v["listening"].as_str().unwrap().to_string();
+    let kds = format!("http://{}", closed_port());
+    let (mut child, addr) = hardware_coordinator(
+        dir.path(),
+        "data",
+        &["--collateral-dir".as_ref(), dir.path().as_os_str()],
+    );
     let snp = platform.snp();
     let manifest = serde_json::json!({
         "packages": {"vm": {"tee": "snp",
@@ -690,23 +648,16 @@ fn hardware_snp_evidence_needs_amds_roots_and_asks_the_kds_url() {
     let _ = child.wait();
 
     // With --kds-url the KDS is asked, and named when it is down.
-    let mut child = Command::new(COFFER)
-        .args(["--json", "coordinator", "--listen", "127.0.0.1:0"])
-        .args(["--pccs-url", &kds, "--kds-url", &kds])
-        .args(["--attestation-root"])
-        .arg(&att)
-        .arg("--data-dir")
-        .arg(dir.path().join("data2"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr = v["listening"].as_str().unwrap().to_string();
+    let (mut child, addr) = hardware_coordinator(
+        dir.path(),
+        "data2",
+        &[
+            "--pccs-url".as_ref(),
+            kds.as_ref(),
+            "--kds-url".as_ref(),
+            kds.as_ref(),
+        ],
+    );
     let (kind, msg) = refused_kind(send(&addr, false));
     let _ = child.kill();
     let _ = child.wait();
