@@ -69,7 +69,7 @@ enum Command {
     /// Check, hash and publish deployment manifests.
     #[command(subcommand, after_help = cmd::manifest::GROUP_HELP)]
     Manifest(cmd::manifest::ManifestCmd),
-    /// Parse, verify and simulate TEE evidence (DCAP quotes).
+    /// Parse, verify and simulate TEE evidence (DCAP quotes, SEV-SNP reports).
     #[command(subcommand, after_help = cmd::evidence::GROUP_HELP)]
     Evidence(cmd::evidence::EvidenceCmd),
     /// Predict confidential-VM launch measurements (SEV-SNP MEASUREMENT) before deploying.

@@ -452,7 +452,12 @@ pub(crate) fn verify_chain(
     }
     let mut certs = Vec::with_capacity(ders.len());
     for d in &ders {
-        match anchors.known_cert(d) {
+        // Certificates already parsed from the same bytes (the anchor, the known PCK CA) are
+        // not parsed again.
+        let parsed = anchors
+            .known_cert(d)
+            .or_else(|| known.map(|(k, _)| k).filter(|k| k.der == *d));
+        match parsed {
             Some(c) => certs.push(c.clone()),
             None => certs.push(Cert::parse(d, first)?),
         }
