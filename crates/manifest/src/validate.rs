@@ -94,24 +94,11 @@ impl Checker<'_> {
 
     fn snp_package(&mut self, base: &str, p: &Package) {
         let f = |field: &str| format!("{base}.{field}");
-        for (field, present) in [
-            ("mrenclave", p.mrenclave.is_some()),
-            ("mrsigner", p.mrsigner.is_some()),
-            ("isv_prod_id", p.isv_prod_id.is_some()),
-            ("isv_svn", p.isv_svn.is_some()),
-            ("secret_dirs", p.secret_dirs.is_some()),
-            ("mrtd", p.mrtd.is_some()),
-            ("rtmr0", p.rtmr0.is_some()),
-            ("rtmr1", p.rtmr1.is_some()),
-            ("rtmr2", p.rtmr2.is_some()),
-            ("rtmr3", p.rtmr3.is_some()),
-            ("mrconfigid", p.mrconfigid.is_some()),
-            ("mrservicetd", p.mrservicetd.is_some()),
-            (
-                "min_tcb_evaluation_data_number",
-                p.min_tcb_evaluation_data_number.is_some(),
-            ),
-        ] {
+        let intel = sgx_fields(p).into_iter().chain(tdx_fields(p)).chain([(
+            "min_tcb_evaluation_data_number",
+            p.min_tcb_evaluation_data_number.is_some(),
+        )]);
+        for (field, present) in intel {
             if present {
                 self.err(
                     f(field),
@@ -188,15 +175,7 @@ impl Checker<'_> {
         }
         match p.tee {
             Tee::Sgx => {
-                for (field, present) in [
-                    ("mrtd", p.mrtd.is_some()),
-                    ("rtmr0", p.rtmr0.is_some()),
-                    ("rtmr1", p.rtmr1.is_some()),
-                    ("rtmr2", p.rtmr2.is_some()),
-                    ("rtmr3", p.rtmr3.is_some()),
-                    ("mrconfigid", p.mrconfigid.is_some()),
-                    ("mrservicetd", p.mrservicetd.is_some()),
-                ] {
+                for (field, present) in tdx_fields(p) {
                     if present {
                         self.err(
                             f(field),
@@ -248,13 +227,7 @@ impl Checker<'_> {
                 }
             }
             Tee::Tdx => {
-                for (field, present) in [
-                    ("mrenclave", p.mrenclave.is_some()),
-                    ("mrsigner", p.mrsigner.is_some()),
-                    ("isv_prod_id", p.isv_prod_id.is_some()),
-                    ("isv_svn", p.isv_svn.is_some()),
-                    ("secret_dirs", p.secret_dirs.is_some()),
-                ] {
+                for (field, present) in sgx_fields(p) {
                     if present {
                         self.err(
                             f(field),
@@ -1063,6 +1036,30 @@ pub(crate) fn validate(m: &Manifest, stored: bool) -> Vec<ValidationError> {
     };
     c.run();
     c.errors
+}
+
+/// The SGX-only fields of a package, each with whether it is given.
+fn sgx_fields(p: &Package) -> [(&'static str, bool); 5] {
+    [
+        ("mrenclave", p.mrenclave.is_some()),
+        ("mrsigner", p.mrsigner.is_some()),
+        ("isv_prod_id", p.isv_prod_id.is_some()),
+        ("isv_svn", p.isv_svn.is_some()),
+        ("secret_dirs", p.secret_dirs.is_some()),
+    ]
+}
+
+/// The TDX-only fields of a package, each with whether it is given.
+fn tdx_fields(p: &Package) -> [(&'static str, bool); 7] {
+    [
+        ("mrtd", p.mrtd.is_some()),
+        ("rtmr0", p.rtmr0.is_some()),
+        ("rtmr1", p.rtmr1.is_some()),
+        ("rtmr2", p.rtmr2.is_some()),
+        ("rtmr3", p.rtmr3.is_some()),
+        ("mrconfigid", p.mrconfigid.is_some()),
+        ("mrservicetd", p.mrservicetd.is_some()),
+    ]
 }
 
 /// `"MAJOR.MINOR"` (each 0..=255), as an SEV-SNP policy's minimum ABI.

@@ -50,37 +50,41 @@ impl KdsRequest {
         Some(KdsRequest { product, hwid, tcb })
     }
 
-    fn vcek_file(&self) -> String {
+    /// The TCB's SPLs under KDS's names (`bl`, `tee`, `snp`, `ucode`, and `fmc` on Turin):
+    /// the query of the VCEK URL and the name of its cache file.
+    fn spls(&self) -> Vec<(&'static str, u8)> {
         let t = &self.tcb;
-        let mut name = format!(
-            "vcek-{}-bl{}-tee{}-snp{}-ucode{}",
-            hex::encode(&self.hwid),
-            t.bootloader,
-            t.tee,
-            t.snp,
-            t.microcode
-        );
-        if let Some(fmc) = t.fmc {
-            name.push_str(&format!("-fmc{fmc}"));
-        }
-        name + ".der"
+        let mut spls = vec![
+            ("bl", t.bootloader),
+            ("tee", t.tee),
+            ("snp", t.snp),
+            ("ucode", t.microcode),
+        ];
+        spls.extend(t.fmc.map(|fmc| ("fmc", fmc)));
+        spls
+    }
+
+    fn vcek_file(&self) -> String {
+        let spls: String = self
+            .spls()
+            .iter()
+            .map(|(name, v)| format!("-{name}{v}"))
+            .collect();
+        format!("vcek-{}{spls}.der", hex::encode(&self.hwid))
     }
 
     fn vcek_path(&self) -> String {
-        let t = &self.tcb;
-        let mut q = format!(
-            "/vcek/v1/{}/{}?blSPL={}&teeSPL={}&snpSPL={}&ucodeSPL={}",
+        let query: Vec<String> = self
+            .spls()
+            .iter()
+            .map(|(name, v)| format!("{name}SPL={v}"))
+            .collect();
+        format!(
+            "/vcek/v1/{}/{}?{}",
             self.product,
             hex::encode(&self.hwid),
-            t.bootloader,
-            t.tee,
-            t.snp,
-            t.microcode
-        );
-        if let Some(fmc) = t.fmc {
-            q.push_str(&format!("&fmcSPL={fmc}"));
-        }
-        q
+            query.join("&")
+        )
     }
 }
 
