@@ -72,7 +72,7 @@ enum Command {
     /// Parse, verify and simulate TEE evidence (DCAP quotes, SEV-SNP reports).
     #[command(subcommand, after_help = cmd::evidence::GROUP_HELP)]
     Evidence(cmd::evidence::EvidenceCmd),
-    /// Predict confidential-VM launch measurements (SEV-SNP MEASUREMENT) before deploying.
+    /// Predict confidential-VM launch measurements (SEV-SNP MEASUREMENT; TDX MRTD, RTMR1-2).
     #[command(subcommand, after_help = cmd::measure::GROUP_HELP)]
     Measure(cmd::measure::MeasureCmd),
     /// Compute and sign SGX enclave measurements (MRENCLAVE, SIGSTRUCT, MRSIGNER).

@@ -1,6 +1,9 @@
 //! Confidential-VM launch measurements, predicted offline, so a manifest can pin a guest
 //! before it ever runs.
 //!
+//! **TDX**: MRTD from TDVF, and RTMR1–2 from the kernel, initrd and command line; see
+//! [`mrtd`] and [`tdx_rtmrs`] (RTMR0 depends on QEMU's ACPI tables and is not predicted).
+//!
 //! **SEV-SNP.** The launch digest (the report's MEASUREMENT) chains one SHA-384 per page the
 //! host hands the AMD secure processor (SNP firmware ABI, `SNP_LAUNCH_UPDATE`, PAGE_INFO):
 //!
@@ -37,6 +40,12 @@
 
 use sha2::{Digest, Sha256, Sha384};
 
+mod tdx;
+pub use tdx::{
+    authenticode, mrtd, qemu_patched_kernel, tdx_rtmrs, PageOrder, TdvfSection, TdvfSectionKind,
+    Tdvf, TdxBoot, TdxRtmrs,
+};
+
 const PAGE: usize = 4096;
 const FOUR_GIB: u64 = 1 << 32;
 /// The VMSA's GPA in the measurement: "-1", page-aligned, bits above 51 cleared.
@@ -56,6 +65,9 @@ pub enum Error {
     /// The guest description cannot be launched as given.
     #[error("guest: {0}")]
     Guest(String),
+    /// The kernel is not an image this computation can use.
+    #[error("kernel: {0}")]
+    Kernel(String),
 }
 
 /// A GUID as OVMF stores it (the first three fields little-endian).

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use coffer_vm_measure::{snp_launch_digest, vcpu_type, KernelHashes, Ovmf, SnpGuest, VCPU_TYPES};
+use coffer_vm_measure::{
+    mrtd, snp_launch_digest, tdx_rtmrs, vcpu_type, KernelHashes, Ovmf, PageOrder, SnpGuest, Tdvf,
+    TdxBoot, VCPU_TYPES,
+};
 
 use crate::output::{print_json, Failure};
 use crate::Global;
@@ -24,7 +27,12 @@ pub(crate) const GROUP_HELP: &str = "EXAMPLES:
     With an AmdSev OVMF build, which also measures the kernel, initrd and command line QEMU is
     given with -kernel/-initrd/-append:
         coffer --json measure snp --ovmf OVMF.amdsev.fd --kernel vmlinuz --initrd initrd.img \\
-            --append 'console=ttyS0' --vcpus 2 --vcpu-type EPYC-Genoa";
+            --append 'console=ttyS0' --vcpus 2 --vcpu-type EPYC-Genoa
+
+    MRTD, RTMR1 and RTMR2 of a 4 GiB TD booting Debian's OVMF and kernel directly, for a manifest's
+    packages.NAME.mrtd, rtmr1 and rtmr2 (rtmr0 comes from a reference launch):
+        coffer measure tdx --firmware /usr/share/ovmf/OVMF.fd --kernel vmlinuz \\
+            --initrd initrd.img --append 'console=hvc0 root=/dev/vda1' --memory 4G";
 
 /// Subcommands of `coffer measure`.
 #[derive(Debug, Subcommand)]
@@ -40,6 +48,19 @@ secure processor computes when QEMU launches the guest, and it matches virtee's 
 (checked by Coffer's tests on Debian's OVMF builds). Only the firmware is measured unless the OVMF
 build has a kernel hashes section (OvmfPkg/AmdSev): pin host_data or an ID key beside it.")]
     Snp(SnpArgs),
+    /// Predict a TDX guest's MRTD, and its RTMR1 and RTMR2 when it boots a kernel directly.
+    #[command(after_help = "EXAMPLES:
+    coffer measure tdx --firmware /usr/share/ovmf/OVMF.fd
+    coffer --json measure tdx --firmware OVMF.fd --kernel vmlinuz --initrd initrd.img \\
+        --append 'console=hvc0 root=/dev/vda1 ro' --memory 8G
+
+MRTD covers the firmware: every page QEMU adds before the TD runs, as TDVF's metadata lists them.
+RTMR1 covers the kernel as QEMU hands it over (its header patched with where the initrd goes, which
+depends on --memory) and TDVF's boot events; RTMR2 the command line and the initrd, as the kernel's
+EFI stub measures them (Linux 6.1 or later). The values match dstack's dstack-mr (checked by
+Coffer's tests). RTMR0 is not predicted: it holds the ACPI tables QEMU generates for the machine's
+devices, so read it from a reference launch's event log, or pin mrconfigid instead.")]
+    Tdx(TdxArgs),
 }
 
 /// `coffer measure snp`.
@@ -69,6 +90,54 @@ pub(crate) struct SnpArgs {
     guest_features: u64,
 }
 
+/// `coffer measure tdx`.
+#[derive(Debug, Args)]
+pub(crate) struct TdxArgs {
+    /// TDVF: the OVMF image built with TDX support that QEMU loads (`-bios`).
+    #[arg(long, value_name = "FILE")]
+    firmware: PathBuf,
+    /// The kernel (a bzImage) QEMU is given with -kernel; also predicts RTMR1 and RTMR2.
+    #[arg(long, value_name = "FILE", requires_all = ["initrd", "append", "memory"])]
+    kernel: Option<PathBuf>,
+    /// The initrd given with -initrd.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// The kernel command line given with -append.
+    #[arg(long, value_name = "CMDLINE", requires = "kernel")]
+    append: Option<String>,
+    /// Guest memory as QEMU's -m takes it: MiB, or a number with K, M, G or T.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory, requires = "kernel")]
+    memory: Option<u64>,
+    /// How QEMU adds TDVF's pages: `interleaved` (add and extend each page; upstream QEMU and
+    /// KVM) or `add-all-first` (the QEMU 8 TDX trees).
+    #[arg(long, value_name = "ORDER", default_value = "interleaved", value_parser = parse_page_order)]
+    page_order: PageOrder,
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        Some((i, 'T' | 't')) => (&s[..i], 40),
+        _ => (s, 20),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a memory size such as 4096, 2048M or 4G"))
+}
+
+fn parse_page_order(s: &str) -> Result<PageOrder, String> {
+    match s {
+        "interleaved" => Ok(PageOrder::Interleaved),
+        "add-all-first" => Ok(PageOrder::AddAllFirst),
+        _ => Err(format!("{s:?}: give interleaved or add-all-first")),
+    }
+}
+
 fn parse_vcpu_type(s: &str) -> Result<u32, String> {
     vcpu_type(s).ok_or_else(|| {
         format!(
@@ -94,6 +163,7 @@ fn parse_u64(s: &str) -> Result<u64, String> {
 pub(crate) fn run(cmd: MeasureCmd, global: Global) -> anyhow::Result<ExitCode> {
     match cmd {
         MeasureCmd::Snp(a) => snp(a, global),
+        MeasureCmd::Tdx(a) => tdx(a, global),
     }
 }
 
@@ -153,11 +223,52 @@ fn snp(a: SnpArgs, global: Global) -> anyhow::Result<ExitCode> {
         },
     )
     .map_err(|e| Failure::new("unsupported", e.to_string()))?;
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex(&digest);
     if global.json {
         print_json(&serde_json::json!({ "measurement": hex }))?;
     } else {
         println!("{hex}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn tdx(a: TdxArgs, global: Global) -> anyhow::Result<ExitCode> {
+    let firmware = read(&a.firmware, "--firmware")?;
+    let tdvf = Tdvf::parse(&firmware)
+        .map_err(|e| Failure::new("malformed", format!("{}: {e}", a.firmware.display())))?;
+    let mut values = vec![("mrtd", hex(&mrtd(&tdvf, a.page_order)))];
+    if let (Some(k), Some(i), Some(append), Some(memory_size)) =
+        (&a.kernel, &a.initrd, &a.append, a.memory)
+    {
+        let (kernel, initrd) = (read(k, "--kernel")?, read(i, "--initrd")?);
+        let rtmrs = tdx_rtmrs(&TdxBoot {
+            kernel: &kernel,
+            initrd: &initrd,
+            append,
+            memory_size,
+        })
+        .map_err(|e| Failure::new("unsupported", e.to_string()))?;
+        values.push(("rtmr1", hex(&rtmrs.rtmr1)));
+        values.push(("rtmr2", hex(&rtmrs.rtmr2)));
+    }
+    eprintln!(
+        "coffer: note: RTMR0 is not predicted (it holds QEMU's ACPI tables for this machine): \
+         take it from a reference launch's event log, or pin mrconfigid"
+    );
+    if global.json {
+        let map: serde_json::Map<_, _> = values
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        print_json(&serde_json::Value::Object(map))?;
+    } else {
+        for (name, value) in values {
+            println!("{name:<5} {value}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
