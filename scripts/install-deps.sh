@@ -12,7 +12,8 @@
 #               (scripts/build-debian-images.sh)
 #   docker-registry apache2-utils  a real registry (CNCF distribution) and `htpasswd` for its
 #               users, which the docker:// tests start on 127.0.0.1
-#   ovmf        Debian's OVMF firmware builds, which `coffer measure snp` is checked on
+#   ovmf        Debian's OVMF firmware builds, which `coffer measure snp` and `measure tdx` are
+#               checked on
 #   python3-venv  for sev-snp-measure (below; test-only)
 set -euo pipefail
 packages=(runc skopeo umoci busybox-static protobuf-compiler libprotobuf-dev libssl-dev pkg-config etcd-server mmdebstrap docker-registry apache2-utils ovmf python3-venv)
@@ -40,4 +41,18 @@ if [ ! -x /opt/sev-snp-measure/bin/sev-snp-measure ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO python3 -m venv /opt/sev-snp-measure
     $SUDO /opt/sev-snp-measure/bin/pip install --quiet --disable-pip-version-check sev-snp-measure==0.0.13
+fi
+
+# Debian's signed kernel, unpacked (not installed) to /opt/coffer-test/vmlinuz: the test that
+# checks `coffer measure tdx`'s Authenticode digest against the one Debian signed reads it.
+if [ ! -s /opt/coffer-test/vmlinuz ]; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    work=$(mktemp -d) && chmod 0755 "$work"
+    latest_kernel() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+    kernel_pkg=$(latest_kernel)
+    [ -n "$kernel_pkg" ] || { $SUDO apt-get update -qq; kernel_pkg=$(latest_kernel); }
+    (cd "$work" && apt-get download -qq "$kernel_pkg")
+    dpkg-deb --fsys-tarfile "$work"/linux-image-*.deb | tar -x -C "$work" --wildcards './boot/vmlinuz-*'
+    $SUDO install -D -m 0644 "$work"/boot/vmlinuz-* /opt/coffer-test/vmlinuz
+    rm -rf "$work"
 fi

@@ -63,7 +63,8 @@ pub enum TdvfSectionKind {
 pub struct TdvfSection {
     /// Where its initial contents start in the image.
     pub data_offset: u32,
-    /// How many bytes of contents the image holds (the rest of the section is zero).
+    /// How many bytes of contents the image holds. QEMU maps an extended section's whole
+    /// memory size from the image, so those bytes are what MRTD covers.
     pub raw_size: u32,
     /// Guest physical address.
     pub gpa: u64,
@@ -130,10 +131,18 @@ impl<'a> Tdvf<'a> {
         let mut added = 0u64;
         for item in items.chunks_exact(32) {
             let s = section(item).map_err(bad)?;
-            let end = u64::from(s.data_offset) + u64::from(s.raw_size);
+            // QEMU maps an extended section's whole memory size from the image.
+            let mapped = if s.extend {
+                s.memory_size
+            } else {
+                u64::from(s.raw_size)
+            };
+            let end = u64::from(s.data_offset).saturating_add(mapped);
             if end > data.len() as u64 {
                 return Err(bad(format!(
-                    "the TDVF section at {:#x} takes bytes {:#x}..{end:#x} of a {}-byte image",
+                    "the TDVF section at {:#x} maps bytes {:#x}..{end:#x} of a {}-byte image; \
+                     the metadata describes the whole firmware QEMU loads with -bios (OVMF.fd), \
+                     not a code flash alone",
                     s.gpa,
                     s.data_offset,
                     data.len()
@@ -224,9 +233,7 @@ fn record(op: &[u8], gpa: u64) -> [u8; 128] {
 /// MRTD of a TD launched from `tdvf`.
 pub fn mrtd(tdvf: &Tdvf<'_>, order: PageOrder) -> [u8; 48] {
     let mut h = Sha384::new();
-    let zero = [0u8; EXTEND_CHUNK];
     for s in &tdvf.sections {
-        let raw = &tdvf.data[s.data_offset as usize..][..s.raw_size as usize];
         let pages = s.memory_size / PAGE as u64;
         let add = |h: &mut Sha384, page: u64| {
             if !s.page_aug {
@@ -240,11 +247,8 @@ pub fn mrtd(tdvf: &Tdvf<'_>, order: PageOrder) -> [u8; 48] {
             for chunk in 0..PAGE / EXTEND_CHUNK {
                 let offset = page as usize * PAGE + chunk * EXTEND_CHUNK;
                 h.update(record(b"MR.EXTEND", s.gpa + offset as u64));
-                // Memory past the image's bytes is zero, as QEMU leaves it.
-                let bytes = raw.get(offset..).unwrap_or_default();
-                let n = bytes.len().min(EXTEND_CHUNK);
-                h.update(&bytes[..n]);
-                h.update(&zero[n..]);
+                let at = s.data_offset as usize + offset;
+                h.update(&tdvf.data[at..at + EXTEND_CHUNK]);
             }
         };
         match order {
