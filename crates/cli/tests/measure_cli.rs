@@ -5,6 +5,11 @@
 //! and no Debian package ships an AmdSev build), with and without kernel, initrd and command
 //! line. `scripts/install-deps.sh` installs both; a missing one fails the test with how to get
 //! it.
+//!
+//! `coffer measure tdx` against dstack's `dstack-mr`, whose values for the same inputs are
+//! recorded in `tests/data/tdx` (it is on no registry CI can reach): Debian's OVMF.fd, and a
+//! synthetic TDVF image and bzImages that the tests generate; and its Authenticode digest against
+//! the one Debian signed in its kernel.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
