@@ -1,6 +1,6 @@
 //! The verification pipeline and the verified-collateral cache.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -775,27 +775,37 @@ const CACHE_CAP: usize = 256;
 
 /// A verifier that remembers what it verified, so repeated work costs no signature:
 ///
+/// - **collateral sets**, most recently used first: found by identity when passed as the same
+///   `Arc` ([`Verifier::verify_shared`]), else by equal bytes ([`Verifier::verify`]), which
+///   reads each byte once and is cheaper than hashing them;
 /// - **collateral items** (chains, CRLs, TCB info, QE identity), keyed by SHA-256 of their
 ///   bytes and issuer key: a new FMSPC's collateral shares its root CRL, TCB signing chain, QE
 ///   identity and PCK CRL with every other, so it costs one signature (its TCB info);
-/// - **collateral sets** passed as the same `Arc` ([`Verifier::verify_shared`]): nothing is
-///   hashed again while the caller holds that `Arc`;
 /// - **platforms** (PCK chain, QE report signature and attestation-key binding), keyed by the
 ///   chain's DER certificates, not its PEM text, so a re-encoded chain is the same platform.
 ///
-/// Every cache is least-recently-used with [`CACHE_CAP`] entries. Cached items still have their
-/// validity checked at every call's `now`, revocation is re-checked against the collateral of
-/// the call, and the quote signature is always verified. Thread-safe; share it behind an `Arc`.
+/// Items and platforms are kept least-recently-used, [`CACHE_CAP`] of each; sets, [`SET_CAP`].
+/// Cached items still have their validity checked at every call's `now`, revocation is
+/// re-checked against the collateral of the call, and the quote signature is always verified.
+/// Thread-safe; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct Verifier {
     anchors: TrustAnchors,
     items: ItemCache,
-    sets: Mutex<Vec<(Weak<Collateral>, Arc<VerifiedCollateral>)>>,
+    sets: Mutex<Vec<(Arc<Collateral>, Arc<VerifiedCollateral>)>>,
     platforms: Mutex<Lru<VerifiedPlatform>>,
 }
 
-/// Collateral sets remembered by identity (a Coordinator holds one per FMSPC and TEE kind).
+/// Collateral sets remembered whole (a Coordinator holds one per FMSPC and TEE kind).
 const SET_CAP: usize = 16;
+
+/// Whether two collateral sets are the same bytes. The signatures differ between any two TCB
+/// infos or QE identities, so sets of other platforms are told apart in the first bytes.
+fn same_collateral(a: &Collateral, b: &Collateral) -> bool {
+    a.tcb_info_signature == b.tcb_info_signature
+        && a.qe_identity_signature == b.qe_identity_signature
+        && a == b
+}
 
 impl Verifier {
     /// A verifier for chains ending in `anchors`, with empty caches.
@@ -821,42 +831,56 @@ impl Verifier {
         collateral: &Collateral,
         now_unix: i64,
     ) -> Result<Verified, Error> {
-        let vc = verify_collateral(collateral, &self.anchors, Some(&self.items))?;
+        let vc = match self.known_set(collateral, None) {
+            Some(vc) => vc,
+            None => self.verify_set(Arc::new(collateral.clone()))?,
+        };
         self.verify_platform_and_quote(quote, &vc, now_unix)
     }
 
     /// [`Verifier::verify`] for collateral the caller shares: while the caller keeps this
-    /// `Arc`, its verified form is found by identity, without hashing it. Sound because an
-    /// `Arc` whose allocation also has a `Weak` (ours) cannot be mutated in place.
+    /// `Arc`, its verified form is found by identity, without reading it. Sound because an
+    /// `Arc` we also hold cannot be mutated in place.
     pub fn verify_shared(
         &self,
         quote: &[u8],
         collateral: &Arc<Collateral>,
         now_unix: i64,
     ) -> Result<Verified, Error> {
-        let known = lock(&self.sets).iter().find_map(|(w, vc)| {
-            w.upgrade()
-                .filter(|a| Arc::ptr_eq(a, collateral))
-                .map(|_| vc.clone())
-        });
-        let vc = match known {
+        let vc = match self.known_set(collateral, Some(collateral)) {
             Some(vc) => vc,
-            None => {
-                let vc = Arc::new(verify_collateral(
-                    collateral,
-                    &self.anchors,
-                    Some(&self.items),
-                )?);
-                let mut sets = lock(&self.sets);
-                sets.retain(|(w, _)| w.strong_count() > 0);
-                if sets.len() >= SET_CAP {
-                    sets.remove(0);
-                }
-                sets.push((Arc::downgrade(collateral), vc.clone()));
-                vc
-            }
+            None => self.verify_set(collateral.clone())?,
         };
         self.verify_platform_and_quote(quote, &vc, now_unix)
+    }
+
+    /// The verified form of a remembered set: the `shared` one itself, or one of equal bytes.
+    fn known_set(
+        &self,
+        collateral: &Collateral,
+        shared: Option<&Arc<Collateral>>,
+    ) -> Option<Arc<VerifiedCollateral>> {
+        let mut sets = lock(&self.sets);
+        let at = sets.iter().position(|(known, _)| {
+            shared.is_some_and(|s| Arc::ptr_eq(known, s)) || same_collateral(known, collateral)
+        })?;
+        let entry = sets.remove(at);
+        let vc = entry.1.clone();
+        sets.insert(0, entry);
+        Some(vc)
+    }
+
+    /// Verifies a set not remembered (its items may be) and remembers it.
+    fn verify_set(&self, collateral: Arc<Collateral>) -> Result<Arc<VerifiedCollateral>, Error> {
+        let vc = Arc::new(verify_collateral(
+            &collateral,
+            &self.anchors,
+            Some(&self.items),
+        )?);
+        let mut sets = lock(&self.sets);
+        sets.insert(0, (collateral, vc.clone()));
+        sets.truncate(SET_CAP);
+        Ok(vc)
     }
 
     fn verify_platform_and_quote(

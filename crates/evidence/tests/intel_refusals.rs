@@ -438,10 +438,21 @@ fn the_verifier_cache_is_keyed_by_content() {
         verifier.verify_shared(&q2, &c, NOW).unwrap(),
         verifier.verify_shared(&q, &c, NOW).unwrap()
     );
-    // A dropped Arc is forgotten; the same content in a new Arc verifies from the item cache.
+    // The same content in a new Arc, or by reference, is found by its bytes.
     drop(c);
     let c = std::sync::Arc::new(collateral(Tee::Sgx, SimCollateralOptions::default()));
     verifier.verify_shared(&q, &c, NOW).unwrap();
+    verifier.verify(&q, &c, NOW).unwrap();
     verifier.clear_cache();
     verifier.verify_shared(&q, &c, NOW).unwrap();
+    // One byte changed anywhere in a remembered set makes it another set, verified afresh.
+    let mut crl = (*c).clone();
+    let last = crl.pck_crl.len() - 1;
+    crl.pck_crl[last] ^= 1;
+    assert_eq!(
+        verifier.verify(&q, &crl, NOW).unwrap_err(),
+        Error::BadSignature {
+            item: Item::PckCrl
+        }
+    );
 }
