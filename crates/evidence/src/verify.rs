@@ -782,9 +782,11 @@ const CACHE_CAP: usize = 256;
 ///   bytes and issuer key: a new FMSPC's collateral shares its root CRL, TCB signing chain, QE
 ///   identity and PCK CRL with every other, so it costs one signature (its TCB info);
 /// - **platforms** (PCK chain, QE report signature and attestation-key binding), keyed by the
-///   chain's DER certificates, not its PEM text, so a re-encoded chain is the same platform.
+///   chain's DER certificates, not its PEM text, so a re-encoded chain is the same platform;
+///   the most recent ones also by the quote's bytes, found before anything is decoded.
 ///
-/// Items and platforms are kept least-recently-used, [`CACHE_CAP`] of each; sets, [`SET_CAP`].
+/// Items and platforms are kept least-recently-used, [`CACHE_CAP`] of each; sets and recent
+/// platforms, [`SET_CAP`].
 /// Cached items still have their validity checked at every call's `now`, revocation is
 /// re-checked against the collateral of the call, and the quote signature is always verified.
 /// Thread-safe; share it behind an `Arc`.
@@ -793,10 +795,12 @@ pub struct Verifier {
     anchors: TrustAnchors,
     items: ItemCache,
     sets: Mutex<Vec<(Arc<Collateral>, Arc<VerifiedCollateral>)>>,
+    recent: Mutex<Vec<(RawPlatform, Arc<VerifiedPlatform>)>>,
     platforms: Mutex<Lru<VerifiedPlatform>>,
 }
 
-/// Collateral sets remembered whole (a Coordinator holds one per FMSPC and TEE kind).
+/// Collateral sets remembered whole (a Coordinator holds one per FMSPC and TEE kind), and
+/// platforms remembered by their bytes.
 const SET_CAP: usize = 16;
 
 /// Whether two collateral sets are the same bytes. The signatures differ between any two TCB
@@ -814,6 +818,7 @@ impl Verifier {
             anchors,
             items: ItemCache::new(),
             sets: Mutex::default(),
+            recent: Mutex::default(),
             platforms: Mutex::new(Lru::new(CACHE_CAP)),
         }
     }
@@ -890,29 +895,83 @@ impl Verifier {
         now_unix: i64,
     ) -> Result<Verified, Error> {
         let q = Quote::parse(quote)?;
-        let chain = pki::parse_pem_chain(pck_chain_of(&q)?, Item::PckCertificate)?;
-        let vp = memo(
-            Some(&self.platforms),
-            || {
-                let mut parts: Vec<&[u8]> = vec![
-                    &q.attestation_key()[..],
-                    q.qe_report_bytes(),
-                    &q.qe_report_signature()[..],
-                    q.qe_auth_data(),
-                ];
-                parts.extend(chain.iter().map(Vec::as_slice));
-                item_key("platform", &parts)
-            },
-            || verify_platform(&q, &self.anchors, vc),
-        )?;
+        let pem = pck_chain_of(&q)?;
+        let vp = match self.recent_platform(&q) {
+            Some(vp) => vp,
+            None => {
+                let chain = pki::parse_pem_chain(pem, Item::PckCertificate)?;
+                let vp = memo(
+                    Some(&self.platforms),
+                    || {
+                        let mut parts: Vec<&[u8]> = vec![
+                            &q.attestation_key()[..],
+                            q.qe_report_bytes(),
+                            &q.qe_report_signature()[..],
+                            q.qe_auth_data(),
+                        ];
+                        parts.extend(chain.iter().map(Vec::as_slice));
+                        item_key("platform", &parts)
+                    },
+                    || verify_platform(&q, &self.anchors, vc),
+                )?;
+                let mut recent = lock(&self.recent);
+                recent.insert(0, (RawPlatform::of(&q), vp.clone()));
+                recent.truncate(SET_CAP);
+                vp
+            }
+        };
         finish(&q, vc, &vp, now_unix)
+    }
+
+    /// A recently verified platform that `q` carries byte for byte.
+    fn recent_platform(&self, q: &Quote) -> Option<Arc<VerifiedPlatform>> {
+        let mut recent = lock(&self.recent);
+        let at = recent.iter().position(|(raw, _)| raw.is_in(q))?;
+        let entry = recent.remove(at);
+        let vp = entry.1.clone();
+        recent.insert(0, entry);
+        Some(vp)
     }
 
     /// Drops every cached item.
     pub fn clear_cache(&self) {
         self.items.clear();
         lock(&self.sets).clear();
+        lock(&self.recent).clear();
         lock(&self.platforms).clear();
+    }
+}
+
+/// A platform as a quote carries it, byte for byte: recently verified platforms are found by
+/// these bytes before anything is decoded or hashed.
+#[derive(Debug)]
+struct RawPlatform {
+    qe_report_signature: [u8; 64],
+    attestation_key: [u8; 64],
+    qe_report: Vec<u8>,
+    qe_auth_data: Vec<u8>,
+    certification_data: Vec<u8>,
+}
+
+impl RawPlatform {
+    fn of(q: &Quote) -> RawPlatform {
+        RawPlatform {
+            qe_report_signature: *q.qe_report_signature(),
+            attestation_key: *q.attestation_key(),
+            qe_report: q.qe_report_bytes().to_vec(),
+            qe_auth_data: q.qe_auth_data().to_vec(),
+            certification_data: q.certification_data().data.clone(),
+        }
+    }
+
+    /// Whether `q` carries this platform. The QE report signature differs between any two
+    /// platforms, so it is compared first.
+    fn is_in(&self, q: &Quote) -> bool {
+        self.qe_report_signature == *q.qe_report_signature()
+            && self.attestation_key == *q.attestation_key()
+            && self.qe_report == q.qe_report_bytes()
+            && self.qe_auth_data == q.qe_auth_data()
+            && self.certification_data == q.certification_data().data
     }
 }
 
