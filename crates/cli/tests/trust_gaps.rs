@@ -215,7 +215,7 @@ async fn an_snp_guest_activates_only_as_its_package_says() {
     let dir = tempfile::tempdir().unwrap();
     let (data, sim) = (dir.path().join("data"), dir.path().join("sim"));
     let p = start(&data, &sim);
-    let (mut c, _) = attested(&p.addr, &sim, None).await;
+    let (mut c, root) = attested(&p.addr, &sim, None).await;
     let image = [0xc3u8; 32];
     let u = users();
     let m = serde_json::json!({
@@ -248,10 +248,9 @@ async fn an_snp_guest_activates_only_as_its_package_says() {
         host_data: [0xb2; 32],
         ..SnpReportSpec::default()
     };
-    let body = |t: Try<'_>| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let csr_pem = coffer_coordinator::pki::make_csr(&key, "w").unwrap();
-        let spki = coffer_coordinator::pki::key_spki(&key);
+    let body_for = |t: Try<'_>, key: &rcgen::KeyPair| {
+        let csr_pem = coffer_coordinator::pki::make_csr(key, "w").unwrap();
+        let spki = coffer_coordinator::pki::key_spki(key);
         let mut report = t.signer.report(&SnpReportSpec {
             report_data: coffer_api::workload_report_data_for_image(&spki, &image),
             ..t.spec
@@ -265,6 +264,7 @@ async fn an_snp_guest_activates_only_as_its_package_says() {
         req.image_measurement = Some(hex::encode(image));
         serde_json::to_vec(&req).unwrap()
     };
+    let body = |t: Try<'_>| body_for(t, &rcgen::KeyPair::generate().unwrap());
     async fn send(c: &mut Client, body: Vec<u8>) -> (u16, String) {
         let (status, body) = c
             .request(Method::POST, "/api/v1/activate", Some(body))
@@ -279,8 +279,29 @@ async fn an_snp_guest_activates_only_as_its_package_says() {
         certs: certs(&machine),
         flip: None,
     };
-    let (status, text) = send(&mut c, body(mine(good()))).await;
+    let guest_key = rcgen::KeyPair::generate().unwrap();
+    let captured = body_for(mine(good()), &guest_key);
+    let (status, text) = send(&mut c, captured.clone()).await;
     assert_eq!(status, 200, "{text}");
+    let answer: ActivationResponse = serde_json::from_str(&text).unwrap();
+    answer.open(&guest_key.serialize_der()).unwrap();
+
+    // The request replayed by someone who captured it on the host: the answer is sealed to the
+    // guest's key; with the replayer's own key in the request, the report no longer binds it.
+    let mut replayer = Client::new(&p.addr, &Trust::RootCa(root), None).unwrap();
+    let (status, text) = send(&mut replayer, captured.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let replayed: ActivationResponse = serde_json::from_str(&text).unwrap();
+    let replayer_key = rcgen::KeyPair::generate().unwrap();
+    assert_eq!(
+        replayed.open(&replayer_key.serialize_der()).unwrap_err(),
+        coffer_api::SealError::Authentication
+    );
+    let mut req: coffer_api::ActivationRequest = serde_json::from_slice(&captured).unwrap();
+    req.csr_pem = coffer_coordinator::pki::make_csr(&replayer_key, "w").unwrap();
+    let (status, text) = send(&mut replayer, serde_json::to_vec(&req).unwrap()).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("report data"), "{text}");
 
     let cases: Vec<(&str, Try<'_>, u16, &str)> = vec![
         (

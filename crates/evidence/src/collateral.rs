@@ -407,20 +407,23 @@ impl TcbInfo {
         if text.len() > MAX_DOC_LEN {
             return Err(Error::malformed(it, "larger than 1 MiB"));
         }
-        #[derive(Deserialize)]
-        struct Version {
-            version: u32,
+        let unsupported = |version: u32| {
+            Error::unsupported(it, format!("version {version} (supported: 2, 3)"))
+        };
+        let raw: RawTcbInfo = serde_json::from_str(text).map_err(|e| {
+            // Another version may have another shape: say so rather than name a field.
+            #[derive(Deserialize)]
+            struct Version {
+                version: u32,
+            }
+            match serde_json::from_str::<Version>(text) {
+                Ok(v) if !(2..=3).contains(&v.version) => unsupported(v.version),
+                _ => Error::malformed(it, e.to_string()),
+            }
+        })?;
+        if !(2..=3).contains(&raw.version) {
+            return Err(unsupported(raw.version));
         }
-        let v: Version =
-            serde_json::from_str(text).map_err(|e| Error::malformed(it, e.to_string()))?;
-        if !(2..=3).contains(&v.version) {
-            return Err(Error::unsupported(
-                it,
-                format!("version {} (supported: 2, 3)", v.version),
-            ));
-        }
-        let raw: RawTcbInfo =
-            serde_json::from_str(text).map_err(|e| Error::malformed(it, e.to_string()))?;
         let id = match (raw.id, raw.version) {
             (Some(id), _) => id,
             (None, 2) => "SGX".to_string(),
@@ -724,6 +727,26 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("not allowed"), "{e}");
+    }
+
+    #[test]
+    fn another_version_is_named_whatever_its_shape() {
+        for shape in [
+            |v: &mut serde_json::Value| v["version"] = 4.into(),
+            |v: &mut serde_json::Value| {
+                v["version"] = 4.into();
+                v.as_object_mut().unwrap().remove("tcbLevels");
+            },
+        ] {
+            let e = edited_tdx_tcb_info(shape).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Unsupported, "{e}");
+            assert!(e.to_string().contains("version 4"), "{e}");
+        }
+        let e = edited_tdx_tcb_info(|v| {
+            v.as_object_mut().unwrap().remove("tcbLevels");
+        })
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Malformed, "{e}");
     }
 
     #[test]
