@@ -372,7 +372,11 @@ fn measure_tdx(args: &[&str]) -> serde_json::Value {
 fn write_tdx_inputs(dir: &Path) {
     std::fs::write(dir.join("tdvf.fd"), synthetic_tdvf()).unwrap();
     std::fs::write(dir.join("signed.bzImage"), synthetic_bzimage(true, true)).unwrap();
-    std::fs::write(dir.join("unsigned.bzImage"), synthetic_bzimage(false, false)).unwrap();
+    std::fs::write(
+        dir.join("unsigned.bzImage"),
+        synthetic_bzimage(false, false),
+    )
+    .unwrap();
     std::fs::write(dir.join("initrd.img"), pattern(300_000, 3)).unwrap();
 }
 
@@ -398,7 +402,10 @@ fn tdx_measurements_are_dstack_mrs() {
         "Debian's ovmf package changed: run dstack-mr on the new OVMF.fd as \
          tests/data/tdx/README.md says and record it"
     );
-    for (name, file) in [("OVMF.fd", "/usr/share/ovmf/OVMF.fd".into()), ("tdvf.fd", path("tdvf.fd"))] {
+    for (name, file) in [
+        ("OVMF.fd", "/usr/share/ovmf/OVMF.fd".into()),
+        ("tdvf.fd", path("tdvf.fd")),
+    ] {
         for order in ["interleaved", "add-all-first"] {
             let ours = measure_tdx(&["--firmware", &file, "--page-order", order]);
             assert_eq!(ours["mrtd"], firmware[name][order], "{name} {order}");
@@ -430,7 +437,10 @@ fn tdx_measurements_are_dstack_mrs() {
         assert_eq!(ours["rtmr2"], boot["rtmr2"], "{boot}");
         seen.insert((ours["rtmr1"].to_string(), ours["rtmr2"].to_string()));
     }
-    assert!(seen.len() >= 6, "kernel, memory and command line each count");
+    assert!(
+        seen.len() >= 6,
+        "kernel, memory and command line each count"
+    );
 }
 
 /// Debian's signed kernel (`linux-image-amd64`, unpacked by scripts/install-deps.sh): our
@@ -518,7 +528,10 @@ fn tdx_measurement_inputs_are_checked() {
     let err = boot(&path("initrd.img"), "4G");
     assert!(err.contains("HdrS"), "{err}");
     let err = boot(&path("signed.bzImage"), "256K");
-    assert!(err.contains("too little") || err.contains("does not fit"), "{err}");
+    assert!(
+        err.contains("too little") || err.contains("does not fit"),
+        "{err}"
+    );
     // Every part of the TDVF descriptor is checked.
     let mut tdvf = synthetic_tdvf();
     tdvf[0x38000 + 8] = 2; // version

@@ -407,9 +407,8 @@ impl TcbInfo {
         if text.len() > MAX_DOC_LEN {
             return Err(Error::malformed(it, "larger than 1 MiB"));
         }
-        let unsupported = |version: u32| {
-            Error::unsupported(it, format!("version {version} (supported: 2, 3)"))
-        };
+        let unsupported =
+            |version: u32| Error::unsupported(it, format!("version {version} (supported: 2, 3)"));
         let raw: RawTcbInfo = serde_json::from_str(text).map_err(|e| {
             // Another version may have another shape: say so rather than name a field.
             #[derive(Deserialize)]

@@ -451,8 +451,6 @@ fn the_verifier_cache_is_keyed_by_content() {
     crl.pck_crl[last] ^= 1;
     assert_eq!(
         verifier.verify(&q, &crl, NOW).unwrap_err(),
-        Error::BadSignature {
-            item: Item::PckCrl
-        }
+        Error::BadSignature { item: Item::PckCrl }
     );
 }

@@ -42,8 +42,8 @@ use sha2::{Digest, Sha256, Sha384};
 
 mod tdx;
 pub use tdx::{
-    authenticode, mrtd, qemu_patched_kernel, tdx_rtmrs, PageOrder, TdvfSection, TdvfSectionKind,
-    Tdvf, TdxBoot, TdxRtmrs,
+    authenticode, mrtd, qemu_patched_kernel, tdx_rtmrs, PageOrder, Tdvf, TdvfSection,
+    TdvfSectionKind, TdxBoot, TdxRtmrs,
 };
 
 const PAGE: usize = 4096;

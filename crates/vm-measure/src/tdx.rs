@@ -116,7 +116,9 @@ impl<'a> Tdvf<'a> {
             .get(start..start + 16)
             .ok_or_else(|| bad("the TDVF descriptor is beyond the image".into()))?;
         if &header[..4] != b"TDVF" || u32_at(header, 8) != 1 {
-            return Err(bad("the TDX metadata is not a `TDVF` version 1 descriptor".into()));
+            return Err(bad(
+                "the TDX metadata is not a `TDVF` version 1 descriptor".into()
+            ));
         }
         let (length, count) = (u32_at(header, 4) as usize, u32_at(header, 12) as usize);
         if Some(length) != count.checked_mul(32).and_then(|n| n.checked_add(16)) {
@@ -369,7 +371,9 @@ pub fn qemu_patched_kernel(
     };
     let below_4g = memory_size.min(lowmem) as u32;
     let top = below_4g.checked_sub(QEMU_ACPI_DATA_SIZE).ok_or_else(|| {
-        Error::Guest(format!("{memory_size} bytes of memory is too little for QEMU"))
+        Error::Guest(format!(
+            "{memory_size} bytes of memory is too little for QEMU"
+        ))
     })?;
     if initrd_max >= top {
         initrd_max = top - 1;
