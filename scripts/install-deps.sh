@@ -48,7 +48,7 @@ fi
 if [ ! -s /opt/coffer-test/vmlinuz ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     work=$(mktemp -d) && chmod 0755 "$work"
-    latest_kernel() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+    latest_kernel() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ && !found {print $2; found = 1}'; }
     kernel_pkg=$(latest_kernel)
     [ -n "$kernel_pkg" ] || { $SUDO apt-get update -qq; kernel_pkg=$(latest_kernel); }
     (cd "$work" && apt-get download -qq "$kernel_pkg")
