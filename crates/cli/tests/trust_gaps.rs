@@ -140,6 +140,15 @@ async fn a_replayed_activation_request_yields_nothing_readable() {
     );
 }
 
+/// Posts a raw activation request body; the status and the answer's text.
+async fn send(c: &mut Client, body: Vec<u8>) -> (u16, String) {
+    let (status, body) = c
+        .request(Method::POST, "/api/v1/activate", Some(body))
+        .await
+        .unwrap();
+    (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+}
+
 /// In a confidential VM the firmware and boot registers do not measure the container: only
 /// the image binding in the report data (bytes 32..64) does. A TD with the right MRTD and
 /// RTMRs activates only with the pinned image, and only when its evidence binds the image it
@@ -181,13 +190,6 @@ async fn a_td_running_another_image_does_not_activate() {
         req.image_measurement = claimed.map(hex::encode);
         serde_json::to_vec(&req).unwrap()
     };
-    async fn send(c: &mut Client, body: Vec<u8>) -> (u16, String) {
-        let (status, body) = c
-            .request(Method::POST, "/api/v1/activate", Some(body))
-            .await
-            .unwrap();
-        (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
-    }
     // The pinned image, bound: activated.
     let (status, body) = send(&mut c, try_activate(Some(image), Some(image))).await;
     assert_eq!(status, 200, "{body}");
@@ -265,13 +267,6 @@ async fn an_snp_guest_activates_only_as_its_package_says() {
         serde_json::to_vec(&req).unwrap()
     };
     let body = |t: Try<'_>| body_for(t, &rcgen::KeyPair::generate().unwrap());
-    async fn send(c: &mut Client, body: Vec<u8>) -> (u16, String) {
-        let (status, body) = c
-            .request(Method::POST, "/api/v1/activate", Some(body))
-            .await
-            .unwrap();
-        (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
-    }
     // A report from this machine with its own chain.
     let mine = |spec: SnpReportSpec| Try {
         spec,
