@@ -15,20 +15,12 @@ use libfuzzer_sys::fuzz_target;
 
 fn claims(mr: u8) -> MeasurementClaims {
     MeasurementClaims {
-        tee: Tee::Sgx,
         mrenclave: Some([mr; 32]),
         mrsigner: Some([1; 32]),
         isv_prod_id: Some(1),
         isv_svn: Some(1),
-        debug: false,
         tcb_status: "UpToDate".into(),
-        mrtd: None,
-        rtmrs: None,
-        mrconfigid: None,
-        image_measurement: None,
-        mrservicetd: None,
-        tcb_evaluation_data_number: None,
-        snp: None,
+        ..MeasurementClaims::of_tee(Tee::Sgx)
     }
 }
 

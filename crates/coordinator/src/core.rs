@@ -2332,37 +2332,25 @@ pub fn claims_of(v: &coffer_evidence::Verified) -> MeasurementClaims {
     use coffer_evidence::Measurement;
     match &v.measurement {
         Measurement::Sgx(m) => MeasurementClaims {
-            tee: Tee::Sgx,
             mrenclave: Some(m.mrenclave),
             mrsigner: Some(m.mrsigner),
             isv_prod_id: Some(m.isv_prod_id),
             isv_svn: Some(m.isv_svn),
             debug: m.debug,
             tcb_status: v.tcb_status.to_string(),
-            mrtd: None,
-            rtmrs: None,
-            mrconfigid: None,
-            image_measurement: None,
-            mrservicetd: None,
             tcb_evaluation_data_number: Some(v.tcb_evaluation_data_number),
-            snp: None,
+            ..MeasurementClaims::of_tee(Tee::Sgx)
         },
         Measurement::Tdx(m) => MeasurementClaims {
-            tee: Tee::Tdx,
-            mrenclave: None,
-            mrsigner: None,
-            isv_prod_id: None,
-            isv_svn: None,
             debug: m.debug,
             tcb_status: v.tcb_status.to_string(),
             mrtd: Some(m.mrtd),
             rtmrs: Some(m.rtmr),
             mrconfigid: Some(m.mrconfigid),
-            image_measurement: None,
             // A quote without a service TD field (TD 1.0) binds none: zero.
             mrservicetd: Some(m.mrservicetd.unwrap_or([0; 48])),
             tcb_evaluation_data_number: Some(v.tcb_evaluation_data_number),
-            snp: None,
+            ..MeasurementClaims::of_tee(Tee::Tdx)
         },
     }
 }

@@ -455,19 +455,7 @@ impl EvidenceVerifier {
         let r = &v.report;
         let t = v.reported_tcb;
         let claims = MeasurementClaims {
-            tee: coffer_manifest::Tee::Snp,
-            mrenclave: None,
-            mrsigner: None,
-            isv_prod_id: None,
-            isv_svn: None,
             debug: r.debug(),
-            tcb_status: String::new(),
-            mrtd: None,
-            rtmrs: None,
-            mrconfigid: None,
-            image_measurement: None,
-            mrservicetd: None,
-            tcb_evaluation_data_number: None,
             snp: Some(SnpClaims {
                 measurement: r.measurement,
                 host_data: r.host_data,
@@ -484,6 +472,7 @@ impl EvidenceVerifier {
                 },
                 crl_checked: v.crl_checked,
             }),
+            ..MeasurementClaims::of_tee(coffer_manifest::Tee::Snp)
         };
         Ok(VerifiedEvidence {
             claims,

@@ -43,6 +43,29 @@ pub struct MeasurementClaims {
     pub snp: Option<SnpClaims>,
 }
 
+impl MeasurementClaims {
+    /// Claims of a `tee` with nothing measured: every value absent, not debug, no TCB status.
+    /// Verifiers fill in what their evidence proves (`..MeasurementClaims::of_tee(tee)`).
+    pub fn of_tee(tee: Tee) -> MeasurementClaims {
+        MeasurementClaims {
+            tee,
+            mrenclave: None,
+            mrsigner: None,
+            isv_prod_id: None,
+            isv_svn: None,
+            debug: false,
+            tcb_status: String::new(),
+            mrtd: None,
+            rtmrs: None,
+            mrconfigid: None,
+            image_measurement: None,
+            mrservicetd: None,
+            tcb_evaluation_data_number: None,
+            snp: None,
+        }
+    }
+}
+
 /// What a verified SEV-SNP attestation report says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnpClaims {

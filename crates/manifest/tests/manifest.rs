@@ -380,38 +380,18 @@ fn hash_is_canonical_across_format_order_case_and_defaults() {
 
 fn sgx_claims() -> MeasurementClaims {
     MeasurementClaims {
-        tee: Tee::Sgx,
         mrenclave: Some([0x11; 32]),
         mrsigner: Some([0x83; 32]),
         isv_prod_id: Some(1),
         isv_svn: Some(3),
-        debug: false,
         tcb_status: "UpToDate".into(),
-        mrtd: None,
-        rtmrs: None,
-        mrconfigid: None,
-        image_measurement: None,
-        mrservicetd: None,
-        tcb_evaluation_data_number: None,
-        snp: None,
+        ..MeasurementClaims::of_tee(Tee::Sgx)
     }
 }
 
 fn snp_claims() -> MeasurementClaims {
     MeasurementClaims {
-        tee: Tee::Snp,
-        mrenclave: None,
-        mrsigner: None,
-        isv_prod_id: None,
-        isv_svn: None,
-        debug: false,
-        tcb_status: String::new(),
-        mrtd: None,
-        rtmrs: None,
-        mrconfigid: None,
         image_measurement: Some([0xc3; 32]),
-        mrservicetd: None,
-        tcb_evaluation_data_number: None,
         snp: Some(SnpClaims {
             measurement: [0xa1; 48],
             host_data: [0xb2; 32],
@@ -428,6 +408,7 @@ fn snp_claims() -> MeasurementClaims {
             },
             crl_checked: false,
         }),
+        ..MeasurementClaims::of_tee(Tee::Snp)
     }
 }
 
