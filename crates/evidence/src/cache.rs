@@ -1,5 +1,6 @@
-//! The bounded memo behind [`crate::Verifier`]: verified items keyed by a SHA-256 of the bytes
-//! (and issuer key) they were verified from, evicted least recently used.
+//! The bounded memos behind [`crate::Verifier`]: verified items keyed by a SHA-256 of the bytes
+//! (and issuer key) they were verified from, and a few recent ones found by comparing bytes;
+//! both evict the least recently used.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -57,6 +58,44 @@ impl<T> Lru<T> {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+/// A short most-recently-used list whose entries are found by a test on their keys (equal
+/// bytes, or identity) instead of by a digest: for the few entries worth finding without
+/// hashing anything.
+#[derive(Debug)]
+pub(crate) struct Recent<K, V> {
+    entries: Vec<(K, Arc<V>)>,
+    capacity: usize,
+}
+
+impl<K, V> Recent<K, V> {
+    pub(crate) fn new(capacity: usize) -> Recent<K, V> {
+        Recent {
+            entries: Vec::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The value of the first entry whose key passes `hit`, moved to the front.
+    pub(crate) fn find(&mut self, hit: impl Fn(&K) -> bool) -> Option<Arc<V>> {
+        let at = self.entries.iter().position(|(k, _)| hit(k))?;
+        let entry = self.entries.remove(at);
+        let value = entry.1.clone();
+        self.entries.insert(0, entry);
+        Some(value)
+    }
+
+    /// Remembers `value` under `key` at the front, forgetting the least recently used entry
+    /// beyond the capacity.
+    pub(crate) fn put(&mut self, key: K, value: Arc<V>) {
+        self.entries.insert(0, (key, value));
+        self.entries.truncate(self.capacity);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
     }
 }
 
@@ -118,6 +157,20 @@ mod tests {
         lru.put([3; 32], Arc::new(4));
         assert_eq!(lru.len(), 2);
         assert_eq!(lru.get(&[3; 32]).as_deref(), Some(&4));
+    }
+
+    #[test]
+    fn a_recent_entry_found_moves_to_the_front_and_the_last_is_forgotten() {
+        let mut recent = Recent::new(2);
+        recent.put(1, Arc::new("one"));
+        recent.put(2, Arc::new("two"));
+        assert_eq!(recent.find(|k| *k == 1).as_deref(), Some(&"one"));
+        recent.put(3, Arc::new("three"));
+        assert!(recent.find(|k| *k == 2).is_none());
+        assert_eq!(recent.find(|k| *k == 1).as_deref(), Some(&"one"));
+        assert_eq!(recent.find(|k| *k == 3).as_deref(), Some(&"three"));
+        recent.clear();
+        assert!(recent.find(|_| true).is_none());
     }
 
     #[test]

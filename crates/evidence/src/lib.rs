@@ -86,10 +86,11 @@
 //! self-signature is not checked when the chain carries the anchor certificate itself) and
 //! parses everything once. [`Verifier`] remembers verified collateral *items* (keyed by SHA-256
 //! of their bytes and issuer key, so collateral for a new FMSPC costs only its TCB info's
-//! signature), collateral sets shared as an `Arc` (found by identity, nothing hashed) and
-//! verified platforms (keyed by the PCK chain's DER certificates, so a re-encoded chain is the
-//! same platform); all least-recently-used. A repeated quote from a known platform costs one
-//! signature (the quote's) plus time-validity and revocation checks.
+//! signature), the last collateral sets (found by identity when shared as an `Arc`, else by
+//! equal bytes, nothing hashed) and verified platforms (keyed by the PCK chain's DER
+//! certificates, so a re-encoded chain is the same platform; the last ones also by the quote's
+//! bytes); all least-recently-used. A repeated quote from a known platform costs one signature
+//! (the quote's) plus time-validity and revocation checks.
 
 //! # Not checked here
 //! The report body's policy (debug, TD attributes, MRSERVICETD …), expected measurements and

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::cache::{item_key, lock, memo, Lru};
+use crate::cache::{item_key, lock, memo, Lru, Recent};
 use crate::collateral::{Collateral, QeIdentity, TcbInfo};
 use crate::error::{Error, Item};
 use crate::pki::{self, Cert, Crl, Role, SgxExtension, TrustAnchors, Window};
@@ -794,8 +794,8 @@ const CACHE_CAP: usize = 256;
 pub struct Verifier {
     anchors: TrustAnchors,
     items: ItemCache,
-    sets: Mutex<Vec<(Arc<Collateral>, Arc<VerifiedCollateral>)>>,
-    recent: Mutex<Vec<(RawPlatform, Arc<VerifiedPlatform>)>>,
+    sets: Mutex<Recent<Arc<Collateral>, VerifiedCollateral>>,
+    recent: Mutex<Recent<RawPlatform, VerifiedPlatform>>,
     platforms: Mutex<Lru<VerifiedPlatform>>,
 }
 
@@ -817,8 +817,8 @@ impl Verifier {
         Verifier {
             anchors,
             items: ItemCache::new(),
-            sets: Mutex::default(),
-            recent: Mutex::default(),
+            sets: Mutex::new(Recent::new(SET_CAP)),
+            recent: Mutex::new(Recent::new(SET_CAP)),
             platforms: Mutex::new(Lru::new(CACHE_CAP)),
         }
     }
@@ -865,14 +865,9 @@ impl Verifier {
         collateral: &Collateral,
         shared: Option<&Arc<Collateral>>,
     ) -> Option<Arc<VerifiedCollateral>> {
-        let mut sets = lock(&self.sets);
-        let at = sets.iter().position(|(known, _)| {
+        lock(&self.sets).find(|known| {
             shared.is_some_and(|s| Arc::ptr_eq(known, s)) || same_collateral(known, collateral)
-        })?;
-        let entry = sets.remove(at);
-        let vc = entry.1.clone();
-        sets.insert(0, entry);
-        Some(vc)
+        })
     }
 
     /// Verifies a set not remembered (its items may be) and remembers it.
@@ -882,9 +877,7 @@ impl Verifier {
             &self.anchors,
             Some(&self.items),
         )?);
-        let mut sets = lock(&self.sets);
-        sets.insert(0, (collateral, vc.clone()));
-        sets.truncate(SET_CAP);
+        lock(&self.sets).put(collateral, vc.clone());
         Ok(vc)
     }
 
@@ -896,7 +889,9 @@ impl Verifier {
     ) -> Result<Verified, Error> {
         let q = Quote::parse(quote)?;
         let pem = pck_chain_of(&q)?;
-        let vp = match self.recent_platform(&q) {
+        // The lock is let go before a miss verifies and remembers the platform.
+        let known = lock(&self.recent).find(|raw| raw.is_in(&q));
+        let vp = match known {
             Some(vp) => vp,
             None => {
                 let chain = pki::parse_pem_chain(pem, Item::PckCertificate)?;
@@ -914,23 +909,11 @@ impl Verifier {
                     },
                     || verify_platform(&q, &self.anchors, vc),
                 )?;
-                let mut recent = lock(&self.recent);
-                recent.insert(0, (RawPlatform::of(&q), vp.clone()));
-                recent.truncate(SET_CAP);
+                lock(&self.recent).put(RawPlatform::of(&q), vp.clone());
                 vp
             }
         };
         finish(&q, vc, &vp, now_unix)
-    }
-
-    /// A recently verified platform that `q` carries byte for byte.
-    fn recent_platform(&self, q: &Quote) -> Option<Arc<VerifiedPlatform>> {
-        let mut recent = lock(&self.recent);
-        let at = recent.iter().position(|(raw, _)| raw.is_in(q))?;
-        let entry = recent.remove(at);
-        let vp = entry.1.clone();
-        recent.insert(0, entry);
-        Some(vp)
     }
 
     /// Drops every cached item.
