@@ -1,7 +1,9 @@
 //! Printing results and errors, as text for people or JSON for scripts.
 
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::Global;
@@ -50,4 +52,27 @@ pub(crate) fn report_error(err: &anyhow::Error, global: Global) -> ExitCode {
         eprintln!("error: {message}");
     }
     ExitCode::from(1)
+}
+
+/// Reads at most `limit` bytes of `path`, refusing larger files; `flag` names the option.
+pub(crate) fn read_bounded(path: &Path, limit: u64, flag: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(path).map_err(|e| {
+        Failure::new(
+            "missing_input",
+            format!("{flag}: cannot open {}: {e}", path.display()),
+        )
+    })?;
+    let mut buf = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("{flag}: reading {}", path.display()))?;
+    if buf.len() as u64 > limit {
+        return Err(Failure::new(
+            "usage",
+            format!("{flag}: {} is larger than {limit} bytes", path.display()),
+        )
+        .into());
+    }
+    Ok(buf)
 }

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use coffer_image::protect::Key;
 use coffer_image::{ConvertOptions, ImageRef, Limits, Progress};
 
-use crate::output::{print_json, Failure};
+use crate::output::{print_json, read_bounded, Failure};
 use crate::Global;
 
 /// TEE to build for.
@@ -570,29 +570,6 @@ fn print_key_instructions(key_file: Option<&PathBuf>, package: &str) -> anyhow::
 
 /// Largest key file read into memory (keys are KiBs; this bounds a mistake).
 const KEY_FILE_LIMIT: u64 = 1 << 20;
-
-/// Reads at most `limit` bytes of `path`, refusing larger files; `flag` names the option.
-fn read_bounded(path: &Path, limit: u64, flag: &str) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let f = std::fs::File::open(path).map_err(|e| {
-        Failure::new(
-            "missing_input",
-            format!("{flag}: cannot open {}: {e}", path.display()),
-        )
-    })?;
-    let mut buf = Vec::new();
-    f.take(limit + 1)
-        .read_to_end(&mut buf)
-        .with_context(|| format!("{flag}: reading {}", path.display()))?;
-    if buf.len() as u64 > limit {
-        return Err(Failure::new(
-            "usage",
-            format!("{flag}: {} is larger than {limit} bytes", path.display()),
-        )
-        .into());
-    }
-    Ok(buf)
-}
 
 /// Everything `--tee sgx` needs, checked before any conversion work.
 fn gramine_options(args: &ConvertArgs) -> anyhow::Result<coffer_image::sgx::GramineOptions> {

@@ -2,8 +2,7 @@
 //!
 //! Glue only: files in, digest out; the computation is in `coffer-vm-measure`.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -12,7 +11,7 @@ use coffer_vm_measure::{
     TdxBoot, VCPU_TYPES,
 };
 
-use crate::output::{print_json, Failure};
+use crate::output::{print_json, read_bounded, Failure};
 use crate::Global;
 
 /// Largest firmware, kernel or initrd read (OVMF is 2–4 MiB, an initrd rarely over 256 MiB).
@@ -167,25 +166,8 @@ pub(crate) fn run(cmd: MeasureCmd, global: Global) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    let f = std::fs::File::open(path)
-        .map_err(|e| Failure::new("io", format!("{what} {}: {e}", path.display())))?;
-    let mut bytes = Vec::new();
-    f.take(FILE_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Failure::new("io", format!("{what} {}: {e}", path.display())))?;
-    if bytes.len() as u64 > FILE_LIMIT {
-        return Err(Failure::new(
-            "too_large",
-            format!("{what} {} is larger than 1 GiB", path.display()),
-        )
-        .into());
-    }
-    Ok(bytes)
-}
-
 fn snp(a: SnpArgs, global: Global) -> anyhow::Result<ExitCode> {
-    let firmware = read(&a.ovmf, "--ovmf")?;
+    let firmware = read_bounded(&a.ovmf, FILE_LIMIT, "--ovmf")?;
     let ovmf = Ovmf::parse(&firmware)
         .map_err(|e| Failure::new("malformed", format!("{}: {e}", a.ovmf.display())))?;
     if !ovmf.has_sev_metadata() {
@@ -199,11 +181,11 @@ fn snp(a: SnpArgs, global: Global) -> anyhow::Result<ExitCode> {
     }
     let kernel = match &a.kernel {
         Some(k) => {
-            let kernel = read(k, "--kernel")?;
+            let kernel = read_bounded(k, FILE_LIMIT, "--kernel")?;
             let initrd = a
                 .initrd
                 .as_deref()
-                .map(|p| read(p, "--initrd"))
+                .map(|p| read_bounded(p, FILE_LIMIT, "--initrd"))
                 .transpose()?;
             Some(KernelHashes::new(
                 &kernel,
@@ -237,14 +219,17 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn tdx(a: TdxArgs, global: Global) -> anyhow::Result<ExitCode> {
-    let firmware = read(&a.firmware, "--firmware")?;
+    let firmware = read_bounded(&a.firmware, FILE_LIMIT, "--firmware")?;
     let tdvf = Tdvf::parse(&firmware)
         .map_err(|e| Failure::new("malformed", format!("{}: {e}", a.firmware.display())))?;
     let mut values = vec![("mrtd", hex(&mrtd(&tdvf, a.page_order)))];
     if let (Some(k), Some(i), Some(append), Some(memory_size)) =
         (&a.kernel, &a.initrd, &a.append, a.memory)
     {
-        let (kernel, initrd) = (read(k, "--kernel")?, read(i, "--initrd")?);
+        let (kernel, initrd) = (
+            read_bounded(k, FILE_LIMIT, "--kernel")?,
+            read_bounded(i, FILE_LIMIT, "--initrd")?,
+        );
         let rtmrs = tdx_rtmrs(&TdxBoot {
             kernel: &kernel,
             initrd: &initrd,
