@@ -24,7 +24,7 @@
 
 use sha2::{Digest, Sha384};
 
-use crate::{Error, Ovmf, PAGE};
+use crate::{u32_at, Error, Ovmf, PAGE};
 
 const TDX_METADATA_GUID: &str = "e47a6535-984a-4798-865e-4685a7bf8ec2";
 /// Bytes TDH.MR.EXTEND measures per call.
@@ -85,11 +85,14 @@ pub struct Tdvf<'a> {
     sections: Vec<TdvfSection>,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+/// A little-endian `u32` at `at` of a record whose length was checked (see [`u32_at`] for
+/// bytes not yet checked).
+fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+/// A little-endian `u64` at `at` of a record whose length was checked.
+fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
@@ -110,17 +113,17 @@ impl<'a> Tdvf<'a> {
         }
         let start = data
             .len()
-            .checked_sub(u32_at(entry, 0) as usize)
+            .checked_sub(le_u32(entry, 0) as usize)
             .ok_or_else(|| bad("the TDX metadata offset is beyond the image".into()))?;
         let header = data
             .get(start..start + 16)
             .ok_or_else(|| bad("the TDVF descriptor is beyond the image".into()))?;
-        if &header[..4] != b"TDVF" || u32_at(header, 8) != 1 {
+        if &header[..4] != b"TDVF" || le_u32(header, 8) != 1 {
             return Err(bad(
                 "the TDX metadata is not a `TDVF` version 1 descriptor".into()
             ));
         }
-        let (length, count) = (u32_at(header, 4) as usize, u32_at(header, 12) as usize);
+        let (length, count) = (le_u32(header, 4) as usize, le_u32(header, 12) as usize);
         if Some(length) != count.checked_mul(32).and_then(|n| n.checked_add(16)) {
             return Err(bad(format!(
                 "the TDVF descriptor's length {length} does not fit its {count} sections"
@@ -171,7 +174,7 @@ impl<'a> Tdvf<'a> {
 
 /// One 32-byte TDVF section entry, checked.
 fn section(item: &[u8]) -> Result<TdvfSection, String> {
-    let (kind, attributes) = (u32_at(item, 24), u32_at(item, 28));
+    let (kind, attributes) = (le_u32(item, 24), le_u32(item, 28));
     let kind = match kind {
         0 => TdvfSectionKind::Bfv,
         1 => TdvfSectionKind::Cfv,
@@ -186,10 +189,10 @@ fn section(item: &[u8]) -> Result<TdvfSection, String> {
         return Err(format!("unknown TDVF section attributes {attributes:#x}"));
     }
     let s = TdvfSection {
-        data_offset: u32_at(item, 0),
-        raw_size: u32_at(item, 4),
-        gpa: u64_at(item, 8),
-        memory_size: u64_at(item, 16),
+        data_offset: le_u32(item, 0),
+        raw_size: le_u32(item, 4),
+        gpa: le_u64(item, 8),
+        memory_size: le_u64(item, 16),
         kind,
         extend: attributes & ATTR_MR_EXTEND != 0,
         page_aug: attributes & ATTR_PAGE_AUG != 0,
@@ -361,7 +364,7 @@ pub fn qemu_patched_kernel(
     let mut initrd_max = if protocol >= 0x20c && xloadflags & CAN_BE_LOADED_ABOVE_4G != 0 {
         u32::MAX
     } else {
-        u32_at(&k, 0x22c)
+        le_u32(&k, 0x22c)
     };
     // q35 keeps guest memory below 2 GiB under 4 GiB once it reaches 2.75 GiB.
     let lowmem = if memory_size >= 0xb000_0000 {
@@ -396,11 +399,10 @@ pub fn qemu_patched_kernel(
 pub fn authenticode<D: Digest>(pe: &[u8]) -> Result<sha2::digest::Output<D>, Error> {
     let bad = |m: &str| Error::Kernel(format!("PE image: {m}"));
     let at16 = |at: usize| pe.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let at32 = |at: usize| pe.get(at..at + 4).map(|b| u32_at(b, 0));
     if pe.get(..2) != Some(b"MZ") {
         return Err(bad("no MZ header"));
     }
-    let nt = at32(0x3c).ok_or_else(|| bad("truncated DOS header"))? as usize;
+    let nt = u32_at(pe, 0x3c).ok_or_else(|| bad("truncated DOS header"))? as usize;
     if pe.get(nt..nt.saturating_add(4)) != Some(b"PE\0\0") {
         return Err(bad("no PE signature"));
     }
@@ -414,8 +416,8 @@ pub fn authenticode<D: Digest>(pe: &[u8]) -> Result<sha2::digest::Output<D>, Err
         _ => return Err(bad("unknown optional header magic")),
     };
     let checksum = optional + 64;
-    let headers_size = at32(optional + 60).ok_or_else(|| bad("truncated optional header"))?;
-    let dirs = at32(dirs_count_at).ok_or_else(|| bad("truncated optional header"))?;
+    let headers_size = u32_at(pe, optional + 60).ok_or_else(|| bad("truncated optional header"))?;
+    let dirs = u32_at(pe, dirs_count_at).ok_or_else(|| bad("truncated optional header"))?;
     let headers_size = headers_size as usize;
     if headers_size > pe.len() || optional + optional_size > pe.len() {
         return Err(bad("headers run past the image"));
@@ -432,7 +434,7 @@ pub fn authenticode<D: Digest>(pe: &[u8]) -> Result<sha2::digest::Output<D>, Err
         }
         h.update(&pe[checksum + 4..security]);
         h.update(&pe[security + 8..headers_size]);
-        u64::from(u32_at(pe, security + 4))
+        u64::from(le_u32(pe, security + 4))
     } else {
         h.update(&pe[checksum + 4..headers_size]);
         0
@@ -443,7 +445,7 @@ pub fn authenticode<D: Digest>(pe: &[u8]) -> Result<sha2::digest::Output<D>, Err
         let entry = pe
             .get(table + 40 * i..table + 40 * (i + 1))
             .ok_or_else(|| bad("the section table runs past the image"))?;
-        let (size, offset) = (u32_at(entry, 16) as usize, u32_at(entry, 20) as usize);
+        let (size, offset) = (le_u32(entry, 16) as usize, le_u32(entry, 20) as usize);
         if size == 0 {
             continue;
         }
