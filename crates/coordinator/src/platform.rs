@@ -401,21 +401,18 @@ impl EvidenceVerifier {
         // KDS: everything when the evidence has no certificates, else only the CRL (when the
         // report names its product; a version 2 report does not, and goes without).
         let (from_kds, kds_crl) = match (&side.sim, &self.kds) {
-            (None, Some(kds)) if certificates.is_empty() => {
-                (Some(kds_collateral(kds, report, now)?), None)
-            }
             (None, Some(kds)) => {
-                let product = coffer_evidence::snp::Report::parse(report)
-                    .map_err(evidence_error)?
-                    .product_from_cpuid();
-                let crl = match product {
-                    Some(p) => Some(
-                        kds.crl(p, now)
-                            .map_err(|e| Error::CollateralUnavailable(e.to_string()))?,
-                    ),
-                    None => None,
-                };
-                (None, crl)
+                let parsed = coffer_evidence::snp::Report::parse(report).map_err(evidence_error)?;
+                if certificates.is_empty() {
+                    (Some(kds_collateral(kds, &parsed, now)?), None)
+                } else {
+                    let crl = parsed
+                        .product_from_cpuid()
+                        .map(|p| kds.crl(p, now))
+                        .transpose()
+                        .map_err(|e| Error::CollateralUnavailable(e.to_string()))?;
+                    (None, crl)
+                }
             }
             _ => (None, None),
         };
@@ -531,10 +528,9 @@ impl EvidenceVerifier {
 /// KDS collateral for a report: the product from its CPUID (version 3 and later).
 fn kds_collateral(
     kds: &coffer_pccs::kds::KdsSource,
-    report: &[u8],
+    parsed: &coffer_evidence::snp::Report,
     now: i64,
 ) -> Result<coffer_pccs::kds::KdsCollateral, Error> {
-    let parsed = coffer_evidence::snp::Report::parse(report).map_err(evidence_error)?;
     let product = parsed.product_from_cpuid().ok_or_else(|| Error::Evidence {
         kind: coffer_api::ErrorKind::UnsupportedEvidence,
         reason: "the SNP report names no known product in its CPUID fields (version 2 reports \
@@ -542,7 +538,7 @@ fn kds_collateral(
                  the report"
             .into(),
     })?;
-    let req = coffer_pccs::kds::KdsRequest::for_report(&parsed, product).ok_or_else(|| {
+    let req = coffer_pccs::kds::KdsRequest::for_report(parsed, product).ok_or_else(|| {
         Error::Evidence {
             kind: coffer_api::ErrorKind::MalformedEvidence,
             reason: format!("REPORTED_TCB sets bytes that {product} reserves"),
