@@ -974,7 +974,8 @@ fn sim_quote(a: SimQuoteArgs, global: Global) -> anyhow::Result<ExitCode> {
                 let now = unix_now()?;
                 std::fs::create_dir_all(dir)
                     .map_err(|e| Failure::new("io", format!("{}: {e}", dir.display())))?;
-                let pem = |der: &[u8]| pem_certificate(der);
+                // PEM, as AMD's KDS serves the chain.
+                let pem = |der: &[u8]| coffer_coordinator::pki::pem_encode("CERTIFICATE", der);
                 write_atomic(&dir.join("vcek.der"), snp.vcek_der(), false)?;
                 write_atomic(&dir.join("ask.pem"), pem(snp.ask_der()).as_bytes(), false)?;
                 write_atomic(&dir.join("ark.pem"), pem(snp.ark_der()).as_bytes(), false)?;
@@ -1344,18 +1345,6 @@ fn fmt_time(t: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| format!("@{t}"))
-}
-
-/// A DER certificate as one PEM block (64-column base64), as AMD's KDS serves them.
-fn pem_certificate(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out + "-----END CERTIFICATE-----\n"
 }
 
 #[cfg(test)]
