@@ -285,8 +285,7 @@ pub(crate) fn run(args: CoordinatorArgs, global: Global) -> anyhow::Result<ExitC
                     (None, Some(dir)) if dir.join("kds").is_dir() => {
                         verifier.with_kds(coffer_pccs::kds::KdsSource::offline(dir.clone()))
                     }
-                    (None, Some(_)) => verifier,
-                    (None, None) => verifier,
+                    _ => verifier,
                 }
             },
             Sealer::Gramine(args.attestation_root.clone()),
